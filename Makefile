@@ -1,0 +1,36 @@
+# `make demo` and `make test` do all set-up on a machine with only Python 3.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND ?= tensorflow
+# Real MNIST for tests and benchmarks when the shared folder is beside the checkout.
+export KERAS_NORMED_MNIST_DIR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
+
+.PHONY: demo test test-slow lint bench clean
+
+$(STAMP): setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[cpu,test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/keras-normed demo
+
+test: $(STAMP)
+	$(BIN)/ruff check keras_normed tests examples
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check keras_normed tests examples
+
+bench: $(STAMP)
+	$(BIN)/keras-normed bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""The papers' networks, data loading and experiment runners."""

@@ -1,0 +1,3 @@
+"""Layers of keras-normed."""
+
+__all__: list = []

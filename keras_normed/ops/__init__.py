@@ -1,0 +1,1 @@
+"""Numerical kernels (FFT products) shared by the layers."""
