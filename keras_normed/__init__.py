@@ -7,6 +7,7 @@ string aliases (``"normed"``, ...) with ``keras.initializers.get``.
 import keras
 
 from keras_normed import initializers, layers, structure
+from keras_normed.data_driven import data_dependent_init, lsuv
 from keras_normed.initializers import Normed
 
 __version__ = "0.1.0"
@@ -15,7 +16,14 @@ __version__ = "0.1.0"
 # entry of their own in the global custom objects.
 _ALIASES = {
     "normed": Normed,
+    "delta_orthogonal": initializers.DeltaOrthogonal,
+    "random_walk": initializers.RandomWalk,
 }
 keras.saving.get_custom_objects().update(_ALIASES)
 
 __all__ = ["Normed", "initializers", "layers", "structure", "__version__"]
+__all__ += ["lsuv", "data_dependent_init"]
+from keras_normed import diagnostics, scaling  # noqa: E402
+from keras_normed.scaling import rescale  # noqa: E402
+
+__all__ += ["rescale", "scaling", "diagnostics"]

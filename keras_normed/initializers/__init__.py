@@ -1,5 +1,15 @@
 """Initializers of keras-normed. Each family lives in its own module."""
 
+from keras_normed.initializers.delta_orthogonal import (
+    CriticalPoint,
+    DeltaOrthogonal,
+    critical_sigma_w,
+    tanh_critical_point,
+)
 from keras_normed.initializers.normed import Normed
+from keras_normed.initializers.random_walk import RandomWalk, random_walk_gain
+from keras_normed.initializers.weight_norm import arpit_init
 
-__all__ = ["Normed"]
+__all__ = ["Normed", "CriticalPoint", "DeltaOrthogonal", "critical_sigma_w",
+           "tanh_critical_point", "RandomWalk", "random_walk_gain"]
+__all__ += ["arpit_init"]

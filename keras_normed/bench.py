@@ -1,0 +1,510 @@
+"""Speed benchmark: block-circulant layers against Dense / Conv2D and against materialising.
+
+For every case three implementations are timed in the same process, interleaved round by round
+(so that load from other processes hits all of them alike), and reported as the median over
+``--repeats`` rounds after warm-up:
+
+- the Keras baseline (``keras.layers.Dense(n)`` or ``keras.layers.Conv2D``), ratio 1 by definition;
+- ``CirculantDense`` / ``CirculantConv2D`` (FFT: ``rfft`` per input block, a complex
+  multiply-accumulate per frequency, ``irfft`` per output block; CirCNN, Ding et al. 2017);
+- "materialise": the same circulant kernel expanded to the full matrix by a differentiable gather
+  (``keras_normed.ops.fft.circulant_to_dense``), then an ordinary matmul / convolution, so the
+  backward pass goes through the gather too.
+
+Each is measured as a forward pass and as forward + backward (gradients with respect to the
+input and every weight, upstream gradient a fixed random tensor), compiled by ``tf.function``
+with and without ``jit_compile=True``; ratios compare like with like (XLA with XLA). Parameter
+bytes are the bytes of the layer's weights (kernel and bias), exactly
+``4 * (n_in * units / b + units)`` for a float32 ``CirculantDense`` whose ``b`` divides both
+sizes, against ``4 * (n_in * units + units)`` for ``Dense``.
+
+Example::
+
+    keras-normed bench --quick
+    keras-normed bench --sizes 4096 --blocks 256 --markdown --output results/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+DEFAULT_SIZES = (1024, 4096)
+DEFAULT_BLOCKS = ("16", "64", "256", "1024", "n")
+DEFAULT_CONV_SHAPE = (14, 14, 256)
+DEFAULT_CONV_BLOCKS = (16, 64, 256)
+
+QUICK = {
+    "sizes": (128,),
+    "blocks": ("16", "n"),
+    "batch": 8,
+    "repeats": 3,
+    "warmup": 1,
+    "conv_shape": (6, 6, 32),
+    "conv_blocks": (8,),
+    "conv_batch": 2,
+}
+
+# The issue's targets (n = 4096, block 256, batch 256, XLA vs XLA, forward + backward).
+TARGET_CASE = {"n": 4096, "block": 256, "batch": 256}
+TARGET_RATIO = 0.1
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _block_list(text: str) -> List[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    for v in values:
+        if v != "n" and not (v.isdigit() and int(v) > 0):
+            raise argparse.ArgumentTypeError(
+                f"blocks are positive integers or 'n' (the full size), got {v!r}")
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one block size")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=_int_list, default=None,
+                        help="square sizes n of the n -> n dense case "
+                             f"(default {','.join(map(str, DEFAULT_SIZES))})")
+    parser.add_argument("--blocks", type=_block_list, default=None,
+                        help="block sizes; 'n' means the full size; sizes that do not divide n "
+                             f"are skipped (default {','.join(DEFAULT_BLOCKS)})")
+    parser.add_argument("--batch", type=int, default=None, help="batch of the dense case (256)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds after warm-up; the median is reported (10)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds (2)")
+    parser.add_argument("--conv-shape", type=_int_list, default=None,
+                        help="H,W,C of the convolution case, C -> C filters, 3x3, 'same' "
+                             f"(default {','.join(map(str, DEFAULT_CONV_SHAPE))})")
+    parser.add_argument("--conv-blocks", type=_int_list, default=None,
+                        help="block sizes of the convolution case "
+                             f"(default {','.join(map(str, DEFAULT_CONV_BLOCKS))})")
+    parser.add_argument("--conv-batch", type=int, default=None,
+                        help="batch of the convolution case (32)")
+    parser.add_argument("--cases", choices=("all", "dense", "conv"), default="all",
+                        help="which cases to run")
+    parser.add_argument("--jit", choices=("both", "on", "off"), default="both",
+                        help="tf.function with jit_compile=True ('on'), without ('off'), or both")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the parts of the circulant product (rfft, contraction, "
+                             "irfft) and alternative contractions, dense case only")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and few repeats (seconds): a smoke test")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--output", default=None, help="write the results as JSON to this path")
+    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter bytes (exact formulas, used by the tests)
+
+
+def dense_param_bytes(n_in: int, units: int, dtype_bytes: int = 4) -> int:
+    """Bytes of a ``Dense(units)`` kernel and bias: ``dtype_bytes * (n_in * units + units)``."""
+    return dtype_bytes * (n_in * units + units)
+
+
+def circulant_dense_param_bytes(n_in: int, units: int, block_size: int,
+                                dtype_bytes: int = 4) -> int:
+    """Bytes of a ``CirculantDense``: kernel ``(ceil(n_in/b), ceil(units/b), b)`` plus bias."""
+    p, q = -(-n_in // block_size), -(-units // block_size)
+    return dtype_bytes * (p * q * block_size + units)
+
+
+def conv_param_bytes(k: int, c_in: int, filters: int, dtype_bytes: int = 4) -> int:
+    """Bytes of a ``k x k`` ``Conv2D``: ``dtype_bytes * (k * k * c_in * filters + filters)``."""
+    return dtype_bytes * (k * k * c_in * filters + filters)
+
+
+def circulant_conv_param_bytes(k: int, c_in: int, filters: int, block_size: int,
+                               dtype_bytes: int = 4) -> int:
+    """Bytes of a ``CirculantConv2D``: kernel ``(k, k, ceil(c_in/b), ceil(filters/b), b)``."""
+    p, q = -(-c_in // block_size), -(-filters // block_size)
+    return dtype_bytes * (k * k * p * q * block_size + filters)
+
+
+def _weight_bytes(layer) -> int:
+    import numpy as np
+
+    return int(sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in layer.weights))
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def _time_interleaved(fns: Dict[str, Callable], repeats: int, warmup: int) -> Dict[str, float]:
+    """Median wall time (seconds) of each zero-argument function, measured round-robin."""
+    for _ in range(max(warmup, 1)):  # the first call traces and compiles
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()  # CPU execution of a tf.function is synchronous: the result is ready here
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _compiled(apply: Callable, x, upstream, variables, jit: bool):
+    """``(forward, forward_backward)`` tf.functions of ``apply(x)``.
+
+    The loss ``sum(apply(x) * upstream)`` with a random ``upstream`` keeps XLA from simplifying
+    the backward matmuls away (as it could for an all-ones upstream gradient).
+    """
+    import tensorflow as tf
+
+    @tf.function(jit_compile=jit, autograph=False)
+    def forward():
+        return apply(x)
+
+    @tf.function(jit_compile=jit, autograph=False)
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(apply(x) * upstream)
+        return tape.gradient(loss, [x] + list(variables))
+
+    return forward, forward_backward
+
+
+def _measure_group(impls: Dict[str, tuple], x, upstream, jit: bool, repeats: int,
+                   warmup: int) -> Dict[str, Dict[str, float]]:
+    """Time ``{name: (apply, variables)}`` forward and forward+backward; seconds per name."""
+    fns = {}
+    for name, (apply, variables) in impls.items():
+        fwd, fwdbwd = _compiled(apply, x, upstream, variables, jit)
+        fns[(name, "fwd")] = fwd
+        fns[(name, "fwdbwd")] = fwdbwd
+    medians = _time_interleaved(fns, repeats, warmup)
+    out: Dict[str, Dict[str, float]] = {name: {} for name in impls}
+    for (name, kind), seconds in medians.items():
+        out[name][kind] = seconds
+    return out
+
+
+def _blocks_for(n: int, blocks: Sequence[str]) -> List[int]:
+    sizes = []
+    for b in blocks:
+        size = n if b == "n" else int(b)
+        if size <= n and n % size == 0 and size not in sizes:
+            sizes.append(size)
+    return sizes
+
+
+def _rows_from(group, case: dict, params: Dict[str, int], blocks: Dict[str, Optional[int]],
+               jit: bool) -> List[dict]:
+    base = group["dense"]
+    rows = []
+    for name, t in group.items():
+        rows.append(dict(case, impl=name.split(":")[0], block=blocks[name], jit=jit,
+                         fwd_ms=1e3 * t["fwd"], fwdbwd_ms=1e3 * t["fwdbwd"],
+                         fwd_ratio=t["fwd"] / base["fwd"],
+                         fwdbwd_ratio=t["fwdbwd"] / base["fwdbwd"],
+                         param_bytes=params[name]))
+    return rows
+
+
+def bench_dense(n: int, blocks: Sequence[str], batch: int, jit: bool, repeats: int,
+                warmup: int, seed: int = 0) -> List[dict]:
+    """Rows for the square ``n -> n`` case: Dense, then CirculantDense and materialise per block."""
+    import keras
+    import tensorflow as tf
+
+    from keras_normed.layers import CirculantDense
+    from keras_normed.ops.fft import circulant_to_dense
+
+    rng = tf.random.Generator.from_seed(seed)
+    x = rng.normal((batch, n))
+    upstream = rng.normal((batch, n))
+    dense = keras.layers.Dense(n, kernel_initializer=keras.initializers.GlorotUniform(seed))
+    dense.build((batch, n))
+    impls = {"dense": (dense, dense.trainable_weights)}
+    params = {"dense": _weight_bytes(dense)}
+    block_of: Dict[str, Optional[int]] = {"dense": None}
+    for b in _blocks_for(n, blocks):
+        layer = CirculantDense(n, b)
+        layer.build((batch, n))
+
+        def materialise(inputs, layer=layer):
+            w = circulant_to_dense(layer.kernel, n, n)
+            return tf.matmul(inputs, w) + layer.bias
+
+        impls[f"circulant:{b}"] = (layer, layer.trainable_weights)
+        impls[f"materialise:{b}"] = (materialise, layer.trainable_weights)
+        params[f"circulant:{b}"] = params[f"materialise:{b}"] = _weight_bytes(layer)
+        block_of[f"circulant:{b}"] = block_of[f"materialise:{b}"] = b
+    group = _measure_group(impls, x, upstream, jit, repeats, warmup)
+    case = {"case": "dense", "shape": f"{n}->{n}", "n": n, "batch": batch}
+    return _rows_from(group, case, params, block_of, jit)
+
+
+def bench_conv(shape: Sequence[int], blocks: Sequence[int], batch: int, jit: bool,
+               repeats: int, warmup: int, seed: int = 0, kernel_size: int = 3) -> List[dict]:
+    """Rows for ``H x W x C -> C`` 3x3 'same' convolutions: Conv2D, CirculantConv2D, materialise."""
+    import keras
+    import tensorflow as tf
+
+    from keras_normed.layers import CirculantConv2D
+    from keras_normed.ops.fft import circulant_to_dense
+
+    h, w, c = (int(v) for v in shape)
+    rng = tf.random.Generator.from_seed(seed)
+    x = rng.normal((batch, h, w, c))
+    upstream = rng.normal((batch, h, w, c))
+    conv = keras.layers.Conv2D(c, kernel_size, padding="same",
+                               kernel_initializer=keras.initializers.GlorotUniform(seed))
+    conv.build((batch, h, w, c))
+    impls = {"dense": (conv, conv.trainable_weights)}
+    params = {"dense": _weight_bytes(conv)}
+    block_of: Dict[str, Optional[int]] = {"dense": None}
+    for b in blocks:
+        if c % b:
+            continue
+        layer = CirculantConv2D(c, kernel_size, b, padding="same")
+        layer.build((batch, h, w, c))
+
+        def materialise(inputs, layer=layer):
+            kernel = circulant_to_dense(layer.kernel, c, c)  # (k, k, C, C)
+            return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME") + layer.bias
+
+        impls[f"circulant:{b}"] = (layer, layer.trainable_weights)
+        impls[f"materialise:{b}"] = (materialise, layer.trainable_weights)
+        params[f"circulant:{b}"] = params[f"materialise:{b}"] = _weight_bytes(layer)
+        block_of[f"circulant:{b}"] = block_of[f"materialise:{b}"] = b
+    group = _measure_group(impls, x, upstream, jit, repeats, warmup)
+    case = {"case": "conv", "shape": f"{h}x{w}x{c}->{c} k{kernel_size}", "n": c,
+            "batch": batch}
+    return _rows_from(group, case, params, block_of, jit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile of the circulant product's parts
+
+
+def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: int,
+                      warmup: int, seed: int = 0) -> Dict[str, float]:
+    """Median milliseconds of the parts of ``x @ W`` for a block-circulant ``n x n`` ``W``.
+
+    Parts: ``rfft`` of the input blocks, the frequency-domain contraction as implemented in
+    ``keras_normed.ops.fft`` (``stacked``), ``irfft`` of the output blocks, the whole forward;
+    and alternative contractions of the same spectra: ``complex_matmul`` (complex64 batched
+    matmul over frequencies), ``real4`` (four real batched matmuls), ``einsum`` (complex einsum
+    without transposes).
+    """
+    import tensorflow as tf
+
+    from keras_normed.ops import fft as fft_ops
+
+    b = block_size
+    p = q = n // b
+    rng = tf.random.Generator.from_seed(seed)
+    x = rng.normal((batch, n))
+    kernel = rng.normal((p, q, b))
+    xb = tf.reshape(x, (batch, p, b))
+    xs = tf.signal.rfft(xb)
+    xr, xi = tf.math.real(xs), tf.math.imag(xs)
+    ks = tf.signal.rfft(kernel)
+    kr, ki = tf.math.real(ks), tf.math.imag(ks)
+    ys = tf.complex(*fft_ops._freq_contract(xr, xi, kr, ki))
+    w_dense = rng.normal((n, n))
+
+    def jitted(fn):
+        return tf.function(fn, jit_compile=jit, autograph=False)
+
+    def complex_matmul():
+        xc = tf.transpose(xs, (2, 0, 1))  # (F, M, P)
+        kc = tf.transpose(ks, (2, 0, 1))  # (F, P, Q)
+        return tf.transpose(tf.matmul(xc, kc), (1, 2, 0))
+
+    def real4():
+        xrt, xit = tf.transpose(xr, (2, 0, 1)), tf.transpose(xi, (2, 0, 1))
+        krt, kit = tf.transpose(kr, (2, 0, 1)), tf.transpose(ki, (2, 0, 1))
+        yr = tf.matmul(xrt, krt) - tf.matmul(xit, kit)
+        yi = tf.matmul(xrt, kit) + tf.matmul(xit, krt)
+        return tf.transpose(yr, (1, 2, 0)), tf.transpose(yi, (1, 2, 0))
+
+    fns = {
+        "rfft": jitted(lambda: tf.signal.rfft(xb)),
+        "kernel_rfft": jitted(lambda: tf.signal.rfft(kernel)),
+        "contract_stacked": jitted(lambda: fft_ops._freq_contract(xr, xi, kr, ki)),
+        "contract_complex_matmul": jitted(complex_matmul),
+        "contract_real4": jitted(real4),
+        "contract_einsum": jitted(lambda: tf.einsum("mpf,pqf->mqf", xs, ks)),
+        "irfft": jitted(lambda: tf.signal.irfft(ys)),
+        "forward": jitted(lambda: fft_ops.circulant_matmul(x, kernel, n)),
+        "dense_matmul": jitted(lambda: tf.matmul(x, w_dense)),
+    }
+    medians = _time_interleaved(fns, repeats, warmup)
+    return {name: 1e3 * s for name, s in medians.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver and output
+
+
+def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, blocks: Sequence[str] = DEFAULT_BLOCKS,
+              batch: int = 256, repeats: int = 10, warmup: int = 2,
+              conv_shape: Sequence[int] = DEFAULT_CONV_SHAPE,
+              conv_blocks: Sequence[int] = DEFAULT_CONV_BLOCKS, conv_batch: int = 32,
+              cases: str = "all", jit_modes: Sequence[bool] = (False, True),
+              profile: bool = False, seed: int = 0, verbose: bool = True) -> dict:
+    """Run the benchmark; return ``{"rows": [...], "profile": [...], "machine": {...}}``."""
+    if batch < 1 or conv_batch < 1:
+        raise ValueError("`batch` and `conv_batch` must be >= 1.")
+    if repeats < 1 or warmup < 0:
+        raise ValueError("`repeats` must be >= 1 and `warmup` >= 0.")
+    import keras
+    import tensorflow as tf
+
+    # Every case builds fresh tf.functions on purpose: silence TF's retracing warning.
+    tf.get_logger().setLevel("ERROR")
+    rows: List[dict] = []
+    prof: List[dict] = []
+    for jit in jit_modes:
+        if cases in ("all", "dense"):
+            for n in sizes:
+                if verbose:
+                    print(f"  dense {n}->{n}, jit_compile={jit} ...", flush=True)
+                rows += bench_dense(n, blocks, batch, jit, repeats, warmup, seed)
+                if profile:
+                    for b in _blocks_for(n, blocks):
+                        parts = profile_circulant(n, b, batch, jit, repeats, warmup, seed)
+                        prof.append({"n": n, "block": b, "batch": batch, "jit": jit,
+                                     "ms": parts})
+        if cases in ("all", "conv"):
+            if verbose:
+                print(f"  conv {'x'.join(map(str, conv_shape))}, jit_compile={jit} ...",
+                      flush=True)
+            rows += bench_conv(conv_shape, conv_blocks, conv_batch, jit, repeats, warmup, seed)
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    return {"rows": rows, "profile": prof, "machine": machine,
+            "settings": {"repeats": repeats, "warmup": warmup, "seed": seed}}
+
+
+_COLUMNS = [("case", "case"), ("shape", "shape"), ("batch", "batch"), ("impl", "impl"),
+            ("block", "block"), ("jit", "XLA"), ("fwd_ms", "fwd ms"),
+            ("fwd_ratio", "fwd / base"), ("fwdbwd_ms", "fwd+bwd ms"),
+            ("fwdbwd_ratio", "fwd+bwd / base"), ("param_bytes", "param bytes")]
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "jit":
+        return "yes" if value else "no"
+    if key.endswith("_ms"):
+        return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+    if key.endswith("_ratio"):
+        return f"{value:.3f}"
+    if key == "param_bytes":
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict], markdown: bool = False) -> str:
+    """Rows as an aligned text table or a markdown table (``base`` = Dense / Conv2D)."""
+    header = [title for _, title in _COLUMNS]
+    body = [[_cell(key, row.get(key)) for key, _ in _COLUMNS] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join("---:" if i >= 5 else "---" for i in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
+              for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(header)] + [fmt(r) for r in body])
+
+
+def format_profile(prof: Sequence[dict]) -> str:
+    if not prof:
+        return ""
+    names = list(prof[0]["ms"])
+    lines = ["n  block  XLA  " + "  ".join(names) + "   (ms)"]
+    for p in prof:
+        lines.append(f"{p['n']}  {p['block']}  {'yes' if p['jit'] else 'no'}  "
+                     + "  ".join(f"{p['ms'][k]:.3g}" for k in names))
+    return "\n".join(lines)
+
+
+def check_targets(rows: Sequence[dict]) -> Optional[str]:
+    """Verdict on the issue's targets when the target case was measured, else ``None``."""
+    def find(impl):
+        for r in rows:
+            if (r["case"] == "dense" and r["jit"] and r["impl"] == impl
+                    and r["n"] == TARGET_CASE["n"] and r["batch"] == TARGET_CASE["batch"]
+                    and r["block"] == TARGET_CASE["block"]):
+                return r
+        return None
+
+    circ, mat = find("circulant"), find("materialise")
+    if circ is None or mat is None:
+        return None
+    ok_ratio = circ["fwdbwd_ratio"] <= TARGET_RATIO
+    ok_mat = circ["fwdbwd_ms"] <= mat["fwdbwd_ms"]
+    return (f"Target (n=4096, block 256, batch 256, XLA, fwd+bwd): "
+            f"{circ['fwdbwd_ratio']:.3f} of Dense (target <= {TARGET_RATIO}: "
+            f"{'met' if ok_ratio else 'NOT met'}); "
+            f"{circ['fwdbwd_ms']:.3g} ms vs materialise {mat['fwdbwd_ms']:.3g} ms "
+            f"({'met' if ok_mat else 'NOT met'}).")
+
+
+def run(args: argparse.Namespace) -> int:
+    q = QUICK if args.quick else {}
+
+    def pick(value, key, default):
+        return value if value is not None else q.get(key, default)
+
+    jit_modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
+    result = run_bench(
+        sizes=pick(args.sizes, "sizes", DEFAULT_SIZES),
+        blocks=pick(args.blocks, "blocks", DEFAULT_BLOCKS),
+        batch=pick(args.batch, "batch", 256),
+        repeats=pick(args.repeats, "repeats", 10),
+        warmup=pick(args.warmup, "warmup", 2),
+        conv_shape=pick(args.conv_shape, "conv_shape", DEFAULT_CONV_SHAPE),
+        conv_blocks=pick(args.conv_blocks, "conv_blocks", DEFAULT_CONV_BLOCKS),
+        conv_batch=pick(args.conv_batch, "conv_batch", 32),
+        cases=args.cases, jit_modes=jit_modes, profile=args.profile, seed=args.seed)
+    m = result["machine"]
+    print(f"Machine: {m['processor']}, {m['cpu_count']} CPUs, TF {m['tensorflow']}, "
+          f"Keras {m['keras']}; median of {result['settings']['repeats']} rounds; "
+          "base = Dense / Conv2D in the same XLA mode.")
+    print(format_table(result["rows"], markdown=args.markdown))
+    if result["profile"]:
+        print("\nParts of the circulant forward:")
+        print(format_profile(result["profile"]))
+    verdict = check_targets(result["rows"])
+    if verdict:
+        print(verdict)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"Wrote {args.output}")
+    return 0

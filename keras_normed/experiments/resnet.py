@@ -1,0 +1,230 @@
+"""Deep weight-normalized ResNet on digits: Arpit et al.'s init against the usual WN inits.
+
+The network (all Dense layers wrapped in :class:`~keras_normed.layers.WeightNormalization`):
+flatten -> stem Dense(width) -> ``blocks`` x [h + Dense(width)(relu(Dense(width, relu)(h)))]
+-> Dense(10) logits. Initializations compared:
+
+- ``arpit``: :func:`keras_normed.initializers.arpit_init` (orthogonal v, g from the forward
+  condition, residual branches scaled by 1/sqrt(blocks));
+- ``salimans``: v ~ N(0, 0.05), then the data-dependent init of Salimans & Kingma (each
+  unit's pre-activation zero mean, unit variance on a batch: g and b set from the data);
+- ``he-g1``: v He-normal with g = 1 (unit-norm weight vectors), the common proxy.
+
+Example::
+
+    keras-normed resnet --quick
+    keras-normed resnet --blocks 50 --width 32 --steps 300 --source mnist-dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from typing import Dict, List
+
+import numpy as np
+
+INITS = ("arpit", "salimans", "he-g1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--blocks", type=int, default=50, help="residual blocks (default 50)")
+    parser.add_argument("--width", type=int, default=32, help="units per layer (default 32)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per init")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--inits", default=",".join(INITS),
+                        help=f"comma-separated subset of {', '.join(INITS)}")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per init (seeds 0..n-1)")
+    parser.add_argument("--n-train", type=int, default=8000)
+    parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--source", default="auto", help="auto|mnist-dir|keras|sklearn")
+    parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files")
+    parser.add_argument("--out", default="results/resnet", help="folder for JSON and PNG")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run (4 blocks, 5 steps, sklearn digits) for tests")
+    parser.add_argument("--no-plot", action="store_true")
+
+
+def build_model(blocks: int, width: int, init: str, seed: int):
+    """The weight-normalized residual MLP, with ``v`` and ``g`` as ``init`` needs them."""
+    import keras
+
+    from keras_normed.layers import WeightNormalization
+
+    if init == "salimans":
+        v_init = keras.initializers.RandomNormal(0.0, 0.05, seed=seed)
+    else:  # arpit overwrites v anyway
+        v_init = keras.initializers.HeNormal(seed=seed)
+    counter = [0]
+
+    def wn(units, activation=None, name=None):
+        counter[0] += 1
+        init_k = v_init.__class__.from_config({**v_init.get_config(),
+                                               "seed": seed * 100003 + counter[0]})
+        return WeightNormalization(
+            keras.layers.Dense(units, activation=activation, kernel_initializer=init_k),
+            g_initializer="ones", name=name)
+
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Flatten()(inputs)
+    h = wn(width, name="stem")(h)
+    for b in range(blocks):
+        r = wn(width, "relu", name=f"block{b}_a")(h)
+        r = wn(width, name=f"block{b}_b")(r)
+        h = keras.layers.Add(name=f"block{b}_add")([h, r])
+    outputs = wn(10, name="logits")(h)
+    return keras.Model(inputs, outputs)
+
+
+def initialize(model, init: str, x_batch, seed: int) -> None:
+    from keras_normed.data_driven import data_dependent_init
+    from keras_normed.initializers.weight_norm import arpit_init
+
+    if init == "arpit":
+        arpit_init(model, seed=seed)
+    elif init == "salimans":
+        data_dependent_init(model, x_batch, between_layer_iters=0)
+    elif init != "he-g1":
+        raise ValueError(f"Unknown init {init!r}; expected one of {INITS}.")
+
+
+def train(model, data, steps: int, batch_size: int, lr: float, momentum: float,
+          seed: int, eager: bool = False) -> Dict:
+    """SGD for ``steps`` steps; per-step training loss, then test loss and accuracy.
+
+    ``eager=True`` skips graph tracing, which is faster for the few steps of ``--quick``.
+    """
+    import keras
+
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], run_eagerly=eager)
+    rng = np.random.default_rng(seed)
+    n = len(data.x_train)
+    order = rng.permutation(n)
+    losses: List[float] = []
+    pos = 0
+    for _ in range(steps):
+        if pos + batch_size > n:
+            order, pos = rng.permutation(n), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        loss = model.train_on_batch(data.x_train[idx], data.y_train[idx], return_dict=True)
+        losses.append(float(loss["loss"]))
+    test = model.evaluate(data.x_test, data.y_test, batch_size=500, verbose=0,
+                          return_dict=True)
+    return {"losses": losses, "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"])}
+
+
+def _smooth(values, window=20):
+    out, acc = [], []
+    for v in values:
+        acc.append(v if math.isfinite(v) else float("inf"))
+        acc = acc[-window:]
+        out.append(float(np.mean(acc)))
+    return out
+
+
+def summarize(runs: Dict[str, List[Dict]], window: int = 20) -> List[Dict]:
+    """One table row per init: initial, final (smoothed) training loss, test accuracy."""
+    rows = []
+    for init, seeds in runs.items():
+        final = [_smooth(r["losses"], window)[-1] for r in seeds]
+        rows.append({
+            "init": init,
+            "initial_loss": float(np.mean([r["losses"][0] for r in seeds])),
+            "final_loss": float(np.mean(final)),
+            "final_loss_std": float(np.std(final)),
+            "test_accuracy": float(np.mean([r["test_accuracy"] for r in seeds])),
+            "diverged": int(sum(not math.isfinite(f) for f in final)),
+        })
+    return rows
+
+
+def markdown_table(rows: List[Dict]) -> str:
+    lines = ["| init | first-step loss | final loss (mean of last 20 steps) | test accuracy |",
+             "| --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['init']} | {r['initial_loss']:.3g} | {r['final_loss']:.3f} "
+                     f"+- {r['final_loss_std']:.3f} | {100 * r['test_accuracy']:.1f}% |")
+    return "\n".join(lines)
+
+
+def plot(runs: Dict[str, List[Dict]], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, (init, seeds) in enumerate(runs.items()):
+        for i, r in enumerate(seeds):
+            ax.plot(_smooth(r["losses"], 10), label=init if i == 0 else None,
+                    color=f"C{k}", alpha=0.9)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (10-step mean)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    import keras
+
+    from keras_normed.experiments.data import load_digits
+
+    if args.quick:
+        args.blocks, args.width, args.steps = min(args.blocks, 4), min(args.width, 8), 5
+        args.n_train, args.n_test = 256, 64
+        if args.source == "auto":
+            args.source = "sklearn"
+    inits = [s.strip() for s in args.inits.split(",") if s.strip()]
+    unknown = [i for i in inits if i not in INITS]
+    if unknown:
+        raise SystemExit(f"Unknown --inits {unknown}; expected a subset of {INITS}.")
+    data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)
+    runs: Dict[str, List[Dict]] = {}
+    for init in inits:
+        for seed in range(args.seeds):
+            keras.utils.set_random_seed(seed)
+            model = build_model(args.blocks, args.width, init, seed)
+            initialize(model, init, data.x_train[:256], seed)
+            start = time.time()
+            result = train(model, data, args.steps, args.batch_size, args.lr, args.momentum,
+                           seed, eager=args.quick)
+            result["seconds"] = time.time() - start
+            runs.setdefault(init, []).append(result)
+            print(f"{init} seed {seed}: first loss {result['losses'][0]:.3g}, "
+                  f"last {result['losses'][-1]:.3g}, test acc "
+                  f"{100 * result['test_accuracy']:.1f}% ({result['seconds']:.0f} s)")
+    rows = summarize(runs, window=min(20, args.steps))
+    table = markdown_table(rows)
+    print(table)
+    os.makedirs(args.out, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k not in ("func",)}
+    with open(os.path.join(args.out, "resnet.json"), "w") as f:
+        json.dump({"config": config, "data": data.source, "rows": rows, "runs": runs}, f)
+    if not args.no_plot:
+        plot(runs, os.path.join(args.out, "resnet.png"),
+             f"WN ResNet, {args.blocks} blocks x width {args.width}")
+    print(f"Results in {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

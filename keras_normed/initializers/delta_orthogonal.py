@@ -1,0 +1,184 @@
+"""Delta-orthogonal initialization for convolutions (Xiao et al., ICML 2018), and the mean-field
+critical point of tanh networks that it is meant to be used at."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import NamedTuple, Optional
+
+import keras
+import numpy as np
+
+
+@keras.saving.register_keras_serializable(package="keras_normed", name="DeltaOrthogonal")
+class DeltaOrthogonal(keras.initializers.Initializer):
+    """Delta-orthogonal kernels: an orthogonal channel mixer at the spatial centre, zero elsewhere.
+
+    For a kernel of shape ``(*k, c_in, c_out)`` (Conv1D/2D/3D) with ``c_out >= c_in``::
+
+        W[centre, :, :] = gain * H,   H H^T = I_{c_in}  (H random orthogonal, c_in x c_out)
+        W[x, :, :]      = 0           for every other spatial offset x,
+
+    with ``centre = (k - 1) // 2`` along each spatial axis (the tap that ``padding="same"``
+    aligns with the output pixel). The convolution is then a pixel-wise orthogonal map, so it
+    preserves the norm of every input exactly (under periodic padding, and under "same" zero
+    padding too, since only the centre tap is nonzero) and all singular values of its Jacobian
+    equal ``gain``: the "dynamical isometry" that lets a vanilla tanh CNN of 10,000 layers train
+    when ``gain`` and the bias scale sit at the critical point (see :func:`tanh_critical_point`).
+
+    ``H`` comes from ``keras.initializers.Orthogonal(gain, seed)`` with shape ``(c_in, c_out)``.
+
+    Example::
+
+        sw2, sb2, _ = keras_normed.initializers.tanh_critical_point(sigma_b2=1e-4)
+        layer = keras.layers.Conv2D(
+            32, 3, padding="same", activation="tanh",
+            kernel_initializer=DeltaOrthogonal(gain=math.sqrt(sw2), seed=0),
+            bias_initializer=keras.initializers.RandomNormal(stddev=math.sqrt(sb2), seed=1))
+
+    Args:
+        gain: multiplicative factor (``sigma_w`` of the mean-field theory).
+        seed: int for reproducible values, or ``None``.
+
+    Reference: L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. S. Schoenholz, J. Pennington,
+    "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla
+    Convolutional Neural Networks", ICML 2018 (Algorithm 2).
+    """
+
+    def __init__(self, gain: float = 1.0, seed: Optional[int] = None):
+        if not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
+            raise ValueError(f"`gain` must be a positive finite number, got {gain!r}.")
+        self.gain = float(gain)
+        self.seed = seed
+        # As Keras does: None draws a fixed int now, so repeated calls give the same values
+        # while get_config keeps None.
+        self._seed = int(seed) if seed is not None else random.randint(1, 2**31 - 1)
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 3:
+            raise ValueError(
+                f"DeltaOrthogonal needs a convolution kernel of shape (*kernel_size, c_in, c_out) "
+                f"with 1-3 spatial axes; got shape {shape}. For Dense kernels use "
+                "keras.initializers.Orthogonal.")
+        *kernel_size, c_in, c_out = shape
+        if c_out < c_in:
+            raise ValueError(
+                f"DeltaOrthogonal needs filters (c_out={c_out}) >= input channels (c_in={c_in}) "
+                "for the centre tap to have orthonormal rows; use at least as many filters as "
+                "input channels, or another initializer for this layer.")
+        centre = keras.initializers.Orthogonal(gain=self.gain, seed=self._seed)(
+            (c_in, c_out), dtype=dtype)
+        centre = keras.ops.reshape(centre, (1,) * len(kernel_size) + (c_in, c_out))
+        pads = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_size] + [(0, 0), (0, 0)]
+        return keras.ops.pad(centre, pads)
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self.seed}
+
+
+class CriticalPoint(NamedTuple):
+    """A point ``(sigma_w^2, sigma_b^2)`` on the order-to-chaos line, with its fixed point."""
+
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float
+
+    @property
+    def sigma_w(self) -> float:
+        return math.sqrt(self.sigma_w2)
+
+    @property
+    def sigma_b(self) -> float:
+        return math.sqrt(self.sigma_b2)
+
+
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(201)
+_WEIGHTS = _WEIGHTS / math.sqrt(2.0 * math.pi)  # E[f(z)], z ~ N(0, 1)
+
+
+def gaussian_mean(f, q: float) -> float:
+    """``E[f(sqrt(q) z)]`` for ``z ~ N(0, 1)`` by 201-point Gauss-Hermite quadrature."""
+    return float(np.sum(_WEIGHTS * f(math.sqrt(max(q, 0.0)) * _NODES)))
+
+
+def _tanh2(x):
+    return np.tanh(x) ** 2
+
+
+def _dtanh2(x):
+    return (1.0 - np.tanh(x) ** 2) ** 2
+
+
+def tanh_chi(sigma_w2: float, q: float) -> float:
+    """``chi = sigma_w^2 E[tanh'(sqrt(q) z)^2]``: the mean squared singular value of one layer's
+    Jacobian; 1 at the order-to-chaos transition."""
+    return sigma_w2 * gaussian_mean(_dtanh2, q)
+
+
+def tanh_fixed_point(sigma_w2: float, sigma_b2: float, q0: float = 1.0, iters: int = 10000,
+                     tol: float = 1e-13) -> float:
+    """Fixed point ``q*`` of the variance map ``q <- sigma_w^2 E[tanh(sqrt(q) z)^2] + sigma_b^2``,
+    by iteration from ``q0``."""
+    q = q0
+    for _ in range(iters):
+        new = sigma_w2 * gaussian_mean(_tanh2, q) + sigma_b2
+        if abs(new - q) <= tol * max(1.0, q):
+            return new
+        q = new
+    return q
+
+
+def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:
+    """The mean-field critical ``(sigma_w^2, sigma_b^2)`` of a tanh network for a bias variance.
+
+    At the critical point the fixed point ``q*`` of
+    ``q = sigma_w^2 E[tanh(sqrt(q) z)^2] + sigma_b^2`` has
+    ``chi = sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1``: gradients neither explode nor vanish on
+    average (Poole et al. 2016; Schoenholz et al. 2017; Xiao et al. 2018). Parametrising the
+    line by ``q``: ``sigma_w^2 = 1 / E[tanh'^2]`` and
+    ``sigma_b^2 = q - E[tanh^2] / E[tanh'^2]``, which increases with ``q``, so ``q*`` is found
+    by bisection. As ``sigma_b^2 -> 0``, ``q* -> 0`` and ``sigma_w^2 -> 1``.
+
+    Example::
+
+        >>> cp = tanh_critical_point(1e-4)
+        >>> round(cp.sigma_w2, 4), round(cp.q_star, 4)
+        (1.086, 0.0457)
+
+    Args:
+        sigma_b2: variance of the biases, >= 0.
+
+    Returns:
+        ``CriticalPoint(sigma_w2, sigma_b2, q_star)``.
+    """
+    if not (math.isfinite(sigma_b2) and sigma_b2 >= 0):
+        raise ValueError(f"`sigma_b2` must be a finite number >= 0, got {sigma_b2!r}.")
+    if sigma_b2 == 0:
+        return CriticalPoint(1.0, 0.0, 0.0)
+
+    def bias_on_line(q: float) -> float:
+        return q - gaussian_mean(_tanh2, q) / gaussian_mean(_dtanh2, q)
+
+    lo, hi = 0.0, 1.0
+    while bias_on_line(hi) < sigma_b2:
+        hi *= 2.0
+        if hi > 1e6:
+            raise ValueError(f"`sigma_b2`={sigma_b2} is too large: no critical point found.")
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if bias_on_line(mid) < sigma_b2:
+            lo = mid
+        else:
+            hi = mid
+    q = 0.5 * (lo + hi)
+    return CriticalPoint(1.0 / gaussian_mean(_dtanh2, q), float(sigma_b2), q)
+
+
+def critical_sigma_w(sigma_b: float, nonlinearity: str = "tanh") -> float:
+    """``sigma_w`` at the order-to-chaos transition for bias standard deviation ``sigma_b``
+    (see :func:`tanh_critical_point`); only ``nonlinearity="tanh"`` is supported."""
+    if nonlinearity != "tanh":
+        raise ValueError(f"`nonlinearity` must be 'tanh', got {nonlinearity!r}.")
+    return tanh_critical_point(float(sigma_b) ** 2).sigma_w

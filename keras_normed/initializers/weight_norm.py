@@ -1,0 +1,155 @@
+"""Robust initialization of weight-normalized networks (Arpit, Campos, Bengio, NeurIPS 2019).
+
+A weight-normalized unit computes ``y_i = g_i <v_i, x> / ||v_i||``. If the directions
+``v_i`` are orthonormal and the input is isotropic, ``E[y_i^2] = g_i^2 ||x||^2 / n_in``, so the
+norm of the layer's output is ``||y||^2 ~ g^2 (n_out / n_in) ||x||^2``, and a ReLU keeps half
+of it. The forward-pass condition of Arpit et al. follows:
+
+- a hidden layer followed by a ReLU: ``g = sqrt(2 n_in / n_out)``,
+- a layer with a linear output (the last layer, the end of a residual branch):
+  ``g = sqrt(n_in / n_out)``,
+
+with ``v`` orthogonal and biases zero (for convolutions ``n_in / n_out`` is the ratio of
+input to output channels: ``fan_in / fan_out`` of the kernel shape). In a residual network
+``h_b = h_{b-1} + r_b(h_{b-1})`` with ``B`` blocks, each branch ``r_b`` initialized as above
+preserves the norm, so it is also scaled by ``1 / sqrt(B)`` (its last layer's ``g``):
+``||h_b||^2 ~ (1 + 1/B) ||h_{b-1}||^2``, hence ``||h_B|| <= sqrt(e) ||h_0||`` for any depth,
+where an unscaled branch would give ``2^(B/2)``.
+
+Reference: D. Arpit, V. Campos, Y. Bengio, "How to Initialize your Network? Robust
+Initialization for WeightNorm & ResNets", NeurIPS 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, List, Optional
+
+import keras
+import numpy as np
+
+from keras_normed import structure
+
+__all__ = ["arpit_init", "residual_branch_ends", "weight_norm_layers"]
+
+
+def layer_seeds(seed: Optional[int], n: int) -> List[int]:
+    """``n`` independent int seeds derived from ``seed`` (random when ``None``).
+
+    Drawn from ``numpy.random.SeedSequence`` so that seeds ``s`` and ``s + 1`` share no layer
+    seed (``seed + i`` would shift the same matrices by one layer).
+    """
+    states = np.random.SeedSequence(seed).generate_state(max(n, 1))
+    return [int(s % (2**31 - 1)) + 1 for s in states[:n]]
+
+
+def _is_wn(layer) -> bool:
+    return hasattr(layer, "normalized_kernel") and hasattr(layer, "g")
+
+
+def weight_norm_layers(model) -> List[keras.layers.Layer]:
+    """The model's weight-normalized layers in forward order (nested models included)."""
+    found = []
+    for layer in model.layers:
+        if _is_wn(layer):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(weight_norm_layers(layer))
+    return found
+
+
+def _consumers(layer) -> list:
+    return [node.operation for node in getattr(layer, "_outbound_nodes", [])]
+
+
+def residual_branch_ends(model) -> List[str]:
+    """Names of the weight-normalized layers that end a residual branch.
+
+    A branch end is a weight-normalized layer whose output goes only into an ``Add`` layer
+    (the shortcut's tensor, by contrast, also feeds the branch). Pass ``branch_ends=`` to
+    :func:`arpit_init` for graphs this rule does not read.
+    """
+    ends = []
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Add):
+            continue
+        for node in layer._inbound_nodes:
+            for parent in node.parent_nodes:
+                op = parent.operation
+                consumers = _consumers(op)
+                if _is_wn(op) and len(consumers) == 1 and consumers[0] is layer:
+                    ends.append(op.name)
+    return ends
+
+
+def _relu_follows(layer) -> bool:
+    act = getattr(layer.layer, "activation", None)
+    if act is keras.activations.relu:
+        return True
+    consumers = _consumers(layer)
+    if len(consumers) == 1:
+        nxt = consumers[0]
+        if isinstance(nxt, keras.layers.ReLU):
+            return True
+        if isinstance(nxt, keras.layers.Activation) and nxt.activation is keras.activations.relu:
+            return True
+    return False
+
+
+def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
+               branch_ends: Optional[Iterable[str]] = None,
+               seed: Optional[int] = None) -> dict:
+    """Initialize every WeightNormalization layer of ``model`` as Arpit et al. (2019), in place.
+
+    ``v`` orthogonal (``keras.initializers.Orthogonal`` on the 2-D reshape, one seed per
+    layer derived from ``seed``), bias zero, and ``g = gain * sqrt(fan_in / fan_out)`` with
+    ``gain = sqrt(2)`` before a ReLU and 1 otherwise; the last layer of each residual
+    branch also gets the factor ``1 / sqrt(residual_blocks)``.
+
+    Args:
+        model: a built model containing :class:`~keras_normed.layers.WeightNormalization`.
+        residual_blocks: the number ``B`` of residual blocks; ``None`` uses the number of
+            branch ends found (0 for a plain network).
+        branch_ends: names of the layers ending a residual branch; ``None`` finds them with
+            :func:`residual_branch_ends`.
+        seed: seed of the orthogonal directions.
+
+    Returns:
+        ``{"layers": [(name, g_value), ...], "branch_ends": [...], "residual_blocks": B}``.
+
+    Example:
+
+    >>> arpit_init(model, seed=0)  # plain or residual weight-normalized network
+    """
+    if not model.built:
+        raise ValueError("`model` is not built: call it on data or build it first.")
+    layers = weight_norm_layers(model)
+    if not layers:
+        raise ValueError("`model` has no WeightNormalization layer; wrap its Dense/Conv "
+                         "layers with keras_normed.layers.WeightNormalization.")
+    ends = list(branch_ends) if branch_ends is not None else residual_branch_ends(model)
+    names = {layer.name for layer in layers}
+    unknown = [name for name in ends if name not in names]
+    if unknown:
+        raise ValueError(f"`branch_ends` names no WeightNormalization layer: {unknown}.")
+    blocks = len(ends) if residual_blocks is None else int(residual_blocks)
+    if ends and blocks < 1:
+        raise ValueError(f"`residual_blocks` must be >= 1 for a residual net, got {blocks}.")
+    seeds = layer_seeds(seed, len(layers))
+    out = []
+    for layer, layer_seed in zip(layers, seeds):
+        v = layer.layer.kernel
+        shape = tuple(v.shape)
+        flat = (int(np.prod(shape[:-1])), shape[-1])
+        ortho = keras.initializers.Orthogonal(seed=layer_seed)(flat, dtype="float32")
+        v.assign(np.reshape(keras.ops.convert_to_numpy(ortho), shape).astype(v.dtype))
+        fan_in, fan_out = structure.shape_fans(shape)
+        gain2 = 2.0 if _relu_follows(layer) else 1.0
+        g = math.sqrt(gain2 * fan_in / fan_out)
+        if layer.name in ends:
+            g /= math.sqrt(blocks)
+        layer.g.assign(np.full(layer.g.shape, g, dtype=layer.g.dtype))
+        if layer.layer.use_bias:
+            layer.layer.bias.assign(np.zeros(layer.layer.bias.shape, layer.layer.bias.dtype))
+        out.append((layer.name, g))
+    return {"layers": out, "branch_ends": ends, "residual_blocks": blocks}

@@ -1,0 +1,315 @@
+"""Block-circulant layers (CirCNN): ``CirculantDense`` and ``CirculantConv2D``.
+
+The weight matrix is a grid of ``b x b`` circulant blocks, each stored as its first column:
+``b`` parameters instead of ``b * b``, and the product costs ``O(n log b)`` through the FFT.
+Convention: output block ``q`` is ``y_q = sum_p C(kernel[p, q]) x_p`` with
+``C(c)[i, j] = c[(i - j) mod b]`` (circular convolution). Sizes that are not multiples of ``b``
+are zero-padded on the input and truncated on the output (CirCNN's choice).
+
+Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
+block-circulant weight matrices", MICRO 2017.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import keras
+from keras import ops
+
+from keras_normed.ops import fft
+from keras_normed.structure import LinearStructure
+
+__all__ = ["CirculantConv2D", "CirculantDense"]
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"`{name}` must be a positive int, got {value!r}.")
+    value = int(value.__index__())
+    if value <= 0:
+        raise ValueError(f"`{name}` must be a positive int, got {value}.")
+    return value
+
+
+def _check_block_size(block_size: int, n_in: int, n_out: int, in_name: str) -> None:
+    if block_size > max(n_in, n_out):
+        raise ValueError(
+            f"`block_size`={block_size} is larger than both the {in_name} ({n_in}) and the "
+            f"output size ({n_out}); use a `block_size` <= {max(n_in, n_out)}."
+        )
+
+
+def _tuple2(value, name: str) -> Tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    value = tuple(value)
+    if len(value) != 2:
+        raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
+    return tuple(_check_positive_int(v, name) for v in value)
+
+
+class _InitArgs:
+    """Shared handling of the Dense-like initializer/regularizer/constraint arguments."""
+
+    def _set_weight_args(self, activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, kernel_constraint,
+                         bias_constraint):
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    def _weight_config(self) -> dict:
+        s = keras.saving.serialize_keras_object
+        return {
+            "activation": s(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": s(self.kernel_initializer),
+            "bias_initializer": s(self.bias_initializer),
+            "kernel_regularizer": s(self.kernel_regularizer),
+            "bias_regularizer": s(self.bias_regularizer),
+            "activity_regularizer": s(self.activity_regularizer),
+            "kernel_constraint": s(self.kernel_constraint),
+            "bias_constraint": s(self.bias_constraint),
+        }
+
+    def _add_kernel_and_bias(self, kernel_shape, n_out: int):
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(n_out,), initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+
+    def _finish(self, y):
+        if self.bias is not None:
+            y = ops.add(y, self.bias)
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
+
+
+@keras.saving.register_keras_serializable(package="keras_normed")
+class CirculantDense(_InitArgs, keras.layers.Layer):
+    """Dense layer whose ``n_in x units`` weight matrix is block-circulant (CirCNN).
+
+    ``y = activation(x @ W + bias)`` where output block ``q`` of ``x @ W`` is
+    ``sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]``. The kernel has shape
+    ``(ceil(n_in / b), ceil(units / b), b)``: ``b`` times fewer parameters than ``Dense``.
+    Computed as an ``rfft`` per input block, a complex multiply-accumulate per frequency and an
+    ``irfft`` per output block (:func:`keras_normed.ops.fft.circulant_matmul`). When ``n_in``
+    or ``units`` is not a multiple of ``b`` the input is zero-padded and the output truncated.
+
+    Args:
+        units: output width.
+        block_size: size ``b`` of the circulant blocks; a positive int not larger than
+            ``max(n_in, units)``. Any ``b`` (odd, prime) is exact.
+        activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint: as
+            ``keras.layers.Dense``. The default ``"normed"`` initializer uses the effective
+            fan-in ``n_in`` (not the kernel tensor's shape).
+
+    Input: rank >= 2, features on the last axis. Output: same leading axes, ``units`` features.
+
+    Example:
+        >>> layer = CirculantDense(64, block_size=16)
+        >>> y = layer(np.ones((8, 128), "float32"))   # kernel shape (8, 4, 16)
+
+    Reference: C. Ding et al., "CirCNN", MICRO 2017.
+    """
+
+    def __init__(self, units: int, block_size: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="normed", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.units = _check_positive_int(units, "units")
+        self.block_size = _check_positive_int(block_size, "block_size")
+        self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
+                              kernel_regularizer, bias_regularizer, kernel_constraint,
+                              bias_constraint)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+        self.n_in: Optional[int] = None
+
+    def kernel_shape_for(self, n_in: int) -> Tuple[int, int, int]:
+        b = self.block_size
+        return (fft.num_blocks(n_in, b), fft.num_blocks(self.units, b), b)
+
+    def build(self, input_shape):
+        n_in = input_shape[-1]
+        if n_in is None:
+            raise ValueError("The last axis (features) of the input to CirculantDense must be "
+                             f"defined; got input shape {tuple(input_shape)}.")
+        n_in = int(n_in)
+        _check_block_size(self.block_size, n_in, self.units, "input size")
+        self.n_in = n_in  # read by normed_fans while the kernel is being initialized
+        self._add_kernel_and_bias(self.kernel_shape_for(n_in), self.units)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: n_in})
+
+    def call(self, inputs):
+        y = fft.circulant_matmul(inputs, self.kernel, self.units)
+        return self._finish(y)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    # structure protocol (keras_normed.structure) -----------------------------------------
+    def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
+        """Effective fans of ``W``: each output sees all ``n_in`` inputs, each input reaches
+        all ``units`` outputs."""
+        n_in = self.n_in if self.n_in is not None else int(kernel_shape[0]) * self.block_size
+        return n_in, self.units
+
+    def normed_structure(self, input_shape) -> LinearStructure:
+        n_in = int(input_shape[-1])
+        p, q, b = self.kernel_shape_for(n_in)
+        n_params = p * q * b
+        nnz = n_in * self.units  # every entry of W is a (generically nonzero) parameter
+        uniform = n_in % b == 0 and self.units % b == 0
+        return LinearStructure(fan_in=n_in, fan_out=self.units, sharing=nnz / n_params,
+                               uniform=uniform, n_params=n_params, shape=(self.units, n_in))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"units": self.units, "block_size": self.block_size})
+        config.update(self._weight_config())
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_normed")
+class CirculantConv2D(_InitArgs, keras.layers.Layer):
+    """2-D convolution (channels_last) whose channel-mixing matrix is block-circulant (CirCNN).
+
+    ``y[n, i, j] = activation(sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v] + bias)`` where
+    every ``W[u, v]`` (``C_in x filters``) is block-circulant with the convention of
+    :class:`CirculantDense`: ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)``.
+    Kernel shape ``(kh, kw, ceil(C_in / b), ceil(filters / b), b)``; channels are zero-padded
+    to a multiple of ``b`` and the output truncated to ``filters``.
+
+    Computed in the frequency domain of the channel blocks
+    (:func:`keras_normed.ops.fft.circulant_conv2d`): one ``rfft`` per pixel and block, the
+    ``kh * kw`` shifted views contracted per frequency, one ``irfft`` per output block.
+
+    Args:
+        filters: output channels.
+        kernel_size: int or pair.
+        block_size: circulant block size ``b``; a positive int ``<= max(C_in, filters)``.
+        strides, padding ("valid" or "same"), dilation_rate: as ``keras.layers.Conv2D``.
+        activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
+
+    Example:
+        >>> layer = CirculantConv2D(256, 3, block_size=256, padding="same")
+        >>> y = layer(np.ones((2, 7, 7, 256), "float32"))   # kernel (3, 3, 1, 1, 256)
+
+    Reference: C. Ding et al., "CirCNN", MICRO 2017.
+    """
+
+    def __init__(self, filters: int, kernel_size, block_size: int, strides=1,
+                 padding: str = "valid", dilation_rate=1, activation=None,
+                 use_bias: bool = True, kernel_initializer="normed", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.filters = _check_positive_int(filters, "filters")
+        self.kernel_size = _tuple2(kernel_size, "kernel_size")
+        self.block_size = _check_positive_int(block_size, "block_size")
+        self.strides = _tuple2(strides, "strides")
+        self.dilation_rate = _tuple2(dilation_rate, "dilation_rate")
+        if self.strides != (1, 1) and self.dilation_rate != (1, 1):
+            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not supported "
+                             "(as in keras.layers.Conv2D); set one of them to 1.")
+        padding = str(padding).lower()
+        if padding not in ("valid", "same"):
+            raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
+        self.padding = padding
+        self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
+                              kernel_regularizer, bias_regularizer, kernel_constraint,
+                              bias_constraint)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+        self.c_in: Optional[int] = None
+
+    def kernel_shape_for(self, c_in: int) -> Tuple[int, int, int, int, int]:
+        b = self.block_size
+        return self.kernel_size + (fft.num_blocks(c_in, b), fft.num_blocks(self.filters, b), b)
+
+    def build(self, input_shape):
+        c_in = input_shape[-1]
+        if c_in is None:
+            raise ValueError("The channel axis of the input to CirculantConv2D must be defined; "
+                             f"got input shape {tuple(input_shape)}.")
+        c_in = int(c_in)
+        _check_block_size(self.block_size, c_in, self.filters, "input channel count")
+        self.c_in = c_in
+        self._add_kernel_and_bias(self.kernel_shape_for(c_in), self.filters)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: c_in})
+
+    def call(self, inputs):
+        y = fft.circulant_conv2d(inputs, self.kernel, self.filters, self.strides,
+                                 self.padding, self.dilation_rate)
+        return self._finish(y)
+
+    def _output_hw(self, h, w):
+        out = []
+        for n, k, s, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate):
+            out.append(None if n is None else fft.conv_output_length(n, k, s, self.padding, d))
+        return tuple(out)
+
+    def compute_output_shape(self, input_shape):
+        ho, wo = self._output_hw(input_shape[1], input_shape[2])
+        return (input_shape[0], ho, wo, self.filters)
+
+    # structure protocol ----------------------------------------------------------------------
+    def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
+        """Like a ``Conv2D`` with a dense channel matrix: ``kh*kw*C_in`` and ``kh*kw*filters``."""
+        kh, kw = self.kernel_size
+        c_in = self.c_in if self.c_in is not None else int(kernel_shape[2]) * self.block_size
+        return kh * kw * c_in, kh * kw * self.filters
+
+    def _taps_per_axis(self, n: int, axis: int):
+        """Along one spatial axis: in-range taps of every output position, and the largest
+        number of outputs one input position reaches."""
+        k, s, d = self.kernel_size[axis], self.strides[axis], self.dilation_rate[axis]
+        before = fft._same_pads(n, k, s, d)[0] if self.padding == "same" else 0
+        n_out = fft.conv_output_length(n, k, s, self.padding, d)
+        hits = [0] * n
+        taps = []
+        for o in range(n_out):
+            inside = [o * s + u * d - before for u in range(k)]
+            inside = [i for i in inside if 0 <= i < n]
+            taps.append(len(inside))
+            for i in inside:
+                hits[i] += 1
+        return taps, max(hits) if hits else 0
+
+    def normed_structure(self, input_shape) -> LinearStructure:
+        h, w, c_in = int(input_shape[1]), int(input_shape[2]), int(input_shape[3])
+        kshape = self.kernel_shape_for(c_in)
+        n_params = math.prod(kshape)
+        (th, oh), (tw, ow) = self._taps_per_axis(h, 0), self._taps_per_axis(w, 1)
+        kh, kw = self.kernel_size
+        taps = sum(th) * sum(tw)
+        nnz = taps * c_in * self.filters
+        full = all(t == kh for t in th) and all(t == kw for t in tw)
+        b = self.block_size
+        uniform = full and c_in % b == 0 and self.filters % b == 0
+        return LinearStructure(fan_in=max(th) * max(tw) * c_in, fan_out=oh * ow * self.filters,
+                               sharing=nnz / n_params, uniform=uniform, n_params=n_params,
+                               shape=(len(th) * len(tw) * self.filters, h * w * c_in))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "filters": self.filters, "kernel_size": self.kernel_size,
+            "block_size": self.block_size, "strides": self.strides, "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        })
+        config.update(self._weight_config())
+        return config

@@ -1,0 +1,126 @@
+"""``PeriodicConv2D``: convolution with periodic (circular) padding.
+
+Used by net (b) of Yang et al. 2021 (a 55x55 single-channel kernel on a 56x56 map): with
+circular padding every output sees every kernel entry exactly once and every kernel entry is
+used exactly ``H * W`` times, the "conditions on T" of the normed initialization.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import keras
+
+from keras_normed.layers.circulant import _check_positive_int, _InitArgs, _tuple2
+from keras_normed.ops import fft
+from keras_normed.structure import LinearStructure
+
+__all__ = ["PeriodicConv2D"]
+
+_METHODS = ("auto", "fft", "direct")
+
+
+@keras.saving.register_keras_serializable(package="keras_normed")
+class PeriodicConv2D(_InitArgs, keras.layers.Layer):
+    """2-D convolution (channels_last) with periodic padding; output of the input's size.
+
+    ``y[n, i, j] = activation(sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W]
+    @ kernel[u, v] + bias)``, ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; kernel shape
+    ``(kh, kw, C_in, filters)`` as ``keras.layers.Conv2D``. A kernel larger than the input
+    wraps around: taps landing on the same pixel add up (aliasing), identically on both paths.
+
+    Two exact implementations (:func:`keras_normed.ops.fft.periodic_conv2d`):
+    ``"direct"`` wrap-pads the input (a gather) and runs a valid convolution; ``"fft"``
+    multiplies 2-D real spectra per frequency. ``"auto"`` picks ``"fft"`` when the kernel is
+    larger than 3x3 or the estimated FFT cost ``5 (C_in + C_out) H W log2(H W) +
+    4 H (W/2+1) C_in C_out`` is under half the direct ``H W kh kw C_in C_out``
+    (:func:`~keras_normed.ops.fft.periodic_conv2d_method`, calibrated on CPU timings).
+
+    Args:
+        filters: output channels.
+        kernel_size: int or pair.
+        strides: only 1 is supported (a periodic convolution keeps the spatial size).
+        method: ``"auto"``, ``"fft"`` or ``"direct"``.
+        activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
+
+    Example:
+        >>> layer = PeriodicConv2D(1, 55)
+        >>> y = layer(np.ones((2, 56, 56, 1), "float32"))   # y.shape == (2, 56, 56, 1)
+
+    Reference: H. Yang et al., "A new initialization method based on normed statistical spaces
+    in deep networks", Inverse Problems and Imaging 15(1), 2021.
+    """
+
+    def __init__(self, filters: int, kernel_size, strides=1, method: str = "auto",
+                 activation=None, use_bias: bool = True, kernel_initializer="normed",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.filters = _check_positive_int(filters, "filters")
+        self.kernel_size = _tuple2(kernel_size, "kernel_size")
+        self.strides = _tuple2(strides, "strides")
+        if self.strides != (1, 1):
+            raise ValueError(f"PeriodicConv2D supports only `strides`=1, got {self.strides}; "
+                             "add a pooling layer after it to downsample.")
+        if method not in _METHODS:
+            raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
+        self.method = method
+        self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
+                              kernel_regularizer, bias_regularizer, kernel_constraint,
+                              bias_constraint)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+        self.c_in: Optional[int] = None
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError("The channel axis of the input to PeriodicConv2D must be defined; "
+                             f"got input shape {tuple(input_shape)}.")
+        self.c_in = int(input_shape[-1])
+        self._add_kernel_and_bias(self.kernel_size + (self.c_in, self.filters), self.filters)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: self.c_in})
+
+    def resolved_method(self, input_shape) -> str:
+        """``"fft"`` or ``"direct"``: what ``method`` resolves to for this input shape."""
+        if self.method != "auto":
+            return self.method
+        return fft.periodic_conv2d_method(int(input_shape[1]), int(input_shape[2]),
+                                          *self.kernel_size, int(input_shape[3]), self.filters)
+
+    def call(self, inputs):
+        if inputs.shape[1] is None or inputs.shape[2] is None:
+            raise ValueError("PeriodicConv2D needs a static height and width (the wrap-around "
+                             f"depends on them); got input shape {tuple(inputs.shape)}.")
+        y = fft.periodic_conv2d(inputs, self.kernel, self.resolved_method(inputs.shape))
+        return self._finish(y)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    # structure protocol ----------------------------------------------------------------------
+    def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
+        """``kh*kw*C_in`` and ``kh*kw*filters`` (exact when the kernel fits in the input)."""
+        kh, kw, c_in, c_out = (int(d) for d in kernel_shape)
+        return kh * kw * c_in, kh * kw * c_out
+
+    def normed_structure(self, input_shape) -> LinearStructure:
+        """Each kernel entry fills exactly ``H*W`` entries of ``T`` and every row has the same
+        nonzeros (uniform). When the kernel fits in the input each output sees each entry once
+        and ``sharing = H*W``; a larger kernel aliases (several taps on one entry of ``T``),
+        so ``sharing = nnz(T) / n_params`` falls below ``H*W``."""
+        h, w, c_in = int(input_shape[1]), int(input_shape[2]), int(input_shape[3])
+        kh, kw = self.kernel_size
+        n_params = kh * kw * c_in * self.filters
+        rh, rw = min(kh, h), min(kw, w)  # distinct pixels one output sees per axis
+        nnz = h * w * rh * rw * c_in * self.filters
+        return LinearStructure(fan_in=rh * rw * c_in, fan_out=rh * rw * self.filters,
+                               sharing=nnz / n_params, uniform=True, n_params=n_params,
+                               shape=(h * w * self.filters, h * w * c_in))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": self.kernel_size,
+                       "strides": self.strides, "method": self.method})
+        config.update(self._weight_config())
+        return config
+

@@ -1,0 +1,414 @@
+"""FFT kernels: block-circulant products (CirCNN) and periodic (circular) 2-D convolution.
+
+Everything here is written with ``keras.ops`` only, so the layers that call it run on the
+TensorFlow, JAX and PyTorch backends. ``keras.ops`` has ``rfft``/``irfft`` over the last axis
+(real and imaginary parts as a tuple) and a complex ``fft``, but no ``rfft2``/``ifft``: the 2-D
+transforms are composed from 1-D ones, and the inverse complex FFT uses
+``ifft(z) = conj(fft(conj(z))) / n``.
+
+Conventions
+-----------
+*Circulant block.* ``C(c)`` is the ``b x b`` circulant matrix with first column ``c``:
+``C(c)[i, j] = c[(i - j) mod b]``, so ``C(c) x`` is the circular convolution ``c * x`` and
+``FFT(C(c) x) = FFT(c) . FFT(x)``.
+
+*Block-circulant matrix.* A kernel of shape ``(P, Q, b)`` defines the ``n_in x units`` matrix
+``W`` (applied as ``y = x @ W``, like ``keras.layers.Dense``) whose output block ``q`` is
+``y_q = sum_p C(kernel[p, q]) x_p``. When ``n_in`` or ``units`` is not a multiple of ``b`` the
+input is zero-padded to ``P * b`` and the output truncated to ``units`` (CirCNN's choice).
+
+*Periodic convolution.* ``y[i, j] = sum_{u, v} x[(i + u - ch) mod H, (j + v - cw) mod W] @
+kernel[u, v]`` with ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; a kernel larger than the
+input wraps around (aliasing: taps landing on the same pixel add up).
+
+Mixed precision: FFTs accept only float32/float64, so float16/bfloat16 operands are cast to
+float32 around the transform and the result is cast back to the input's dtype.
+
+Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
+block-circulant weight matrices", MICRO 2017.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "circulant_conv2d",
+    "circulant_conv2d_dense",
+    "circulant_matmul",
+    "circulant_to_dense",
+    "conv_output_length",
+    "num_blocks",
+    "periodic_conv2d",
+    "periodic_conv2d_cost",
+    "periodic_conv2d_method",
+]
+
+_FFT_DTYPES = ("float32", "float64")
+
+
+def num_blocks(n: int, block_size: int) -> int:
+    """Number of blocks of size ``block_size`` covering ``n`` features (zero-padded)."""
+    return -(-int(n) // int(block_size))
+
+
+def _fft_dtype(*tensors) -> str:
+    """float64 if any operand is float64, else float32 (FFTs reject half precision)."""
+    dtypes = {str(ops.dtype(t)) for t in tensors}
+    return "float64" if "float64" in dtypes else "float32"
+
+
+def _pad_last(x, target: int):
+    n = x.shape[-1]
+    if n == target:
+        return x
+    pad = [[0, 0]] * (len(x.shape) - 1) + [[0, target - n]]
+    return ops.pad(x, pad)
+
+
+def _freq_contract(xr, xi, kr, ki):
+    """Complex multiply-accumulate over input blocks, all frequencies in one batched matmul.
+
+    ``xr, xi``: ``(M, P, F)``; ``kr, ki``: ``(P, Q, F)``. Returns ``(yr, yi)`` of shape
+    ``(M, Q, F)`` with ``y[m, q, f] = sum_p x[m, p, f] * k[p, q, f]`` (complex).
+
+    The complex product is written as one real matmul per frequency,
+    ``[xr, xi] @ [[kr, ki], [-ki, kr]] = [yr, yi]``, batched over the ``F`` frequencies.
+    Measured fastest of the alternatives (see docs/layers.md). For tiny contractions
+    (``P * Q <= 16``, e.g. one output block) a broadcast multiply and sum over ``P`` avoids the
+    transposes and measured faster.
+    """
+    p, q = kr.shape[0], kr.shape[1]
+    if p * q <= 16:
+        xr, xi = xr[:, :, None], xi[:, :, None]  # (M, P, 1, F) against (P, Q, F)
+        return (ops.sum(xr * kr - xi * ki, axis=1), ops.sum(xr * ki + xi * kr, axis=1))
+    xs = ops.transpose(ops.concatenate([xr, xi], axis=1), (2, 0, 1))  # (F, M, 2P)
+    top = ops.concatenate([kr, ki], axis=1)  # (P, 2Q, F)
+    bottom = ops.concatenate([-ki, kr], axis=1)
+    ks = ops.transpose(ops.concatenate([top, bottom], axis=0), (2, 0, 1))  # (F, 2P, 2Q)
+    ys = ops.transpose(ops.matmul(xs, ks), (1, 2, 0))  # (M, 2Q, F)
+    return ys[:, :q], ys[:, q:]
+
+
+def _kernel_spectrum(kernel, block_size: int):
+    """``rfft`` of every circulant block's first column: ``(..., b) -> (..., b // 2 + 1)``."""
+    return ops.rfft(kernel, fft_length=block_size)
+
+
+def circulant_matmul(x, kernel, units: int = None):
+    """Product ``x @ W`` with ``W`` the block-circulant matrix defined by ``kernel``.
+
+    ``y_q = sum_p C(kernel[p, q]) x_p`` computed as one ``rfft`` per input block, a complex
+    multiply-accumulate over input blocks for every frequency, and one ``irfft`` per output
+    block: ``O(n log b)`` per row instead of ``O(n_in * units)``.
+
+    Args:
+        x: tensor ``(..., n_in)``, any rank >= 1; features on the last axis.
+        kernel: tensor ``(P, Q, b)`` with ``P = ceil(n_in / b)``.
+        units: output width (``<= Q * b``); defaults to ``Q * b``.
+
+    Returns:
+        Tensor ``(..., units)`` in the dtype of ``x``.
+
+    Example:
+        >>> import numpy as np
+        >>> k = np.random.rand(2, 1, 3).astype("float32")
+        >>> x = np.random.rand(4, 6).astype("float32")
+        >>> y = circulant_matmul(x, k)          # == x @ circulant_to_dense(k, 6, 3)
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    x = ops.convert_to_tensor(x)
+    p, q, b = (int(d) for d in kernel.shape)
+    units = q * b if units is None else int(units)
+    n_in = x.shape[-1]
+    if n_in is None or num_blocks(n_in, b) != p:
+        raise ValueError(
+            f"Input feature size {n_in} does not match the kernel: a kernel of shape "
+            f"{tuple(kernel.shape)} takes ceil(n_in / {b}) == {p} input blocks."
+        )
+    out_dtype = x.dtype
+    dt = _fft_dtype(x, kernel)
+    x = ops.cast(x, dt)
+    kernel = ops.cast(kernel, dt)
+    lead = ops.shape(x)[:-1]
+    xb = ops.reshape(_pad_last(x, p * b), (-1, p, b))
+    xr, xi = ops.rfft(xb, fft_length=b)
+    kr, ki = _kernel_spectrum(kernel, b)
+    yr, yi = _freq_contract(xr, xi, kr, ki)
+    y = ops.irfft((yr, yi), fft_length=b)  # (M, Q, b)
+    y = ops.reshape(y, (-1, q * b))[:, :units]
+    y = ops.reshape(y, tuple(lead) + (units,))
+    return ops.cast(y, out_dtype)
+
+
+def _circulant_index(block_size: int) -> np.ndarray:
+    """``idx[j, i] = (i - j) mod b``: entry ``(j, i)`` of ``C(c)^T`` is ``c[idx[j, i]]``."""
+    r = np.arange(block_size)
+    return (r[None, :] - r[:, None]) % block_size
+
+
+def circulant_to_dense(kernel, n_in: int, units: int):
+    """Materialise the ``(n_in, units)`` matrix ``W`` of a block-circulant kernel.
+
+    ``W[p * b + j, q * b + i] = kernel[p, q, (i - j) mod b]`` (then cropped to
+    ``n_in x units``), so that ``x @ W == circulant_matmul(x, kernel, units)``. Works on
+    kernels with leading axes too: ``(..., P, Q, b) -> (..., n_in, units)``. Differentiable
+    (a gather); a reference for tests and the "materialise" baseline of benchmarks.
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    *lead, p, q, b = (int(d) for d in kernel.shape)
+    idx = ops.convert_to_tensor(_circulant_index(b).reshape(-1), dtype="int32")
+    w = ops.take(kernel, idx, axis=-1)  # (..., P, Q, b*b) laid out as [j, i]
+    w = ops.reshape(w, tuple(lead) + (p, q, b, b))
+    nl = len(lead)
+    perm = tuple(range(nl)) + (nl, nl + 2, nl + 1, nl + 3)  # (..., P, j, Q, i)
+    w = ops.reshape(ops.transpose(w, perm), tuple(lead) + (p * b, q * b))
+    return w[..., : int(n_in), : int(units)]
+
+
+IntPair = Union[int, Sequence[int]]
+
+
+def _pair(v: IntPair) -> Tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return tuple(int(a) for a in v)
+
+
+def conv_output_length(n: int, k: int, stride: int, padding: str, dilation: int) -> int:
+    """Spatial output length of a Keras-style convolution (``"valid"`` or ``"same"``)."""
+    if padding == "same":
+        return -(-n // stride)
+    return max(0, (n - (k - 1) * dilation - 1) // stride + 1)
+
+
+def _same_pads(n: int, k: int, stride: int, dilation: int) -> Tuple[int, int]:
+    """TensorFlow's SAME padding (extra row at the end), as keras.ops.conv does."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + (k - 1) * dilation + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
+                     padding: str = "valid", dilation_rate: IntPair = 1):
+    """2-D convolution (channels_last) whose channel-mixing matrix at every kernel position is
+    block-circulant: ``y[n, i, j] = sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v]`` with
+    ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)`` (CirCNN's convolution).
+
+    Computed in the frequency domain of the channel blocks: ``rfft`` of each input block of
+    ``b`` channels (once per pixel, not once per patch), then the ``kh * kw`` shifted views of
+    the spectrum are stacked as extra input blocks and contracted per frequency, then one
+    ``irfft`` per output block.
+
+    Args:
+        x: ``(N, H, W, C_in)``.
+        kernel: ``(kh, kw, P, Q, b)`` with ``P = ceil(C_in / b)``.
+        filters: output channels (``<= Q * b``); defaults to ``Q * b``.
+        strides, padding, dilation_rate: as ``keras.ops.conv`` (``"valid"``/``"same"``).
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    x = ops.convert_to_tensor(x)
+    kh, kw, p, q, b = (int(d) for d in kernel.shape)
+    filters = q * b if filters is None else int(filters)
+    sh, sw = _pair(strides)
+    dh, dw = _pair(dilation_rate)
+    padding = padding.lower()
+    if padding not in ("valid", "same"):
+        raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
+    c_in = x.shape[-1]
+    if c_in is None or num_blocks(c_in, b) != p:
+        raise ValueError(
+            f"Input channel count {c_in} does not match the kernel: a kernel of shape "
+            f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks."
+        )
+    out_dtype = x.dtype
+    dt = _fft_dtype(x, kernel)
+    x = ops.cast(x, dt)
+    kernel = ops.cast(kernel, dt)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if padding == "same":
+        (pt, pb), (pl, pr) = _same_pads(h, kh, sh, dh), _same_pads(w, kw, sw, dw)
+        x = ops.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
+        h, w = h + pt + pb, w + pl + pr
+    ho = conv_output_length(h, kh, sh, "valid", dh)
+    wo = conv_output_length(w, kw, sw, "valid", dw)
+    xb = ops.reshape(_pad_last(x, p * b), (-1, h, w, p, b))
+    xr, xi = ops.rfft(xb, fft_length=b)  # (N, H, W, P, F)
+    f = b // 2 + 1
+
+    def patches(z):
+        views = [
+            z[:, u * dh: u * dh + (ho - 1) * sh + 1: sh, v * dw: v * dw + (wo - 1) * sw + 1: sw]
+            for u in range(kh) for v in range(kw)
+        ]  # each (N, Ho, Wo, P, F)
+        return ops.reshape(ops.stack(views, axis=3), (-1, kh * kw * p, f))
+
+    kr, ki = _kernel_spectrum(ops.reshape(kernel, (kh * kw * p, q, b)), b)
+    yr, yi = _freq_contract(patches(xr), patches(xi), kr, ki)
+    y = ops.irfft((yr, yi), fft_length=b)  # (N*Ho*Wo, Q, b)
+    y = ops.reshape(y, (-1, ho, wo, q * b))[..., :filters]
+    return ops.cast(y, out_dtype)
+
+
+def circulant_conv2d_dense(x, kernel, filters: int = None, strides: IntPair = 1,
+                           padding: str = "valid", dilation_rate: IntPair = 1):
+    """Same result as :func:`circulant_conv2d`, by materialising the ``(kh, kw, C_in,
+    filters)`` kernel (a differentiable gather) and calling ``keras.ops.conv``."""
+    kernel = ops.convert_to_tensor(kernel)
+    b = int(kernel.shape[-1])
+    filters = int(kernel.shape[-2]) * b if filters is None else int(filters)
+    dense = circulant_to_dense(kernel, x.shape[-1], filters)
+    dense = ops.cast(dense, x.dtype)
+    return ops.conv(x, dense, strides=strides, padding=padding, dilation_rate=dilation_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Periodic convolution
+
+
+def periodic_conv2d_cost(height: int, width: int, kh: int, kw: int, c_in: int,
+                         c_out: int) -> Tuple[float, float]:
+    """Estimated per-image cost ``(direct, fft)`` of a periodic convolution, in flop-like units.
+
+    ``direct = H W kh kw C_in C_out`` multiply-adds. ``fft = 5 (C_in + C_out) H W log2(H W)``
+    for the forward and inverse transforms of inputs and outputs plus ``4 H (W/2 + 1) C_in
+    C_out`` for the complex products (the kernel's transform is shared by the batch and left
+    out). See :func:`periodic_conv2d_method` for the rule built on it.
+    """
+    hw = height * width
+    direct = float(hw * kh * kw * c_in * c_out)
+    fft = 5.0 * (c_in + c_out) * hw * math.log2(max(hw, 2)) + 4.0 * height * (
+        width // 2 + 1) * c_in * c_out
+    return direct, fft
+
+
+def periodic_conv2d_method(height: int, width: int, kh: int, kw: int, c_in: int,
+                           c_out: int) -> str:
+    """The ``"auto"`` rule: ``"fft"`` when the kernel is larger than 3x3 (``kh * kw > 9``) or
+    the FFT's estimated cost (:func:`periodic_conv2d_cost`) is under half the direct cost,
+    else ``"direct"``.
+
+    Calibrated by forward+backward timings under XLA on CPU (batch 64, docs/layers.md): the
+    direct convolution is inefficient for few channels and large kernels (55x55 on 56x56,
+    one channel: 73 s against 24 ms), and wins only for small kernels with many channels
+    (3x3, 32 -> 32 on 28x28: 340 ms against 463 ms).
+    """
+    direct, cost = periodic_conv2d_cost(height, width, kh, kw, c_in, c_out)
+    return "fft" if kh * kw > 9 or 2.0 * cost < direct else "direct"
+
+
+def _wrap_index(n: int, before: int, after: int) -> np.ndarray:
+    return np.arange(-before, n + after) % n
+
+
+def _periodic_direct(x, kernel):
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    h, w = int(x.shape[1]), int(x.shape[2])
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    # Wrap padding by a gather handles any kernel size (several wraps when kernel > input).
+    rows = ops.convert_to_tensor(_wrap_index(h, ch, kh - 1 - ch), dtype="int32")
+    cols = ops.convert_to_tensor(_wrap_index(w, cw, kw - 1 - cw), dtype="int32")
+    xp = ops.take(ops.take(x, rows, axis=1), cols, axis=2)
+    return ops.conv(xp, kernel, strides=1, padding="valid")
+
+
+def _complex_mul(ar, ai, br, bi):
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+def _fft_last(zr, zi):
+    return ops.fft((zr, zi))
+
+
+def _ifft_last(zr, zi):
+    n = zr.shape[-1]
+    yr, yi = ops.fft((zr, -zi))
+    return yr / n, -yi / n
+
+
+def _periodic_kernel_grid(kernel, h: int, w: int):
+    """Place the (flipped) kernel on the ``H x W`` torus: ``G[(ch - u) mod H, (cw - v) mod W]
+    += kernel[u, v]``, so that the correlation above is the circular convolution ``x * G``."""
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    # g[a] = kernel[kh - 1 - a] goes to (a - (kh - 1 - ch)) mod H. (ops.flip, not [::-1]:
+    # PyTorch tensors reject negative slice steps.)
+    g = ops.flip(kernel, axis=(0, 1))
+
+    def fold(t, k, n, axis):
+        # Sum taps that alias onto the same position (kernel longer than the input).
+        reps = -(-k // n)
+        if reps * n != k:
+            pad = [[0, 0]] * 4
+            pad[axis] = [0, reps * n - k]
+            t = ops.pad(t, pad)
+        shape = list(t.shape)
+        shape[axis: axis + 1] = [reps, n]
+        return ops.sum(ops.reshape(t, shape), axis=axis)
+
+    g = fold(g, kh, h, 0)
+    g = fold(g, kw, w, 1)
+    rows = ops.convert_to_tensor((np.arange(h) + (kh - 1 - ch)) % h, dtype="int32")
+    cols = ops.convert_to_tensor((np.arange(w) + (kw - 1 - cw)) % w, dtype="int32")
+    return ops.take(ops.take(g, rows, axis=0), cols, axis=1)  # (H, W, C_in, C_out)
+
+
+def _periodic_fft(x, kernel):
+    h, w = int(x.shape[1]), int(x.shape[2])
+    c_out = int(kernel.shape[3])
+    g = _periodic_kernel_grid(kernel, h, w)
+    # 2-D rfft = rfft over W, then complex fft over H; H is moved to the last axis.
+    xr, xi = ops.rfft(ops.transpose(x, (0, 3, 1, 2)), fft_length=w)  # (N, C, H, Wf)
+    xr, xi = _fft_last(ops.transpose(xr, (0, 1, 3, 2)), ops.transpose(xi, (0, 1, 3, 2)))
+    gr, gi = ops.rfft(ops.transpose(g, (2, 3, 0, 1)), fft_length=w)  # (C, O, H, Wf)
+    gr, gi = _fft_last(ops.transpose(gr, (0, 1, 3, 2)), ops.transpose(gi, (0, 1, 3, 2)))
+    # Contract channels per frequency: (N, C, Wf, H) x (C, O, Wf, H) -> (N, O, Wf, H).
+    c_in = int(x.shape[3])
+    if c_in == 1 and c_out == 1:
+        yr, yi = _complex_mul(xr, xi, gr, gi)
+    else:
+        nf = (w // 2 + 1) * h
+        xr2 = ops.reshape(xr, (-1, c_in, nf))
+        xi2 = ops.reshape(xi, (-1, c_in, nf))
+        yr, yi = _freq_contract(xr2, xi2, ops.reshape(gr, (c_in, c_out, nf)),
+                                ops.reshape(gi, (c_in, c_out, nf)))
+        yr = ops.reshape(yr, (-1, c_out, w // 2 + 1, h))
+        yi = ops.reshape(yi, (-1, c_out, w // 2 + 1, h))
+    yr, yi = _ifft_last(yr, yi)  # over H
+    y = ops.irfft((ops.transpose(yr, (0, 1, 3, 2)), ops.transpose(yi, (0, 1, 3, 2))),
+                  fft_length=w)  # (N, O, H, W)
+    return ops.transpose(y, (0, 2, 3, 1))
+
+
+def periodic_conv2d(x, kernel, method: str = "auto"):
+    """Convolution with periodic (circular) padding; output of the input's spatial size.
+
+    ``y[n, i, j] = sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W] @ kernel[u, v]``,
+    ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``. Kernels larger than the input wrap around
+    (taps on the same pixel add up).
+
+    Args:
+        x: ``(N, H, W, C_in)``.
+        kernel: ``(kh, kw, C_in, C_out)``.
+        method: ``"direct"`` (wrap-pad by a gather, then a valid ``keras.ops.conv``),
+            ``"fft"`` (2-D real FFT, products per frequency, inverse FFT) or ``"auto"``
+            (:func:`periodic_conv2d_method` decides from the shapes).
+    """
+    x = ops.convert_to_tensor(x)
+    kernel = ops.convert_to_tensor(kernel)
+    if method not in ("auto", "fft", "direct"):
+        raise ValueError(f"`method` must be 'auto', 'fft' or 'direct', got {method!r}.")
+    kh, kw, c_in, c_out = (int(d) for d in kernel.shape)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if method == "auto":
+        method = periodic_conv2d_method(h, w, kh, kw, c_in, c_out)
+    if method == "direct":
+        return _periodic_direct(x, ops.cast(kernel, x.dtype))
+    out_dtype = x.dtype
+    dt = _fft_dtype(x, kernel)
+    y = _periodic_fft(ops.cast(x, dt), ops.cast(kernel, dt))
+    return ops.cast(y, out_dtype)

@@ -1,0 +1,242 @@
+"""Tests of `keras-normed compare`: smoothing, aggregation, per-batch losses, and a --quick run."""
+
+import argparse
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_normed.experiments import compare, paper
+from keras_normed.experiments.data import load_digits
+
+
+def _has_paper_nets():
+    try:
+        import keras_normed
+        from keras_normed.experiments import networks  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(keras_normed, "rescale")
+
+
+# ----------------------------------------------------------------------------- smoothing
+
+
+def test_smooth_hand_computed():
+    # beta 0.5: m = 0.5, 0.25, 0.625; debias by 0.5, 0.75, 0.875.
+    out = compare.smooth([1.0, 0.0, 1.0], beta=0.5)
+    np.testing.assert_allclose(out, [1.0, 0.25 / 0.75, 0.625 / 0.875])
+
+
+def test_smooth_constant_and_identity():
+    np.testing.assert_allclose(compare.smooth([0.7] * 50, 0.98), 0.7, rtol=1e-12)
+    np.testing.assert_allclose(compare.smooth([3.0, 1.0, 2.0], 0.0), [3.0, 1.0, 2.0])
+
+
+def test_smooth_matches_closed_form():
+    rng = np.random.default_rng(0)
+    x = rng.random(30)
+    beta = 0.9
+    t = len(x)
+    weights = (1 - beta) * beta ** np.arange(t - 1, -1, -1)
+    assert compare.smooth(x, beta)[-1] == pytest.approx(weights @ x / (1 - beta ** t))
+
+
+def test_smooth_rejects_bad_beta():
+    with pytest.raises(ValueError, match="smoothing"):
+        compare.smooth([1.0], 1.0)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _run(loss, acc, diverged=False):
+    return {"final_loss": loss, "test_accuracy": acc, "diverged": diverged}
+
+
+def test_aggregate_mean_and_sample_std():
+    s = compare.aggregate([_run(0.1, 0.9), _run(0.2, 0.95), _run(0.3, 1.0)])
+    assert s["n"] == 3 and s["n_diverged"] == 0
+    assert s["loss_mean"] == pytest.approx(0.2)
+    assert s["loss_std"] == pytest.approx(0.1)  # sqrt(((-.1)^2 + 0 + .1^2) / 2)
+    assert s["acc_mean"] == pytest.approx(0.95)
+    assert s["acc_std"] == pytest.approx(0.05)
+
+
+def test_aggregate_single_run_has_zero_std():
+    s = compare.aggregate([_run(0.5, 0.8)])
+    assert s["loss_std"] == 0.0 and s["loss_mean"] == 0.5
+
+
+def test_aggregate_leaves_nan_out_and_counts_divergence():
+    runs = [_run(float("nan"), 0.1, True), _run(2.3, 0.11, True), _run(0.2, 0.9)]
+    s = compare.aggregate(runs)
+    assert s["n_diverged"] == 2
+    assert s["loss_mean"] == pytest.approx((2.3 + 0.2) / 2)
+    assert math.isfinite(s["loss_std"])
+
+
+def test_divergence_flag():
+    assert compare.is_diverged([1.0, float("nan"), 0.5], [1.0, 1.0, 1.0])
+    assert compare.is_diverged([2.3, 2.3], [2.3, 2.3])  # dead at chance
+    assert compare.is_diverged([2.2], [2.2])  # the threshold itself counts
+    assert not compare.is_diverged([1.0, 0.1], [1.0, 0.5])
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def _tiny(net, kernel_initializer, seed):
+    """A small conv net on 28x28 digits (logits), seeded per layer like paper_net."""
+    from keras_normed.experiments.networks import make_initializer
+
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(8, 3, strides=2, activation="relu",
+                            kernel_initializer=make_initializer(kernel_initializer, seed, 0)),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, kernel_initializer=make_initializer(kernel_initializer, seed, 1,
+                                                                   last=True)),
+    ])
+
+
+def test_batch_loss_recorder_matches_direct_losses():
+    """The recorder's per-batch losses equal the loss computed on each batch (lr ~ 0)."""
+    data = load_digits("sklearn", n_train=192, n_test=10, verbose=False)
+    init, _ = compare.make_initializer("he", 0)
+    model = _tiny("x", init, 0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    expected = [float(loss(data.y_train[i:i + 64], model(data.x_train[i:i + 64])))
+                for i in range(0, 192, 64)]
+    model.compile(optimizer=keras.optimizers.SGD(1e-12), loss=loss)
+    recorder = compare.BatchLossRecorder()
+    model.fit(data.x_train, data.y_train, batch_size=64, epochs=2, shuffle=False,
+              callbacks=[recorder], verbose=0)
+    np.testing.assert_allclose(recorder.losses, expected * 2, rtol=1e-4)
+
+
+def test_effective_variance_scaling_matches_keras_outside_a_layer():
+    """Outside a layer the fans are shape-based: same std as keras' GlorotNormal / HeNormal."""
+    shape = (3, 3, 16, 32)
+    for ours, ref in [(compare.EffectiveVarianceScaling(1.0, "fan_avg", seed=1),
+                       keras.initializers.GlorotNormal(seed=1)),
+                      (compare.EffectiveVarianceScaling(2.0, "fan_in", seed=1),
+                       keras.initializers.HeNormal(seed=1))]:
+        a = keras.ops.convert_to_numpy(ours(shape))
+        b = keras.ops.convert_to_numpy(ref(shape))
+        assert np.std(a) == pytest.approx(np.std(b), rel=0.05)
+    config = compare.EffectiveVarianceScaling(2.0, "fan_in", seed=3).get_config()
+    assert config == {"scale": 2.0, "mode": "fan_in", "seed": 3}
+    with pytest.raises(ValueError, match="mode"):
+        compare.EffectiveVarianceScaling(1.0, "fan_sum")
+
+
+def test_make_initializer_specs():
+    assert compare.make_initializer("normed", 3) == ("normed", "probe")
+    assert compare.make_initializer("normed-analytic", 3) == ("normed", "analytic")
+    assert compare.make_initializer("glorot_uniform", 7) == ("glorot_uniform", None)
+    he, mode = compare.make_initializer("he", 7)
+    assert mode is None
+    assert he(2, False).get_config() == {"scale": 2.0, "mode": "fan_in", "seed": 702}
+    assert compare.make_initializer("glorot", 7)[0](0, True).get_config()["mode"] == "fan_avg"
+    with pytest.raises(ValueError, match="--inits"):
+        compare.make_initializer("no_such_init", 0)
+
+
+def test_table_holds_paper_numbers():
+    s = compare.aggregate([_run(0.1, 0.9), _run(0.2, 0.95)])
+    table = compare.format_table({"b": {"normed": s, "he": s, "orthogonal": s}})
+    rows = table.splitlines()
+    assert "0.111 ± 0.006" in rows[2] and "95.66%" in rows[2]  # normed <- Ours
+    assert "0.206 ± 0.012" in rows[3] and "93.94%" in rows[3]  # he <- Xavier/He
+    assert rows[4].endswith("| - | - |")
+    assert "0.150 ± 0.071" in rows[2] and "92.50 ± 3.54%" in rows[2]
+    assert paper.paper_row("d", "glorot").accuracy == pytest.approx(0.9622)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _args(tmp_path, **kw):
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    argv = ["--quick", "--source", "sklearn", "--output", str(tmp_path), "--progress", "none"]
+    for key, value in kw.items():
+        argv += [f"--{key}"] + [str(v) for v in (value if isinstance(value, list) else [value])]
+    return parser.parse_args(argv)
+
+
+def _check_outputs(tmp_path, nets, inits):
+    with open(os.path.join(tmp_path, "compare.json")) as f:
+        result = json.load(f)
+    assert result["settings"]["quick"] and result["settings"]["epochs"] == 1
+    assert len(result["runs"]) == len(nets) * len(inits) * 2
+    for r in result["runs"]:
+        assert len(r["losses"]) == len(r["smoothed"]) > 0
+        run = (r["net"], r["init"], r["seed"])
+        assert r["diverged"] == compare.is_diverged(r["losses"], r["smoothed"]), run
+        if not r["diverged"]:
+            assert np.all(np.isfinite(r["smoothed"])), run
+            assert r["test_accuracy"] > 0.2, run  # chance is 0.1
+    table = open(os.path.join(tmp_path, "compare.md")).read()
+    for net in nets:
+        for init in inits:
+            ref = paper.paper_row(net, init)
+            row = [line for line in table.splitlines() if line.startswith(f"| ({net}) | {init} |")]
+            assert len(row) == 1
+            if ref is not None:
+                assert f"{ref.loss:.3f} ± {ref.loss_std:.3f}" in row[0]
+    import matplotlib.image
+
+    image = matplotlib.image.imread(os.path.join(tmp_path, "compare.png"))
+    assert image.ndim == 3 and image.shape[0] > 300
+    return result
+
+
+def test_quick_run_with_a_tiny_net(tmp_path, capsys):
+    """The whole pipeline (data, training, table, JSON, PNG) on a net of our own."""
+    args = _args(tmp_path, nets=["a", "b"], inits=["he"])
+    assert compare.run(args, builder=_tiny) == 0
+    out = capsys.readouterr().out
+    assert "scikit-learn" in out and "| (a) | he |" in out
+    result = _check_outputs(tmp_path, ["a", "b"], ["he"])
+    assert not any(r["diverged"] for r in result["runs"])
+
+
+@pytest.mark.skipif(not _has_paper_nets(), reason="networks.paper_net / rescale not there yet")
+def test_quick_run_paper_net_c(tmp_path):
+    """`compare --quick` on the paper's net (c) (block-circulant) with normed: a subset of the
+    full --quick (all four nets and inits is the slow test below), to fit the time budget."""
+    args = _args(tmp_path, nets=["c"], inits=["normed"])
+    assert compare.run(args) == 0
+    result = _check_outputs(tmp_path, ["c"], ["normed"])
+    normed = [r for r in result["runs"] if r["init"] == "normed"]
+    assert all(r["rescale"]["applied"] and r["rescale"]["spread_after"] < 1.5 for r in normed)
+    assert not any(r["diverged"] for r in normed)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_paper_nets(), reason="networks.paper_net / rescale not there yet")
+def test_quick_run_all_paper_nets(tmp_path):
+    """The whole `compare --quick`: four nets, four initializations, four panels."""
+    args = _args(tmp_path)
+    assert compare.run(args) == 0
+    result = _check_outputs(tmp_path, list(compare.NETS), list(compare.DEFAULT_INITS))
+    assert len({r["net"] for r in result["runs"]}) == 4
+
+
+def test_plot_has_one_panel_per_net(tmp_path):
+    runs = [{"net": net, "init": init, "seed": seed,
+             "smoothed": list(np.linspace(2.3, 0.1 * (seed + 1), 20))}
+            for net in compare.NETS for init in ("normed", "he") for seed in range(2)]
+    fig = compare.plot_curves(runs, str(tmp_path / "curves.png"))
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 4
+    assert [ax.get_title() for ax in panels][1] == "net (b): Table 2"
+    band = panels[0].lines[0].get_ydata()
+    np.testing.assert_allclose(band, np.linspace(2.3, 0.15, 20))  # mean of seeds 0.1 and 0.2
+    assert (tmp_path / "curves.png").stat().st_size > 10_000

@@ -1,0 +1,193 @@
+"""keras_normed.ops.fft against independent numpy/scipy references."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keras_normed.ops import fft
+
+
+def dense_reference(kernel, n_in, units):
+    """W with y = x @ W: block (p, q) of W^T is scipy.linalg.circulant(kernel[p, q])."""
+    p, q, b = kernel.shape
+    w = np.zeros((p * b, q * b), kernel.dtype)
+    for i in range(p):
+        for j in range(q):
+            w[i * b:(i + 1) * b, j * b:(j + 1) * b] = scipy.linalg.circulant(kernel[i, j]).T
+    return w[:n_in, :units]
+
+
+def conv_reference(x, w, stride=1, padding="valid", dilation=1):
+    """Direct (cross-correlation) convolution in numpy, TF's SAME padding."""
+    kh, kw = w.shape[:2]
+    if padding == "same":
+        pads = []
+        for n, k in zip(x.shape[1:3], (kh, kw)):
+            out = -(-n // stride)
+            total = max((out - 1) * stride + (k - 1) * dilation + 1 - n, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
+    h, wd = x.shape[1:3]
+    ho = (h - (kh - 1) * dilation - 1) // stride + 1
+    wo = (wd - (kw - 1) * dilation - 1) // stride + 1
+    y = np.zeros((x.shape[0], ho, wo, w.shape[3]), x.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            patch = x[:, u * dilation: u * dilation + (ho - 1) * stride + 1: stride,
+                      v * dilation: v * dilation + (wo - 1) * stride + 1: stride]
+            y += patch @ w[u, v]
+    return y
+
+
+def periodic_reference(x, w):
+    kh, kw = w.shape[:2]
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    xp = np.pad(x, [(0, 0), (ch, kh - 1 - ch), (cw, kw - 1 - cw), (0, 0)], mode="wrap")
+    return conv_reference(xp, w)
+
+
+@pytest.mark.parametrize("n_in,units,b", [
+    (8, 12, 4),      # even, divisible
+    (9, 6, 3),       # odd
+    (14, 21, 7),     # prime
+    (10, 13, 5),     # padding on the output
+    (11, 7, 4),      # padding on both sides
+    (5, 16, 16),     # block larger than the input
+])
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-10)])
+def test_circulant_matmul_matches_dense(n_in, units, b, dtype, tol):
+    rng = np.random.default_rng(n_in * 100 + b)
+    k = rng.standard_normal((fft.num_blocks(n_in, b), fft.num_blocks(units, b), b)).astype(dtype)
+    x = rng.standard_normal((2, 3, n_in)).astype(dtype)
+    w = dense_reference(k, n_in, units)
+    y = np.asarray(fft.circulant_matmul(x, k, units))
+    assert y.shape == (2, 3, units) and y.dtype == dtype
+    ref = x @ w
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    np.testing.assert_array_equal(np.asarray(fft.circulant_to_dense(k, n_in, units)), w)
+
+
+def test_circulant_convention_is_circular_convolution():
+    # One block: y = C(c) x with C(c)[i, j] = c[(i - j) mod b], i.e. y = c (*) x circularly.
+    c = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    x = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
+    y = np.asarray(fft.circulant_matmul(x[None], c[None, None]))[0]
+    np.testing.assert_allclose(y, c, atol=1e-12)  # first column of C(c)
+    x = np.array([0.0, 1.0, 0.0, 0.0, 0.0])
+    y = np.asarray(fft.circulant_matmul(x[None], c[None, None]))[0]
+    np.testing.assert_allclose(y, np.roll(c, 1), atol=1e-12)
+
+
+def test_circulant_matmul_rejects_wrong_width():
+    with pytest.raises(ValueError, match="input blocks"):
+        fft.circulant_matmul(np.ones((2, 9)), np.ones((2, 1, 4)))
+
+
+def _finite_difference(f, z, eps=1e-6):
+    g = np.zeros_like(z)
+    for idx in np.ndindex(z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += eps
+        zm[idx] -= eps
+        g[idx] = (f(zp) - f(zm)) / (2 * eps)
+    return g
+
+
+def test_gradients_match_finite_differences():
+    rng = np.random.default_rng(3)
+    n_in, units, b = 7, 5, 3
+    k0 = rng.standard_normal((3, 2, b))
+    x0 = rng.standard_normal((2, n_in))
+    r = rng.standard_normal((2, units))
+
+    def loss(x, k):
+        return float(np.sum(np.asarray(fft.circulant_matmul(x, k, units)) * r))
+
+    x, k = tf.Variable(x0), tf.Variable(k0)
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(fft.circulant_matmul(x, k, units) * r)
+    gx, gk = tape.gradient(out, [x, k])
+    np.testing.assert_allclose(gx.numpy(), _finite_difference(lambda z: loss(z, k0), x0),
+                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gk.numpy(), _finite_difference(lambda z: loss(x0, z), k0),
+                               rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("c_in,filters,b,ks,stride,padding,dil", [
+    (4, 6, 2, (3, 3), 1, "valid", 1),
+    (5, 7, 3, (3, 2), 2, "same", 1),
+    (6, 4, 4, (3, 3), 1, "same", 2),
+    (7, 7, 7, (2, 2), 1, "valid", 1),
+])
+def test_circulant_conv2d_matches_numpy(c_in, filters, b, ks, stride, padding, dil):
+    rng = np.random.default_rng(c_in + 10 * b)
+    k = rng.standard_normal(ks + (fft.num_blocks(c_in, b), fft.num_blocks(filters, b), b))
+    x = rng.standard_normal((2, 9, 8, c_in))
+    w = np.stack([np.stack([dense_reference(k[u, v], c_in, filters) for v in range(ks[1])])
+                  for u in range(ks[0])])
+    ref = conv_reference(x, w, stride, padding, dil)
+    for impl in (fft.circulant_conv2d, fft.circulant_conv2d_dense):
+        y = np.asarray(impl(x, k, filters, stride, padding, dil))
+        np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("h,w,kh,kw,c_in,c_out", [
+    (6, 7, 3, 3, 2, 3),   # odd kernel
+    (6, 7, 4, 2, 1, 1),   # even kernel
+    (8, 8, 5, 6, 2, 2),
+    (5, 4, 7, 6, 1, 2),   # kernel larger than the input: wraps around
+])
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_periodic_conv2d_matches_wrap_pad(h, w, kh, kw, c_in, c_out, method):
+    rng = np.random.default_rng(h * w + kh)
+    x = rng.standard_normal((2, h, w, c_in))
+    k = rng.standard_normal((kh, kw, c_in, c_out))
+    y = np.asarray(fft.periodic_conv2d(x, k, method))
+    np.testing.assert_allclose(y, periodic_reference(x, k), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_periodic_55_on_56(method):
+    rng = np.random.default_rng(55)
+    x = rng.standard_normal((1, 56, 56, 1)).astype("float32")
+    k = rng.standard_normal((55, 55, 1, 1)).astype("float32")
+    ref = periodic_reference(x.astype("float64"), k.astype("float64"))
+    y = np.asarray(fft.periodic_conv2d(x, k, method))
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_periodic_method_rule():
+    direct, cost = fft.periodic_conv2d_cost(56, 56, 55, 55, 1, 1)
+    assert cost < direct
+    assert fft.periodic_conv2d_method(56, 56, 55, 55, 1, 1) == "fft"  # the paper's kernel
+    assert fft.periodic_conv2d_method(56, 56, 9, 9, 1, 1) == "fft"
+    assert fft.periodic_conv2d_method(28, 28, 3, 3, 32, 32) == "direct"
+    assert fft.periodic_conv2d_method(14, 14, 3, 3, 1, 1) == "direct"
+    with pytest.raises(ValueError, match="method"):
+        fft.periodic_conv2d(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), "fast")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_inputs(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 12)).astype("float32")
+    k = rng.standard_normal((3, 2, 4)).astype("float32") * 0.3
+    y = fft.circulant_matmul(tf.cast(x, dtype), tf.cast(k, dtype), 8)
+    assert y.dtype == dtype
+    ref = x @ dense_reference(k, 12, 8)
+    np.testing.assert_allclose(tf.cast(y, "float32").numpy(), ref, atol=0.05 * np.abs(ref).max())
+
+
+@settings(max_examples=20, deadline=None)
+@given(n_in=st.integers(1, 24), units=st.integers(1, 24), b=st.integers(1, 24),
+       batch=st.integers(1, 3), seed=st.integers(0, 1000))
+def test_property_random_shapes(n_in, units, b, batch, seed):
+    b = min(b, max(n_in, units))
+    rng = np.random.default_rng(seed)
+    k = rng.standard_normal((fft.num_blocks(n_in, b), fft.num_blocks(units, b), b))
+    x = rng.standard_normal((batch, n_in))
+    y = np.asarray(fft.circulant_matmul(x, k, units))
+    np.testing.assert_allclose(y, x @ dense_reference(k, n_in, units), rtol=1e-10, atol=1e-10)

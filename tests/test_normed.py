@@ -1,0 +1,128 @@
+"""Normed initializer: He/Xavier-correct variance of the effective operator, config, seeds."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_normed
+from keras_normed.initializers import Normed
+
+
+def _std(layer):
+    return float(np.std(keras.ops.convert_to_numpy(layer.kernel)))
+
+
+def _built(layer, shape):
+    layer.build(shape)
+    return layer
+
+
+def test_string_alias_and_default():
+    assert isinstance(keras.initializers.get("normed"), Normed)
+    layer = keras.layers.Dense(8, kernel_initializer="normed")
+    assert isinstance(layer.kernel_initializer, Normed)
+
+
+@pytest.mark.parametrize("make,shape,reference", [
+    (lambda init: keras.layers.Dense(300, kernel_initializer=init), (None, 400),
+     keras.initializers.HeNormal),
+    (lambda init: keras.layers.Conv2D(64, 3, kernel_initializer=init), (None, 16, 16, 40),
+     keras.initializers.HeNormal),
+])
+def test_he_statistics(make, shape, reference):
+    normed = _built(make(Normed("relu", seed=1)), shape)
+    he = _built(make(reference(seed=2)), shape)
+    assert _std(normed) == pytest.approx(_std(he), rel=0.02)
+    fan_in = math.prod(normed.kernel.shape[:-1])
+    assert _std(normed) == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.02)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda init: keras.layers.Dense(300, kernel_initializer=init), (None, 400)),
+    (lambda init: keras.layers.Conv2D(64, 3, kernel_initializer=init), (None, 16, 16, 40)),
+])
+def test_glorot_statistics(make, shape):
+    normed = _built(make(Normed("linear", mode="fan_avg", seed=1)), shape)
+    glorot = _built(make(keras.initializers.GlorotNormal(seed=2)), shape)
+    assert _std(normed) == pytest.approx(_std(glorot), rel=0.02)
+
+
+def test_circulant_dense_effective_fan_in():
+    from keras_normed.layers import CirculantDense
+
+    n_in, units, block = 512, 256, 128
+    layer = _built(CirculantDense(units, block_size=block, kernel_initializer=Normed(seed=3)),
+                   (None, n_in))
+    # The effective matrix is n_in x units and every output sees all n_in inputs: He asks for
+    # std sqrt(2 / n_in), whatever the (n_in/B, units/B, B) kernel tensor's shape says.
+    assert _std(layer) == pytest.approx(math.sqrt(2.0 / n_in), rel=0.03)
+    he = _built(CirculantDense(units, block_size=block,
+                               kernel_initializer=keras.initializers.HeNormal(seed=3)),
+                (None, n_in))
+    assert abs(_std(he) / _std(layer) - 1) > 0.3  # shape-based fans get it wrong
+    # Effective operator check with a numpy construction: Var(y_j) = 2 Var(x) for ReLU gain.
+    x = np.random.default_rng(0).standard_normal((256, n_in)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    assert np.var(y) == pytest.approx(2.0, rel=0.15)
+
+
+def test_bare_shape_falls_back_to_shape_fans():
+    values = keras.ops.convert_to_numpy(Normed(seed=4)((3, 3, 16, 32)))
+    assert np.std(values) == pytest.approx(math.sqrt(2.0 / (9 * 16)), rel=0.03)
+    assert np.abs(values).max() <= 2 * math.sqrt(2.0 / 144) / 0.8796 + 1e-6  # truncated
+
+
+@pytest.mark.parametrize("distribution", ["truncated_normal", "normal", "uniform"])
+def test_distributions_and_modes(distribution):
+    shape = (200, 100)
+    for mode, fan in [("fan_in", 200), ("fan_out", 100), ("fan_avg", 150)]:
+        v = keras.ops.convert_to_numpy(Normed("tanh", mode=mode, distribution=distribution,
+                                              seed=5)(shape))
+        assert np.std(v) == pytest.approx(5 / 3 / math.sqrt(fan), rel=0.03)
+    if distribution == "uniform":
+        assert np.abs(v).max() <= math.sqrt(3) * 5 / 3 / math.sqrt(150) + 1e-6
+
+
+def test_seeds():
+    a = keras.ops.convert_to_numpy(Normed(seed=7)((30, 20)))
+    b = keras.ops.convert_to_numpy(Normed(seed=7)((30, 20)))
+    c = keras.ops.convert_to_numpy(Normed(seed=8)((30, 20)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    unseeded = Normed()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(unseeded((5, 5))),
+                                  keras.ops.convert_to_numpy(unseeded((5, 5))))
+    assert unseeded.get_config()["seed"] is None
+
+
+def test_config_round_trip():
+    init = Normed("tanh", gain=1.3, mode="fan_avg", distribution="uniform", seed=3, scale=0.5)
+    config = init.get_config()
+    assert config == {"nonlinearity": "tanh", "gain": 1.3, "mode": "fan_avg",
+                      "distribution": "uniform", "seed": 3, "scale": 0.5, "rescaled": False}
+    again = keras.initializers.deserialize(keras.initializers.serialize(init))
+    assert isinstance(again, Normed) and again.get_config() == config
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(init((6, 4))),
+                                  keras.ops.convert_to_numpy(again((6, 4))))
+    assert keras_normed.Normed is Normed
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"gain": -1.0}, ValueError), ({"gain": float("nan")}, ValueError),
+    ({"gain": float("inf")}, ValueError), ({"gain": 0.0}, ValueError),
+    ({"gain": "big"}, TypeError), ({"gain": True}, TypeError),
+    ({"nonlinearity": "softsign"}, ValueError), ({"nonlinearity": 3}, TypeError),
+    ({"distribution": "cauchy"}, ValueError), ({"mode": "fan_max"}, ValueError),
+    ({"seed": 1.5}, TypeError), ({"scale": -2.0}, ValueError),
+])
+def test_validation(kwargs, error):
+    with pytest.raises(error):
+        Normed(**kwargs)
+
+
+def test_explicit_gain_overrides_unknown_nonlinearity():
+    v = keras.ops.convert_to_numpy(Normed("softsign", gain=1.0, distribution="normal",
+                                          seed=1)((400, 50)))
+    assert np.std(v) == pytest.approx(1 / 20, rel=0.03)

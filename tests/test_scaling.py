@@ -1,0 +1,276 @@
+"""keras_normed.rescale and the NormedScaling callback: equal growth, safety, marks."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_normed
+from keras_normed import scaling
+from keras_normed.callbacks import NormedScaling
+from keras_normed.diagnostics import growth_report
+from keras_normed.experiments.networks import paper_net, residual_net
+from keras_normed.initializers import Normed
+
+
+def _batch(n, seed, side=8):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, side, side, 1)).astype("float32")
+    # Labels tied to the input, so gradients carry a coherent signal as with real digits.
+    y = (x.reshape(n, -1)[:, :10].argmax(-1)).astype("int32")
+    return x, y
+
+
+def _kernels(model):
+    return [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+
+
+def _assert_same(before, model):
+    for a, b in zip(before, _kernels(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("net", ["a", "b", "c", "d"])
+def test_probe_equalizes_growth_on_paper_like_nets(net):
+    model = paper_net(net, "normed", seed=1, size="tiny")
+    x, y = _batch(128, 0)
+    base = {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
+    logits = keras.ops.convert_to_numpy(model(x))
+    report = keras_normed.rescale(model, (x, y))
+    assert report.applied and report.rule == "probe"
+    assert report.spread_after <= 1.5
+    assert math.exp(np.mean(np.log(list(report.scales.values())))) == pytest.approx(1, rel=1e-6)
+    for path, c in report.scales.items():
+        w = next(v for v in model.weights if v.path == path)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(w), base[path] * c, rtol=1e-5)
+    # ReLU + max-pool + zero biases: positively homogeneous, so the function is unchanged.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), logits, rtol=2e-3,
+                               atol=1e-5 * np.abs(logits).max())
+    # Independent re-measurement on the probe batch.
+    assert growth_report(model, x, y).spread <= 1.5
+
+
+def test_growth_equal_on_another_batch():
+    model = paper_net("a", "normed", seed=2, size="tiny")
+    he = paper_net("a", "he", seed=2, size="tiny")
+    x, y = _batch(256, 1)
+    keras_normed.rescale(model, (x, y))
+    x2, y2 = _batch(256, 2)
+    assert growth_report(model, x2, y2).spread < 2.0
+    assert growth_report(he, x2, y2).spread > 2.0
+
+
+def test_residual_batchnorm_net():
+    model = residual_net("normed", seed=0)
+    x, y = _batch(64, 3)
+    report = keras_normed.rescale(model, (x, y))
+    assert report.applied and report.spread_after <= 1.5
+    assert len(report.layers) == 6  # stem, 2 x 2 block convs, head
+
+
+def test_adam_sign_step_exponent():
+    model = paper_net("c", "normed", seed=0, size="tiny")
+    x, y = _batch(128, 4)
+    report = keras_normed.rescale(model, (x, y), optimizer=keras.optimizers.Adam(1e-3))
+    assert report.exponent == pytest.approx(1.0, abs=0.05)
+    assert report.spread_after <= 1.5
+    sgd = keras_normed.rescale(paper_net("c", "normed", seed=0, size="tiny"), (x, y))
+    assert sgd.exponent == pytest.approx(2.0, abs=0.01)
+
+
+def test_analytic_rule_matches_formula():
+    # Tiny net (c): 8x8x1 input; 'same' 3x3 convs 1->4 on 8x8 and 4->16 on 4x4 (a tap is used by
+    # 7, 8, 7 resp. 3, 4, 3 positions per axis), circulant 64 -> 32 (block 32: 64 parameters),
+    # dense 32 -> 10 (linear gain 1; the others ReLU gain sqrt(2)).
+    fan_in = np.array([9, 36, 64, 32.0])
+    n_params = np.array([36, 576, 64, 320.0])
+    gain2 = np.array([2, 2, 2, 1.0])
+    sharing = np.array([(22 / 3) ** 2, (10 / 3) ** 2, 32.0, 1.0])
+
+    def expected(load):
+        return (load / np.exp(np.mean(np.log(load)))) ** 0.25
+
+    report = keras_normed.rescale(paper_net("c", "normed", seed=0, size="tiny"))
+    assert report.rule == "analytic" and report.applied
+    np.testing.assert_allclose(list(report.scales.values()),
+                               expected(fan_in**2 / n_params / gain2), rtol=1e-6)
+    assert [r.sharing for r in report.layers] == pytest.approx(list(sharing))
+    note = keras_normed.rescale(paper_net("c", "normed", seed=0, size="tiny"),
+                                analytic_form="sharing")
+    np.testing.assert_allclose(list(note.scales.values()), expected(sharing * fan_in),
+                               rtol=1e-6)
+    adam = keras_normed.rescale(paper_net("c", "normed", seed=0, size="tiny"),
+                                optimizer=keras.optimizers.Adam(1e-3))
+    load = fan_in / gain2
+    np.testing.assert_allclose(list(adam.scales.values()),
+                               (load / np.exp(np.mean(np.log(load)))) ** 0.5, rtol=1e-3)
+
+
+def test_never_twice_and_mark_saved(tmp_path):
+    model = paper_net("a", "normed", seed=0, size="tiny")
+    x, y = _batch(64, 5)
+    assert keras_normed.rescale(model, (x, y)).applied
+    assert scaling.is_rescaled(model)
+    before = _kernels(model)
+    second = keras_normed.rescale(model, (x, y))
+    assert not second.applied and "already" in second.reason
+    _assert_same(before, model)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert scaling.is_rescaled(loaded)
+    before = _kernels(loaded)
+    assert not keras_normed.rescale(loaded, (x, y)).applied
+    _assert_same(before, loaded)
+
+
+def test_refuses_trained_weights_unless_forced():
+    model = paper_net("a", "normed", seed=0, size="tiny")
+    x, y = _batch(32, 6)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    before = _kernels(model)
+    with pytest.raises(ValueError, match="trained"):
+        keras_normed.rescale(model, (x, y))
+    _assert_same(before, model)
+    assert keras_normed.rescale(model, (x, y), force=True).applied
+
+
+def test_refuses_assigned_or_loaded_weights(tmp_path):
+    x, y = _batch(32, 7)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="relu",
+                                                 kernel_initializer="normed"),
+                              keras.layers.Dense(10, kernel_initializer="normed")])
+    path = str(tmp_path / "fresh.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)  # same weights, but not its initializer's draw
+    before = _kernels(loaded)
+    with pytest.raises(ValueError, match="differ"):
+        keras_normed.rescale(loaded, (x, y))
+    _assert_same(before, loaded)
+    assert keras_normed.rescale(loaded, (x, y), force=True).applied
+    w = model.layers[1].kernel
+    w.assign(w * 1.01)
+    with pytest.raises(ValueError, match="differ"):
+        keras_normed.rescale(model)
+
+
+def test_failed_call_leaves_weights_unchanged(monkeypatch):
+    model = paper_net("c", "normed", seed=0, size="tiny")
+    x, y = _batch(64, 8)
+    before = _kernels(model)
+    inits = [layer.kernel_initializer for layer in scaling.normed_layers(model)]
+    bad_x = x.copy()
+    bad_x[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        keras_normed.rescale(model, (bad_x, y))
+    _assert_same(before, model)
+    # A failure in the middle of the assignments is rolled back too.
+    calls = {"n": 0}
+    real = scaling._marked
+
+    def failing(init, factor):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("injected")
+        return real(init, factor)
+
+    monkeypatch.setattr(scaling, "_marked", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        keras_normed.rescale(model, (x, y))
+    _assert_same(before, model)
+    assert [layer.kernel_initializer for layer in scaling.normed_layers(model)] == inits
+    assert not scaling.is_rescaled(model)
+
+
+def test_bad_input():
+    unbuilt = keras.Sequential([keras.layers.Dense(4, kernel_initializer="normed")])
+    with pytest.raises(ValueError, match="not built"):
+        keras_normed.rescale(unbuilt)
+    model = paper_net("a", "normed", seed=0, size="tiny")
+    with pytest.raises(ValueError, match="rule"):
+        keras_normed.rescale(model, rule="magic")
+    with pytest.raises(ValueError, match="probe"):
+        keras_normed.rescale(model, rule="probe")
+    with pytest.raises(ValueError, match="tol"):
+        keras_normed.rescale(model, tol=0.5)
+    he = paper_net("a", "he", seed=0, size="tiny")
+    assert not keras_normed.rescale(he).applied  # nothing initialized by Normed
+
+
+def test_callback_rescales_once_across_two_fits():
+    model = paper_net("a", "normed", seed=0, size="tiny")
+    x, y = _batch(64, 9)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    applied = []
+    original = scaling.rescale
+
+    def spy(*args, **kwargs):
+        report = original(*args, **kwargs)
+        applied.append(report.applied)
+        return report
+
+    cb = NormedScaling(data=(x, y))
+    import keras_normed.scaling as mod
+
+    mod.rescale = spy
+    try:
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[cb])
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[cb])
+    finally:
+        mod.rescale = original
+    assert applied == [True, False] and cb.calls == 2
+    assert scaling.is_rescaled(model)
+
+
+class BlockLayer(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(16, activation="relu", kernel_initializer=Normed(seed=1))
+
+    def call(self, x):
+        return self.inner(x)
+
+
+class SubModel(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.flat = keras.layers.Flatten()
+        self.block = BlockLayer()
+        self.nested = keras.Sequential([keras.layers.Dense(16, activation="relu",
+                                                           kernel_initializer=Normed(seed=2))])
+        self.head = keras.layers.Dense(10, kernel_initializer=Normed("linear", seed=3))
+
+    def call(self, x, training=None):
+        return self.head(self.nested(self.block(self.flat(x))))
+
+
+def test_subclassed_and_nested_models():
+    model = SubModel()
+    x, y = _batch(128, 10)
+    model(x)
+    report = keras_normed.rescale(model, (x, y))
+    assert len(report.layers) == 3 and report.applied
+    assert report.spread_after <= 1.5
+
+
+def test_paper_net_shapes():
+    from keras_normed.scaling import layer_structure_or_builtin
+
+    a = paper_net("a", "he")
+    assert tuple(a.get_layer("fc1").kernel.shape) == (3136, 64)
+    b = paper_net("b", "normed")
+    st = layer_structure_or_builtin(b.get_layer("periodic"))
+    assert (st.fan_in, st.sharing) == (55 * 55, 56 * 56)
+    assert tuple(b.get_layer("logits").kernel.shape) == (3136, 10)
+    c = paper_net("c", "normed", softmax=True)
+    st = layer_structure_or_builtin(c.get_layer("circulant"))
+    assert (st.fan_in, st.fan_out, st.sharing) == (3136, 1568, 1568)
+    assert c.output.shape[-1] == 10
+    d = paper_net("d", "glorot")
+    assert tuple(d.get_layer("fc1").kernel.shape) == (12544, 64)
+    assert d.get_layer("circ_conv2").output.shape[1:] == (7, 7, 256)
