@@ -1,14 +1,17 @@
 """keras-normed: structure-aware initialization and block-circulant FFT layers for Keras 3.
 
-Importing the package registers every public object as a serializable Keras object, and the
-string aliases (``"normed"``, ...) with ``keras.initializers.get``.
+Importing the package registers every public object as a serializable Keras object
+(``"keras_normed>ClassName"``) and the string aliases ``"normed"``, ``"delta_orthogonal"`` and
+``"random_walk"``, so ``kernel_initializer="normed"`` works in any Keras layer.
 """
 
 import keras
 
-from keras_normed import initializers, layers, structure
+from keras_normed import callbacks, diagnostics, initializers, layers, scaling, structure
 from keras_normed.data_driven import data_dependent_init, lsuv
+from keras_normed.diagnostics import growth_report
 from keras_normed.initializers import Normed
+from keras_normed.scaling import rescale
 
 __version__ = "0.1.0"
 
@@ -21,9 +24,17 @@ _ALIASES = {
 }
 keras.saving.get_custom_objects().update(_ALIASES)
 
-__all__ = ["Normed", "initializers", "layers", "structure", "__version__"]
-__all__ += ["lsuv", "data_dependent_init"]
-from keras_normed import diagnostics, scaling  # noqa: E402
-from keras_normed.scaling import rescale  # noqa: E402
-
-__all__ += ["rescale", "scaling", "diagnostics"]
+__all__ = [
+    "Normed",
+    "rescale",
+    "lsuv",
+    "data_dependent_init",
+    "growth_report",
+    "callbacks",
+    "diagnostics",
+    "initializers",
+    "layers",
+    "scaling",
+    "structure",
+    "__version__",
+]

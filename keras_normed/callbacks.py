@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import keras  # noqa: F401
+import keras
 
-__all__: list = []
+__all__ = ["NormedScaling", "LSUVInit"]
 
 
 class NormedScaling(keras.callbacks.Callback):
@@ -41,9 +41,6 @@ class NormedScaling(keras.callbacks.Callback):
         self.report = rescale(self.model, self.data, verbose=self.verbose, **self.kwargs)
 
 
-__all__ += ["NormedScaling"]
-
-
 class LSUVInit(keras.callbacks.Callback):
     """Applies :func:`keras_normed.lsuv` once, at the start of the first training.
 
@@ -73,4 +70,3 @@ class LSUVInit(keras.callbacks.Callback):
             self.report = lsuv(self.model, self.x_batch, **self.kwargs)
 
 
-__all__ += ["LSUVInit"]

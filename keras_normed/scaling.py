@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -276,11 +277,46 @@ def _clone_optimizer(optimizer):
 
 def _optimizer_steps(optimizer, grads, values) -> List[np.ndarray]:
     """The first step a fresh copy of ``optimizer`` takes from ``values`` given ``grads``."""
-    opt = _clone_optimizer(optimizer)
-    variables = [keras.Variable(np.asarray(v), trainable=True, name=f"probe_{i}")
-                 for i, v in enumerate(values)]
-    opt.apply_gradients(list(zip([keras.ops.convert_to_tensor(g) for g in grads], variables)))
-    return [keras.ops.convert_to_numpy(var) - np.asarray(v) for var, v in zip(variables, values)]
+
+    def step():
+        opt = _clone_optimizer(optimizer)
+        variables = [keras.Variable(np.asarray(v), trainable=True, name=f"probe_{i}")
+                     for i, v in enumerate(values)]
+        opt.apply_gradients(list(zip([keras.ops.convert_to_tensor(g) for g in grads],
+                                     variables)))
+        return [keras.ops.convert_to_numpy(var) - np.asarray(v)
+                for var, v in zip(variables, values)]
+
+    return _outside_distribution(step)
+
+
+def _outside_distribution(fn):
+    """Run ``fn`` outside any ``tf.distribute`` scope.
+
+    The probe step works on scratch copies; created inside a strategy scope they would be
+    mirrored, and applying an optimizer to them outside replica context fails. TensorFlow keeps
+    the strategy stack per thread, so a worker thread sees none.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn()
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return fn()
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+            out["error"] = err
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def _gradients(model, kernels, values, x, y, loss_fn, training):

@@ -65,8 +65,6 @@ def test_rescale_outside_scope(dist):
     _check(dist, "rescale_outside", INIT_TOL, "rescale_outside")
 
 
-@pytest.mark.xfail(strict=True, reason="keras_normed.rescale inside strategy.scope() raises "
-                   "AttributeError: 'NoneType' object has no attribute 'merge_call'")
 def test_rescale_inside_scope(dist):
     _check(dist, "rescale", INIT_TOL, "rescale")
 

@@ -1,4 +1,8 @@
-"""Initializers of keras-normed. Each family lives in its own module."""
+"""Initializers of keras-normed. Each family lives in its own module.
+
+Xavier/Glorot, He, LeCun and Orthogonal are Keras's own (``keras.initializers``); this package
+adds what Keras lacks.
+"""
 
 from keras_normed.initializers.delta_orthogonal import (
     CriticalPoint,
@@ -10,6 +14,13 @@ from keras_normed.initializers.normed import Normed
 from keras_normed.initializers.random_walk import RandomWalk, random_walk_gain
 from keras_normed.initializers.weight_norm import arpit_init
 
-__all__ = ["Normed", "CriticalPoint", "DeltaOrthogonal", "critical_sigma_w",
-           "tanh_critical_point", "RandomWalk", "random_walk_gain"]
-__all__ += ["arpit_init"]
+__all__ = [
+    "Normed",
+    "DeltaOrthogonal",
+    "CriticalPoint",
+    "critical_sigma_w",
+    "tanh_critical_point",
+    "RandomWalk",
+    "random_walk_gain",
+    "arpit_init",
+]
