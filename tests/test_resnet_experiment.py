@@ -50,7 +50,7 @@ def test_steps_to_threshold():
 
 
 def test_unknown_init_is_refused(tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="--inits"):
         cli.main(["datainit", "--quick", "--inits", "he,nope", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="Unknown init"):
         resnet.initialize(None, "nope", np.zeros((2, 28, 28, 1)), 0)

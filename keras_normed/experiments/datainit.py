@@ -101,16 +101,14 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     from keras_normed.experiments.data import load_digits
+    from keras_normed.experiments.options import choice_list
 
     if args.quick:
         args.depth, args.channels, args.steps = min(args.depth, 4), min(args.channels, 4), 5
         args.n_train, args.n_test = 256, 64
         if args.source == "auto":
             args.source = "sklearn"
-    inits = [s.strip() for s in args.inits.split(",") if s.strip()]
-    unknown = [i for i in inits if i not in INITS]
-    if unknown:
-        raise SystemExit(f"Unknown --inits {unknown}; expected a subset of {INITS}.")
+    inits = choice_list(args.inits, INITS)
     data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)
     runs: Dict[str, List[Dict]] = {}
     for init in inits:

@@ -27,6 +27,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from keras_normed.experiments.options import choice_list
+
 INITS = ("delta_orthogonal", "orthogonal", "glorot", "he")
 _QUICK = {"depths": "10,50", "train_depth": 20, "steps": 20, "n_train": 1000, "n_test": 200}
 
@@ -250,10 +252,7 @@ def run(args) -> int:
             f"--depths must be comma-separated integers, got {args.depths!r}.") from None
     if not depths or depths[0] < 1:
         raise ValueError(f"--depths must be positive integers, got {args.depths!r}.")
-    inits = [s.strip() for s in str(args.inits).split(",") if s.strip()]
-    for name in inits:
-        if name not in INITS:
-            raise ValueError(f"Unknown initializer {name!r} in --inits; expected {INITS}.")
+    inits = choice_list(args.inits, INITS)
     keras.utils.set_random_seed(args.seed)
     data = load_digits(args.source, args.data_dir, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed)
