@@ -136,7 +136,7 @@ def growth_report(model, x, y, optimizer=None, loss=None, training: bool = True
     layers = _kernel_layers(model)
     if not layers:
         raise ValueError(f"Model {model.name!r} has no layer with a trainable kernel.")
-    structures = [scaling.layer_structure_or_builtin(layer) for layer in layers]
+    structures = [scaling.kernel_structure(layer) for layer in layers]
     optimizer = scaling._default_optimizer(model, optimizer)  # noqa: SLF001
     m = scaling.measure_growth(model, (x, y), [layer.kernel for layer in layers],
                                optimizer=optimizer, loss=loss, training=training,

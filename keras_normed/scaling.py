@@ -50,60 +50,24 @@ from keras_normed import structure
 from keras_normed.initializers.normed import Normed
 
 __all__ = ["LayerScale", "ScalingReport", "rescale", "normed_layers", "is_rescaled",
-           "layer_structure_or_builtin", "measure_growth"]
+           "kernel_structure", "measure_growth"]
 
 
 # --------------------------------------------------------------------------------------------
 # Structure of Keras's own layers (used when keras_normed.structure has no rule for them).
 
 
-def _conv_tap_counts(length: int, k: int, stride: int, dilation: int, padding: str) -> List[int]:
-    """For each kernel tap along one axis, how many outputs use it (zero padding excluded)."""
-    if padding == "valid":
-        out = (length - (k - 1) * dilation - 1) // stride + 1
-        return [max(out, 0)] * k
-    out = -(-length // stride)
-    pad = max((out - 1) * stride + (k - 1) * dilation + 1 - length, 0) // 2
-    return [sum(1 for o in range(out) if 0 <= o * stride + i * dilation - pad < length)
-            for i in range(k)]
-
-
-def _builtin_structure(layer, input_shape) -> Optional[structure.LinearStructure]:
-    kernel = getattr(layer, "kernel", None)
-    if kernel is None:
-        return None
-    kshape = tuple(int(s) for s in kernel.shape)
-    n_params = int(np.prod(kshape))
-    if isinstance(layer, keras.layers.Dense):
-        uses = int(np.prod([d for d in input_shape[1:-1]])) if len(input_shape) > 2 else 1
-        return structure.LinearStructure(kshape[0], kshape[1], float(uses), True, n_params)
-    conv_base = type(layer).__mro__
-    is_conv = any(c.__name__ == "BaseConv" for c in conv_base) and len(kshape) >= 3
-    if is_conv and getattr(layer, "data_format", "channels_last") == "channels_last":
-        spatial = input_shape[1:-1]
-        if any(d is None for d in spatial) or layer.padding not in ("same", "valid"):
-            return None
-        ks = kshape[:-2]
-        share = 1.0
-        uniform = True
-        for d, length in enumerate(spatial):
-            counts = _conv_tap_counts(int(length), ks[d], layer.strides[d],
-                                      layer.dilation_rate[d], layer.padding)
-            share *= sum(counts) / len(counts)
-            uniform = uniform and len(set(counts)) == 1
-        fan_in = int(np.prod(ks)) * kshape[-2]
-        fan_out = int(np.prod(ks)) * kshape[-1]
-        return structure.LinearStructure(fan_in, fan_out, share, uniform, n_params)
-    return None
-
-
-def layer_structure_or_builtin(layer) -> Optional[structure.LinearStructure]:
-    """:func:`keras_normed.structure.layer_structure`, completed for Keras's Dense and Conv."""
-    found = structure.layer_structure(layer)
-    if found is not None:
-        return found
+def kernel_structure(layer) -> Optional[structure.LinearStructure]:
+    """:func:`keras_normed.structure.layer_structure` of a built layer, or ``None`` when the
+    layer has no kernel of known structure or its input shape is not fully known."""
     shape = structure.built_input_shape(layer)
-    return None if shape is None else _builtin_structure(layer, shape)
+    if shape is None:
+        return None
+    try:
+        return structure.layer_structure(layer, shape)
+    except ValueError:
+        # Unknown spatial sizes (e.g. a conv on variable-size images): no sharing to measure.
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,7 +463,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     kernels = [layer.kernel for layer in layers]
     structures = []
     for layer in layers:
-        found = layer_structure_or_builtin(layer)
+        found = kernel_structure(layer)
         if found is None:
             fan_in, _ = structure.kernel_fans(layer, layer.kernel.shape)
             found = structure.LinearStructure(fan_in, fan_in, 1.0, False,

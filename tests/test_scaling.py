@@ -259,16 +259,16 @@ def test_subclassed_and_nested_models():
 
 
 def test_paper_net_shapes():
-    from keras_normed.scaling import layer_structure_or_builtin
+    from keras_normed.scaling import kernel_structure
 
     a = paper_net("a", "he")
     assert tuple(a.get_layer("fc1").kernel.shape) == (3136, 64)
     b = paper_net("b", "normed")
-    st = layer_structure_or_builtin(b.get_layer("periodic"))
+    st = kernel_structure(b.get_layer("periodic"))
     assert (st.fan_in, st.sharing) == (55 * 55, 56 * 56)
     assert tuple(b.get_layer("logits").kernel.shape) == (3136, 10)
     c = paper_net("c", "normed", softmax=True)
-    st = layer_structure_or_builtin(c.get_layer("circulant"))
+    st = kernel_structure(c.get_layer("circulant"))
     assert (st.fan_in, st.fan_out, st.sharing) == (3136, 1568, 1568)
     assert c.output.shape[-1] == 10
     d = paper_net("d", "glorot")
