@@ -86,6 +86,26 @@ def test_divergence_flag():
     assert not compare.is_diverged([1.0, 0.1], [1.0, 0.5])
 
 
+@pytest.mark.parametrize("argv,match", [
+    (["--probe-size", "0"], "probe-size"),
+    (["--seeds", "0"], "seeds"),
+    (["--lr", "-1"], "lr"),
+    (["--smoothing", "1"], "smoothing"),
+])
+def test_bad_options_fail_before_training(argv, match, tmp_path):
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    args = parser.parse_args(argv + ["--source", "sklearn", "--output", str(tmp_path)])
+    with pytest.raises(ValueError, match=match):
+        compare.run(args)
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_jit_value_is_an_error():
+    with pytest.raises(ValueError, match="jit"):
+        compare.run_one("a", "he", 0, None, jit="yes", builder=_tiny)
+
+
 # ----------------------------------------------------------------------------- pieces
 
 
@@ -171,17 +191,18 @@ def _args(tmp_path, **kw):
 
 
 def _check_outputs(tmp_path, nets, inits):
+    """The files are there and sane: every loss finite, accuracies in [0, 1], a table row per
+    (net, init) beside the paper's, a PNG. Returns the JSON."""
     with open(os.path.join(tmp_path, "compare.json")) as f:
         result = json.load(f)
     assert result["settings"]["quick"] and result["settings"]["epochs"] == 1
     assert len(result["runs"]) == len(nets) * len(inits) * 2
     for r in result["runs"]:
-        assert len(r["losses"]) == len(r["smoothed"]) > 0
         run = (r["net"], r["init"], r["seed"])
+        assert len(r["losses"]) == len(r["smoothed"]) == 32, run  # 1024 / 32 steps
+        assert np.all(np.isfinite(r["losses"])) and np.all(np.isfinite(r["smoothed"])), run
         assert r["diverged"] == compare.is_diverged(r["losses"], r["smoothed"]), run
-        if not r["diverged"]:
-            assert np.all(np.isfinite(r["smoothed"])), run
-            assert r["test_accuracy"] > 0.2, run  # chance is 0.1
+        assert 0.0 <= r["test_accuracy"] <= 1.0, run
     table = open(os.path.join(tmp_path, "compare.md")).read()
     for net in nets:
         for init in inits:
@@ -197,6 +218,11 @@ def _check_outputs(tmp_path, nets, inits):
     return result
 
 
+def _mean_accuracy(result, net, init):
+    return np.mean([r["test_accuracy"] for r in result["runs"]
+                    if r["net"] == net and r["init"] == init])
+
+
 def test_quick_run_with_a_tiny_net(tmp_path, capsys):
     """The whole pipeline (data, training, table, JSON, PNG) on a net of our own."""
     args = _args(tmp_path, nets=["a", "b"], inits=["he"])
@@ -208,25 +234,21 @@ def test_quick_run_with_a_tiny_net(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not _has_paper_nets(), reason="networks.paper_net / rescale not there yet")
-def test_quick_run_paper_net_c(tmp_path):
-    """`compare --quick` on the paper's net (c) (block-circulant) with normed: a subset of the
-    full --quick (all four nets and inits is the slow test below), to fit the time budget."""
-    args = _args(tmp_path, nets=["c"], inits=["normed"])
-    assert compare.run(args) == 0
-    result = _check_outputs(tmp_path, ["c"], ["normed"])
-    normed = [r for r in result["runs"] if r["init"] == "normed"]
-    assert all(r["rescale"]["applied"] and r["rescale"]["spread_after"] < 1.5 for r in normed)
-    assert not any(r["diverged"] for r in normed)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not _has_paper_nets(), reason="networks.paper_net / rescale not there yet")
 def test_quick_run_all_paper_nets(tmp_path):
-    """The whole `compare --quick`: four nets, four initializations, four panels."""
+    """The whole `compare --quick` (what `make demo` runs): four nets, four initializations,
+    two seeds, offline digits. Normed trains on every net (above chance, no run dead); the
+    probe rescale leaves a growth spread under its tolerance."""
     args = _args(tmp_path)
     assert compare.run(args) == 0
     result = _check_outputs(tmp_path, list(compare.NETS), list(compare.DEFAULT_INITS))
-    assert len({r["net"] for r in result["runs"]}) == 4
+    assert result["settings"]["data"].startswith("scikit-learn")
+    normed = [r for r in result["runs"] if r["init"] == "normed"]
+    assert all(r["rescale"]["applied"] and r["rescale"]["spread_after"] < 1.5 for r in normed)
+    assert not any(r["diverged"] for r in normed)
+    for net in compare.NETS:
+        assert _mean_accuracy(result, net, "normed") > 0.25, net  # chance is 0.1
+    # Where parameter sharing is mild, every initialization learns something.
+    assert all(_mean_accuracy(result, "a", init) > 0.25 for init in compare.DEFAULT_INITS)
 
 
 def test_plot_has_one_panel_per_net(tmp_path):
@@ -240,3 +262,47 @@ def test_plot_has_one_panel_per_net(tmp_path):
     band = panels[0].lines[0].get_ydata()
     np.testing.assert_allclose(band, np.linspace(2.3, 0.15, 20))  # mean of seeds 0.1 and 0.2
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def _write_runs(path, runs, data="MNIST"):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "compare.json"), "w") as f:
+        json.dump({"settings": {"data": data}, "runs": runs}, f)
+    return os.path.join(path, "compare.json")
+
+
+def _full_run(net, init, seed, final, acc, epochs=1):
+    curve = list(np.linspace(2.3, final, 10))
+    return {"net": net, "init": init, "seed": seed, "epochs": epochs, "batch_size": 64,
+            "optimizer": "momentum", "lr": 0.01, "smoothing": 0.98, "losses": curve,
+            "smoothed": curve, "final_loss": final, "test_accuracy": acc, "diverged": False}
+
+
+def test_merge_combines_runs_of_separate_files(tmp_path):
+    a = _write_runs(tmp_path / "a", [_full_run("a", "he", s, 0.3 + 0.1 * s, 0.9) for s in (0, 1)])
+    d = _write_runs(tmp_path / "d", [_full_run("d", "he", 0, 0.5, 0.8),
+                                     _full_run("d", "normed", 0, 0.2, 0.95)])
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    out = tmp_path / "all"
+    assert compare.run(parser.parse_args(["--merge", a, d, "--output", str(out)])) == 0
+    with open(out / "compare.json") as f:
+        merged = json.load(f)
+    assert len(merged["runs"]) == 4 and len(merged["settings"]["merged_from"]) == 2
+    assert merged["summary"]["a"]["he"]["loss_mean"] == pytest.approx(0.35)
+    assert merged["summary"]["a"]["he"]["loss_std"] == pytest.approx(0.1 / math.sqrt(2))
+    assert set(merged["summary"]["d"]) == {"he", "normed"}
+    assert "| (d) | normed | 0.200 ± 0.000 |" in (out / "compare.md").read_text()
+    assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_merge_refuses_duplicates_and_mismatched_settings(tmp_path):
+    a = _write_runs(tmp_path / "a", [_full_run("a", "he", 0, 0.3, 0.9)])
+    with pytest.raises(ValueError, match="twice"):
+        compare.merge_results([a, a])
+    b = _write_runs(tmp_path / "b", [_full_run("b", "he", 0, 0.3, 0.9, epochs=3)])
+    with pytest.raises(ValueError, match="epochs"):
+        compare.merge_results([a, b])
+    c = _write_runs(tmp_path / "c", [_full_run("c", "he", 0, 0.3, 0.9)], data="digits")
+    with pytest.raises(ValueError, match="different data"):
+        compare.merge_results([a, c])

@@ -121,6 +121,8 @@ def test_gradients_match_finite_differences():
     (5, 7, 3, (3, 2), 2, "same", 1),
     (6, 4, 4, (3, 3), 1, "same", 2),
     (7, 7, 7, (2, 2), 1, "valid", 1),
+    (4, 4, 2, (3, 3), 2, "same", 2),   # strides and dilation: "auto" takes the patches form
+    (36, 36, 2, (3, 3), 1, "same", 1),  # Q = 18 > 8: "auto" takes the patches form
 ])
 def test_circulant_conv2d_matches_numpy(c_in, filters, b, ks, stride, padding, dil):
     rng = np.random.default_rng(c_in + 10 * b)
@@ -129,9 +131,20 @@ def test_circulant_conv2d_matches_numpy(c_in, filters, b, ks, stride, padding, d
     w = np.stack([np.stack([dense_reference(k[u, v], c_in, filters) for v in range(ks[1])])
                   for u in range(ks[0])])
     ref = conv_reference(x, w, stride, padding, dil)
-    for impl in (fft.circulant_conv2d, fft.circulant_conv2d_dense):
+    both = stride > 1 and dil > 1  # keras.ops.conv / depthwise_conv reject the combination
+    methods = ["auto", "patches"] + ([] if both else ["depthwise"])
+    impls = [lambda *a, m=m: fft.circulant_conv2d(*a, method=m) for m in methods]
+    for impl in impls + ([] if both else [fft.circulant_conv2d_dense]):
         y = np.asarray(impl(x, k, filters, stride, padding, dil))
         np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_circulant_conv2d_method_errors():
+    x, k = np.ones((1, 5, 5, 4)), np.ones((3, 3, 2, 2, 2))
+    with pytest.raises(ValueError, match="method"):
+        fft.circulant_conv2d(x, k, method="fast")
+    with pytest.raises(ValueError, match="strides and dilation"):
+        fft.circulant_conv2d(x, k, strides=2, dilation_rate=2, method="depthwise")
 
 
 @pytest.mark.parametrize("h,w,kh,kw,c_in,c_out", [

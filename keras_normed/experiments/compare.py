@@ -31,6 +31,8 @@ Example::
     keras-normed compare --quick                       # offline digits, ~1-2 min on 2 cores
     keras-normed compare --data-dir /path/to/mnist --nets b c --seeds 5 --epochs 3 \\
         --output results/compare
+    keras-normed compare --merge results/a/compare.json results/d/compare.json \\
+        --output results/all                          # one table and figure from two runs
 
 Outputs in ``--output``: ``compare.json`` (every run's settings, per-batch losses and smoothed
 curve, test accuracy), ``compare.md`` (the table), ``compare.png`` (one panel per network:
@@ -72,6 +74,7 @@ __all__ = [
     "run_experiment",
     "format_table",
     "plot_curves",
+    "merge_results",
     "add_arguments",
     "run",
 ]
@@ -86,8 +89,10 @@ _PROBE_SIZE = 256
 # Std of a unit normal truncated at +-2 std, as keras.initializers.VarianceScaling uses.
 _TRUNCATION_CORRECTION = 0.87962566103423978
 # --quick: small subset, one epoch, two seeds; 32 steps, so a 10-step smoothing window.
+# XLA off: compiling each of the 32 small models costs more than its 32 steps save.
 _QUICK = {"n_train": 1024, "n_test": 256, "epochs": 1, "seeds": 2, "batch_size": 32,
-          "smoothing": 0.9}
+          "smoothing": 0.9, "probe_size": 128, "jit": "off"}
+_JIT = {"auto": "auto", "on": True, "off": False}
 
 
 # --------------------------------------------------------------------------- statistics
@@ -302,7 +307,8 @@ class ProgressBar(keras.callbacks.Callback):
 
 def run_one(net: str, init: str, seed: int, data, *, epochs: int = 3, batch_size: int = 64,
             optimizer: str = "momentum", lr: Optional[float] = None, smoothing: float = 0.98,
-            progress: str = "bar", builder: Optional[Callable] = None, stream=None) -> dict:
+            progress: str = "bar", builder: Optional[Callable] = None, stream=None,
+            probe_size: int = _PROBE_SIZE, jit: str = "auto") -> dict:
     """Train one network under one initialization and seed; return the run's record.
 
     Args:
@@ -313,11 +319,15 @@ def run_one(net: str, init: str, seed: int, data, *, epochs: int = 3, batch_size
         builder: ``builder(net, kernel_initializer, seed) -> keras.Model`` returning logits,
             uncompiled; defaults to :func:`keras_normed.experiments.networks.paper_net`.
         progress: "bar" (compact, one line per run), "keras" (Keras' own) or "none".
+        probe_size: training images in the probe batch of ``rescale`` (``normed``).
+        jit: XLA for training: "auto" (Keras' default), "on" or "off".
 
     Returns a JSON-ready dict: settings, ``losses`` (per batch), ``smoothed``, ``final_loss``,
     ``test_accuracy``, ``diverged``, ``seconds``, ``rescale`` (the
     :class:`keras_normed.scaling.ScalingReport` as a dict, for the normed initializations).
     """
+    if jit not in _JIT:
+        raise ValueError(f"`jit` must be one of {sorted(_JIT)}, got {jit!r}.")
     stream = stream or sys.stdout
     builder = builder or _default_builder
     keras.utils.set_random_seed(seed)
@@ -328,11 +338,12 @@ def run_one(net: str, init: str, seed: int, data, *, epochs: int = 3, batch_size
     scaling = None
     if rescale_mode is not None:
         idx = np.random.default_rng(seed).choice(
-            len(data.x_train), size=min(_PROBE_SIZE, len(data.x_train)), replace=False)
+            len(data.x_train), size=min(probe_size, len(data.x_train)), replace=False)
         probe = (data.x_train[idx], data.y_train[idx])
         report = _rescale(model, rescale_mode, probe, optimizer, lr, loss)
         scaling = report.as_dict()
-    model.compile(optimizer=make_optimizer(optimizer, lr), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(optimizer, lr), loss=loss, metrics=["accuracy"],
+                  jit_compile=_JIT[jit])
     steps = math.ceil(len(data.x_train) / batch_size) * epochs
     label = f"net ({net}) {init:<16} seed {seed}"
     recorder = BatchLossRecorder()
@@ -362,7 +373,8 @@ def run_experiment(nets: Sequence[str], inits: Sequence[str], seeds: int, data, 
                    builder: Optional[Callable] = None, stream=None, **train) -> dict:
     """Every (net, init, seed) run, and the per-(net, init) summary from :func:`aggregate`.
 
-    ``train`` goes to :func:`run_one` (epochs, batch_size, optimizer, lr, smoothing, progress).
+    ``train`` goes to :func:`run_one` (epochs, batch_size, optimizer, lr, smoothing, progress,
+    probe_size, jit).
     Returns ``{"runs": [...], "summary": {net: {init: aggregate(...)}}}``.
     """
     runs = []
@@ -486,15 +498,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, default=2000, help="test images")
     parser.add_argument("--output", default=os.path.join("results", "compare"),
                         help="folder for compare.json, compare.md and compare.png")
+    parser.add_argument("--probe-size", type=int, default=_PROBE_SIZE,
+                        help="training images in rescale's probe batch (normed)")
+    parser.add_argument("--jit", choices=sorted(_JIT), default="auto",
+                        help="XLA compilation of the training step (auto: Keras' default)")
     parser.add_argument("--progress", choices=("bar", "keras", "none"), default="bar")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="train nothing: combine the compare.json files of earlier runs "
+                             "(e.g. one per network) into one table, JSON and figure")
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run: small subset ({_QUICK['n_train']} train / "
-                             f"{_QUICK['n_test']} test), one epoch, two seeds, batch 32, "
-                             "smoothing 0.9 (overrides those options)")
+                             f"{_QUICK['n_test']} test), one epoch, two seeds, batch "
+                             f"{_QUICK['batch_size']}, smoothing {_QUICK['smoothing']}, probe "
+                             f"{_QUICK['probe_size']}, no XLA (overrides those options)")
 
 
 def _check(args) -> None:
-    for name in ("seeds", "epochs", "batch_size", "n_train", "n_test"):
+    for name in ("seeds", "epochs", "batch_size", "n_train", "n_test", "probe_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 1, "
                              f"got {getattr(args, name)}.")
@@ -503,8 +523,72 @@ def _check(args) -> None:
     smooth([], args.smoothing)  # validates beta
 
 
+def merge_results(paths: Sequence[str]) -> dict:
+    """Combine the ``compare.json`` of several runs: their runs, re-aggregated per (net, init).
+
+    A (net, init, seed) present in two files is an error (it would be counted twice); so are
+    runs that differ in anything but net/init/seed (epochs, batch size, optimizer, learning
+    rate, smoothing, data). Returns ``{"settings": ..., "runs": ..., "summary": ...}`` with
+    ``settings["merged_from"]`` listing each file's own settings.
+    """
+    if not paths:
+        raise ValueError("`--merge` needs at least one compare.json.")
+    runs, sources, seen = [], [], set()
+    keys = ("epochs", "batch_size", "optimizer", "lr", "smoothing")
+    for path in paths:
+        with open(path) as f:
+            loaded = json.load(f)
+        sources.append({"path": path, **loaded.get("settings", {})})
+        for r in loaded["runs"]:
+            key = (r["net"], r["init"], r["seed"])
+            if key in seen:
+                raise ValueError(f"Run {key} appears twice (last in {path}).")
+            seen.add(key)
+            runs.append(r)
+    first = runs[0] if runs else {}
+    for r in runs:
+        differs = [k for k in keys if r.get(k) != first.get(k)]
+        if differs:
+            raise ValueError(f"Runs differ in {differs}: {(r['net'], r['init'], r['seed'])} "
+                             f"against {(first['net'], first['init'], first['seed'])}.")
+    datas = {src.get("data") for src in sources}
+    if len(datas) > 1:
+        raise ValueError(f"The files were trained on different data: {sorted(map(str, datas))}.")
+    nets = list(dict.fromkeys(r["net"] for r in runs))
+    inits = list(dict.fromkeys(r["init"] for r in runs))
+    summary = {net: {init: aggregate([r for r in runs if r["net"] == net and r["init"] == init])
+                     for init in inits if any(r["net"] == net and r["init"] == init
+                                              for r in runs)}
+               for net in nets}
+    settings = {k: first.get(k) for k in keys}
+    settings.update(data=datas.pop(), merged_from=sources)
+    return {"settings": settings, "runs": runs, "summary": summary}
+
+
+def _write(result: dict, output: str, title: str) -> str:
+    """Write compare.json, compare.md and compare.png in ``output``; return the table."""
+    table = format_table(result["summary"])
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "compare.json"), "w") as f:
+        json.dump(result, f, indent=1, allow_nan=True)
+    with open(os.path.join(output, "compare.md"), "w") as f:
+        f.write(table + "\n")
+    plot_curves(result["runs"], os.path.join(output, "compare.png"), title=title)
+    return table
+
+
 def run(args: argparse.Namespace, builder: Optional[Callable] = None) -> int:
     """Run ``keras-normed compare``; print the table; write JSON, Markdown and PNG. Returns 0."""
+    if getattr(args, "merge", None):
+        result = merge_results(args.merge)
+        st = result["settings"]
+        seeds = max(s["n"] for by in result["summary"].values() for s in by.values())
+        table = _write(result, args.output,
+                       f"{st['data']}; {st['optimizer']}, batch {st['batch_size']}, "
+                       f"{st['epochs']} epoch(s), {seeds} seeds")
+        print(table)
+        print(f"\nMerged {len(args.merge)} files into {args.output}")
+        return 0
     if args.quick:
         for key, value in _QUICK.items():
             setattr(args, key, value)
@@ -517,9 +601,9 @@ def run(args: argparse.Namespace, builder: Optional[Callable] = None) -> int:
         make_initializer(init, 0)
     settings = {k: getattr(args, k) for k in (
         "nets", "inits", "seeds", "epochs", "batch_size", "optimizer", "lr", "smoothing",
-        "source", "n_train", "n_test", "quick")}
+        "source", "n_train", "n_test", "probe_size", "jit", "quick")}
     settings.update(data=data.source, n_train=len(data.x_train), n_test=len(data.x_test),
-                    probe_size=min(_PROBE_SIZE, len(data.x_train)),
+                    probe_size=min(args.probe_size, len(data.x_train)),
                     diverged_loss=DIVERGED_LOSS, command=" ".join(sys.argv))
     print(f"Training nets {', '.join(args.nets)} x inits {', '.join(args.inits)} x "
           f"{args.seeds} seeds, {args.epochs} epoch(s), batch {args.batch_size}, "
@@ -528,23 +612,15 @@ def run(args: argparse.Namespace, builder: Optional[Callable] = None) -> int:
     result = run_experiment(args.nets, args.inits, args.seeds, data, builder=builder,
                             epochs=args.epochs, batch_size=args.batch_size,
                             optimizer=args.optimizer, lr=args.lr, smoothing=args.smoothing,
-                            progress=args.progress)
+                            progress=args.progress, probe_size=args.probe_size, jit=args.jit)
     settings["seconds"] = time.perf_counter() - start
-    table = format_table(result["summary"])
+    table = _write({"settings": settings, **result}, args.output,
+                   f"{data.source}; {args.optimizer}, batch {args.batch_size}, "
+                   f"{args.epochs} epoch(s), {args.seeds} seeds")
     print()
     print(f"Last smoothed training loss (EMA beta={args.smoothing}) and test accuracy, "
           f"mean ± std over {args.seeds} seeds; paper: {paper.REFERENCE}")
     print(table)
-    os.makedirs(args.output, exist_ok=True)
-    json_path = os.path.join(args.output, "compare.json")
-    with open(json_path, "w") as f:
-        json.dump({"settings": settings, **result}, f, indent=1, allow_nan=True)
-    with open(os.path.join(args.output, "compare.md"), "w") as f:
-        f.write(table + "\n")
-    png_path = os.path.join(args.output, "compare.png")
-    plot_curves(result["runs"], png_path,
-                title=f"{data.source}; {args.optimizer}, batch {args.batch_size}, "
-                      f"{args.epochs} epoch(s), {args.seeds} seeds")
-    print(f"\nWrote {json_path}, compare.md and compare.png in {args.output} "
+    print(f"\nWrote compare.json, compare.md and compare.png in {args.output} "
           f"({settings['seconds']:.0f} s)")
     return 0

@@ -195,8 +195,9 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
     to a multiple of ``b`` and the output truncated to ``filters``.
 
     Computed in the frequency domain of the channel blocks
-    (:func:`keras_normed.ops.fft.circulant_conv2d`): one ``rfft`` per pixel and block, the
-    ``kh * kw`` shifted views contracted per frequency, one ``irfft`` per output block.
+    (:func:`keras_normed.ops.fft.circulant_conv2d`): one ``rfft`` per pixel and block, a
+    depthwise convolution of the spectra (one group per frequency; a per-frequency matmul of
+    shifted views when there are more than 8 output blocks), one ``irfft`` per output block.
 
     Args:
         filters: output channels.
