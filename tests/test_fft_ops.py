@@ -204,3 +204,31 @@ def test_property_random_shapes(n_in, units, b, batch, seed):
     x = rng.standard_normal((batch, n_in))
     y = np.asarray(fft.circulant_matmul(x, k, units))
     np.testing.assert_allclose(y, x @ dense_reference(k, n_in, units), rtol=1e-10, atol=1e-10)
+
+
+def test_circulant_conv2d_method_follows_xla():
+    """Depthwise form without XLA (fast there), patches under XLA (whose CPU grouped-conv
+    gradient is ~400x slower than Conv2D's); both forms give the same values under XLA."""
+    import tensorflow as tf
+
+    seen = {}
+
+    def probe(tag):
+        def fn(x):
+            seen[tag] = fft.circulant_conv2d_method(1)
+            return x
+        return fn
+
+    tf.function(probe("xla"), jit_compile=True)(tf.ones(1))
+    tf.function(probe("graph"))(tf.ones(1))
+    probe("eager")(tf.ones(1))
+    assert seen == {"xla": "patches", "graph": "depthwise", "eager": "depthwise"}
+    assert fft.circulant_conv2d_method(16) == "patches"  # Q > 8
+    assert fft.circulant_conv2d_method(1, strides=2, dilation_rate=2) == "patches"
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)
+    k = tf.constant(rng.standard_normal((3, 3, 1, 1, 8)), tf.float32)
+    ref = fft.circulant_conv2d_dense(x, k, padding="same")
+    compiled = tf.function(lambda x: fft.circulant_conv2d(x, k, padding="same"), jit_compile=True)
+    np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4)

@@ -34,11 +34,13 @@ import math
 from typing import Sequence, Tuple, Union
 
 import numpy as np
-from keras import ops
+from keras import backend, ops
 
 __all__ = [
     "circulant_conv2d",
     "circulant_conv2d_dense",
+    "circulant_conv2d_method",
+    "compiled_by_xla",
     "circulant_matmul",
     "circulant_to_dense",
     "conv_output_length",
@@ -214,10 +216,11 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     - ``"patches"``: the ``kh * kw`` shifted views of the spectrum stacked as extra input
       blocks and contracted per frequency by one batched matmul.
 
-    ``"auto"`` takes ``"depthwise"`` when ``Q <= 8`` and strides and dilation are not both
-    above 1 (``keras.ops.depthwise_conv`` does not combine them), else ``"patches"``.
-    Measured (fwd+bwd, 32 x 7 x 7 x 256, 3x3, TF CPU): block 256 23.6 ms against 88.2 ms,
-    block 64 42.7 against 95.6; 14 x 14 x 256 with block 16 (``Q = 16``) 604 against 423.
+    ``"auto"`` asks :func:`circulant_conv2d_method`. Measured (fwd+bwd, TF CPU, 3x3 'same',
+    batch 32; docs/performance.md): without XLA, 7 x 7 x 256 block 256 27.7 ms (depthwise)
+    against 98.1 (patches), 14 x 14 x 256 block 256 85.3 against 386.4, block 16 (``Q = 16``)
+    604 against 423; under XLA on CPU the depthwise gradient takes seconds (XLA's CPU grouped
+    convolution) while patches runs as fast as ``Conv2D``.
 
     Args:
         x: ``(N, H, W, C_in)``.
@@ -243,10 +246,9 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
             f"Input channel count {c_in} does not match the kernel: a kernel of shape "
             f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks."
         )
-    strided_and_dilated = max(sh, sw) > 1 and max(dh, dw) > 1
     if method == "auto":
-        method = "depthwise" if q <= _DEPTHWISE_MAX_Q and not strided_and_dilated else "patches"
-    elif method == "depthwise" and strided_and_dilated:
+        method = circulant_conv2d_method(q, (sh, sw), (dh, dw))
+    elif method == "depthwise" and max(sh, sw) > 1 and max(dh, dw) > 1:
         raise ValueError("method='depthwise' does not support strides and dilation both > 1.")
     out_dtype = x.dtype
     dt = _fft_dtype(x, kernel)
@@ -268,6 +270,37 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     y = ops.irfft((yr, yi), fft_length=b)  # (N*Ho*Wo, Q, b)
     y = ops.reshape(y, (-1, ho, wo, q * b))[..., :filters]
     return ops.cast(y, out_dtype)
+
+
+def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair = 1) -> str:
+    """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now.
+
+    ``"depthwise"`` when ``Q <= 8``, strides and dilation are not both above 1
+    (``keras.ops.depthwise_conv`` does not combine them) and the op will not be compiled by XLA
+    (see :func:`compiled_by_xla`); else ``"patches"``.
+    """
+    (sh, sw), (dh, dw) = _pair(strides), _pair(dilation_rate)
+    if q > _DEPTHWISE_MAX_Q or (max(sh, sw) > 1 and max(dh, dw) > 1) or compiled_by_xla():
+        return "patches"
+    return "depthwise"
+
+
+def compiled_by_xla() -> bool:
+    """Whether the ops being built now will be compiled by XLA: always on the JAX backend; on
+    TensorFlow, inside ``tf.function(jit_compile=True)`` (``model.compile(jit_compile=True)``);
+    never on PyTorch. Reads TensorFlow's XLA context through its internal
+    ``control_flow_util``; if that moves, answers False (the faster form without XLA)."""
+    name = backend.backend()
+    if name == "jax":
+        return True
+    if name != "tensorflow":
+        return False
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - TensorFlow reorganised its internals
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
 
 
 def _patch_contract(xr, xi, kr, ki, out_hw, strides, dilation):
