@@ -54,3 +54,20 @@ def test_unknown_init_is_refused(tmp_path):
         cli.main(["datainit", "--quick", "--inits", "he,nope", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="Unknown init"):
         resnet.initialize(None, "nope", np.zeros((2, 28, 28, 1)), 0)
+
+
+def test_summary_counts_diverged_runs_instead_of_averaging_them():
+    from keras_normed.experiments import resnet
+
+    runs = {"a": [{"losses": [2.0, 1.0], "test_accuracy": 0.8},
+                  {"losses": [2.0, 0.5], "test_accuracy": 0.9}],
+            "b": [{"losses": [3.0, float("nan")], "test_accuracy": 0.1},
+                  {"losses": [3.0, 1.5], "test_accuracy": 0.5}]}
+    rows = {r["init"]: r for r in resnet.summarize(runs, window=1)}
+    assert rows["a"]["final_loss"] == 0.75 and rows["a"]["diverged"] == 0
+    assert rows["b"]["final_loss"] == 1.5 and rows["b"]["final_loss_std"] == 0.0
+    assert rows["b"]["diverged"] == 1
+    table = resnet.markdown_table(list(rows.values()))
+    assert "| b | 3 | 1.500 +- 0.000 | 30.0% | 1 |" in table
+    dead = resnet.summarize({"c": [{"losses": [1.0, float("inf")], "test_accuracy": 0.1}]}, 1)
+    assert "every run diverged" in resnet.markdown_table(dead)

@@ -136,11 +136,12 @@ def summarize(runs: Dict[str, List[Dict]], window: int = 20) -> List[Dict]:
     rows = []
     for init, seeds in runs.items():
         final = [_smooth(r["losses"], window)[-1] for r in seeds]
+        finite = [f for f in final if math.isfinite(f)]  # diverged runs are counted, not averaged
         rows.append({
             "init": init,
             "initial_loss": float(np.mean([r["losses"][0] for r in seeds])),
-            "final_loss": float(np.mean(final)),
-            "final_loss_std": float(np.std(final)),
+            "final_loss": float(np.mean(finite)) if finite else float("nan"),
+            "final_loss_std": float(np.std(finite)) if finite else float("nan"),
             "test_accuracy": float(np.mean([r["test_accuracy"] for r in seeds])),
             "diverged": int(sum(not math.isfinite(f) for f in final)),
         })
@@ -148,11 +149,13 @@ def summarize(runs: Dict[str, List[Dict]], window: int = 20) -> List[Dict]:
 
 
 def markdown_table(rows: List[Dict]) -> str:
-    lines = ["| init | first-step loss | final loss (mean of last 20 steps) | test accuracy |",
-             "| --- | --- | --- | --- |"]
+    lines = ["| init | first-step loss | final loss (mean of last 20 steps) | test accuracy | "
+             "diverged |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['init']} | {r['initial_loss']:.3g} | {r['final_loss']:.3f} "
-                     f"+- {r['final_loss_std']:.3f} | {100 * r['test_accuracy']:.1f}% |")
+        loss = (f"{r['final_loss']:.3f} +- {r['final_loss_std']:.3f}"
+                if math.isfinite(r["final_loss"]) else "n/a (every run diverged)")
+        lines.append(f"| {r['init']} | {r['initial_loss']:.3g} | {loss} | "
+                     f"{100 * r['test_accuracy']:.1f}% | {r['diverged']} |")
     return "\n".join(lines)
 
 
