@@ -71,3 +71,16 @@ def test_summary_counts_diverged_runs_instead_of_averaging_them():
     assert "| b | 3 | 1.500 +- 0.000 | 30.0% | 1 |" in table
     dead = resnet.summarize({"c": [{"losses": [1.0, float("inf")], "test_accuracy": 0.1}]}, 1)
     assert "every run diverged" in resnet.markdown_table(dead)
+
+
+def test_datainit_heads():
+    """'flatten' feeds every pixel of the last maps to the logits, 'gap' their channel means."""
+    import keras
+
+    flat = datainit.build_model(4, 4, 0, head="flatten")
+    gap = datainit.build_model(4, 4, 0, head="gap")
+    assert flat.layers[-1].kernel.shape == (7 * 7 * 8, 10)
+    assert gap.layers[-1].kernel.shape == (8, 10)
+    assert isinstance(gap.layers[-2], keras.layers.GlobalAveragePooling2D)
+    with pytest.raises(ValueError, match="head"):
+        datainit.build_model(4, 4, 0, head="max")
