@@ -122,7 +122,7 @@ def test_gradients_match_finite_differences():
     (6, 4, 4, (3, 3), 1, "same", 2),
     (7, 7, 7, (2, 2), 1, "valid", 1),
     (4, 4, 2, (3, 3), 2, "same", 2),   # strides and dilation: "auto" takes the patches form
-    (36, 36, 2, (3, 3), 1, "same", 1),  # Q = 18 > 8: "auto" takes the patches form
+    (36, 36, 2, (3, 3), 1, "same", 1),  # Q = 18 > 8: "auto" materialises the kernel
 ])
 def test_circulant_conv2d_matches_numpy(c_in, filters, b, ks, stride, padding, dil):
     rng = np.random.default_rng(c_in + 10 * b)
@@ -132,7 +132,7 @@ def test_circulant_conv2d_matches_numpy(c_in, filters, b, ks, stride, padding, d
                   for u in range(ks[0])])
     ref = conv_reference(x, w, stride, padding, dil)
     both = stride > 1 and dil > 1  # keras.ops.conv / depthwise_conv reject the combination
-    methods = ["auto", "patches"] + ([] if both else ["depthwise"])
+    methods = ["auto", "patches"] + ([] if both else ["depthwise", "dense"])
     impls = [lambda *a, m=m: fft.circulant_conv2d(*a, method=m) for m in methods]
     for impl in impls + ([] if both else [fft.circulant_conv2d_dense]):
         y = np.asarray(impl(x, k, filters, stride, padding, dil))
@@ -143,8 +143,9 @@ def test_circulant_conv2d_method_errors():
     x, k = np.ones((1, 5, 5, 4)), np.ones((3, 3, 2, 2, 2))
     with pytest.raises(ValueError, match="method"):
         fft.circulant_conv2d(x, k, method="fast")
-    with pytest.raises(ValueError, match="strides and dilation"):
-        fft.circulant_conv2d(x, k, strides=2, dilation_rate=2, method="depthwise")
+    for method in ("depthwise", "dense"):
+        with pytest.raises(ValueError, match="strides and dilation"):
+            fft.circulant_conv2d(x, k, strides=2, dilation_rate=2, method=method)
 
 
 @pytest.mark.parametrize("h,w,kh,kw,c_in,c_out", [
@@ -207,8 +208,8 @@ def test_property_random_shapes(n_in, units, b, batch, seed):
 
 
 def test_circulant_conv2d_method_follows_xla():
-    """Depthwise form without XLA (fast there), patches under XLA (whose CPU grouped-conv
-    gradient is ~400x slower than Conv2D's); both forms give the same values under XLA."""
+    """Depthwise form without XLA (fast there), the materialised kernel under XLA (whose CPU
+    grouped-conv gradient is ~400x slower than Conv2D's); the forms agree under XLA."""
     import tensorflow as tf
 
     seen = {}
@@ -222,13 +223,17 @@ def test_circulant_conv2d_method_follows_xla():
     tf.function(probe("xla"), jit_compile=True)(tf.ones(1))
     tf.function(probe("graph"))(tf.ones(1))
     probe("eager")(tf.ones(1))
-    assert seen == {"xla": "patches", "graph": "depthwise", "eager": "depthwise"}
-    assert fft.circulant_conv2d_method(16) == "patches"  # Q > 8
+    assert seen == {"xla": "dense", "graph": "depthwise", "eager": "depthwise"}
+    assert fft.circulant_conv2d_method(16) == "dense"  # Q > 8: one Conv2D beats the patches
+    assert fft.circulant_conv2d_method(16, dense_entries=2 ** 25) == "patches"  # too big
     assert fft.circulant_conv2d_method(1, strides=2, dilation_rate=2) == "patches"
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)
     k = tf.constant(rng.standard_normal((3, 3, 1, 1, 8)), tf.float32)
     ref = fft.circulant_conv2d_dense(x, k, padding="same")
-    compiled = tf.function(lambda x: fft.circulant_conv2d(x, k, padding="same"), jit_compile=True)
-    np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4)
+    for method in ("auto", "patches", "dense"):
+        compiled = tf.function(lambda x, m=method: fft.circulant_conv2d(x, k, padding="same",
+                                                                          method=m),
+                               jit_compile=True)
+        np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4)

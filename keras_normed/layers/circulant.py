@@ -196,8 +196,9 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
 
     Computed in the frequency domain of the channel blocks
     (:func:`keras_normed.ops.fft.circulant_conv2d`): one ``rfft`` per pixel and block, a
-    depthwise convolution of the spectra (one group per frequency; a per-frequency matmul of
-    shifted views when there are more than 8 output blocks), one ``irfft`` per output block.
+    depthwise convolution of the spectra (one group per frequency), one ``irfft`` per output
+    block. With more than 8 output blocks, or under XLA, the kernel is materialised and run as
+    one ordinary convolution instead, which measured faster there (docs/performance.md).
 
     Args:
         filters: output channels.

@@ -31,7 +31,7 @@ block-circulant weight matrices", MICRO 2017.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from keras import backend, ops
@@ -197,6 +197,8 @@ def _same_pads(n: int, k: int, stride: int, dilation: int) -> Tuple[int, int]:
 
 # Most output blocks for which circulant_conv2d takes the depthwise form (_depthwise_contract).
 _DEPTHWISE_MAX_Q = 8
+# Largest materialised kernel (entries) the "dense" form may build: 64 MB in float32.
+_DENSE_MAX_ENTRIES = 2 ** 24
 
 
 def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
@@ -216,18 +218,22 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     - ``"patches"``: the ``kh * kw`` shifted views of the spectrum stacked as extra input
       blocks and contracted per frequency by one batched matmul.
 
+    A third, ``"dense"``, skips the FFTs: it materialises the ``(kh, kw, C_in, filters)``
+    kernel (:func:`circulant_conv2d_dense`) and runs an ordinary convolution; the parameters
+    stay compressed, the compute is that of ``Conv2D``.
+
     ``"auto"`` asks :func:`circulant_conv2d_method`. Measured (fwd+bwd, TF CPU, 3x3 'same',
     batch 32; docs/performance.md): without XLA, 7 x 7 x 256 block 256 27.7 ms (depthwise)
     against 98.1 (patches), 14 x 14 x 256 block 256 85.3 against 386.4, block 16 (``Q = 16``)
     604 against 423; under XLA on CPU the depthwise gradient takes seconds (XLA's CPU grouped
-    convolution) while patches runs as fast as ``Conv2D``.
+    convolution); the dense form costs about one ``Conv2D`` everywhere, less than patches.
 
     Args:
         x: ``(N, H, W, C_in)``.
         kernel: ``(kh, kw, P, Q, b)`` with ``P = ceil(C_in / b)``.
         filters: output channels (``<= Q * b``); defaults to ``Q * b``.
         strides, padding, dilation_rate: as ``keras.ops.conv`` (``"valid"``/``"same"``).
-        method: ``"auto"``, ``"depthwise"`` or ``"patches"`` (same result).
+        method: ``"auto"``, ``"depthwise"``, ``"patches"`` or ``"dense"`` (same result).
     """
     kernel = ops.convert_to_tensor(kernel)
     x = ops.convert_to_tensor(x)
@@ -238,8 +244,9 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     padding = padding.lower()
     if padding not in ("valid", "same"):
         raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
-    if method not in ("auto", "depthwise", "patches"):
-        raise ValueError(f"`method` must be 'auto', 'depthwise' or 'patches', got {method!r}.")
+    if method not in ("auto", "depthwise", "patches", "dense"):
+        raise ValueError(
+            f"`method` must be 'auto', 'depthwise', 'patches' or 'dense', got {method!r}.")
     c_in = x.shape[-1]
     if c_in is None or num_blocks(c_in, b) != p:
         raise ValueError(
@@ -247,9 +254,11 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
             f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks."
         )
     if method == "auto":
-        method = circulant_conv2d_method(q, (sh, sw), (dh, dw))
-    elif method == "depthwise" and max(sh, sw) > 1 and max(dh, dw) > 1:
-        raise ValueError("method='depthwise' does not support strides and dilation both > 1.")
+        method = circulant_conv2d_method(q, (sh, sw), (dh, dw), kh * kw * c_in * filters)
+    elif method in ("depthwise", "dense") and max(sh, sw) > 1 and max(dh, dw) > 1:
+        raise ValueError(f"method={method!r} does not support strides and dilation both > 1.")
+    if method == "dense":
+        return circulant_conv2d_dense(x, kernel, filters, (sh, sw), padding, (dh, dw))
     out_dtype = x.dtype
     dt = _fft_dtype(x, kernel)
     x = ops.cast(x, dt)
@@ -272,17 +281,24 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     return ops.cast(y, out_dtype)
 
 
-def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair = 1) -> str:
+def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair = 1,
+                            dense_entries: Optional[int] = None) -> str:
     """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now.
 
-    ``"depthwise"`` when ``Q <= 8``, strides and dilation are not both above 1
-    (``keras.ops.depthwise_conv`` does not combine them) and the op will not be compiled by XLA
-    (see :func:`compiled_by_xla`); else ``"patches"``.
+    Strides and dilation both above 1 (which ``keras.ops.conv`` and ``depthwise_conv`` reject):
+    ``"patches"``. Else ``"depthwise"`` when ``Q <= 8`` and the op will not be compiled by XLA
+    (see :func:`compiled_by_xla`); else ``"dense"`` when the materialised kernel has at most
+    ``2**24`` entries (``dense_entries = kh * kw * C_in * filters``; ``None``: unknown, taken as
+    small); else ``"patches"``.
     """
     (sh, sw), (dh, dw) = _pair(strides), _pair(dilation_rate)
-    if q > _DEPTHWISE_MAX_Q or (max(sh, sw) > 1 and max(dh, dw) > 1) or compiled_by_xla():
+    if max(sh, sw) > 1 and max(dh, dw) > 1:
         return "patches"
-    return "depthwise"
+    if q <= _DEPTHWISE_MAX_Q and not compiled_by_xla():
+        return "depthwise"
+    if dense_entries is None or dense_entries <= _DENSE_MAX_ENTRIES:
+        return "dense"
+    return "patches"
 
 
 def compiled_by_xla() -> bool:
