@@ -69,6 +69,7 @@ __all__ = [
     "smooth",
     "is_diverged",
     "aggregate",
+    "summarize",
     "make_initializer",
     "run_one",
     "run_experiment",
@@ -383,13 +384,17 @@ def run_experiment(nets: Sequence[str], inits: Sequence[str], seeds: int, data, 
             for seed in range(seeds):
                 runs.append(run_one(net, init, seed, data, builder=builder, stream=stream,
                                     **train))
-    summary: Dict[str, Dict[str, dict]] = {}
-    for net in nets:
-        summary[net] = {}
-        for init in inits:
-            group = [r for r in runs if r["net"] == net and r["init"] == init]
-            summary[net][init] = aggregate(group)
-    return {"runs": runs, "summary": summary}
+    return {"runs": runs, "summary": summarize(runs)}
+
+
+def summarize(runs: Sequence[dict]) -> Dict[str, Dict[str, dict]]:
+    """``{net: {init: aggregate(...)}}`` over the (net, init) pairs present in ``runs``, in
+    their order of first appearance."""
+    groups: Dict[str, Dict[str, List[dict]]] = {}
+    for r in runs:
+        groups.setdefault(r["net"], {}).setdefault(r["init"], []).append(r)
+    return {net: {init: aggregate(group) for init, group in by_init.items()}
+            for net, by_init in groups.items()}
 
 
 # --------------------------------------------------------------------------- reporting
@@ -554,15 +559,9 @@ def merge_results(paths: Sequence[str]) -> dict:
     datas = {src.get("data") for src in sources}
     if len(datas) > 1:
         raise ValueError(f"The files were trained on different data: {sorted(map(str, datas))}.")
-    nets = list(dict.fromkeys(r["net"] for r in runs))
-    inits = list(dict.fromkeys(r["init"] for r in runs))
-    summary = {net: {init: aggregate([r for r in runs if r["net"] == net and r["init"] == init])
-                     for init in inits if any(r["net"] == net and r["init"] == init
-                                              for r in runs)}
-               for net in nets}
     settings = {k: first.get(k) for k in keys}
     settings.update(data=datas.pop(), merged_from=sources)
-    return {"settings": settings, "runs": runs, "summary": summary}
+    return {"settings": settings, "runs": runs, "summary": summarize(runs)}
 
 
 def _write(result: dict, output: str, title: str) -> str:
