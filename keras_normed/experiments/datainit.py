@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from typing import Dict, List, Optional
 
 from keras_normed.experiments import resnet as _common
@@ -106,8 +105,6 @@ def steps_to(losses: List[float], threshold: float, window: int = 20) -> Optiona
 
 
 def run(args: argparse.Namespace) -> int:
-    import keras
-
     from keras_normed.experiments.data import load_digits
     from keras_normed.experiments.options import choice_list
 
@@ -118,23 +115,18 @@ def run(args: argparse.Namespace) -> int:
             args.source = "sklearn"
     inits = choice_list(args.inits, INITS)
     data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)
-    runs: Dict[str, List[Dict]] = {}
-    for init in inits:
-        for seed in range(args.seeds):
-            keras.utils.set_random_seed(seed)
-            model = build_model(args.depth, args.channels, seed, args.head)
-            initialize(model, init, data.x_train[:256], data.y_train[:256], seed)
-            start = time.time()
-            result = _common.train(model, data, args.steps, args.batch_size, args.lr,
-                                   args.momentum, seed, eager=args.quick)
-            result["seconds"] = time.time() - start
-            result["steps_to_threshold"] = steps_to(result["losses"], args.threshold,
-                                                    min(20, args.steps))
-            runs.setdefault(init, []).append(result)
-            print(f"{init} seed {seed}: first loss {result['losses'][0]:.3g}, "
-                  f"last {result['losses'][-1]:.3g}, steps to {args.threshold}: "
-                  f"{result['steps_to_threshold']}, test acc "
-                  f"{100 * result['test_accuracy']:.1f}% ({result['seconds']:.0f} s)")
+
+    def prepare(init: str, seed: int):
+        model = build_model(args.depth, args.channels, seed, args.head)
+        initialize(model, init, data.x_train[:256], data.y_train[:256], seed)
+        return model
+
+    def annotate(result: Dict) -> str:
+        result["steps_to_threshold"] = steps_to(result["losses"], args.threshold,
+                                                min(20, args.steps))
+        return f", steps to {args.threshold}: {result['steps_to_threshold']}"
+
+    runs = _common.train_runs(inits, data, args, prepare, annotate)
     rows = _common.summarize(runs, window=min(20, args.steps))
     for row in rows:
         hits = [r["steps_to_threshold"] for r in runs[row["init"]]]

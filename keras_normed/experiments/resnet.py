@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -122,6 +122,35 @@ def train(model, data, steps: int, batch_size: int, lr: float, momentum: float,
             "test_accuracy": float(test["accuracy"])}
 
 
+def train_runs(inits: List[str], data, args: argparse.Namespace,
+               prepare: Callable[[str, int], Any],
+               annotate: Optional[Callable[[Dict], str]] = None) -> Dict[str, List[Dict]]:
+    """Every (init, seed) run of a command: seeds 0..``args.seeds - 1`` per init.
+
+    Each run seeds everything, gets an initialized model from ``prepare(init, seed)``, trains
+    it with :func:`train` (``args.steps``, ``batch_size``, ``lr``, ``momentum``; eagerly under
+    ``--quick``) and prints one line. ``annotate(result)`` may add fields to the result and
+    returns text for that line. Returns ``{init: [result per seed]}``.
+    """
+    import keras
+
+    runs: Dict[str, List[Dict]] = {}
+    for init in inits:
+        for seed in range(args.seeds):
+            keras.utils.set_random_seed(seed)
+            model = prepare(init, seed)
+            start = time.time()
+            result = train(model, data, args.steps, args.batch_size, args.lr, args.momentum,
+                           seed, eager=args.quick)
+            result["seconds"] = time.time() - start
+            extra = annotate(result) if annotate else ""
+            runs.setdefault(init, []).append(result)
+            print(f"{init} seed {seed}: first loss {result['losses'][0]:.3g}, "
+                  f"last {result['losses'][-1]:.3g}{extra}, test acc "
+                  f"{100 * result['test_accuracy']:.1f}% ({result['seconds']:.0f} s)")
+    return runs
+
+
 def _smooth(values, window=20):
     out, acc = [], []
     for v in values:
@@ -181,8 +210,6 @@ def plot(runs: Dict[str, List[Dict]], path: str, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import keras
-
     from keras_normed.experiments.data import load_digits
     from keras_normed.experiments.options import choice_list
 
@@ -193,20 +220,13 @@ def run(args: argparse.Namespace) -> int:
             args.source = "sklearn"
     inits = choice_list(args.inits, INITS)
     data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)
-    runs: Dict[str, List[Dict]] = {}
-    for init in inits:
-        for seed in range(args.seeds):
-            keras.utils.set_random_seed(seed)
-            model = build_model(args.blocks, args.width, init, seed)
-            initialize(model, init, data.x_train[:256], seed)
-            start = time.time()
-            result = train(model, data, args.steps, args.batch_size, args.lr, args.momentum,
-                           seed, eager=args.quick)
-            result["seconds"] = time.time() - start
-            runs.setdefault(init, []).append(result)
-            print(f"{init} seed {seed}: first loss {result['losses'][0]:.3g}, "
-                  f"last {result['losses'][-1]:.3g}, test acc "
-                  f"{100 * result['test_accuracy']:.1f}% ({result['seconds']:.0f} s)")
+
+    def prepare(init: str, seed: int):
+        model = build_model(args.blocks, args.width, init, seed)
+        initialize(model, init, data.x_train[:256], seed)
+        return model
+
+    runs = train_runs(inits, data, args, prepare)
     rows = summarize(runs, window=min(20, args.steps))
     table = markdown_table(rows)
     print(table)
