@@ -40,6 +40,10 @@ def test_datainit_quick(tmp_path):
     assert [row["init"] for row in result["rows"]] == list(datainit.INITS)
     for row in result["rows"]:
         assert math.isfinite(row["final_loss"])
+        assert len(row["steps_to_threshold"]) == 1  # one seed
+    for init, seeds in result["runs"].items():
+        run = seeds[0]
+        assert run["steps_to_threshold"] == datainit.steps_to(run["losses"], 1.0, 5), init
 
 
 def test_steps_to_threshold():
