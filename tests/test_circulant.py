@@ -7,39 +7,12 @@ import sys
 import keras
 import numpy as np
 import pytest
-import scipy.linalg
 import tensorflow as tf
+from circulant_reference import conv_reference, dense_reference
 
 import keras_normed  # noqa: F401 - registers "normed" and the layers
 from keras_normed.layers import CirculantConv2D, CirculantDense
 from keras_normed.ops import fft
-
-
-def dense_reference(kernel, n_in, units):
-    p, q, b = kernel.shape
-    w = np.zeros((p * b, q * b), kernel.dtype)
-    for i in range(p):
-        for j in range(q):
-            w[i * b:(i + 1) * b, j * b:(j + 1) * b] = scipy.linalg.circulant(kernel[i, j]).T
-    return w[:n_in, :units]
-
-
-def conv_reference(x, w, stride, padding):
-    kh, kw = w.shape[:2]
-    if padding == "same":
-        pads = []
-        for n, k in zip(x.shape[1:3], (kh, kw)):
-            total = max((-(-n // stride) - 1) * stride + k - n, 0)
-            pads.append((total // 2, total - total // 2))
-        x = np.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
-    ho = (x.shape[1] - kh) // stride + 1
-    wo = (x.shape[2] - kw) // stride + 1
-    y = np.zeros((x.shape[0], ho, wo, w.shape[3]))
-    for u in range(kh):
-        for v in range(kw):
-            y += x[:, u: u + (ho - 1) * stride + 1: stride, v: v + (wo - 1) * stride + 1: stride] \
-                @ w[u, v]
-    return y
 
 
 def random_kernel(layer, seed=0):
