@@ -7,7 +7,7 @@ Importing the package registers every public object as a serializable Keras obje
 
 import keras
 
-from keras_normed import callbacks, diagnostics, initializers, layers, scaling, structure
+from keras_normed import callbacks, diagnostics, engine, initializers, layers, scaling, structure
 from keras_normed.data_driven import data_dependent_init, lsuv
 from keras_normed.diagnostics import growth_report
 from keras_normed.initializers import Normed
@@ -32,6 +32,7 @@ __all__ = [
     "growth_report",
     "callbacks",
     "diagnostics",
+    "engine",
     "initializers",
     "layers",
     "scaling",

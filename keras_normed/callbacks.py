@@ -45,7 +45,7 @@ class LSUVInit(keras.callbacks.Callback):
     """Applies :func:`keras_normed.lsuv` once, at the start of the first training.
 
     A thin wrapper: later ``fit`` calls with the same callback do not re-initialize.
-    ``report`` holds the :class:`keras_normed.data_driven.InitReport`.
+    ``report`` holds the :class:`keras_normed.engine.Report`.
 
     Example::
 

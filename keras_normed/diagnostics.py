@@ -2,8 +2,8 @@
 
 For every layer with a kernel, :func:`growth_report` gives
 
-- ``act_var``: variance of the layer's output on the batch (forward signal; Functional and
-  Sequential models only, NaN for subclassed ones),
+- ``act_var``: variance of the layer's output on the batch (forward signal, recorded from a
+  forward pass of the whole model: nested and subclassed models too),
 - ``grad_var``: variance of the entries of ``dL/dW`` (backward signal reaching the kernel),
 - ``growth``: relative growth of the layer's operator under one step of the optimizer,
   ``r = ||step||_T / ||W||_T`` with ``||theta||_T = ||T(theta)||_F = sqrt(sharing) ||theta||``
@@ -19,137 +19,78 @@ Example::
     print(report)             # table
     report.as_dict()          # JSON-ready
     report.plot("growth.png")
+
+The report is the engine's one :class:`~keras_normed.engine.Report` (method ``"growth"``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Dict, List, Optional
 
 import keras
 import numpy as np
 
-from keras_normed import scaling
+from keras_normed import _keras_compat as compat
+from keras_normed import engine, scaling
+from keras_normed.engine import Report, Row
 
-__all__ = ["GrowthRow", "GrowthReport", "growth_report"]
-
-
-@dataclasses.dataclass
-class GrowthRow:
-    """One layer of a :class:`GrowthReport`."""
-
-    path: str
-    kind: str
-    fan_in: int
-    sharing: float
-    act_var: float
-    grad_var: float
-    growth: float
+__all__ = ["growth_report"]
 
 
-@dataclasses.dataclass
-class GrowthReport:
-    """Per-layer table returned by :func:`growth_report`."""
-
-    rows: List[GrowthRow]
-    loss: float
-    optimizer: str
-
-    @property
-    def spread(self) -> float:
-        """``max(growth) / min(growth)`` over layers."""
-        g = [r.growth for r in self.rows if r.growth > 0]
-        return max(g) / min(g) if g else float("nan")
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"loss": self.loss, "optimizer": self.optimizer, "spread": self.spread,
-                "layers": [dataclasses.asdict(r) for r in self.rows]}
-
-    def __str__(self) -> str:
-        lines = [f"growth report ({self.optimizer}): loss {self.loss:.4g}, "
-                 f"growth spread {self.spread:.4g}",
-                 f"{'layer':<34}{'kind':<18}{'fan_in':>8}{'sharing':>10}{'act var':>11}"
-                 f"{'grad var':>11}{'growth':>11}"]
-        for r in self.rows:
-            lines.append(f"{r.path[-33:]:<34}{r.kind[:17]:<18}{r.fan_in:>8}{r.sharing:>10.4g}"
-                         f"{r.act_var:>11.4g}{r.grad_var:>11.4g}{r.growth:>11.4g}")
-        return "\n".join(lines)
-
-    def plot(self, path: str, title: Optional[str] = None) -> str:
-        """Bar charts (log scale) of the three columns per layer, saved as a PNG at ``path``."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        names = [r.path.rsplit("/", 2)[-2] if "/" in r.path else r.path for r in self.rows]
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-        for ax, key, label in zip(axes, ("act_var", "grad_var", "growth"),
-                                  ("activation variance", "gradient variance",
-                                   "relative growth r")):
-            vals = [getattr(r, key) for r in self.rows]
-            ax.bar(range(len(vals)), vals)
-            ax.set_yscale("log")
-            ax.set_xticks(range(len(vals)))
-            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-            ax.set_title(label)
-        fig.suptitle(title or f"growth spread {self.spread:.3g}")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+def _activation_variances(model, layers, x) -> list:
+    with compat.captured_calls(layers) as record:
+        kwargs = {"training": False} if compat.call_takes_training(model) else {}
+        model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), **kwargs)
+    out = []
+    for layer in layers:
+        calls = record[id(layer)]
+        values = [np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
+                  for _, _, o in calls for t in keras.tree.flatten(o)]
+        out.append(float(np.var(np.concatenate(values))) if values else math.nan)
+    return out
 
 
-def _kernel_layers(model) -> List[Any]:
-    seen = []
-    for layer in scaling._all_layers(model):  # noqa: SLF001 - same walk as rescale
-        kernel = getattr(layer, "kernel", None)
-        if layer is not model and kernel is not None and getattr(kernel, "trainable", False):
-            seen.append(layer)
-    return seen
-
-
-def _activation_variances(model, layers, x) -> List[float]:
-    try:
-        probe = keras.Model(model.inputs, [layer.output for layer in layers])
-    except Exception:  # noqa: BLE001 - subclassed models have no symbolic outputs
-        return [float("nan")] * len(layers)
-    outs = probe(x, training=False)
-    if not isinstance(outs, (list, tuple)):
-        outs = [outs]
-    return [float(np.var(keras.ops.convert_to_numpy(o))) for o in outs]
-
-
-def growth_report(model, x, y, optimizer=None, loss=None, training: bool = True
-                  ) -> GrowthReport:
+def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = True
+                  ) -> Report:
     """Forward variance, gradient variance and one-step relative growth of every kernel.
 
     Args:
-        model: a built Keras model.
-        x, y: a real batch.
+        model: a built Keras model (any kind: several inputs/outputs, nested, subclassed).
+        x, y: a real batch; or ``x`` alone holding data as ``model.fit`` takes it
+            (``(x, y)``, ``(x, y, sample_weight)``, a batched ``tf.data.Dataset``, ...).
         optimizer: whose first step defines growth (default: compiled one, else SGD(0.01)).
-        loss: default: compiled loss, else sparse categorical cross-entropy.
+        loss: default: compiled loss, else :func:`keras_normed.engine.default_loss`.
         training: run the forward pass of the step in training mode.
+
+    Returns:
+        A :class:`~keras_normed.engine.Report` (method ``"growth"``): per layer ``act_var``,
+        ``grad_var``, ``growth``; ``spread``, ``loss`` and ``optimizer`` in the summary.
     """
-    scaling._check_built(model)  # noqa: SLF001
-    layers = _kernel_layers(model)
-    if not layers:
+    scaling.check_built(model)
+    data = x if y is None else (x, y)
+    batch = engine.as_batch(model, data, need_y=True)
+    sites = [s for s in engine.kernel_sites(model) if s.trainable]
+    if not sites:
         raise ValueError(f"Model {model.name!r} has no layer with a trainable kernel.")
-    structures = [scaling.kernel_structure(layer) for layer in layers]
-    optimizer = scaling._default_optimizer(model, optimizer)  # noqa: SLF001
-    m = scaling.measure_growth(model, (x, y), [layer.kernel for layer in layers],
-                               optimizer=optimizer, loss=loss, training=training,
-                               structures=structures)
-    act = _activation_variances(model, layers, keras.ops.convert_to_tensor(x))
+    constraints = engine.scale_constraints(model, [s.variable for s in sites], batch.x,
+                                           training=training)
+    structures = [scaling.kernel_structure(s.layer) for s in sites]
+    optimizer = engine.resolve_optimizer(model, optimizer)
+    m = scaling.measure_growth(model, batch, [s.variable for s in sites], optimizer=optimizer,
+                               loss=loss, training=training, structures=structures)
+    act = _activation_variances(model, [s.layer for s in sites], batch.x)
     rows = []
-    for layer, st, g, r, a in zip(layers, structures, m["grads"], m["growth"], act):
-        fan_in = st.fan_in if st is not None else int(np.prod(layer.kernel.shape[:-1]))
-        rows.append(GrowthRow(layer.kernel.path, type(layer).__name__, int(fan_in),
-                              float(st.sharing) if st is not None else math.nan, float(a),
-                              float(np.var(g)), float(r)))
+    for site, st, u, g, r, a in zip(sites, structures, constraints.uses, m["grads"],
+                                    m["growth"], act):
+        fan_in = st.fan_in if st is not None else int(np.prod(site.variable.shape[:-1]))
+        rows.append(Row(site.path, site.kind, u, int(fan_in),
+                        float(st.sharing) if st is not None else math.nan,
+                        int(np.prod(site.variable.shape)),
+                        {"act_var": float(a), "grad_var": float(np.var(g)),
+                         "growth": float(r)}))
     try:
         name = f"{type(optimizer).__name__}(lr={float(optimizer.learning_rate):.3g})"
     except (TypeError, ValueError):  # a learning-rate schedule
         name = type(optimizer).__name__
-    return GrowthReport(rows, float(m["loss"]), name)
+    return Report("growth", False, rows=rows,
+                  summary={"loss": float(m["loss"]), "optimizer": name})

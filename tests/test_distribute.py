@@ -66,7 +66,9 @@ def test_rescale_outside_scope(dist):
 
 
 def test_rescale_inside_scope(dist):
-    _check(dist, "rescale", INIT_TOL, "rescale")
+    # The compiled loss is reduced by the strategy inside its scope: float32 sums in another
+    # order move the measured growth by ~4e-5 relative, the scales by ~2e-5.
+    _check(dist, "rescale", FIT_TOL, "rescale")
 
 
 def test_arpit_init(dist):

@@ -142,7 +142,7 @@ def test_arpit_init_preserves_norm_through_50_plain_relu_layers():
         info = arpit_init(model, seed=seed)
         log_ratios.append(math.log(_norm_ratio(model, x)))
     # Hidden ReLU layer, n_in = n_out: g = sqrt(2 n_in / n_out) = sqrt(2).
-    assert all(abs(g - math.sqrt(2)) < 1e-12 for _, g in info["layers"])
+    assert all(abs(row.g - math.sqrt(2)) < 1e-12 for row in info.rows)
     v = model.layers[1].layer.kernel.numpy()
     np.testing.assert_allclose(v.T @ v, np.eye(width), atol=1e-5)  # orthogonal directions
     # Mean field: E log ratio = 0. At finite width the per-layer ratio fluctuates by a few %
@@ -161,7 +161,7 @@ def test_arpit_g_for_changing_widths_and_linear_output():
     h = WeightNormalization(keras.layers.Dense(80, activation="relu"))(inputs)
     out = WeightNormalization(keras.layers.Dense(5))(h)
     model = keras.Model(inputs, out)
-    gs = dict(arpit_init(model, seed=0)["layers"])
+    gs = {row["name"]: row.g for row in arpit_init(model, seed=0).rows}
     assert gs[model.layers[1].name] == pytest.approx(math.sqrt(2 * 20 / 80))
     assert gs[model.layers[2].name] == pytest.approx(math.sqrt(80 / 5))
 
@@ -183,7 +183,7 @@ def test_arpit_residual_scaling_keeps_50_blocks_bounded():
     ends = residual_branch_ends(model)
     assert len(ends) == blocks and "stem" not in ends
     info = arpit_init(model, seed=0)
-    assert info["residual_blocks"] == blocks
+    assert info.residual_blocks == blocks
     # The stem is orthogonal with g = 1, so its output has the input's norm.
     ratio = _norm_ratio(model, x)
     # ||h_B||^2 ~ (1 + 1/B)^B ||h_0||^2 <= e ||h_0||^2.

@@ -28,6 +28,7 @@ from typing import Iterable, List, Optional
 import keras
 import numpy as np
 
+from keras_normed import _keras_compat as compat
 from keras_normed import structure
 
 __all__ = ["arpit_init", "residual_branch_ends", "weight_norm_layers"]
@@ -49,36 +50,33 @@ def _is_wn(layer) -> bool:
 
 def weight_norm_layers(model) -> List[keras.layers.Layer]:
     """The model's weight-normalized layers in forward order (nested models included)."""
-    found = []
-    for layer in model.layers:
-        if _is_wn(layer):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(weight_norm_layers(layer))
-    return found
+    from keras_normed import engine
+
+    found = [layer for layer in compat.all_layers(model) if _is_wn(layer)]
+    if not found:
+        return []
+    order = engine.scale_constraints(model, [layer.g for layer in found], training=False).order
+    return [found[i] for i in order]
 
 
 def _consumers(layer) -> list:
-    return [node.operation for node in getattr(layer, "_outbound_nodes", [])]
+    return compat.consumers(layer)
 
 
 def residual_branch_ends(model) -> List[str]:
     """Names of the weight-normalized layers that end a residual branch.
 
     A branch end is a weight-normalized layer whose output goes only into an ``Add`` layer
-    (the shortcut's tensor, by contrast, also feeds the branch). Pass ``branch_ends=`` to
-    :func:`arpit_init` for graphs this rule does not read.
+    (the shortcut's tensor, by contrast, also feeds the branch). Nested models are searched
+    too. Pass ``branch_ends=`` to :func:`arpit_init` for graphs this rule does not read.
     """
     ends = []
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.Add):
+    for layer in compat.all_layers(model):
+        if not _is_wn(layer):
             continue
-        for node in layer._inbound_nodes:
-            for parent in node.parent_nodes:
-                op = parent.operation
-                consumers = _consumers(op)
-                if _is_wn(op) and len(consumers) == 1 and consumers[0] is layer:
-                    ends.append(op.name)
+        consumers = _consumers(layer)
+        if len(consumers) == 1 and isinstance(consumers[0], keras.layers.Add):
+            ends.append(layer.name)
     return ends
 
 
@@ -98,7 +96,7 @@ def _relu_follows(layer) -> bool:
 
 def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
                branch_ends: Optional[Iterable[str]] = None,
-               seed: Optional[int] = None) -> dict:
+               seed: Optional[int] = None):
     """Initialize every WeightNormalization layer of ``model`` as Arpit et al. (2019), in place.
 
     ``v`` orthogonal (``keras.initializers.Orthogonal`` on the 2-D reshape, one seed per
@@ -115,7 +113,8 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
         seed: seed of the orthogonal directions.
 
     Returns:
-        ``{"layers": [(name, g_value), ...], "branch_ends": [...], "residual_blocks": B}``.
+        A :class:`~keras_normed.engine.Report` (method ``"arpit"``): per layer ``g`` and
+        ``gain``; ``branch_ends`` and ``residual_blocks`` in the summary.
 
     Example:
 
@@ -135,21 +134,29 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
     blocks = len(ends) if residual_blocks is None else int(residual_blocks)
     if ends and blocks < 1:
         raise ValueError(f"`residual_blocks` must be >= 1 for a residual net, got {blocks}.")
+    from keras_normed import engine
+
     seeds = layer_seeds(seed, len(layers))
-    out = []
-    for layer, layer_seed in zip(layers, seeds):
-        v = layer.layer.kernel
-        shape = tuple(v.shape)
-        flat = (int(np.prod(shape[:-1])), shape[-1])
-        ortho = keras.initializers.Orthogonal(seed=layer_seed)(flat, dtype="float32")
-        v.assign(np.reshape(keras.ops.convert_to_numpy(ortho), shape).astype(v.dtype))
-        fan_in, fan_out = structure.shape_fans(shape)
-        gain2 = 2.0 if _relu_follows(layer) else 1.0
-        g = math.sqrt(gain2 * fan_in / fan_out)
-        if layer.name in ends:
-            g /= math.sqrt(blocks)
-        layer.g.assign(np.full(layer.g.shape, g, dtype=layer.g.dtype))
-        if layer.layer.use_bias:
-            layer.layer.bias.assign(np.zeros(layer.layer.bias.shape, layer.layer.bias.dtype))
-        out.append((layer.name, g))
-    return {"layers": out, "branch_ends": ends, "residual_blocks": blocks}
+    rows = []
+    variables = [w for layer in layers for w in layer.weights]
+    with engine.Transaction(variables):
+        for layer, layer_seed in zip(layers, seeds):
+            v = layer.layer.kernel
+            shape = tuple(v.shape)
+            flat = (int(np.prod(shape[:-1])), shape[-1])
+            ortho = keras.initializers.Orthogonal(seed=layer_seed)(flat, dtype="float32")
+            v.assign(np.reshape(keras.ops.convert_to_numpy(ortho), shape).astype(v.dtype))
+            fan_in, fan_out = structure.shape_fans(shape)
+            gain2 = 2.0 if _relu_follows(layer) else 1.0
+            g = math.sqrt(gain2 * fan_in / fan_out)
+            if layer.name in ends:
+                g /= math.sqrt(blocks)
+            layer.g.assign(np.full(layer.g.shape, g, dtype=layer.g.dtype))
+            if layer.layer.use_bias:
+                layer.layer.bias.assign(np.zeros(layer.layer.bias.shape,
+                                                 layer.layer.bias.dtype))
+            rows.append(engine.Row(layer.g.path, type(layer.layer).__name__, 1, int(fan_in),
+                                   values={"g": g, "gain": math.sqrt(gain2),
+                                           "branch_end": layer.name in ends}))
+    return engine.Report("arpit", True, rows=rows,
+                         summary={"branch_ends": ends, "residual_blocks": blocks})

@@ -26,7 +26,7 @@ KNOWN = INITIALIZERS + LAYERS + FUNCTIONS + CALLBACKS
 NOT_SAVED = {
     "initializers", "layers", "structure", "callbacks", "ops", "experiments", "serving",
     "__version__", "GAINS", "CriticalPoint", "critical_sigma_w", "tanh_critical_point",
-    "random_walk_gain", "InitReport", "data_driven", "scaling", "diagnostics", "cli",
+    "random_walk_gain", "data_driven", "engine", "scaling", "diagnostics", "cli",
     "growth_report",
 }
 

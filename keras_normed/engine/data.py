@@ -1,0 +1,188 @@
+"""A probe batch, accepted as ``model.fit`` accepts data, or a message that says what to pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, List, Optional
+
+import keras
+import numpy as np
+
+__all__ = ["Batch", "as_batch"]
+
+_WHAT_TO_PASS = (
+    "Pass a batch as `model.fit` takes it: `x` (an array, a list of arrays for several inputs "
+    "or a dict keyed by input name), `(x, y)` or `(x, y, sample_weight)` (y a list or dict "
+    "for several outputs), a batched `tf.data.Dataset` or a `keras.utils.PyDataset` (its first "
+    "batch is used)")
+
+
+@dataclasses.dataclass
+class Batch:
+    """One batch: ``x`` (structure of numpy arrays), ``y`` and ``sample_weight`` (or None)."""
+
+    x: Any
+    y: Any = None
+    sample_weight: Any = None
+
+    @property
+    def size(self) -> int:
+        return int(np.shape(keras.tree.flatten(self.x)[0])[0])
+
+
+def _is_dataset(data) -> bool:
+    return type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec")
+
+
+def _first_element(data, arg: str):
+    if _is_dataset(data):
+        for element in data.take(1):
+            return element
+        raise ValueError(f"`{arg}` is an empty tf.data.Dataset. {_WHAT_TO_PASS}.")
+    if isinstance(data, keras.utils.PyDataset):
+        if getattr(data, "num_batches", None) == 0:
+            raise ValueError(f"`{arg}` is an empty PyDataset. {_WHAT_TO_PASS}.")
+        return data[0]
+    if inspect.isgenerator(data) or hasattr(data, "__next__"):
+        raise TypeError(
+            f"`{arg}` is a Python iterator ({type(data).__name__}); reading it would consume a "
+            f"batch of your training data. Pass `next(iterator)` instead. {_WHAT_TO_PASS}.")
+    return data
+
+
+def _to_numpy(leaf, arg: str):
+    if leaf is None:
+        return None
+    try:
+        array = np.asarray(keras.ops.convert_to_numpy(leaf))
+    except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
+        raise TypeError(f"`{arg}` holds a {type(leaf).__name__}, not an array or tensor. "
+                        f"{_WHAT_TO_PASS}.") from err
+    if array.dtype == object or array.dtype.kind in "SUV":
+        raise TypeError(f"`{arg}` holds values of dtype {array.dtype} (not numbers). "
+                        f"{_WHAT_TO_PASS}.")
+    if np.iscomplexobj(array):
+        raise TypeError(f"`{arg}` is complex ({array.dtype}); the models take real inputs: "
+                        "pass the real part, or real and imaginary parts as channels.")
+    if array.ndim == 0:
+        raise ValueError(f"`{arg}` is a scalar; a batch needs a leading batch axis. "
+                         f"{_WHAT_TO_PASS}.")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError(f"`{arg}` contains NaN or inf (non-finite) values; clean the batch first.")
+    return array
+
+
+def _structure(value, arg: str):
+    return keras.tree.map_structure(lambda leaf: _to_numpy(leaf, arg), value)
+
+
+def _names(tensors) -> List[str]:
+    return [getattr(t, "name", "").split(":")[0] for t in tensors]
+
+
+def _check_x(model, x) -> None:
+    inputs = _symbolic(model, "inputs")
+    if inputs is None:
+        return
+    leaves = keras.tree.flatten(x)
+    if isinstance(x, dict):
+        names = _names(inputs)
+        missing = [n for n in names if n not in x]
+        if len(inputs) > 1 and missing:
+            raise ValueError(
+                f"`x` is a dict with keys {sorted(x)}, but model {model.name!r} has inputs "
+                f"named {names}: missing {missing}. Key the dict by the model's input names.")
+    elif len(leaves) != len(inputs):
+        raise ValueError(
+            f"`x` holds {len(leaves)} array(s), but model {model.name!r} has {len(inputs)} "
+            f"input(s) ({_names(inputs)}). Pass one array per input (a list in the order of "
+            "`model.inputs`, or a dict keyed by input name).")
+    if not isinstance(x, dict):
+        for leaf, spec in zip(leaves, inputs):
+            want = len(spec.shape)
+            if leaf.ndim == want - 1:
+                raise ValueError(
+                    f"`x` has shape {leaf.shape}, but input {_names([spec])[0]!r} expects "
+                    f"{tuple(spec.shape)}: the batch axis is missing (an unbatched "
+                    "tf.data.Dataset? call `dataset.batch(n)`).")
+            if leaf.ndim != want:
+                raise ValueError(
+                    f"`x` has shape {leaf.shape}, but input {_names([spec])[0]!r} expects "
+                    f"{tuple(spec.shape)} (batch first).")
+
+
+def _check_y(model, y) -> None:
+    outputs = _symbolic(model, "outputs")
+    if outputs is None or y is None:
+        return
+    if isinstance(y, dict):
+        names = list(getattr(model, "output_names", None) or _names(outputs))
+        unknown = [k for k in y if k not in names]
+        if unknown:
+            raise ValueError(f"`y` has keys {unknown} that name no output of model "
+                             f"{model.name!r}; its outputs are {names}.")
+        return
+    n = len(keras.tree.flatten(y))
+    if n != len(outputs):
+        raise ValueError(
+            f"`y` holds {n} array(s), but model {model.name!r} has {len(outputs)} output(s). "
+            "Pass one target per output (a list in output order, or a dict keyed by output "
+            "name).")
+
+
+def _symbolic(model, attr: str) -> Optional[list]:
+    try:
+        value = getattr(model, attr)
+    except (AttributeError, ValueError):
+        return None
+    return list(value) if value else None
+
+
+def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1) -> Batch:
+    """``data`` as a :class:`Batch` checked against ``model``'s inputs and outputs.
+
+    Raises TypeError/ValueError naming ``arg``, saying what was received and what to pass.
+    """
+    if data is None:
+        raise ValueError(f"`{arg}` is None. {_WHAT_TO_PASS}.")
+    if isinstance(data, (str, bytes)):
+        raise TypeError(f"`{arg}` is a string ({data[:40]!r}). {_WHAT_TO_PASS}.")
+    element = _first_element(data, arg)
+    if isinstance(element, (list, tuple)) and not isinstance(element, dict):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(element))
+        if len(element) > 3:
+            raise ValueError(f"`{arg}` is a sequence of {len(element)} items; a batch is `x`, "
+                             f"`(x, y)` or `(x, y, sample_weight)`. {_WHAT_TO_PASS}.")
+        n_inputs = len(_symbolic(model, "inputs") or [])
+        if n_inputs > 1 and len(element) == n_inputs and isinstance(element, list):
+            # fit(x=[a, b]) means two inputs, not (x, y).
+            x, y, sample_weight = list(element), None, None
+    else:
+        x, y, sample_weight = element, None, None
+    if x is None:
+        raise ValueError(f"`{arg}` has no inputs. {_WHAT_TO_PASS}.")
+    packed = isinstance(element, (list, tuple)) and y is not None
+    x = _structure(x, f"{arg} (x)" if packed else arg)
+    y = None if y is None else _structure(y, f"{arg} (y)")
+    sample_weight = None if sample_weight is None else _structure(sample_weight,
+                                                                  f"{arg} (sample_weight)")
+    if need_y and y is None:
+        raise ValueError(f"`{arg}` holds inputs only, but this step needs targets to compute "
+                         f"the loss. Pass `(x, y)`. {_WHAT_TO_PASS}.")
+    _check_x(model, x)
+    _check_y(model, y)
+    sizes = {int(leaf.shape[0]) for part in (x, y, sample_weight) if part is not None
+             for leaf in keras.tree.flatten(part) if leaf is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"`{arg}`: inputs, targets and sample weights have different batch "
+                         f"sizes {sorted(sizes)}; they must hold the same examples.")
+    size = sizes.pop()
+    if size == 0:
+        raise ValueError(f"`{arg}` is empty (0 examples); pass a batch of at least "
+                         f"{max(min_size, 1)} examples (64-256 is typical).")
+    if size < min_size:
+        held = "a batch of one example" if size == 1 else f"a batch of {size} examples"
+        raise ValueError(f"`{arg}` has {held}; this step needs at least {min_size} (a "
+                         "variance needs 2; 64-256 is typical).")
+    return Batch(x, y, sample_weight)

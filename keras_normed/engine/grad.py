@@ -1,0 +1,287 @@
+"""The loss, its gradients at given kernel values, and an optimizer's first step on copies.
+
+Nothing here assigns a model variable: gradients come from ``model.stateless_call`` with the
+values substituted, and the optimizer's step is taken by a fresh copy of it on scratch
+variables.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+
+from keras_normed import _keras_compat as compat
+from keras_normed.engine.data import Batch
+
+__all__ = ["Loss", "resolve_loss", "default_loss", "resolve_optimizer", "loss_and_gradients",
+           "optimizer_steps", "step_exponent", "predict", "outside_distribution"]
+
+
+class Loss:
+    """The loss of a batch, as ``fit`` computes it.
+
+    ``compiled``: the model's own ``compute_loss`` (loss per output, loss weights,
+    regularization), run statelessly. Otherwise ``per_output`` holds one Keras loss per output
+    (given, or :func:`default_loss`), summed over outputs, weighted by ``sample_weight``.
+    """
+
+    def __init__(self, compiled: bool, per_output: Optional[list] = None, description: str = ""):
+        self.compiled = compiled
+        self.per_output = per_output or []
+        self.description = description
+
+    def __call__(self, model, trainable, non_trainable, batch: Batch, y_pred):
+        if self.compiled:
+            metrics = [keras.ops.convert_to_tensor(v) for v in model.metrics_variables]
+            value, _ = model.stateless_compute_loss(trainable, non_trainable, metrics,
+                                                    x=batch.x, y=batch.y, y_pred=y_pred,
+                                                    sample_weight=batch.sample_weight,
+                                                    training=True)
+            return value
+        preds = keras.tree.flatten(y_pred)
+        targets = _targets_in_output_order(model, batch.y, len(preds))
+        total = 0.0
+        for fn, y, p in zip(self.per_output, targets, preds):
+            total = total + fn(y, p, sample_weight=batch.sample_weight)
+        return total
+
+
+def _targets_in_output_order(model, y, n: int) -> list:
+    if isinstance(y, dict):
+        names = list(getattr(model, "output_names", None) or [])
+        missing = [k for k in names if k not in y]
+        if missing:
+            raise ValueError(f"`y` has no targets for outputs {missing} of model "
+                             f"{model.name!r}; give one target per output.")
+        return [y[k] for k in names]
+    flat = keras.tree.flatten(y)
+    if len(flat) != n:
+        raise ValueError(f"`y` holds {len(flat)} target(s) for {n} model output(s); give one "
+                         "target per output.")
+    return flat
+
+
+def default_loss(y, y_pred) -> keras.losses.Loss:
+    """The loss used when none is compiled or given, chosen from one output and its target.
+
+    - class indices (integer labels, or floats holding whole numbers) of shape ``(n,)`` or
+      ``(n, 1)`` for an output of ``k > 1`` units: sparse categorical cross-entropy;
+    - one-hot or probability rows of the output's shape: categorical cross-entropy;
+    - anything else: mean squared error.
+
+    ``from_logits`` is read from the output: rows of non-negative values summing to 1 are
+    probabilities, anything else logits.
+    """
+    y = np.asarray(y)
+    p = np.asarray(keras.ops.convert_to_numpy(y_pred), dtype=np.float64)
+    units = p.shape[-1] if p.ndim >= 2 else 1
+    probabilities = p.ndim >= 2 and p.min() >= 0 and np.allclose(p.sum(-1), 1.0, atol=1e-3)
+    whole = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)) and y.min() >= 0)
+    index_shaped = y.ndim == p.ndim - 1 or (y.ndim == p.ndim and y.shape[-1] == 1)
+    if units > 1 and whole and index_shaped and y.max(initial=0) < units:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
+    if units > 1 and y.shape == p.shape and y.min() >= 0 and np.allclose(y.sum(-1), 1.0,
+                                                                           atol=1e-3):
+        return keras.losses.CategoricalCrossentropy(from_logits=not probabilities)
+    return keras.losses.MeanSquaredError()
+
+
+def _as_loss(item, where: str):
+    if isinstance(item, str):
+        try:
+            return _wrapped(keras.losses.get(item))
+        except ValueError as err:
+            raise ValueError(f"`loss`{where}: unknown loss name {item!r}; pass a Keras loss "
+                             "name, a keras.losses.Loss or a callable (y_true, y_pred).") from err
+    if callable(item):
+        return _wrapped(item)
+    raise TypeError(f"`loss`{where} must be a Keras loss, a loss name or a callable "
+                    f"(y_true, y_pred), got {item!r}.")
+
+
+def _wrapped(fn):
+    """A Keras ``Loss`` (reduction, ``sample_weight``) around a plain ``(y_true, y_pred)``."""
+    if isinstance(fn, keras.losses.Loss):
+        return fn
+    return _FunctionLoss(fn)
+
+
+class _FunctionLoss(keras.losses.Loss):
+    def __init__(self, fn):
+        super().__init__(name=getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
+def resolve_loss(model, batch: Batch, loss=None) -> Loss:
+    """``loss`` given (one for every output, a list in output order or a dict by output name),
+    else the compiled one, else :func:`default_loss` per output."""
+    if loss is None and getattr(model, "loss", None) is not None \
+            and hasattr(model, "stateless_compute_loss"):
+        return Loss(True, description="compiled")
+    preds = keras.tree.flatten(predict(model, Batch(_head(batch.x)), training=False))
+    if batch.y is None:
+        raise ValueError("This step needs targets: pass `(x, y)`.")
+    targets = _targets_in_output_order(model, batch.y, len(preds))
+    if loss is None:
+        fns = [default_loss(_head(y), p) for y, p in zip(targets, preds)]
+        return Loss(False, fns, "default: " + ", ".join(type(f).__name__ for f in fns))
+    if isinstance(loss, dict):
+        names = list(getattr(model, "output_names", None) or [])
+        missing = [n for n in names if n not in loss]
+        if missing:
+            raise ValueError(f"`loss` is a dict without entries for outputs {missing}; its "
+                             f"keys must be the output names {names}.")
+        fns = [_as_loss(loss[n], f"[{n!r}]") for n in names]
+    elif isinstance(loss, (list, tuple)):
+        if len(loss) != len(preds):
+            raise ValueError(f"`loss` is a list of {len(loss)} losses for {len(preds)} "
+                             "outputs; give one per output.")
+        fns = [_as_loss(item, f"[{i}]") for i, item in enumerate(loss)]
+    else:
+        fns = [_as_loss(loss, "")] * len(preds)
+    return Loss(False, fns, "given")
+
+
+def _head(x, n: int = 8):
+    return keras.tree.map_structure(lambda a: a[:n], x)
+
+
+def resolve_optimizer(model, optimizer=None):
+    """The optimizer whose first step defines growth: given, else compiled, else SGD(0.01)."""
+    if optimizer is None:
+        optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return keras.optimizers.SGD(learning_rate=0.01)
+    if isinstance(optimizer, str):
+        try:
+            return keras.optimizers.get(optimizer)
+        except ValueError as err:
+            raise ValueError(f"`optimizer`: unknown optimizer name {optimizer!r}; pass a name "
+                             "such as 'sgd' or 'adam', or a keras.optimizers.Optimizer.") from err
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"`optimizer` must be a keras.optimizers.Optimizer or its name, got "
+                        f"{optimizer!r}.")
+    return optimizer
+
+
+def _training_kwargs(model, training: bool) -> dict:
+    return {"training": training} if compat.call_takes_training(model) else {}
+
+
+def _tensors(x):
+    return keras.tree.map_structure(keras.ops.convert_to_tensor, x)
+
+
+def predict(model, batch: Batch, training: bool = False):
+    """The model's output on ``batch.x`` (no state is updated)."""
+    trainable = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
+    non_trainable = [keras.ops.convert_to_tensor(v) for v in model.non_trainable_variables]
+    y_pred, _ = model.stateless_call(trainable, non_trainable, _tensors(batch.x),
+                                     **_training_kwargs(model, training))
+    return y_pred
+
+
+def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Sequence[Any],
+                       loss: Loss, training: bool = True
+                       ) -> Tuple[float, List[np.ndarray]]:
+    """The loss and its gradient with respect to ``variables``, evaluated with ``variables``
+    holding ``values`` (the model is not changed)."""
+    if keras.backend.backend() != "tensorflow":
+        raise NotImplementedError(
+            f"Gradients need the TensorFlow backend here (KERAS_BACKEND="
+            f"{keras.backend.backend()!r}); use rule='analytic' on other backends.")
+    import tensorflow as tf
+
+    position = {id(v): i for i, v in enumerate(variables)}
+    trainable = []
+    watched = {}
+    for var in model.trainable_variables:
+        i = position.get(id(var))
+        value = values[i] if i is not None else var
+        tensor = tf.convert_to_tensor(value, dtype=var.dtype)
+        if i is not None:
+            watched[i] = tensor
+        trainable.append(tensor)
+    missing = [variables[i].path for i in range(len(variables)) if i not in watched]
+    if missing:
+        raise ValueError(f"Variables {missing[:4]} are not trainable variables of model "
+                         f"{model.name!r}.")
+    non_trainable = [tf.convert_to_tensor(v) for v in model.non_trainable_variables]
+    x = _tensors(batch.x)
+    with tf.GradientTape() as tape:
+        tape.watch([watched[i] for i in range(len(variables))])
+        y_pred, _ = model.stateless_call(trainable, non_trainable, x,
+                                         **_training_kwargs(model, training))
+        value = loss(model, trainable, non_trainable, batch, y_pred)
+        value = tf.reduce_mean(tf.cast(value, "float32"))
+    grads = tape.gradient(value, [watched[i] for i in range(len(variables))])
+    out = []
+    for g, v in zip(grads, values):
+        out.append(np.zeros(np.shape(v), np.float32) if g is None
+                   else np.asarray(tf.convert_to_tensor(g).numpy(), np.float64))
+    return float(value), out
+
+
+def outside_distribution(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` outside any ``tf.distribute`` scope: scratch variables made inside a
+    strategy scope would be mirrored, and an optimizer applied to them outside replica context
+    fails. TensorFlow keeps the strategy stack per thread, so a worker thread sees none."""
+    if keras.backend.backend() != "tensorflow":
+        return fn()
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return fn()
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+            out["error"] = err
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def optimizer_steps(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
+                    ) -> List[np.ndarray]:
+    """The first step a fresh copy of ``optimizer`` takes from ``values`` given ``grads``."""
+
+    def step():
+        opt = optimizer.__class__.from_config(optimizer.get_config())
+        variables = [keras.Variable(np.asarray(v, np.float32), trainable=True,
+                                    name=f"probe_{i}") for i, v in enumerate(values)]
+        opt.apply_gradients([(keras.ops.convert_to_tensor(np.asarray(g, np.float32)), var)
+                             for g, var in zip(grads, variables)])
+        return [np.asarray(keras.ops.convert_to_numpy(var), np.float64) - np.asarray(v)
+                for var, v in zip(variables, values)]
+
+    return outside_distribution(step)
+
+
+def step_exponent(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
+                  ) -> float:
+    """``p`` in ``growth ~ c**-p`` after ``W -> c W``: 2 for a step proportional to the
+    gradient (SGD, momentum), 1 for a sign-like step (Adam's first step). Measured on a sample
+    of the entries by stepping with ``g`` and ``2 g``."""
+    flat_g = np.concatenate([np.ravel(g)[:: max(1, np.size(g) // 4096)] for g in grads])
+    flat_v = np.concatenate([np.ravel(v)[:: max(1, np.size(v) // 4096)] for v in values])
+    s1, = optimizer_steps(optimizer, [flat_g], [flat_v])
+    s2, = optimizer_steps(optimizer, [2.0 * flat_g], [flat_v])
+    n1, n2 = float(np.linalg.norm(s1)), float(np.linalg.norm(s2))
+    if not n1 > 0:
+        return 2.0
+    return float(np.clip(1.0 + math.log2(max(n2 / n1, 1e-12)), 1.0, 2.0))

@@ -1,0 +1,375 @@
+"""The walk: which kernels a model holds, how often each is used, and which joint rescalings
+of them keep the function the model computes.
+
+Scaling kernel ``l`` by ``c_l = exp(a_l)`` multiplies every tensor of a positively homogeneous
+net (ReLU, max-pool, zero biases) by ``exp(s)``, with ``s`` a linear form in ``a`` that the graph
+determines: a kernel layer adds its ``a_l`` (once per call: a layer used ``k`` times on a path
+counts ``k`` times), a normalization layer resets ``s`` to 0 (it is scale-invariant), ``Multiply``
+adds its inputs' forms, and ``Add``, ``Concatenate`` and the like need their inputs' forms equal.
+The function is kept exactly when those equalities hold and every output has ``s = 0``: linear
+constraints ``A a = 0`` read from the graph. Operations that are not homogeneous (tanh, softmax,
+nonzero biases) on a path whose scale moves are listed in ``notes``: there the constraints keep
+the function only approximately.
+
+Functional and Sequential models (nested ones included) are read from their graph; a subclassed
+model is traced once by calling its ``call`` on symbolic inputs (Keras layers and ``keras.ops``
+record themselves), and the trace is undone afterwards. When neither works the graph is unknown,
+and a single product-of-scales constraint is used, as for a chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence
+
+import keras
+import numpy as np
+
+from keras_normed import _keras_compat as compat
+
+__all__ = ["KernelSite", "ScaleConstraints", "kernel_sites", "scale_constraints",
+           "trainable_ids"]
+
+Form = Dict[int, float]
+
+_NORMALIZATIONS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
+                   "UnitNormalization", "RMSNormalization", "SpectralNormalization")
+_MERGE_EQUAL = ("Add", "Subtract", "Average", "Maximum", "Minimum", "Concatenate", "Stack",
+                "Append", "Where")
+_MERGE_SUM = ("Multiply", "Dot", "Matmul", "Einsum", "Tensordot")
+_PASS = ("InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Dropout",
+         "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
+         "AlphaDropout", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
+         "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+         "GlobalMaxPooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+         "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+         "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
+         "UpSampling3D", "Identity", "ActivityRegularization", "LeakyReLU", "PReLU",
+         # keras.ops recorded by a trace
+         "Relu", "LeakyRelu", "Transpose", "MaxPool", "AveragePool", "Mean", "Sum", "Max",
+         "Min", "GetItem", "Squeeze", "ExpandDims", "Cast", "Abs", "Negative", "Pad",
+         "Moveaxis", "Swapaxes", "Tile", "Repeat", "BroadcastTo", "Ravel", "Split", "Take",
+         "Unstack", "Copy", "Real", "Flip", "Roll", "StopGradient")
+_HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "leaky_relu", "identity")
+
+
+@dataclasses.dataclass
+class KernelSite:
+    """A layer's kernel that a model-level step may change."""
+
+    layer: Any
+    variable: Any
+    path: str
+    kind: str
+    trainable: bool
+
+
+@dataclasses.dataclass
+class ScaleConstraints:
+    """``rows @ a == 0`` keeps the function; ``uses[i]``: calls of kernel ``i``'s layer;
+    ``order``: the kernels' indices in the order their layers are first called (forward
+    order); ``output_forms[i]``: coefficients of ``a`` in the log-scale of the output of
+    kernel ``i``'s layer (a nonzero bias there must be scaled by ``exp(output_forms[i] @ a)``
+    to keep the function)."""
+
+    rows: np.ndarray
+    uses: List[Optional[int]]
+    notes: List[str]
+    graph: str  # "functional", "traced" or "unknown"
+    order: List[int] = dataclasses.field(default_factory=list)
+    output_forms: List[np.ndarray] = dataclasses.field(default_factory=list)
+
+    @property
+    def homogeneous(self) -> bool:
+        return not self.notes and self.graph != "unknown"
+
+
+def trainable_ids(model) -> set:
+    return {id(v) for v in model.trainable_variables}
+
+
+def kernel_sites(model, select=None) -> List[KernelSite]:
+    """Every layer (nested, each once) with a ``kernel`` variable, in the order Keras lists
+    them; ``select(layer)`` filters. Frozen kernels are included with ``trainable=False``."""
+    trainable = trainable_ids(model)
+    sites = []
+    for layer in compat.all_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if layer is model or not isinstance(kernel, keras.Variable):
+            continue
+        if select is not None and not select(layer):
+            continue
+        sites.append(KernelSite(layer, kernel, kernel.path, type(layer).__name__,
+                                id(kernel) in trainable))
+    return sites
+
+
+def _activation_name(fn) -> str:
+    return getattr(fn, "__name__", type(fn).__name__).lower()
+
+
+def _nonzero_bias(layer) -> bool:
+    bias = getattr(layer, "bias", None)
+    if not isinstance(bias, keras.Variable):
+        return False
+    return bool(np.any(keras.ops.convert_to_numpy(bias) != 0))
+
+
+class _Propagation:
+    def __init__(self, variables: Sequence[Any], training: bool):
+        self.index = {id(v): i for i, v in enumerate(variables)}
+        self.n = len(variables)
+        self.rows: List[Form] = []
+        self.notes: List[str] = []
+        self.calls: Dict[int, int] = {}
+        self.order: List[Any] = []  # operations in the order of their first call
+        self.out_forms: Dict[int, Form] = {}  # a kernel layer's output form (first call)
+        self.training = training
+
+    # -- forms -----------------------------------------------------------------------------
+    def _equal(self, forms: List[Form], where: str) -> None:
+        for other in forms[1:]:
+            diff = _sub(other, forms[0])
+            if diff:
+                self.rows.append(diff)
+
+    def _note(self, form: Form, text: str) -> None:
+        if form and text not in self.notes:
+            self.notes.append(text)
+
+    # -- graph -----------------------------------------------------------------------------
+    def run(self, inputs: Sequence[Any], outputs: Sequence[Any], forms: List[Form],
+            depth: int = 0) -> List[Form]:
+        known = {id(t): f for t, f in zip(inputs, forms)}
+        return [self._form_of(t, known, depth) for t in outputs]
+
+    def _form_of(self, tensor, known, depth) -> Form:
+        # Iterative post-order: deep Sequentials would overflow Python's recursion limit.
+        stack = [tensor]
+        while stack:
+            t = stack[-1]
+            if id(t) in known:
+                stack.pop()
+                continue
+            found = compat.producer(t)
+            if found is None:
+                known[id(t)] = {}
+                stack.pop()
+                continue
+            op, node = found
+            pending = [p for p in compat.node_inputs(node) if id(p) not in known]
+            if pending:
+                stack.extend(pending)
+                continue
+            outs = compat.node_outputs(node)
+            results = self._apply(op, [known[id(p)] for p in compat.node_inputs(node)],
+                                  compat.node_inputs(node), len(outs), depth)
+            for o, f in zip(outs, results):
+                known[id(o)] = f
+            stack.pop()
+        return known[id(tensor)]
+
+    def _apply(self, op, forms: List[Form], in_tensors, n_out: int, depth: int) -> List[Form]:
+        self.calls[id(op)] = self.calls.get(id(op), 0) + 1
+        if self.calls[id(op)] == 1:
+            self.order.append(op)
+        name = type(op).__name__
+        first = forms[0] if forms else {}
+        if isinstance(op, keras.Model):
+            inner = _inner_graph(op, in_tensors, self.training)
+            if inner is not None and len(inner[0]) == len(forms):
+                return self.run(inner[0], inner[1], forms, depth + 1)[:n_out] + \
+                    [{}] * max(0, n_out - len(inner[1]))
+            self._note(_union(forms) or self._own(op),
+                       f"{op.name} ({name}): graph not readable, assumed scale-equivariant")
+            return [_add(_union(forms), self._own(op))] * n_out
+        own = self._own(op)
+        if hasattr(op, "normalized_kernel"):
+            # Weight normalization: invariant to the direction's norm, scaled by its length g.
+            g = self.index.get(id(getattr(op, "g", None)))
+            own = {} if g is None else {g: 1.0}
+            self.out_forms.setdefault(id(op), _add(first, own))
+            return [_add(first, own)] * n_out
+        if name in _NORMALIZATIONS:
+            if name == "BatchNormalization" and not self.training:
+                self._note(first, f"{op.name}: BatchNormalization in inference mode (moving "
+                                  "statistics) is not scale-invariant")
+                return [first] * n_out
+            return [{}] * n_out
+        if own or isinstance(getattr(op, "kernel", None), keras.Variable):
+            self._equal(forms, op.name)
+            out = _add(first, own)
+            self.out_forms.setdefault(id(op), out)
+            activation = getattr(op, "activation", None)
+            if activation is not None and \
+                    _activation_name(activation) not in _HOMOGENEOUS_ACTIVATIONS:
+                self._note(out, f"{op.name}: activation {_activation_name(activation)} is not "
+                                "positively homogeneous")
+            if _nonzero_bias(op):
+                self._note(out, f"{op.name}: nonzero bias")
+            return [out] * n_out
+        if name in _MERGE_EQUAL:
+            self._equal(forms, op.name)
+            return [first] * n_out
+        if name in _MERGE_SUM:
+            return [_union(forms)] * n_out
+        if name == "Activation" or name == "ReLU" or name in _PASS:
+            reason = self._not_homogeneous(op, name)
+            if reason:
+                self._note(first, f"{op.name}: {reason}")
+            if len(forms) > 1:
+                self._equal(forms, op.name)
+            if getattr(op, "kernel", None) is not None or _nonzero_bias(op):
+                self._note(first, f"{op.name} ({name}): weights not rescaled")
+            return [first] * n_out
+        self._note(_union(forms), f"{op.name} ({name}): not known to be positively "
+                                  "homogeneous")
+        if len(forms) > 1:
+            self._equal(forms, op.name)
+        return [first] * n_out
+
+    def _own(self, op) -> Form:
+        form: Form = {}
+        if isinstance(op, keras.Model) or not hasattr(op, "weights"):
+            return form
+        for var in op.weights:
+            i = self.index.get(id(var))
+            if i is not None:
+                form[i] = form.get(i, 0.0) + 1.0
+        return form
+
+    @staticmethod
+    def _not_homogeneous(op, name: str) -> str:
+        if name == "Activation":
+            act = _activation_name(op.activation)
+            return "" if act in _HOMOGENEOUS_ACTIVATIONS else f"activation {act} is not " \
+                                                              "positively homogeneous"
+        if name == "ReLU":
+            if getattr(op, "max_value", None) is not None or getattr(op, "threshold", 0):
+                return "ReLU with max_value/threshold is not positively homogeneous"
+        return ""
+
+
+def _add(a: Form, b: Form) -> Form:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0.0) + v
+    return {k: v for k, v in out.items() if v != 0}
+
+
+def _sub(a: Form, b: Form) -> Form:
+    return _add(a, {k: -v for k, v in b.items()})
+
+
+def _union(forms: List[Form]) -> Form:
+    out: Form = {}
+    for f in forms:
+        out = _add(out, f)
+    return out
+
+
+def _symbolic_io(model):
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or not outputs:
+        return None
+    return list(inputs), list(outputs)
+
+
+def _trace(model, specs, training: bool):
+    """Symbolic inputs like ``specs`` and the outputs of ``model.call`` on them, or None."""
+    inputs = [keras.Input(shape=tuple(s.shape[1:]), dtype=s.dtype, batch_size=None)
+              for s in specs]
+    kwargs = {"training": training} if compat.call_takes_training(model) else {}
+    arg = inputs[0] if len(inputs) == 1 else inputs
+    try:
+        outputs = model.call(arg, **kwargs)
+    except Exception:  # noqa: BLE001 - a call that is not symbolic-traceable
+        return None
+    flat = keras.tree.flatten(outputs)
+    if not flat or not all(compat.is_keras_tensor(o) for o in flat):
+        return None
+    return inputs, flat
+
+
+def _inner_graph(model, in_tensors, training: bool):
+    io = _symbolic_io(model)
+    if io is not None:
+        return io
+    return _trace(model, in_tensors, training)
+
+
+def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool = True
+                      ) -> ScaleConstraints:
+    """The linear constraints on the log-scales of ``variables`` that keep ``model``'s
+    function (see the module docstring). ``x`` (a batch) is needed only to trace a
+    subclassed model."""
+    prop = _Propagation(variables, training)
+    layers = compat.all_layers(model)
+    with compat.graph_side_effects_undone(layers):
+        io = _symbolic_io(model)
+        graph = "functional"
+        if io is None and x is not None:
+            specs = [keras.KerasTensor(np.shape(leaf), dtype=str(np.asarray(leaf).dtype))
+                     for leaf in keras.tree.flatten(x)]
+            io = _trace(model, specs, training)
+            graph = "traced"
+        if io is None:
+            graph = "unknown"
+        else:
+            outs = prop.run(io[0], io[1], [{}] * len(io[0]))
+            for form in outs:
+                if form:
+                    prop.rows.append(form)
+    layer_of = {}
+    for layer in layers:  # pre-order: a sublayer comes after its parent and overrides it
+        if not isinstance(layer, keras.Model):
+            for var in getattr(layer, "weights", []):
+                layer_of[id(var)] = layer
+    if graph == "unknown":
+        rows = np.ones((1, prop.n)) if prop.n else np.zeros((0, 0))
+        uses: List[Optional[int]] = [None] * prop.n
+        notes = [f"{model.name}: graph not readable (a subclassed model whose call is not "
+                 "symbolic-traceable): one product-of-scales constraint, as for a chain; "
+                 "the function is checked numerically"]
+    else:
+        rows = np.zeros((len(prop.rows), prop.n))
+        for r, form in enumerate(prop.rows):
+            for i, v in form.items():
+                rows[r, i] = v
+        uses = []
+        callers = []
+        for var in variables:
+            caller = _caller(layer_of.get(id(var)), layers, prop.calls)
+            callers.append(caller)
+            uses.append(0 if caller is None else prop.calls[id(caller)])
+        notes = prop.notes
+        rank = {id(op): k for k, op in enumerate(prop.order)}
+        order = sorted(range(prop.n), key=lambda i: rank.get(id(callers[i]), len(rank) + i))
+        forms = []
+        for caller in callers:
+            vec = np.zeros(prop.n)
+            for i, v in prop.out_forms.get(id(caller), {}).items():
+                vec[i] = v
+            forms.append(vec)
+        return ScaleConstraints(rows, uses, notes, graph, order, forms)
+    # Unknown graph: a chain in Keras's layer order.
+    return ScaleConstraints(rows, uses, notes, graph, list(range(prop.n)),
+                            list(np.tril(np.ones((prop.n, prop.n)))))
+
+
+def _caller(owner, layers, calls):
+    """The layer whose calls apply ``owner``'s variable: ``owner`` itself, or the wrapper or
+    composite layer that calls it; ``None`` when no call of the graph reaches it."""
+    if owner is None:
+        return None
+    if id(owner) in calls:
+        return owner
+    for layer in layers:
+        if isinstance(layer, keras.Model) or layer is owner:
+            continue
+        if any(sub is owner for sub in compat.all_layers(layer)[1:]) and id(layer) in calls:
+            return layer
+    return None

@@ -1,0 +1,174 @@
+"""One report type for every model-level step."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+__all__ = ["Row", "Report", "spread"]
+
+
+def spread(values: Sequence[float]) -> float:
+    """``max / min`` of the positive finite values (NaN when there are none)."""
+    vals = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    return max(vals) / min(vals) if vals else float("nan")
+
+
+@dataclasses.dataclass
+class Row:
+    """One layer of a :class:`Report`: where it is, its structure, and what the step measured
+    or set (in ``values``; readable as attributes, ``row.scale``, or items, ``row["scale"]``)."""
+
+    path: str
+    kind: str
+    uses: Optional[int] = None
+    fan_in: Optional[int] = None
+    sharing: Optional[float] = None
+    n_params: Optional[int] = None
+    values: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    def __getitem__(self, key: str):
+        if key == "name":
+            return self.path.split("/")[-2] if "/" in self.path else self.path
+        if key in self.values:
+            return self.values[key]
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        try:
+            return self[key]
+        except (AttributeError, KeyError):
+            return default
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "values"}
+        out.update(self.values)
+        return out
+
+
+@dataclasses.dataclass
+class Report:
+    """What a model-level step measured and did.
+
+    ``method``: ``"rescale"``, ``"lsuv"``, ``"data_dependent"``, ``"growth"`` or ``"arpit"``.
+    ``applied``: whether weights were changed (``reason`` says why not). ``rows``: one per
+    layer. ``summary``: the step's own numbers (spreads, exponent, constraints, notes,
+    output change, loss, ...), also readable as attributes (``report.spread_after``).
+    """
+
+    method: str
+    applied: bool = False
+    reason: str = ""
+    rows: List[Row] = dataclasses.field(default_factory=list)
+    summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        summary = self.__dict__.get("summary", {})
+        if name in summary:
+            return summary[name]
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    @property
+    def layers(self) -> List[Row]:
+        return self.rows
+
+    def column(self, key: str) -> List[Any]:
+        return [row.get(key) for row in self.rows]
+
+    @property
+    def spread_before(self) -> float:
+        return spread(self.column("growth_before"))
+
+    @property
+    def spread_after(self) -> float:
+        return spread(self.column("growth_after"))
+
+    @property
+    def spread(self) -> float:
+        return spread(self.column("growth"))
+
+    @property
+    def scales(self) -> Dict[str, float]:
+        return {row.path: row.values["scale"] for row in self.rows if "scale" in row.values}
+
+    @property
+    def converged(self) -> bool:
+        return all(row.values.get("converged", True) for row in self.rows)
+
+    @property
+    def homogeneous(self) -> bool:
+        return not self.summary.get("notes")
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = {"method": self.method, "applied": self.applied, "reason": self.reason,
+               **self.summary, "layers": [row.as_dict() for row in self.rows]}
+        for key in ("growth_before", "growth_after", "growth"):
+            if any(key in row.values for row in self.rows):
+                out[{"growth_before": "spread_before", "growth_after": "spread_after",
+                     "growth": "spread"}[key]] = spread(self.column(key))
+        return out
+
+    def __str__(self) -> str:
+        head = f"{self.method}: applied={self.applied}" + (f" ({self.reason})"
+                                                           if self.reason else "")
+        for key, value in self.summary.items():
+            if key != "notes" and isinstance(value, (int, float, str)) and value != "":
+                head += f", {key}={_fmt(value)}"
+        if any("growth" in r.values for r in self.rows):
+            head += f", growth spread {_fmt(self.spread)}"
+        if any("growth_after" in r.values for r in self.rows):
+            head += f", growth spread {_fmt(self.spread_before)} -> {_fmt(self.spread_after)}"
+        keys: List[str] = []
+        for row in self.rows:
+            keys += [k for k in row.values if k not in keys and not isinstance(
+                row.values[k], (list, dict))]
+        lines = [head, f"{'layer':<34}{'kind':<18}{'uses':>5}{'fan_in':>8}{'sharing':>9}"
+                       + "".join(f"{k[:11]:>12}" for k in keys)]
+        for r in self.rows:
+            lines.append(f"{r.path[-33:]:<34}{r.kind[:17]:<18}{_fmt(r.uses):>5}"
+                         f"{_fmt(r.fan_in):>8}{_fmt(r.sharing):>9}"
+                         + "".join(f"{_fmt(r.values.get(k)):>12}" for k in keys))
+        for note in self.summary.get("notes", []) or []:
+            lines.append(f"note: {note}")
+        return "\n".join(lines)
+
+    def plot(self, path: str, title: Optional[str] = None,
+             keys: Sequence[str] = ("act_var", "grad_var", "growth")) -> str:
+        """Bar charts (log scale) of ``keys`` per layer, saved as a PNG at ``path``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = [k for k in keys if any(k in r.values for r in self.rows)]
+        names = [r["name"] for r in self.rows]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            vals = self.column(key)
+            ax.bar(range(len(vals)), vals)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(vals)))
+            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+            ax.set_title(key)
+        fig.suptitle(title or f"{self.method}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

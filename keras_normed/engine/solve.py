@@ -1,0 +1,44 @@
+"""Equal growth as well as the function-keeping constraints allow: one least-squares solve."""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import numpy as np
+
+__all__ = ["null_space", "equalize"]
+
+
+def null_space(rows: np.ndarray, n: int) -> np.ndarray:
+    """An orthonormal basis (columns) of ``{a : rows @ a = 0}`` in ``R^n``."""
+    if rows.size == 0:
+        return np.eye(n)
+    _, sing, vt = np.linalg.svd(rows, full_matrices=True)
+    rank = int(np.sum(sing > 1e-9 * max(1.0, float(sing.max(initial=0.0)))))
+    return vt[rank:].T
+
+
+def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
+             ) -> Tuple[np.ndarray, float]:
+    """Log-scales ``a`` with ``rows @ a = 0`` making ``log_growth - exponent * a`` as equal as
+    possible (least squares around a free common level ``K``), and the spread
+    ``max/min`` of growth that the constraints leave.
+
+    ``growth_l -> growth_l * c_l**-exponent`` when kernel ``l`` is scaled by ``c_l = exp(a_l)``
+    and the function is kept, so the minimizer of
+    ``sum_l (log r_l - p a_l - K)**2`` over ``a = N z`` (``N``: null space of ``rows``) and ``K``
+    is one linear least-squares problem. Of its minimizers the one of least ``||a||`` is taken
+    (``lstsq``'s minimum-norm solution): kernels that need not move do not.
+    """
+    log_growth = np.asarray(log_growth, np.float64)
+    n = log_growth.size
+    basis = null_space(np.asarray(rows, np.float64).reshape(-1, n), n)
+    b = log_growth - log_growth.mean()
+    if basis.shape[1] == 0:
+        return np.zeros(n), float(math.exp(np.ptp(b))) if n else 1.0
+    design = np.hstack([exponent * basis, np.ones((n, 1))])
+    sol, *_ = np.linalg.lstsq(design, b, rcond=None)
+    a = basis @ sol[:-1]
+    residual = b - design @ sol
+    return a, float(math.exp(np.ptp(residual)))

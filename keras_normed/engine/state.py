@@ -1,0 +1,88 @@
+"""Assignment with rollback, and agreement between the replicas of a distribution strategy."""
+
+from __future__ import annotations
+
+from typing import Any, List, Sequence
+
+import keras
+import numpy as np
+
+__all__ = ["Transaction", "agree"]
+
+
+class Transaction:
+    """Snapshot ``variables`` (and ``(object, attribute)`` pairs); restore them all if the
+    block raises, so a model-level step either succeeds or leaves the model as it was."""
+
+    def __init__(self, variables: Sequence[Any], attributes: Sequence[tuple] = ()):
+        self.variables = list(variables)
+        self.attributes = list(attributes)
+
+    def __enter__(self) -> Transaction:
+        self.values = [keras.ops.convert_to_numpy(v) for v in self.variables]
+        self.saved = [(obj, name, getattr(obj, name)) for obj, name in self.attributes]
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            for var, value in zip(self.variables, self.values):
+                var.assign(value)
+            for obj, name, value in self.saved:
+                setattr(obj, name, value)
+        return False
+
+
+def _strategy(variables: Sequence[Any] = ()):
+    """The strategy in scope, else the one that owns ``variables`` (built inside a scope,
+    used outside it); ``None`` when there is no strategy of several replicas."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if strategy is None:
+        for var in variables:
+            strategy = getattr(getattr(var, "value", None), "distribute_strategy", None)
+            if strategy is not None:
+                break
+    if strategy is None or strategy.num_replicas_in_sync <= 1:
+        return None
+    return strategy
+
+
+def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any] = ()
+          ) -> tuple:
+    """``(values of replica 0, whether any replica failed)``, the same on every replica.
+
+    Under a ``tf.distribute`` strategy with several replicas (``MultiWorkerMirroredStrategy``
+    included) every worker calls this at the same point: one all-reduce makes every worker
+    take the same decision and the same numbers, whatever each drew or measured locally (the
+    workers' variables hold worker 0's initial values, which TensorFlow broadcasts). Without
+    a strategy it returns its arguments.
+    """
+    values = np.asarray(values, np.float64).reshape(-1)
+    strategy = _strategy(variables)
+    if strategy is None:
+        return values, failed
+    import tensorflow as tf
+
+    local = np.concatenate([[1.0 if failed else 0.0], values])
+
+    def replica_fn():
+        ctx = tf.distribute.get_replica_context()
+        first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float64)
+        mask = tf.concat([tf.ones([1], tf.float64), tf.fill([len(values)], first)], 0)
+        return tf.constant(local, tf.float64) * mask
+
+    with strategy.scope():
+        if not tf.distribute.in_cross_replica_context():
+            raise RuntimeError("Model-level steps run in cross-replica context: call them "
+                               "outside `strategy.run` (inside `strategy.scope()` is fine).")
+        per_replica = strategy.run(replica_fn)
+        summed = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    summed = np.asarray(summed.numpy(), np.float64)
+    return summed[1:], bool(summed[0] > 0)
+
+
+def snapshot(variables: Sequence[Any]) -> List[np.ndarray]:
+    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
