@@ -66,7 +66,8 @@ def _to_numpy(leaf, arg: str):
         raise TypeError(f"`{arg}` is complex ({array.dtype}); the models take real inputs: "
                         "pass the real part, or real and imaginary parts as channels.")
     if array.ndim == 0:
-        raise ValueError(f"`{arg}` is a scalar; a batch needs a leading batch axis. "
+        raise ValueError(f"`{arg}` is a scalar; a batch needs a leading batch axis (an "
+                         f"unbatched tf.data.Dataset? call `dataset.batch(n)`). "
                          f"{_WHAT_TO_PASS}.")
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise ValueError(f"`{arg}` contains NaN or inf (non-finite) values; clean the batch first.")
@@ -81,7 +82,7 @@ def _names(tensors) -> List[str]:
     return [getattr(t, "name", "").split(":")[0] for t in tensors]
 
 
-def _check_x(model, x) -> None:
+def _check_x(model, x, arg: str) -> None:
     inputs = _symbolic(model, "inputs")
     if inputs is None:
         return
@@ -91,11 +92,11 @@ def _check_x(model, x) -> None:
         missing = [n for n in names if n not in x]
         if len(inputs) > 1 and missing:
             raise ValueError(
-                f"`x` is a dict with keys {sorted(x)}, but model {model.name!r} has inputs "
+                f"`{arg}`: x is a dict with keys {sorted(x)}, but model {model.name!r} has inputs "
                 f"named {names}: missing {missing}. Key the dict by the model's input names.")
     elif len(leaves) != len(inputs):
         raise ValueError(
-            f"`x` holds {len(leaves)} array(s), but model {model.name!r} has {len(inputs)} "
+            f"`{arg}`: x holds {len(leaves)} array(s), but model {model.name!r} has {len(inputs)} "
             f"input(s) ({_names(inputs)}). Pass one array per input (a list in the order of "
             "`model.inputs`, or a dict keyed by input name).")
     if not isinstance(x, dict):
@@ -103,16 +104,16 @@ def _check_x(model, x) -> None:
             want = len(spec.shape)
             if leaf.ndim == want - 1:
                 raise ValueError(
-                    f"`x` has shape {leaf.shape}, but input {_names([spec])[0]!r} expects "
-                    f"{tuple(spec.shape)}: the batch axis is missing (an unbatched "
+                    f"`{arg}`: x has shape {leaf.shape}, but input {_names([spec])[0]!r} "
+                    f"expects {tuple(spec.shape)}: the batch axis is missing (an unbatched "
                     "tf.data.Dataset? call `dataset.batch(n)`).")
             if leaf.ndim != want:
                 raise ValueError(
-                    f"`x` has shape {leaf.shape}, but input {_names([spec])[0]!r} expects "
-                    f"{tuple(spec.shape)} (batch first).")
+                    f"`{arg}`: x has shape {leaf.shape}, but input {_names([spec])[0]!r} "
+                    f"expects {tuple(spec.shape)} (batch first). Pass arrays of that shape.")
 
 
-def _check_y(model, y) -> None:
+def _check_y(model, y, arg: str) -> None:
     outputs = _symbolic(model, "outputs")
     if outputs is None or y is None:
         return
@@ -120,13 +121,13 @@ def _check_y(model, y) -> None:
         names = list(getattr(model, "output_names", None) or _names(outputs))
         unknown = [k for k in y if k not in names]
         if unknown:
-            raise ValueError(f"`y` has keys {unknown} that name no output of model "
-                             f"{model.name!r}; its outputs are {names}.")
+            raise ValueError(f"`{arg}`: y has keys {unknown} that name no output of model "
+                             f"{model.name!r}. Pass targets keyed by its outputs {names}.")
         return
     n = len(keras.tree.flatten(y))
     if n != len(outputs):
         raise ValueError(
-            f"`y` holds {n} array(s), but model {model.name!r} has {len(outputs)} output(s). "
+            f"`{arg}`: y holds {n} array(s), but model {model.name!r} has {len(outputs)} output(s). "
             "Pass one target per output (a list in output order, or a dict keyed by output "
             "name).")
 
@@ -150,10 +151,10 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
         raise TypeError(f"`{arg}` is a string ({data[:40]!r}). {_WHAT_TO_PASS}.")
     element = _first_element(data, arg)
     if isinstance(element, (list, tuple)) and not isinstance(element, dict):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(element))
-        if len(element) > 3:
+        if len(element) > 3 or not element:
             raise ValueError(f"`{arg}` is a sequence of {len(element)} items; a batch is `x`, "
                              f"`(x, y)` or `(x, y, sample_weight)`. {_WHAT_TO_PASS}.")
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(element))
         n_inputs = len(_symbolic(model, "inputs") or [])
         if n_inputs > 1 and len(element) == n_inputs and isinstance(element, list):
             # fit(x=[a, b]) means two inputs, not (x, y).
@@ -170,13 +171,13 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
     if need_y and y is None:
         raise ValueError(f"`{arg}` holds inputs only, but this step needs targets to compute "
                          f"the loss. Pass `(x, y)`. {_WHAT_TO_PASS}.")
-    _check_x(model, x)
-    _check_y(model, y)
+    _check_x(model, x, arg)
+    _check_y(model, y, arg)
     sizes = {int(leaf.shape[0]) for part in (x, y, sample_weight) if part is not None
              for leaf in keras.tree.flatten(part) if leaf is not None}
     if len(sizes) > 1:
         raise ValueError(f"`{arg}`: inputs, targets and sample weights have different batch "
-                         f"sizes {sorted(sizes)}; they must hold the same examples.")
+                         f"sizes {sorted(sizes)}. Pass the same examples in each.")
     size = sizes.pop()
     if size == 0:
         raise ValueError(f"`{arg}` is empty (0 examples); pass a batch of at least "

@@ -195,6 +195,9 @@ class _Propagation:
                 self._note(first, f"{op.name}: BatchNormalization in inference mode (moving "
                                   "statistics) is not scale-invariant")
                 return [first] * n_out
+            if getattr(op, "epsilon", 0):
+                self._note(first, f"{op.name}: {name} is scale-invariant up to its epsilon "
+                                  f"({op.epsilon:g})")
             return [{}] * n_out
         if own or isinstance(getattr(op, "kernel", None), keras.Variable):
             self._equal(forms, op.name)
@@ -311,9 +314,17 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
     with compat.graph_side_effects_undone(layers):
         io = _symbolic_io(model)
         graph = "functional"
+        specs = None
         if io is None and x is not None:
             specs = [keras.KerasTensor(np.shape(leaf), dtype=str(np.asarray(leaf).dtype))
                      for leaf in keras.tree.flatten(x)]
+        elif io is None:
+            from keras_normed import structure
+
+            shape = structure.built_input_shape(model)
+            if shape is not None and all(d is None or isinstance(d, int) for d in shape):
+                specs = [keras.KerasTensor(shape, dtype=model.input_dtype)]
+        if specs is not None:
             io = _trace(model, specs, training)
             graph = "traced"
         if io is None:

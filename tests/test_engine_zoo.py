@@ -1,0 +1,408 @@
+"""Every model-level function x every model shape, on the one engine.
+
+Function preservation is checked against the model's own output before and after (an
+independent forward pass, not the engine's report); growth is re-measured on a second batch.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_normed
+from keras_normed import Normed
+from keras_normed.callbacks import LSUVInit, NormedScaling
+from keras_normed.layers import WeightNormalization
+
+L = keras.layers
+N_IN = 16
+
+
+def _n(seed, nonlinearity="relu"):
+    return Normed(nonlinearity, seed=seed)
+
+
+def sequential():
+    return keras.Sequential([keras.Input((N_IN,)),
+                             L.Dense(32, activation="relu", kernel_initializer=_n(1)),
+                             L.Dense(64, activation="relu", kernel_initializer=_n(2)),
+                             L.Dense(10, kernel_initializer=_n(3, "linear"))])
+
+
+def dict_inputs():
+    a = keras.Input((8,), name="a")
+    b = keras.Input((N_IN,), name="b")
+    h = L.Concatenate()([L.Dense(8, activation="relu", kernel_initializer=_n(1))(a),
+                         L.Dense(24, activation="relu", kernel_initializer=_n(2))(b)])
+    return keras.Model({"a": a, "b": b}, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+
+
+def two_outputs():
+    x = keras.Input((N_IN,))
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(1))(x)
+    cls = L.Dense(10, kernel_initializer=_n(2, "linear"), name="cls")(h)
+    g = L.Dense(8, activation="relu", kernel_initializer=_n(4))(h)
+    reg = L.Dense(1, kernel_initializer=_n(3, "linear"), name="reg")(g)
+    return keras.Model(x, {"cls": cls, "reg": reg})
+
+
+def nested():
+    inner = keras.Sequential([keras.Input((32,)),
+                              L.Dense(32, activation="relu", kernel_initializer=_n(5)),
+                              L.Dense(48, activation="relu", kernel_initializer=_n(6))])
+    x = keras.Input((N_IN,))
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(1))(x)
+    return keras.Model(x, L.Dense(10, kernel_initializer=_n(3, "linear"))(inner(h)))
+
+
+def tied():
+    x = keras.Input((N_IN,))
+    h = L.Dense(16, activation="relu", kernel_initializer=_n(1))(x)
+    shared = L.Dense(16, activation="relu", kernel_initializer=_n(2))
+    for _ in range(4):
+        h = shared(h)
+    return keras.Model(x, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+
+
+def residual():
+    x = keras.Input((N_IN,))
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(1))(x)
+    for b in range(3):
+        r = L.Dense(32 * (b + 1), activation="relu", kernel_initializer=_n(10 + b))(h)
+        r = L.Dense(32, kernel_initializer=_n(20 + b, "linear"))(r)
+        h = L.ReLU()(L.Add()([h, r]))
+    return keras.Model(x, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+
+
+def batchnorm():
+    x = keras.Input((N_IN,))
+    h = L.ReLU()(L.BatchNormalization()(L.Dense(32, kernel_initializer=_n(1))(x)))
+    h = L.Dense(64, activation="relu", kernel_initializer=_n(2))(h)
+    return keras.Model(x, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+
+
+def frozen():
+    model = sequential()
+    model.layers[1].trainable = False
+    return model
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d1 = L.Dense(32, activation="relu", kernel_initializer=_n(1))
+        self.d2 = L.Dense(64, activation="relu", kernel_initializer=_n(2))
+        self.d3 = L.Dense(32, kernel_initializer=_n(4, "linear"))
+        self.out = L.Dense(10, kernel_initializer=_n(3, "linear"))
+
+    def call(self, x):
+        h = self.d1(x)
+        return self.out(keras.ops.relu(h + self.d3(self.d2(h))))
+
+
+def subclassed():
+    model = Subclassed()
+    model(np.zeros((2, N_IN), "float32"))
+    return model
+
+
+ZOO = {f.__name__: f for f in (sequential, dict_inputs, two_outputs, nested, tied, residual,
+                                batchnorm, frozen, subclassed)}
+# Layers called more than once: LSUV and the data-dependent init refuse them.
+SHARED = {"tied"}
+
+
+def data(name, n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    if name == "dict_inputs":
+        x = {"a": rng.standard_normal((n, 8)).astype("float32"),
+             "b": rng.standard_normal((n, N_IN)).astype("float32")}
+    else:
+        x = rng.standard_normal((n, N_IN)).astype("float32")
+    y = rng.integers(0, 10, n)
+    if name == "two_outputs":
+        y = {"cls": y, "reg": rng.standard_normal((n, 1)).astype("float32")}
+    return x, y
+
+
+def compiled(name):
+    model = ZOO[name]()
+    losses = ({"cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+               "reg": "mse"} if name == "two_outputs"
+              else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.SGD(0.01), losses)
+    return model
+
+
+def flat(out):
+    return np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
+                           for t in keras.tree.flatten(out)])
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def weights(model):
+    return [np.array(keras.ops.convert_to_numpy(w)) for w in model.weights]
+
+
+def assert_unchanged(model, before):
+    for w0, w1 in zip(before, weights(model)):
+        np.testing.assert_array_equal(w0, w1)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_rescale_keeps_function_and_equalizes_growth(name):
+    model = compiled(name)
+    x, y = data(name)
+    x2, y2 = data(name, seed=1)
+    out0 = flat(model(x, training=True))
+    spread0 = keras_normed.growth_report(model, x2, y2).spread
+    report = keras_normed.rescale(model, (x, y))
+    assert report.applied
+    change = rel(flat(model(x, training=True)), out0)
+    if name == "batchnorm":  # invariant up to BN's epsilon; the report says so
+        assert change < 1e-2 and any("epsilon" in n for n in report.notes)
+    else:
+        assert report.homogeneous, report.notes
+        assert change < 1e-5, change
+        assert report.output_change == pytest.approx(change, rel=0.1, abs=1e-7)
+    spread1 = keras_normed.growth_report(model, x2, y2).spread
+    # Frozen kernels do not count: growth_report lists trainable kernels only.
+    assert spread1 < spread0
+    if report.spread_allowed < 1.2:  # the constraints allow equal growth
+        assert spread1 <= 1.5, (spread0, spread1)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_rescale_analytic_keeps_function(name):
+    model = ZOO[name]()
+    x, _ = data(name)
+    out0 = flat(model(x, training=True))
+    report = keras_normed.rescale(model)
+    assert report.applied and report.rule == "analytic"
+    tol = 1e-2 if name == "batchnorm" else 1e-5
+    assert rel(flat(model(x, training=True)), out0) < tol
+
+
+def test_rescale_counts_uses_and_keeps_frozen_kernels():
+    model = tied()
+    report = keras_normed.rescale(model, data("tied"))
+    assert [row.uses for row in report.rows] == [1, 4, 1]
+    # The product of scales along the one path, the tied layer counted 4 times, is 1.
+    c = list(report.scales.values())
+    assert c[0] * c[1] ** 4 * c[2] == pytest.approx(1.0, rel=1e-6)
+    model = frozen()
+    before = keras.ops.convert_to_numpy(model.layers[1].kernel).copy()
+    report = keras_normed.rescale(model, data("frozen"))
+    assert len(report.rows) == 2 and model.layers[1].kernel.path not in report.scales
+    np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(model.layers[1].kernel))
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_normed_scaling_callback_in_fit(name):
+    model = compiled(name)
+    x, y = data(name)
+    callback = NormedScaling(data=(x, y))
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.report.applied
+    assert all(np.all(np.isfinite(w)) for w in weights(model))
+
+
+def _preactivation_variances(model, x):
+    """Each kernel layer's output variance with its activation off, on the input it gets in
+    a normal forward pass."""
+    from keras_normed import _keras_compat as compat
+
+    layers = [layer for layer in compat.all_layers(model)
+              if isinstance(layer, L.Dense) and layer.trainable]
+    with compat.captured_calls(layers) as record:
+        model(x)
+    out = {}
+    for layer in layers:
+        activation = layer.activation
+        try:
+            layer.activation = keras.activations.linear
+            z = layer(*record[id(layer)][0][0])
+        finally:
+            layer.activation = activation
+        out[layer.name] = float(np.var(keras.ops.convert_to_numpy(z)))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_lsuv_targets_or_refuses(name):
+    model = ZOO[name]()
+    x, _ = data(name)
+    before = weights(model)
+    if name in SHARED:
+        with pytest.raises(ValueError, match="more than once"):
+            keras_normed.lsuv(model, x, seed=0)
+        assert_unchanged(model, before)
+        return
+    report = keras_normed.lsuv(model, x, tol=0.05, seed=0)
+    assert report.converged
+    if name == "batchnorm":
+        return  # later layers see BN's output: variances are of the layers' own outputs
+    for layer_name, var in _preactivation_variances(model, x).items():
+        assert abs(var - 1.0) < 0.05, (layer_name, var)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_data_dependent_init_targets_or_refuses(name):
+    model = ZOO[name]()
+    x, y = data(name)
+    before = weights(model)
+    if name in SHARED:
+        with pytest.raises(ValueError, match="more than once"):
+            keras_normed.data_dependent_init(model, x, y, seed=0)
+        assert_unchanged(model, before)
+        return
+    out0 = flat(model(x))
+    report = keras_normed.data_dependent_init(model, x, y, seed=0, between_layer_iters=0)
+    assert len(report.rows) >= 2
+    for layer_name, var in _preactivation_variances(model, x).items():
+        if name != "batchnorm":
+            assert var == pytest.approx(1.0, rel=0.05), layer_name
+    out1 = flat(model(x))
+    report = keras_normed.data_dependent_init(model, x, y, seed=0, within_layer=False,
+                                              between_layer_iters=3)
+    between = report.between_layer
+    assert between["spread_after"] <= between["spread_before"] * (1 + 1e-6)
+    if report.homogeneous:
+        assert rel(flat(model(x)), out1) < 1e-4
+    assert out0.shape == out1.shape
+
+
+def test_float_class_labels_get_cross_entropy():
+    model = sequential()
+    x, y = data("sequential")
+    report = keras_normed.data_dependent_init(model, x, y.astype("float32"), seed=0)
+    assert "SparseCategoricalCrossentropy" in report.loss
+
+
+@pytest.mark.parametrize("name", ["tied", "nested", "subclassed", "two_outputs"])
+def test_growth_report_on_any_model(name):
+    model = compiled(name)
+    report = keras_normed.growth_report(model, *data(name))
+    assert len(report.rows) == len([w for w in model.trainable_weights if "kernel" in w.path])
+    assert all(math.isfinite(r.act_var) for r in report.rows)
+    if name == "tied":
+        assert [r.uses for r in report.rows] == [1, 4, 1]
+
+
+def test_fresh_layer_rescaled_around_a_rescaled_model():
+    base = sequential()
+    x, y = data("sequential")
+    keras_normed.rescale(base, (x, y))
+    old = weights(base)
+    inputs = keras.Input((N_IN,))
+    h = base(inputs)
+    out = L.Dense(5, kernel_initializer=_n(9, "linear"))(L.ReLU()(h))
+    model = keras.Model(inputs, out)
+    report = keras_normed.rescale(model, (x, y % 5))
+    assert report.applied and [r.path.split("/")[0] for r in report.rows] == [
+        model.layers[-1].name]
+    for w0, w1 in zip(old, weights(base)):
+        np.testing.assert_array_equal(w0, w1)
+    assert not keras_normed.rescale(model, (x, y % 5)).applied
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return self.x[i * 64:(i + 1) * 64], self.y[i * 64:(i + 1) * 64]
+
+
+def test_data_as_fit_takes_it():
+    x, y = data("sequential")
+    reference = sequential()
+    keras_normed.rescale(reference, (x[:64], y[:64]))
+    expected = weights(reference)
+    forms = {
+        "dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(64),
+        "pydataset": _Batches(x, y),
+        "sample_weight": (x[:64], y[:64], np.ones(64, "float32")),
+        "list": [x[:64], y[:64]],
+    }
+    for label, form in forms.items():
+        model = sequential()
+        keras_normed.rescale(model, form)
+        for w0, w1 in zip(expected, weights(model)):
+            np.testing.assert_allclose(w1, w0, rtol=1e-5, atol=1e-7, err_msg=label)
+    model = dict_inputs()
+    xd, yd = data("dict_inputs")
+    ds = tf.data.Dataset.from_tensor_slices((xd, yd)).batch(32)
+    assert keras_normed.rescale(model, ds).applied
+
+
+@pytest.mark.parametrize("bad, match", [
+    (None, "None"),
+    ("x.npy", "string"),
+    ("unbatched", "unbatched"),
+    ("x_only", "needs targets"),
+    ("wrong_count", "input"),
+    ("generator", "iterator"),
+    ("empty_dataset", "empty"),
+    ("mismatched", "batch sizes"),
+    ("four", "sequence of 4"),
+])
+def test_refused_data_says_what_to_pass(bad, match):
+    model = dict_inputs() if bad == "wrong_count" else sequential()
+    x, y = data("sequential")
+    cases = {
+        None: None,
+        "x.npy": "x.npy",
+        "unbatched": tf.data.Dataset.from_tensor_slices((x, y)),
+        "x_only": x,
+        "wrong_count": ([x], y),
+        "generator": (b for b in [(x, y)]),
+        "empty_dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(8).take(0),
+        "mismatched": (x, y[:10]),
+        "four": (x, y, y, y),
+    }
+    before = weights(model)
+    with pytest.raises((ValueError, TypeError), match=match) as info:
+        if bad is None:
+            keras_normed.growth_report(model, None)
+        else:
+            keras_normed.rescale(model, cases[bad], rule="probe")
+    assert "data" in str(info.value) and "Pass" in str(info.value)
+    assert_unchanged(model, before)
+    for fn in (lambda: keras_normed.lsuv(model, "x.npy"),
+               lambda: keras_normed.data_dependent_init(model, x[:1])):
+        with pytest.raises((ValueError, TypeError), match="x_batch"):
+            fn()
+        assert_unchanged(model, before)
+
+
+def test_lsuv_callback_on_nested_model():
+    model = nested()
+    x, y = data("nested")
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = LSUVInit(x, seed=0)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    # The nested Sequential's two kernels are initialized too.
+    assert len(callback.report.rows) == 4
+
+
+def test_arpit_init_on_nested_weight_norm():
+    inner = keras.Sequential([keras.Input((32,)),
+                              WeightNormalization(L.Dense(32, activation="relu"))])
+    x = keras.Input((N_IN,))
+    h = WeightNormalization(L.Dense(32, activation="relu"))(x)
+    model = keras.Model(x, WeightNormalization(L.Dense(4))(inner(h)))
+    report = keras_normed.initializers.arpit_init(model, seed=0)
+    assert report.method == "arpit" and len(report.rows) == 3
+    assert [round(r.g, 6) for r in report.rows] == [round(math.sqrt(2 * 16 / 32), 6),
+                                                    round(math.sqrt(2.0), 6),
+                                                    round(math.sqrt(32 / 4), 6)]
