@@ -127,8 +127,8 @@ def _check_y(model, y, arg: str) -> None:
     n = len(keras.tree.flatten(y))
     if n != len(outputs):
         raise ValueError(
-            f"`{arg}`: y holds {n} array(s), but model {model.name!r} has {len(outputs)} output(s). "
-            "Pass one target per output (a list in output order, or a dict keyed by output "
+            f"`{arg}`: y holds {n} array(s), but model {model.name!r} has {len(outputs)} "
+            "output(s). Pass one target per output (a list in output order, or a dict keyed by output "
             "name).")
 
 
