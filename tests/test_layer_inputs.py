@@ -6,7 +6,9 @@
   channels_last result with the same weights; a later ``keras.config.set_image_data_format``
   changes nothing (the ops take the layout explicitly); get_config and ``.keras`` round trips;
 - unknown height and width (``keras.Input((None, None, C))``): predict on two sizes, a
-  SavedModel export, and the op forms under a ``tf.function`` with ``None`` spatial sizes.
+  SavedModel export, and the op forms under a ``tf.function`` with ``None`` spatial sizes;
+- WeightNormalization: its dtype policy reaches the wrapped layer; ``epsilon=0`` with a zero
+  kernel stays finite; bad arguments raise errors naming the argument and the value.
 """
 
 import keras
@@ -20,6 +22,7 @@ from keras_normed.layers import (
     CirculantConv2D,
     CirculantDense,
     PeriodicConv2D,
+    WeightNormalization,
 )
 from keras_normed.ops import fft
 
@@ -287,3 +290,102 @@ def test_unknown_sizes_patches_form_refused_clearly():
     assert fft.circulant_conv2d_method(9, dense_entries=2 ** 25, static_size=False) == "dense"
     assert fft.periodic_conv2d_method(None, None, 3, 3, 64, 64) == "direct"
     assert fft.periodic_conv2d_method(None, 8, 5, 5, 1, 1) == "fft"
+
+
+# --- WeightNormalization: dtype policy ---------------------------------------------------------
+
+WRAPPED = {
+    "dense": (lambda **k: keras.layers.Dense(3, bias_initializer="ones", **k), (4, 5)),
+    "conv": (lambda **k: keras.layers.Conv2D(3, 2, bias_initializer="ones", **k), (2, 5, 5, 2)),
+}
+
+
+@pytest.mark.parametrize("policy", ["float16", "bfloat16", "mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("inner", sorted(WRAPPED))
+def test_weight_norm_policy_reaches_wrapped_layer(policy, inner):
+    make, shape = WRAPPED[inner]
+    x = RNG.standard_normal(shape).astype("float32")
+    plain = make(dtype=policy)  # what Keras's own layer does with this policy
+    plain_y = plain(x)
+    wn = WeightNormalization(make(), dtype=policy)  # the policy on the wrapper only
+    assert wn.layer.dtype_policy.name == policy
+    symbolic = wn(keras.Input(shape[1:]))
+    y = wn(x)
+    assert symbolic.dtype == y.dtype == plain_y.dtype == plain.compute_dtype
+    want = {keras.backend.standardize_dtype(v.dtype) for v in plain.weights}
+    assert {keras.backend.standardize_dtype(v.dtype) for v in wn.weights} == want
+    ref = WeightNormalization(make())
+    ref(x)
+    ref.set_weights([keras.ops.convert_to_numpy(keras.ops.cast(v, "float32"))
+                     for v in wn.weights])
+    expected = np.asarray(ref(x))
+    got = np.asarray(keras.ops.cast(y, "float32"))
+    np.testing.assert_allclose(got, expected, atol=0.03 * np.abs(expected).max() + 1e-3)
+
+
+def test_weight_norm_without_dtype_takes_the_wrapped_layers_policy():
+    wn = WeightNormalization(keras.layers.Dense(2, dtype="float64"))
+    assert wn.dtype_policy.name == "float64"
+    assert wn(keras.Input((3,))).dtype == "float64"
+    y = wn(np.ones((2, 3)))
+    assert y.dtype == "float64" and wn.g.dtype == "float64"
+
+
+def test_weight_norm_built_layer_with_other_variable_dtype_refused():
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    with pytest.raises(ValueError, match=r"`dtype`='float16'.*already built.*float32"):
+        WeightNormalization(dense, dtype="float16")
+    WeightNormalization(dense, dtype="mixed_float16")  # float32 variables: fine
+
+
+def test_weight_norm_float16_small_kernel_keeps_its_norm():
+    """Entries of 1e-4 square to 1e-8, below float16's smallest subnormal: the norm is taken
+    in float32, so the direction survives."""
+    wn = WeightNormalization(keras.layers.Dense(2, use_bias=False, dtype="float16"),
+                             g_initializer="ones", dtype="float16")
+    x = np.ones((1, 4), "float32")
+    wn(x)
+    wn.layer.kernel.assign(np.full((4, 2), 1e-4, "float16"))
+    close(keras.ops.cast(wn(x), "float32"), np.full((1, 2), 2.0), rtol=1e-2)
+
+
+# --- WeightNormalization: epsilon and arguments ------------------------------------------------
+
+@pytest.mark.parametrize("inner", sorted(WRAPPED))
+def test_weight_norm_zero_kernel_with_epsilon_zero_is_finite(inner):
+    make, shape = WRAPPED[inner]
+    x = RNG.standard_normal(shape).astype("float32")
+    wn = WeightNormalization(make(kernel_initializer="zeros"), g_initializer="ones",
+                             epsilon=0)
+    with tf.GradientTape() as tape:
+        y = wn(x)
+        loss = tf.reduce_sum(y)
+    grads = tape.gradient(loss, wn.trainable_weights)
+    np.testing.assert_array_equal(np.asarray(y), np.ones(y.shape))  # zero kernel + bias 1
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+    assert np.all(np.isfinite(np.asarray(wn.normalized_kernel())))
+
+
+BAD_WN_ARGS = [
+    (dict(epsilon="a"), TypeError, r"`epsilon`.*got 'a' \(type str\).*Pass"),
+    (dict(epsilon=None), TypeError, r"`epsilon`.*got None"),
+    (dict(epsilon=True), TypeError, r"`epsilon`.*got True"),
+    (dict(epsilon=-1.0), ValueError, r"`epsilon`.*>= 0.*got -1.0.*Pass"),
+    (dict(epsilon=float("nan")), ValueError, r"`epsilon`.*got nan"),
+    (dict(epsilon=float("inf")), ValueError, r"`epsilon`.*got inf"),
+    (dict(g_initializer="nope"), ValueError, r"`g_initializer`.*'norm'.*got 'nope'"),
+    (dict(layer="dense"), TypeError, r"`layer`.*Dense or Conv.*got 'dense' \(type str\)"),
+    (dict(layer=None), TypeError, r"`layer`.*got None"),
+    (dict(layer=keras.layers.Conv2DTranspose(2, 3)), TypeError, r"`layer`.*Conv2DTranspose"),
+    (dict(layer=keras.layers.Conv2D(2, 3, data_format="channels_first")), ValueError,
+     r"channels_last.*`layer`.*channels_first"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,match", BAD_WN_ARGS,
+                         ids=[f"case{i}" for i in range(len(BAD_WN_ARGS))])
+def test_weight_norm_bad_arguments(kwargs, exc, match):
+    kwargs = {"layer": keras.layers.Dense(2), **kwargs}
+    with pytest.raises(exc, match=match):
+        WeightNormalization(**kwargs)
