@@ -367,6 +367,15 @@ def test_weight_norm_zero_kernel_with_epsilon_zero_is_finite(inner):
     assert np.all(np.isfinite(np.asarray(wn.normalized_kernel())))
 
 
+def test_weight_norm_integer_and_complex_inputs():
+    wn = WeightNormalization(keras.layers.Dense(3))
+    close(wn(X_DENSE_INT.astype("int32")), wn(X_DENSE_INT.astype("float32")))
+    with pytest.raises(TypeError, match=r"`inputs`.*complex64"):
+        wn(np.ones((2, 10), "complex64"))
+    with pytest.raises(TypeError, match=r"`inputs`.*complex128"):
+        WeightNormalization(keras.layers.Dense(3))(keras.Input((10,), dtype="complex128"))
+
+
 BAD_WN_ARGS = [
     (dict(epsilon="a"), TypeError, r"`epsilon`.*got 'a' \(type str\).*Pass"),
     (dict(epsilon=None), TypeError, r"`epsilon`.*got None"),

@@ -173,10 +173,23 @@ class WeightNormalization(keras.layers.Wrapper):
         w = v * (ops.cast(self.g, dtype) / self._v_norm())
         return ops.cast(w, self.layer.kernel.dtype)
 
+    def _check_real(self, dtype) -> None:
+        dtype = keras.backend.standardize_dtype(dtype)
+        if "complex" in dtype:
+            raise TypeError(
+                f"WeightNormalization {self.name!r} takes real inputs, got `inputs` of dtype "
+                f"{dtype}; casting would drop the imaginary part. Pass the real and imaginary "
+                "parts as separate features, or `keras.ops.real(x)`.")
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        self._check_real(inputs.dtype)  # the symbolic path does not run call()
+        return super().compute_output_spec(inputs, *args, **kwargs)
+
     def call(self, inputs):
         inner = self.layer
+        self._check_real(inputs.dtype)
         kernel = ops.cast(self.normalized_kernel(), inner.compute_dtype)
-        inputs = ops.cast(inputs, inner.compute_dtype)
+        inputs = ops.cast(inputs, inner.compute_dtype)  # integer inputs too, as Dense/Conv
         if isinstance(inner, keras.layers.Dense):
             outputs = ops.matmul(inputs, kernel)
         else:
