@@ -41,6 +41,18 @@ def _check_block_size(block_size: int, n_in: int, n_out: int, in_name: str) -> N
         )
 
 
+def _data_format(value) -> str:
+    """``None`` -> ``keras.config.image_data_format()``, read once (at construction, as
+    ``keras.layers.Conv2D`` does): a layer's layout must not follow later global changes."""
+    if value is None:
+        return keras.config.image_data_format()
+    if not isinstance(value, str) or value.lower() not in ("channels_last", "channels_first"):
+        raise ValueError(
+            f"`data_format` must be 'channels_last' (inputs (N, H, W, C)), 'channels_first' "
+            f"(inputs (N, C, H, W)) or None (keras.config.image_data_format()), got {value!r}.")
+    return value.lower()
+
+
 def _tuple2(value, name: str) -> Tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
@@ -89,12 +101,49 @@ class _InitArgs:
                 name="bias", shape=(n_out,), initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer, constraint=self.bias_constraint)
 
-    def _finish(self, y):
+    def _check_real(self, dtype) -> str:
+        dtype = keras.backend.standardize_dtype(dtype)
+        if "complex" in dtype or dtype == "string":
+            raise TypeError(
+                f"{type(self).__name__} {self.name!r} takes real inputs (float, int or bool), "
+                f"got `inputs` of dtype {dtype}. Its weights are real and the imaginary part "
+                "would be dropped: pass the real and imaginary parts as separate features "
+                "(e.g. concatenated on the channel axis), or `keras.ops.real(x)`.")
+        return dtype
+
+    def _real_inputs(self, inputs):
+        """``inputs`` in the compute dtype: Keras layers compute in it whatever the input dtype
+        (integer images would otherwise give truncated outputs); complex inputs are refused."""
+        if self._check_real(inputs.dtype) != self.compute_dtype:
+            inputs = ops.cast(inputs, self.compute_dtype)
+        return inputs
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        # The symbolic path (keras.Input) does not run call(): refuse complex inputs here too.
+        self._check_real(inputs.dtype)
+        return super().compute_output_spec(inputs, *args, **kwargs)
+
+    def _finish(self, y, channels_first: bool = False):
         if self.bias is not None:
-            y = ops.add(y, self.bias)
+            # (N, C, H, W): the bias broadcasts over the two trailing spatial axes.
+            y = ops.add(y, ops.reshape(self.bias, (-1, 1, 1)) if channels_first else self.bias)
         if self.activation is not None:
             y = self.activation(y)
         return y
+
+
+class _ImageLayout:
+    """Axes of a 2-D image layer's input under its ``data_format``."""
+
+    @property
+    def _channel_axis(self) -> int:
+        return -1 if self.data_format == "channels_last" else 1
+
+    def _hwc(self, input_shape):
+        """``(H, W, C)`` of an input shape in this layer's layout."""
+        if self.data_format == "channels_last":
+            return input_shape[1], input_shape[2], input_shape[3]
+        return input_shape[2], input_shape[3], input_shape[1]
 
 
 @keras.saving.register_keras_serializable(package="keras_normed")
@@ -118,6 +167,9 @@ class CirculantDense(_InitArgs, keras.layers.Layer):
             fan-in ``n_in`` (not the kernel tensor's shape).
 
     Input: rank >= 2, features on the last axis. Output: same leading axes, ``units`` features.
+    Inputs of any real dtype (``int32``, ``uint8``, ...) are cast to the layer's compute dtype,
+    and the output has that dtype (as ``keras.layers.Dense``); complex inputs raise
+    ``TypeError``. Under ``mixed_float16``/``mixed_bfloat16`` the FFT runs in float32.
 
     Example:
         >>> layer = CirculantDense(64, block_size=16)
@@ -155,7 +207,7 @@ class CirculantDense(_InitArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: n_in})
 
     def call(self, inputs):
-        y = fft.circulant_matmul(inputs, self.kernel, self.units)
+        y = fft.circulant_matmul(self._real_inputs(inputs), self.kernel, self.units)
         return self._finish(y)
 
     def compute_output_shape(self, input_shape):
@@ -185,8 +237,8 @@ class CirculantDense(_InitArgs, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_normed")
-class CirculantConv2D(_InitArgs, keras.layers.Layer):
-    """2-D convolution (channels_last) whose channel-mixing matrix is block-circulant (CirCNN).
+class CirculantConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
+    """2-D convolution whose channel-mixing matrix is block-circulant (CirCNN).
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v] + bias)`` where
     every ``W[u, v]`` (``C_in x filters``) is block-circulant with the convention of
@@ -206,6 +258,15 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
         block_size: circulant block size ``b``; a positive int ``<= max(C_in, filters)``.
         strides, padding ("valid" or "same"), dilation_rate: as ``keras.layers.Conv2D``.
         activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
+        data_format: ``"channels_last"`` (inputs ``(N, H, W, C)``), ``"channels_first"``
+            (``(N, C, H, W)``) or ``None``: ``keras.config.image_data_format()`` read once, at
+            construction, and stored in ``get_config`` (changing the global setting later does
+            not change the layer). Same weights and results in both layouts.
+
+    Inputs of any real dtype (``uint8`` images, ``int32``) are cast to the compute dtype, which
+    is also the output dtype; complex inputs raise ``TypeError``. Height and width may be
+    unknown (``keras.Input((None, None, C))``): ``predict`` on any size and ``model.export``
+    work (the FFT forms that need static sizes are then not chosen).
 
     Example:
         >>> layer = CirculantConv2D(256, 3, block_size=256, padding="same")
@@ -218,11 +279,12 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
                  padding: str = "valid", dilation_rate=1, activation=None,
                  use_bias: bool = True, kernel_initializer="normed", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, **kwargs):
+                 kernel_constraint=None, bias_constraint=None, data_format=None, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.filters = _check_positive_int(filters, "filters")
         self.kernel_size = _tuple2(kernel_size, "kernel_size")
         self.block_size = _check_positive_int(block_size, "block_size")
+        self.data_format = _data_format(data_format)
         self.strides = _tuple2(strides, "strides")
         self.dilation_rate = _tuple2(dilation_rate, "dilation_rate")
         if self.strides != (1, 1) and self.dilation_rate != (1, 1):
@@ -243,20 +305,22 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
         return self.kernel_size + (fft.num_blocks(c_in, b), fft.num_blocks(self.filters, b), b)
 
     def build(self, input_shape):
-        c_in = input_shape[-1]
+        c_in = input_shape[self._channel_axis]
         if c_in is None:
-            raise ValueError("The channel axis of the input to CirculantConv2D must be defined; "
-                             f"got input shape {tuple(input_shape)}.")
+            raise ValueError(
+                "The channel axis of the input to CirculantConv2D must be defined; got input "
+                f"shape {tuple(input_shape)} (data_format={self.data_format!r}).")
         c_in = int(c_in)
         _check_block_size(self.block_size, c_in, self.filters, "input channel count")
         self.c_in = c_in
         self._add_kernel_and_bias(self.kernel_shape_for(c_in), self.filters)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: c_in})
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: c_in})
 
     def call(self, inputs):
-        y = fft.circulant_conv2d(inputs, self.kernel, self.filters, self.strides,
-                                 self.padding, self.dilation_rate)
-        return self._finish(y)
+        y = fft.circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters,
+                                 self.strides, self.padding, self.dilation_rate,
+                                 data_format=self.data_format)
+        return self._finish(y, self.data_format == "channels_first")
 
     def _output_hw(self, h, w):
         out = []
@@ -265,7 +329,10 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
         return tuple(out)
 
     def compute_output_shape(self, input_shape):
-        ho, wo = self._output_hw(input_shape[1], input_shape[2])
+        h, w, _ = self._hwc(input_shape)
+        ho, wo = self._output_hw(h, w)
+        if self.data_format == "channels_first":
+            return (input_shape[0], self.filters, ho, wo)
         return (input_shape[0], ho, wo, self.filters)
 
     # structure protocol ----------------------------------------------------------------------
@@ -292,7 +359,7 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
         return taps, max(hits) if hits else 0
 
     def normed_structure(self, input_shape) -> LinearStructure:
-        h, w, c_in = int(input_shape[1]), int(input_shape[2]), int(input_shape[3])
+        h, w, c_in = (int(d) for d in self._hwc(input_shape))
         kshape = self.kernel_shape_for(c_in)
         n_params = math.prod(kshape)
         (th, oh), (tw, ow) = self._taps_per_axis(h, 0), self._taps_per_axis(w, 1)
@@ -311,7 +378,7 @@ class CirculantConv2D(_InitArgs, keras.layers.Layer):
         config.update({
             "filters": self.filters, "kernel_size": self.kernel_size,
             "block_size": self.block_size, "strides": self.strides, "padding": self.padding,
-            "dilation_rate": self.dilation_rate,
+            "dilation_rate": self.dilation_rate, "data_format": self.data_format,
         })
         config.update(self._weight_config())
         return config

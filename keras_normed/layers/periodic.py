@@ -11,7 +11,13 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 
-from keras_normed.layers.circulant import _check_positive_int, _InitArgs, _tuple2
+from keras_normed.layers.circulant import (
+    _check_positive_int,
+    _data_format,
+    _ImageLayout,
+    _InitArgs,
+    _tuple2,
+)
 from keras_normed.ops import fft
 from keras_normed.structure import LinearStructure
 
@@ -21,8 +27,8 @@ _METHODS = ("auto", "fft", "direct")
 
 
 @keras.saving.register_keras_serializable(package="keras_normed")
-class PeriodicConv2D(_InitArgs, keras.layers.Layer):
-    """2-D convolution (channels_last) with periodic padding; output of the input's size.
+class PeriodicConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
+    """2-D convolution with periodic padding; output of the input's size.
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W]
     @ kernel[u, v] + bias)``, ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; kernel shape
@@ -42,6 +48,14 @@ class PeriodicConv2D(_InitArgs, keras.layers.Layer):
         strides: only 1 is supported (a periodic convolution keeps the spatial size).
         method: ``"auto"``, ``"fft"`` or ``"direct"``.
         activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
+        data_format: ``"channels_last"`` (inputs ``(N, H, W, C)``), ``"channels_first"``
+            (``(N, C, H, W)``) or ``None``: ``keras.config.image_data_format()`` read once, at
+            construction, and stored in ``get_config``.
+
+    Inputs of any real dtype (``uint8`` images, ``int32``) are cast to the compute dtype, which
+    is also the output dtype; complex inputs raise ``TypeError``. Height and width may be
+    unknown (``keras.Input((None, None, C))``): both methods then work on run-time sizes, and
+    ``"auto"`` decides from the kernel size alone (``"fft"`` above 3x3, else ``"direct"``).
 
     Example:
         >>> layer = PeriodicConv2D(1, 55)
@@ -55,7 +69,7 @@ class PeriodicConv2D(_InitArgs, keras.layers.Layer):
                  activation=None, use_bias: bool = True, kernel_initializer="normed",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 **kwargs):
+                 data_format=None, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.filters = _check_positive_int(filters, "filters")
         self.kernel_size = _tuple2(kernel_size, "kernel_size")
@@ -66,6 +80,7 @@ class PeriodicConv2D(_InitArgs, keras.layers.Layer):
         if method not in _METHODS:
             raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
         self.method = method
+        self.data_format = _data_format(data_format)
         self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
                               kernel_regularizer, bias_regularizer, kernel_constraint,
                               bias_constraint)
@@ -73,29 +88,34 @@ class PeriodicConv2D(_InitArgs, keras.layers.Layer):
         self.c_in: Optional[int] = None
 
     def build(self, input_shape):
-        if input_shape[-1] is None:
-            raise ValueError("The channel axis of the input to PeriodicConv2D must be defined; "
-                             f"got input shape {tuple(input_shape)}.")
-        self.c_in = int(input_shape[-1])
+        c_in = input_shape[self._channel_axis]
+        if c_in is None:
+            raise ValueError(
+                "The channel axis of the input to PeriodicConv2D must be defined; got input "
+                f"shape {tuple(input_shape)} (data_format={self.data_format!r}).")
+        self.c_in = int(c_in)
         self._add_kernel_and_bias(self.kernel_size + (self.c_in, self.filters), self.filters)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: self.c_in})
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: self.c_in})
 
     def resolved_method(self, input_shape) -> str:
-        """``"fft"`` or ``"direct"``: what ``method`` resolves to for this input shape."""
+        """``"fft"`` or ``"direct"``: what ``method`` resolves to for this input shape (in the
+        layer's ``data_format``; ``None`` height or width allowed)."""
         if self.method != "auto":
             return self.method
-        return fft.periodic_conv2d_method(int(input_shape[1]), int(input_shape[2]),
-                                          *self.kernel_size, int(input_shape[3]), self.filters)
+        h, w, c_in = self._hwc(input_shape)
+        return fft.periodic_conv2d_method(None if h is None else int(h),
+                                          None if w is None else int(w),
+                                          *self.kernel_size, int(c_in), self.filters)
 
     def call(self, inputs):
-        if inputs.shape[1] is None or inputs.shape[2] is None:
-            raise ValueError("PeriodicConv2D needs a static height and width (the wrap-around "
-                             f"depends on them); got input shape {tuple(inputs.shape)}.")
-        y = fft.periodic_conv2d(inputs, self.kernel, self.resolved_method(inputs.shape))
-        return self._finish(y)
+        y = fft.periodic_conv2d(self._real_inputs(inputs), self.kernel,
+                                self.resolved_method(inputs.shape), data_format=self.data_format)
+        return self._finish(y, self.data_format == "channels_first")
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.filters,)
+        shape = list(input_shape)
+        shape[self._channel_axis] = self.filters
+        return tuple(shape)
 
     # structure protocol ----------------------------------------------------------------------
     def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
@@ -108,7 +128,7 @@ class PeriodicConv2D(_InitArgs, keras.layers.Layer):
         nonzeros (uniform). When the kernel fits in the input each output sees each entry once
         and ``sharing = H*W``; a larger kernel aliases (several taps on one entry of ``T``),
         so ``sharing = nnz(T) / n_params`` falls below ``H*W``."""
-        h, w, c_in = int(input_shape[1]), int(input_shape[2]), int(input_shape[3])
+        h, w, c_in = (int(d) for d in self._hwc(input_shape))
         kh, kw = self.kernel_size
         n_params = kh * kw * c_in * self.filters
         rh, rw = min(kh, h), min(kw, w)  # distinct pixels one output sees per axis
@@ -120,7 +140,8 @@ class PeriodicConv2D(_InitArgs, keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "kernel_size": self.kernel_size,
-                       "strides": self.strides, "method": self.method})
+                       "strides": self.strides, "method": self.method,
+                       "data_format": self.data_format})
         config.update(self._weight_config())
         return config
 
