@@ -276,7 +276,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             result = _analytic(free, structures, uses, optimizer, base, rows, analytic_form)
         else:
             result = _probe(model, free, structures, base, batch, optimizer, loss, training,
-                            rows, tol, max_iter)
+                            rows, tol, max_iter, exact=constraints.homogeneous)
     except Exception as err:  # noqa: BLE001 - every replica must reach the agreement below
         failed, result = err, None
     n = len(free)
@@ -383,7 +383,10 @@ def _analytic(sites, structures, uses, optimizer, base, rows, form: str) -> dict
 
 
 def _probe(model, sites, structures, base, batch, optimizer, loss, training, rows, tol,
-           max_iter) -> dict:
+           max_iter, exact: bool = False) -> dict:
+    """Measure, solve, and measure again until the spread stops improving. Where the net is
+    positively homogeneous (``exact``) the law ``r -> r c**-p`` holds exactly and one solve
+    is final: the growth after is the law's, not a second measurement."""
     kernels = [s.variable for s in sites]
     loss_fn = engine.resolve_loss(model, batch, loss)
     a = np.zeros(len(base))
@@ -414,6 +417,11 @@ def _probe(model, sites, structures, base, batch, optimizer, loss, training, row
         best_previous = current
         step, allowed = engine.equalize(np.log(r), rows, p)
         a = a + step
+        if exact and p in (1.0, 2.0):
+            r = r * np.exp(-p * step)
+            best = (float(r.max() / r.min()), a, r)
+            it += 1
+            break
     _, a, r = best
     return {"scales": np.exp(a), "before": first, "after": r, "exponent": p,
             "iterations": it, "allowed": allowed if allowed is not None else current}
