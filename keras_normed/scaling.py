@@ -503,11 +503,7 @@ def _done(report: ScalingReport, verbose: bool) -> ScalingReport:
 
 def _marked(init: Normed, factor: float) -> Normed:
     """A copy of ``init`` carrying the layer's factor and the rescaled mark (same draw)."""
-    config = init.get_config()
-    config.update(scale=init.scale * float(factor), rescaled=True)
-    new = Normed.from_config(config)
-    new._seed = init._seed  # noqa: SLF001 - same draw, so the kernel stays reproducible
-    return new
+    return init.rescaled_copy(float(factor))
 
 
 def _analytic(layers, structures, optimizer, base, form: str = "fan") -> ScalingReport:
