@@ -13,6 +13,7 @@ from keras_normed import callbacks, diagnostics, initializers, layers, scaling, 
 from keras_normed.data_driven import data_dependent_init, lsuv
 from keras_normed.diagnostics import growth_report
 from keras_normed.initializers import Normed
+from keras_normed.materialize import materialize  # the function shadows its module's name
 from keras_normed.scaling import rescale
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ keras.saving.get_custom_objects().update(_ALIASES)
 __all__ = [
     "Normed",
     "rescale",
+    "materialize",
     "lsuv",
     "data_dependent_init",
     "growth_report",
