@@ -29,7 +29,6 @@ COMMANDS = {
     "demo": "keras_normed.experiments.demo",
     "bench": "keras_normed.bench",
     "depth": "keras_normed.experiments.depth",
-    "serve": "keras_normed.serving",
     "resnet": "keras_normed.experiments.resnet",
     "datainit": "keras_normed.experiments.datainit",
     "compare": "keras_normed.experiments.compare",

@@ -352,13 +352,7 @@ def _done(report: Report, verbose: bool) -> Report:
 
 def _marked(init: Normed, factor: float) -> Normed:
     """A copy of ``init`` carrying the layer's factor and the rescaled mark (same draw)."""
-    if hasattr(init, "rescaled_copy"):
-        return init.rescaled_copy(float(factor))
-    config = init.get_config()
-    config.update(scale=init.scale * float(factor), rescaled=True)
-    new = Normed.from_config(config)
-    new._seed = init._seed  # noqa: SLF001 - same draw, so the kernel stays reproducible
-    return new
+    return init.rescaled_copy(float(factor))
 
 
 def _analytic(sites, structures, uses, optimizer, base, rows, form: str) -> dict:

@@ -126,3 +126,120 @@ def test_explicit_gain_overrides_unknown_nonlinearity():
     v = keras.ops.convert_to_numpy(Normed("softsign", gain=1.0, distribution="normal",
                                           seed=1)((400, 50)))
     assert np.std(v) == pytest.approx(1 / 20, rel=0.03)
+
+
+@pytest.mark.parametrize("name,alias", [("Normed", "normed"),
+                                        ("DeltaOrthogonal", "delta_orthogonal"),
+                                        ("RandomWalk", "random_walk")])
+def test_class_name_resolves_like_keras_builtins(name, alias):
+    assert type(keras.initializers.get("HeNormal")).__name__ == "HeNormal"
+    cls = getattr(keras_normed.initializers, name)
+    for key in (name, alias):
+        assert type(keras.initializers.get(key)) is cls
+        assert type(keras.layers.Dense(3, kernel_initializer=key).kernel_initializer) is cls
+
+
+@pytest.mark.parametrize("distribution,keras_init", [
+    ("truncated_normal", lambda s: keras.initializers.HeNormal(seed=s)),
+    ("normal", lambda s: keras.initializers.VarianceScaling(
+        2.0, "fan_in", "untruncated_normal", seed=s)),
+    ("uniform", lambda s: keras.initializers.HeUniform(seed=s)),
+])
+def test_same_draws_as_keras_variance_scaling(distribution, keras_init):
+    """On a bare shape Normed is He: the very values of Keras's VarianceScaling, same seed."""
+    for seed in (0, 9):
+        ours = keras.ops.convert_to_numpy(Normed(distribution=distribution, seed=seed)((30, 20)))
+        theirs = keras.ops.convert_to_numpy(keras_init(seed)((30, 20)))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_huge_scale_is_refused_not_inf():
+    with pytest.raises(ValueError, match="`scale`=1e\\+308"):
+        Normed(scale=1e308)
+    with pytest.raises(ValueError, match="`scale`"):
+        Normed(gain=1e300, scale=1e10, distribution="uniform")
+    init = Normed(scale=1e39)  # finite std, but its float32 draws would be inf
+    with pytest.raises(ValueError, match="`scale`=1e\\+39 is too large for a float32"):
+        init((4, 4))
+    with pytest.raises(ValueError, match="`scale`"):
+        keras.layers.Dense(4, kernel_initializer=init).build((None, 4))
+    values = keras.ops.convert_to_numpy(init((4, 4), dtype="float64"))
+    assert np.isfinite(values).all() and np.abs(values).max() > 1e37
+    with pytest.raises(ValueError, match="`scale`=1e-45 is too small"):
+        Normed(scale=1e-45)((4, 4))
+
+
+@pytest.mark.parametrize("text,expected", [("false", False), ("False", False),
+                                           ("TRUE", True), ("true", True), (False, False),
+                                           (np.bool_(True), True)])
+def test_rescaled_parsed_strictly(text, expected):
+    init = Normed.from_config({"rescaled": text, "seed": 1})
+    assert init.rescaled is expected and init.get_config()["rescaled"] is expected
+
+
+@pytest.mark.parametrize("value,error", [("no", ValueError), ("", ValueError), (1, TypeError),
+                                         (0, TypeError), (None, TypeError), (1.0, TypeError)])
+def test_rescaled_rejects_anything_else(value, error):
+    with pytest.raises(error, match="`rescaled`"):
+        Normed(rescaled=value)
+
+
+def test_rescaled_string_from_a_keras_file(tmp_path):
+    import zipfile
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+        3, kernel_initializer=Normed(seed=1, rescaled=True))])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    edited = tmp_path / "edited.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                text = data.decode()
+                assert '"rescaled": true' in text
+                data = text.replace('"rescaled": true', '"rescaled": "false"').encode()
+            dst.writestr(item, data)
+    loaded = keras.saving.load_model(edited)
+    assert loaded.layers[-1].kernel_initializer.rescaled is False
+
+
+def _circulant_layer(init):
+    from keras_normed.layers import CirculantDense
+
+    layer = CirculantDense(12, block_size=4, kernel_initializer=init)
+    layer.build((None, 20))
+    return layer
+
+
+@pytest.mark.parametrize("distribution", ["truncated_normal", "normal", "uniform"])
+@pytest.mark.parametrize("seed", [7, None, "generator"])
+def test_rescaled_copy_draws_the_same_values_times_factor(seed, distribution):
+    generator = keras.random.SeedGenerator(4) if seed == "generator" else None
+    init = Normed("tanh", distribution=distribution, scale=0.5,
+                  seed=generator if generator is not None else seed)
+    layer = _circulant_layer(init)  # fans from the layer (20, 12), not from the kernel shape
+    shape = tuple(layer.kernel.shape)
+    copy = init.rescaled_copy(3.0)
+    assert isinstance(copy, Normed) and copy is not init
+    assert copy.scale == pytest.approx(1.5) and copy.rescaled is True
+    assert init.scale == 0.5 and init.rescaled is False  # the original is unchanged
+    assert copy.get_config()["seed"] == init.get_config()["seed"]
+    assert copy.draw_seed is init.draw_seed
+    state = None if generator is None else keras.ops.convert_to_numpy(generator.state)
+    base = keras.ops.convert_to_numpy(init.sample(shape, layer=layer))
+    if generator is not None:
+        generator.state.assign(state)  # the same generator state draws the same values
+    scaled = keras.ops.convert_to_numpy(copy.sample(shape, layer=layer))
+    np.testing.assert_allclose(scaled, 3.0 * base, rtol=1e-6, atol=1e-9)
+    assert copy.stddev(shape, layer) == pytest.approx(3.0 * init.stddev(shape, layer))
+
+
+def test_rescaled_copy_validates_factor():
+    init = Normed(seed=1)
+    for factor, error in ((0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                          ("2", TypeError)):
+        with pytest.raises(error, match="`factor`"):
+            init.rescaled_copy(factor)
+    with pytest.raises(ValueError, match="`factor`.*`scale`"):
+        init.rescaled_copy(1e308)

@@ -4,15 +4,16 @@ critical point of tanh networks that it is meant to be used at."""
 from __future__ import annotations
 
 import math
-import random
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
+from keras_normed.initializers.normed import SeededInitializer, _check_positive
+
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="DeltaOrthogonal")
-class DeltaOrthogonal(keras.initializers.Initializer):
+class DeltaOrthogonal(SeededInitializer):
     """Delta-orthogonal kernels: an orthogonal channel mixer at the spatial centre, zero elsewhere.
 
     For a kernel of shape ``(*k, c_in, c_out)`` (Conv1D/2D/3D) with ``c_out >= c_in``::
@@ -39,21 +40,18 @@ class DeltaOrthogonal(keras.initializers.Initializer):
 
     Args:
         gain: multiplicative factor (``sigma_w`` of the mean-field theory).
-        seed: int for reproducible values, or ``None``.
+        seed: as Keras's random initializers: an int (same values at every call and in every
+            process), a ``keras.random.SeedGenerator`` (new values at every call), or ``None``
+            (an int drawn once at construction; ``get_config`` keeps None).
 
     Reference: L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. S. Schoenholz, J. Pennington,
     "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla
     Convolutional Neural Networks", ICML 2018 (Algorithm 2).
     """
 
-    def __init__(self, gain: float = 1.0, seed: Optional[int] = None):
-        if not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
-            raise ValueError(f"`gain` must be a positive finite number, got {gain!r}.")
-        self.gain = float(gain)
-        self.seed = seed
-        # As Keras does: None draws a fixed int now, so repeated calls give the same values
-        # while get_config keeps None.
-        self._seed = int(seed) if seed is not None else random.randint(1, 2**31 - 1)
+    def __init__(self, gain: float = 1.0, seed=None):
+        self.gain = _check_positive("gain", gain)
+        super().__init__(seed=seed)
 
     def __call__(self, shape, dtype=None):
         shape = tuple(int(s) for s in shape)
@@ -68,14 +66,16 @@ class DeltaOrthogonal(keras.initializers.Initializer):
                 f"DeltaOrthogonal needs filters (c_out={c_out}) >= input channels (c_in={c_in}) "
                 "for the centre tap to have orthonormal rows; use at least as many filters as "
                 "input channels, or another initializer for this layer.")
-        centre = keras.initializers.Orthogonal(gain=self.gain, seed=self._seed)(
+        centre = keras.initializers.Orthogonal(gain=self.gain, seed=self.seed)(
             (c_in, c_out), dtype=dtype)
         centre = keras.ops.reshape(centre, (1,) * len(kernel_size) + (c_in, c_out))
         pads = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_size] + [(0, 0), (0, 0)]
         return keras.ops.pad(centre, pads)
 
     def get_config(self):
-        return {"gain": self.gain, "seed": self.seed}
+        base_config = super().get_config()
+        config = {"gain": self.gain}
+        return {**base_config, **config}
 
 
 class CriticalPoint(NamedTuple):

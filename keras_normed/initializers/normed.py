@@ -15,21 +15,33 @@ between-layer part of the method (equal growth of parameters measured in the nor
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
-import random
 from typing import Optional, Sequence, Tuple
 
 import keras
+import ml_dtypes
+import numpy as np
+
+# Keras 3.15 exports RandomInitializer (the base of its seeded initializers) only from keras.src.
+from keras.src.initializers.random_initializers import RandomInitializer
 
 from keras_normed import structure
 
-__all__ = ["Normed", "GAINS"]
+__all__ = ["Normed", "GAINS", "SeededInitializer", "check_seed", "parse_bool"]
 
 _DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 _MODES = ("fan_in", "fan_out", "fan_avg")
-# Std of a unit normal truncated at +-2 std, as keras.initializers.VarianceScaling uses.
-_TRUNCATION_CORRECTION = 0.87962566103423978
+# Normed's distribution -> keras.initializers.VarianceScaling's name for it ("normal" means
+# truncated there).
+_KERAS_DISTRIBUTION = {"truncated_normal": "truncated_normal", "normal": "untruncated_normal",
+                       "uniform": "uniform"}
+# Largest draw in units of the std: truncated at 2 std of the untruncated normal whose std is
+# std / 0.8796 (as VarianceScaling does); uniform on [-sqrt(3) std, sqrt(3) std]; an untruncated
+# normal reaches 10 std with probability ~1e-23 per value.
+_DRAW_BOUND = {"truncated_normal": 2.0 / 0.87962566103423978, "normal": 10.0,
+               "uniform": math.sqrt(3.0)}
 
 # Gains that keep the forward variance of y = act(T x) constant (He et al. 2015; the values
 # follow torch.nn.init.calculate_gain, with "gelu"/"silu" taken as ReLU-like).
@@ -58,8 +70,78 @@ def _check_positive(name: str, value) -> float:
     return value
 
 
+def parse_bool(name: str, value) -> bool:
+    """``value`` as a bool: a bool (Python or NumPy), or the string ``"true"``/``"false"`` in
+    any case (as a hand-edited config or a .keras file may hold). Anything else is an error:
+    ``bool("false")`` is True, which would silently flip the meaning."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "false"):
+            return word == "true"
+        raise ValueError(f"`{name}` must be a bool or the string 'true' or 'false', got "
+                         f"{value!r}. Pass {name}=True or {name}=False.")
+    raise TypeError(f"`{name}` must be a bool (True or False), got {value!r} of type "
+                    f"{type(value).__name__}.")
+
+
+def _seed_bounds() -> Tuple[int, int]:
+    """The int seeds the current backend's random ops accept (Keras checks only when drawing)."""
+    try:
+        from keras.src.backend import random_seed_dtype
+
+        dtype = random_seed_dtype()
+    except ImportError:  # pragma: no cover - other Keras layouts
+        dtype = "int64"
+    if dtype == "int64":
+        return -(2**63), 2**63 - 1
+    if dtype == "uint32":
+        return 0, 2**32 - 1
+    return -(2**31), 2**32 - 1  # int32 backends reinterpret the bits of a uint32 seed
+
+
+def check_seed(seed):
+    """Validate a ``seed`` argument: ``None``, an int in the backend's seed range, a
+    ``keras.random.SeedGenerator``, or a serialized SeedGenerator (a dict, from a config).
+
+    Unlike ``keras.initializers.HeNormal``, which accepts ``seed=2**70`` and fails only when
+    drawing ("out-of-range integer"), an out-of-range int fails here, at construction.
+    """
+    if seed is None or isinstance(seed, (keras.random.SeedGenerator, dict)):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"`seed` must be an int, None or a keras.random.SeedGenerator, got {seed!r} of type "
+            f"{type(seed).__name__}. Pass an int (e.g. seed=1) for reproducible values.")
+    seed = int(seed)
+    low, high = _seed_bounds()
+    if not low <= seed <= high:
+        raise ValueError(
+            f"`seed` must be an int in [{low}, {high}] (the seeds the {keras.backend.backend()} "
+            f"backend's random ops accept), got {seed}. Pass a smaller int, e.g. seed % 2**32.")
+    return seed
+
+
+class SeededInitializer(RandomInitializer):
+    """Seed handling shared by the package's initializers: Keras's ``RandomInitializer``.
+
+    ``seed`` is an int (stateless: every call returns the same values, in every process), a
+    ``keras.random.SeedGenerator`` (stateful: every call advances it and returns new values), or
+    ``None`` (an int is drawn once at construction, so repeated calls agree, while
+    ``get_config()["seed"]`` stays None). The value to draw with is ``self.seed`` (an int or the
+    generator), as in Keras; :func:`check_seed` rejects floats, bools and out-of-range ints.
+    """
+
+    def __init__(self, seed=None):
+        super().__init__(seed=check_seed(seed))
+        if not isinstance(self.seed, (int, keras.random.SeedGenerator)):
+            raise TypeError(f"`seed` must deserialize to a keras.random.SeedGenerator, got "
+                            f"{type(self.seed).__name__}.")
+
+
 @keras.saving.register_keras_serializable(package="keras_normed", name="Normed")
-class Normed(keras.initializers.Initializer):
+class Normed(SeededInitializer):
     """Structure-aware initializer: variance from the layer's *effective* operator ``T``.
 
     Formula: ``std = scale * gain / sqrt(fan)``, ``fan`` taken from ``T(theta)``:
@@ -87,12 +169,20 @@ class Normed(keras.initializers.Initializer):
         mode: ``"fan_in"`` (He, forward variance), ``"fan_out"`` (backward variance) or
             ``"fan_avg"`` (Xavier/Glorot compromise).
         distribution: ``"truncated_normal"`` (truncated at 2 std, std corrected as Keras does),
-            ``"normal"`` or ``"uniform"``.
-        seed: int for reproducible values (same seed, same weights), or ``None`` (a random int
-            is drawn once, so repeated calls of one instance agree; ``get_config`` keeps None).
-        scale: extra factor on the std, written by :func:`keras_normed.rescale`.
+            ``"normal"`` or ``"uniform"``. The draws are Keras's own
+            (``keras.initializers.VarianceScaling`` with unit std, times ``std``).
+        seed: as Keras's random initializers (:class:`SeededInitializer`): an int for
+            reproducible values (same seed, same weights, in every process), a
+            ``keras.random.SeedGenerator`` (new values at every call), or ``None`` (a random
+            int is drawn once, so repeated calls of one instance agree; ``get_config`` keeps
+            None).
+        scale: extra factor on the std, written by :func:`keras_normed.rescale` (through
+            :meth:`rescaled_copy`). ``scale * gain`` times the largest draw (about 2.3 std for
+            the truncated normal) must stay finite; a draw that would overflow the kernel's
+            dtype (``inf`` in float32 beyond ~3.4e38) is an error, not ``inf`` weights.
         rescaled: set by :func:`keras_normed.rescale`; saved in the layer's config, so a saved
-            and reloaded model is known to be rescaled already.
+            and reloaded model is known to be rescaled already. A bool, or the string
+            ``"true"``/``"false"`` (any case) as a hand-written config may hold.
 
     Reference: H. Yang, X. Ding, R. Chan, H. Hu, Y. Peng, T. Zeng, "A new initialization method
     based on normed statistical spaces in deep networks", Inverse Problems and Imaging 15(1),
@@ -101,7 +191,7 @@ class Normed(keras.initializers.Initializer):
 
     def __init__(self, nonlinearity: str = "relu", gain: Optional[float] = None,
                  mode: str = "fan_in", distribution: str = "truncated_normal",
-                 seed: Optional[int] = None, scale: float = 1.0, rescaled: bool = False):
+                 seed=None, scale: float = 1.0, rescaled: bool = False):
         if not isinstance(nonlinearity, str):
             raise TypeError(f"`nonlinearity` must be a string, got {nonlinearity!r}.")
         if gain is None and nonlinearity.lower() not in GAINS:
@@ -112,22 +202,36 @@ class Normed(keras.initializers.Initializer):
         if distribution not in _DISTRIBUTIONS:
             raise ValueError(
                 f"Invalid `distribution` {distribution!r}; expected one of {_DISTRIBUTIONS}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"`seed` must be an int or None, got {seed!r}.")
         self.nonlinearity = nonlinearity
         self.gain = None if gain is None else _check_positive("gain", gain)
         self.mode = mode
         self.distribution = distribution
-        self.seed = None if seed is None else int(seed)
-        self.scale = _check_positive("scale", scale)
-        self.rescaled = bool(rescaled)
-        # As Keras does: None draws a fixed int now, so repeated calls give the same values.
-        self._seed = self.seed if self.seed is not None else random.randint(1, 2**31 - 1)
+        self.scale = self._check_scale(_check_positive("scale", scale))
+        self.rescaled = parse_bool("rescaled", rescaled)
+        super().__init__(seed=seed)
+
+    def _check_scale(self, scale: float) -> float:
+        """``scale`` such that the largest draw (fan 1, float64) is finite."""
+        per_unit = self.effective_gain * _DRAW_BOUND[self.distribution]
+        bound = scale * per_unit
+        if not math.isfinite(bound):
+            raise ValueError(
+                f"`scale`={scale!r} is too large: with gain {self.effective_gain:.4g} the "
+                f"{self.distribution} draws would reach {bound!r}. Pass a `scale` below "
+                f"{float(np.finfo('float64').max) / per_unit:.3g} (far lower for a float32 "
+                "kernel, whose largest value is 3.4e38).")
+        return scale
 
     @property
     def effective_gain(self) -> float:
         """The gain used: ``gain`` if given, else ``GAINS[nonlinearity]``."""
         return self.gain if self.gain is not None else GAINS[self.nonlinearity.lower()]
+
+    @property
+    def draw_seed(self):
+        """What the draws are seeded with: the int (drawn at construction when ``seed=None``)
+        or the ``keras.random.SeedGenerator``. :meth:`rescaled_copy` keeps it."""
+        return self.seed
 
     def fans(self, shape: Sequence[int], layer=None) -> Tuple[int, int]:
         """``(fan_in, fan_out)`` of the effective operator (shape-based if ``layer`` is None)."""
@@ -140,28 +244,70 @@ class Normed(keras.initializers.Initializer):
                "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
         return self.scale * self.effective_gain / math.sqrt(max(1.0, fan))
 
+    def _check_representable(self, std: float, shape, dtype) -> None:
+        """Refuse a std whose draws overflow ``dtype`` (inf weights) or underflow it (zeros)."""
+        name = keras.backend.standardize_dtype(dtype or keras.backend.floatx())
+        if "float" not in name:
+            return  # Keras's random ops refuse non-float dtypes with their own message
+        info = ml_dtypes.finfo(name)  # np.finfo, plus bfloat16 (a dependency of Keras)
+        bound = std * _DRAW_BOUND[self.distribution]
+        if bound > float(info.max):
+            raise ValueError(
+                f"`scale`={self.scale!r} is too large for a {name} kernel of shape {shape}: "
+                f"std {std:.4g}, draws up to {bound:.4g}, above the largest {name} "
+                f"({float(info.max):.4g}); they would be inf. Pass a `scale` below "
+                f"{self.scale * float(info.max) / bound:.4g}, or a wider dtype.")
+        if std < float(info.tiny):
+            raise ValueError(
+                f"`scale`={self.scale!r} is too small for a {name} kernel of shape {shape}: "
+                f"std {std:.4g} is below the smallest normal {name} ({float(info.tiny):.4g}), "
+                f"so the weights would be (nearly) zero. Pass a `scale` above "
+                f"{self.scale * float(info.tiny) / std:.4g}.")
+
     def sample(self, shape: Sequence[int], dtype=None, layer=None):
         """Draw the values for ``shape`` with the fans of ``layer`` given explicitly.
 
         ``__call__`` is ``sample(shape, dtype, layer=<the layer being built>)``; this lets
         :func:`keras_normed.rescale` regenerate a layer's initial kernel to check that the
-        weights were not trained or loaded since.
+        weights were not trained or loaded since. The values are ``std * u`` with ``u`` the
+        unit-std draw of ``keras.initializers.VarianceScaling`` (fans forced to 1), seeded by
+        :attr:`draw_seed`: the same ``u`` for every ``scale``.
         """
         shape = tuple(int(s) for s in shape)
         std = self.stddev(shape, layer)
-        if self.distribution == "truncated_normal":
-            return keras.random.truncated_normal(
-                shape, stddev=std / _TRUNCATION_CORRECTION, dtype=dtype, seed=self._seed)
-        if self.distribution == "normal":
-            return keras.random.normal(shape, stddev=std, dtype=dtype, seed=self._seed)
-        limit = math.sqrt(3.0) * std
-        return keras.random.uniform(shape, -limit, limit, dtype=dtype, seed=self._seed)
+        self._check_representable(std, shape, dtype)
+        # Empty axes make VarianceScaling's fans 1, so it draws unit-std values with Keras's
+        # own truncation correction and uniform limit; the structure-aware std multiplies them.
+        unit = keras.initializers.VarianceScaling(
+            1.0, "fan_in", _KERAS_DISTRIBUTION[self.distribution], seed=self.seed,
+            input_axes=(), output_axes=())
+        return unit(shape, dtype=dtype) * std
 
     def __call__(self, shape, dtype=None):
         found = structure.building_layer()
         return self.sample(shape, dtype, layer=found[0] if found is not None else None)
 
+    def rescaled_copy(self, factor: float) -> Normed:
+        """A copy with ``scale = self.scale * factor`` and ``rescaled=True`` that draws the
+        same underlying values: ``rescaled_copy(c).sample(shape, layer=l)`` equals
+        ``c * self.sample(shape, layer=l)`` (to float rounding).
+
+        The copy keeps :attr:`draw_seed`: the same int (also the one drawn for ``seed=None``,
+        while its config keeps None), or the same ``keras.random.SeedGenerator`` object, so
+        two draws from the same generator state agree. Used by :func:`keras_normed.rescale`.
+        """
+        factor = _check_positive("factor", factor)
+        new = copy.copy(self)  # shares the seed (int or generator) and the config's seed
+        try:
+            new.scale = self._check_scale(_check_positive("scale", self.scale * factor))
+        except ValueError as err:
+            raise ValueError(f"`factor`={factor!r} times scale {self.scale!r}: {err}") from None
+        new.rescaled = True
+        return new
+
     def get_config(self):
-        return {"nonlinearity": self.nonlinearity, "gain": self.gain, "mode": self.mode,
-                "distribution": self.distribution, "seed": self.seed, "scale": self.scale,
-                "rescaled": self.rescaled}
+        base_config = super().get_config()
+        config = {"nonlinearity": self.nonlinearity, "gain": self.gain, "mode": self.mode,
+                  "distribution": self.distribution, "scale": self.scale,
+                  "rescaled": self.rescaled}
+        return {**base_config, **config}

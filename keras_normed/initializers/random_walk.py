@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import random
 from typing import Optional
 
 import keras
 
 from keras_normed import structure
+from keras_normed.initializers.normed import SeededInitializer, _check_positive
 
 NONLINEARITIES = ("linear", "relu", "tanh")
 # Sussillo & Abbott give closed forms for linear and ReLU layers only; for tanh the constant is
@@ -42,7 +42,7 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
 
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="RandomWalk")
-class RandomWalk(keras.initializers.Initializer):
+class RandomWalk(SeededInitializer):
     """Gaussian weights scaled so the log gradient norm is an unbiased random walk over depth.
 
     ``W ~ N(0, g^2 / N)`` with ``N`` the layer's fan-in (read from :mod:`keras_normed.structure`,
@@ -66,25 +66,23 @@ class RandomWalk(keras.initializers.Initializer):
     Args:
         nonlinearity: "linear", "relu" or "tanh": the activation after the layer.
         gain: explicit ``g``; overrides the formula.
-        seed: int for reproducible values, or ``None``.
+        seed: as Keras's random initializers: an int (same values at every call and in every
+            process), a ``keras.random.SeedGenerator`` (new values at every call), or ``None``
+            (an int drawn once at construction; ``get_config`` keeps None).
 
     Reference: D. Sussillo, L. F. Abbott, "Random Walk Initialization for Training Very Deep
     Feedforward Networks", arXiv:1412.6558, 2014.
     """
 
     def __init__(self, nonlinearity: str = "linear", gain: Optional[float] = None,
-                 seed: Optional[int] = None):
+                 seed=None):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(
                 f"Unknown `nonlinearity` {nonlinearity!r}; expected one of {NONLINEARITIES}, "
                 "or pass `gain=` explicitly.")
-        if gain is not None and not (isinstance(gain, (int, float)) and math.isfinite(gain)
-                                     and gain > 0):
-            raise ValueError(f"`gain` must be a positive finite number, got {gain!r}.")
         self.nonlinearity = nonlinearity
-        self.gain = None if gain is None else float(gain)
-        self.seed = seed
-        self._seed = int(seed) if seed is not None else random.randint(1, 2**31 - 1)
+        self.gain = None if gain is None else _check_positive("gain", gain)
+        super().__init__(seed=seed)
 
     def __call__(self, shape, dtype=None):
         found = structure.building_layer()
@@ -92,7 +90,9 @@ class RandomWalk(keras.initializers.Initializer):
         fan_in, _ = structure.kernel_fans(layer, shape)
         n = max(1, int(fan_in))
         g = self.gain if self.gain is not None else random_walk_gain(self.nonlinearity, n)
-        return keras.random.normal(shape, stddev=g / math.sqrt(n), dtype=dtype, seed=self._seed)
+        return keras.random.normal(shape, stddev=g / math.sqrt(n), dtype=dtype, seed=self.seed)
 
     def get_config(self):
-        return {"nonlinearity": self.nonlinearity, "gain": self.gain, "seed": self.seed}
+        base_config = super().get_config()
+        config = {"nonlinearity": self.nonlinearity, "gain": self.gain}
+        return {**base_config, **config}

@@ -27,7 +27,7 @@ NOT_SAVED = {
     "initializers", "layers", "structure", "callbacks", "ops", "experiments", "serving",
     "__version__", "GAINS", "CriticalPoint", "critical_sigma_w", "tanh_critical_point",
     "random_walk_gain", "data_driven", "engine", "scaling", "diagnostics", "cli",
-    "growth_report",
+    "growth_report", "materialize",
 }
 
 _MODULES = ("keras_normed", "keras_normed.layers", "keras_normed.initializers",

@@ -1,0 +1,250 @@
+"""``materialize(model)``: the same function, built from Keras's built-in layers only.
+
+The package's layers compute with FFTs (``RFFT``/``IRFFT``/``Complex`` ops), which the TFLite
+runtime has no builtin kernels for, and their classes must be importable wherever the model is
+loaded from a ``.keras`` file. :func:`materialize` returns an equivalent model of built-in
+layers, with the structured kernels expanded ("materialised") to dense ones:
+
+- ``CirculantDense(units, b)`` -> ``Dense(units)`` with the ``(n_in, units)`` block-circulant
+  matrix (:func:`keras_normed.ops.fft.circulant_to_dense`);
+- ``CirculantConv2D`` -> ``Conv2D`` (same strides, padding, dilation) with the
+  ``(kh, kw, C_in, filters)`` kernel;
+- ``PeriodicConv2D`` -> a small functional block named as the layer: wrap padding made of
+  ``Cropping2D`` slices joined by ``Concatenate`` (TFLite ``STRIDED_SLICE`` and
+  ``CONCATENATION``), then a ``"valid"`` ``Conv2D`` with the same kernel;
+- ``WeightNormalization(layer)`` -> a copy of ``layer`` holding the normalized kernel
+  ``g * v / ||v||``;
+- every other layer is cloned with its weights (nested Sequential/functional models are
+  materialised recursively).
+
+The price is the dense kernel: a ``CirculantDense`` stores ``n_in * units / b`` parameters and
+costs ``O(n log b)`` per row, its materialised ``Dense`` ``n_in * units`` of both (see
+docs/deploy.md for numbers). Materialise for targets that cannot run FFTs (TFLite builtins,
+micro-controllers) or that must not depend on this package, when the layers are small enough.
+Layer names are kept, so ``materialized.get_layer(name)`` finds the replacement of ``name``.
+The result is meant for inference and export: it trains as an ordinary dense model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Tuple
+
+import keras
+import numpy as np
+
+from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D, WeightNormalization
+from keras_normed.ops.fft import circulant_to_dense
+
+__all__ = ["materialize"]
+
+# (original layer, its replacement, weights to give the replacement once it is built)
+_Pending = List[Tuple[keras.layers.Layer, keras.layers.Layer, Callable[[], list]]]
+
+
+def _numpy(value) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _common(layer) -> dict:
+    """Arguments every replacement keeps: name, dtype policy, trainability."""
+    return {"name": layer.name, "dtype": layer.dtype_policy, "trainable": layer.trainable}
+
+
+def _dense_args(layer) -> dict:
+    return {"activation": layer.activation, "use_bias": layer.use_bias,
+            "activity_regularizer": layer.activity_regularizer, **_common(layer)}
+
+
+def _bias(layer) -> list:
+    return [_numpy(layer.bias)] if layer.bias is not None else []
+
+
+def _from_circulant_dense(layer: CirculantDense, pending: _Pending):
+    new = keras.layers.Dense(layer.units, **_dense_args(layer))
+
+    def weights():
+        kernel = circulant_to_dense(_numpy(layer.kernel), layer.n_in, layer.units)
+        return [_numpy(kernel)] + _bias(layer)
+
+    pending.append((layer, new, weights))
+    return new
+
+
+def _from_circulant_conv(layer: CirculantConv2D, pending: _Pending):
+    new = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                              padding=layer.padding, dilation_rate=layer.dilation_rate,
+                              **_dense_args(layer))
+
+    def weights():
+        kernel = circulant_to_dense(_numpy(layer.kernel), layer.c_in, layer.filters)
+        return [_numpy(kernel)] + _bias(layer)
+
+    pending.append((layer, new, weights))
+    return new
+
+
+def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
+    """Indices ``(i - before) mod n`` for ``i < n + before + after``, as contiguous runs
+    ``(first, last)``: one slice each (several wraps when the kernel is larger than the input).
+    """
+    idx = np.arange(-before, n + after) % n
+    runs, start = [], 0
+    for i in range(1, len(idx) + 1):
+        if i == len(idx) or idx[i] != idx[i - 1] + 1:
+            runs.append((int(idx[start]), int(idx[i - 1])))
+            start = i
+    return runs
+
+
+def _wrap_axis(x, n: int, before: int, after: int, axis: int, name: str, dtype):
+    """Wrap-pad ``x`` along spatial ``axis`` (1: rows, 2: columns) with slices + concatenation."""
+    pieces = []
+    for j, (first, last) in enumerate(_wrap_runs(n, before, after)):
+        if first == 0 and last == n - 1:
+            pieces.append(x)
+            continue
+        crop = (first, n - 1 - last)
+        cropping = (crop, (0, 0)) if axis == 1 else ((0, 0), crop)
+        pieces.append(keras.layers.Cropping2D(cropping, name=f"{name}_{j}", dtype=dtype)(x))
+    if len(pieces) == 1:
+        return pieces[0]
+    return keras.layers.Concatenate(axis=axis, name=name, dtype=dtype)(pieces)
+
+
+def _input_shape(layer) -> tuple:
+    try:
+        return tuple(layer.input.shape)
+    except (AttributeError, ValueError) as err:
+        raise ValueError(
+            f"materialize: cannot read the input shape of layer {layer.name!r} "
+            f"({type(layer).__name__}): it must be called exactly once in the model "
+            f"({err}). Give the model an Input and call each PeriodicConv2D once.") from None
+
+
+def _from_periodic(layer: PeriodicConv2D, pending: _Pending):
+    _, h, w, c_in = _input_shape(layer)
+    kh, kw = layer.kernel_size
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    dtype = layer.dtype_policy
+    inp = keras.Input(batch_shape=(None, h, w, c_in), dtype=layer.compute_dtype,
+                      name=f"{layer.name}_input")
+    x = _wrap_axis(inp, h, ch, kh - 1 - ch, 1, f"{layer.name}_wrap_rows", dtype)
+    x = _wrap_axis(x, w, cw, kw - 1 - cw, 2, f"{layer.name}_wrap_cols", dtype)
+    conv = keras.layers.Conv2D(layer.filters, layer.kernel_size, padding="valid",
+                               **{**_dense_args(layer), "name": f"{layer.name}_conv"})
+    block = keras.Model(inp, conv(x), name=layer.name)
+    block.trainable = layer.trainable
+
+    def weights():
+        return [_numpy(layer.kernel)] + _bias(layer)
+
+    pending.append((layer, conv, weights))
+    return block
+
+
+def _from_weight_norm(layer: WeightNormalization, pending: _Pending):
+    inner = layer.layer
+    config = _strip_package_initializers(inner.get_config())
+    config.update(_common(layer))
+    new = inner.__class__.from_config(config)
+
+    def weights():
+        values = [_numpy(layer.normalized_kernel())]
+        if getattr(inner, "bias", None) is not None:
+            values.append(_numpy(inner.bias))
+        return values
+
+    pending.append((layer, new, weights))
+    return new
+
+
+def _is_package_object(value) -> bool:
+    return isinstance(value, dict) and str(value.get("module", "")).startswith("keras_normed")
+
+
+def _strip_package_initializers(config):
+    """Drop ``*_initializer`` entries that name an initializer of this package (recursively),
+    so the clone falls back to the layer's default: the weights are copied anyway, and the
+    materialised model's config then loads without keras_normed."""
+    if isinstance(config, dict):
+        return {key: _strip_package_initializers(value) for key, value in config.items()
+                if not (key.endswith("_initializer") and
+                        (_is_package_object(value) or value in _ALIAS_NAMES))}
+    if isinstance(config, list):
+        return [_strip_package_initializers(value) for value in config]
+    return config
+
+
+_ALIAS_NAMES = ("normed", "delta_orthogonal", "random_walk", "Normed", "DeltaOrthogonal",
+                "RandomWalk")
+
+
+def _clone_other(layer, pending: _Pending):
+    module = type(layer).__module__
+    if module.startswith("keras_normed"):
+        raise TypeError(
+            f"materialize does not know the package layer {type(layer).__name__} "
+            f"({layer.name!r}); it handles CirculantDense, CirculantConv2D, PeriodicConv2D and "
+            "WeightNormalization.")
+    config = _strip_package_initializers(layer.get_config())
+    new = layer.__class__.from_config(config)
+    pending.append((layer, new, layer.get_weights))
+    return new
+
+
+_RULES = ((CirculantDense, _from_circulant_dense), (CirculantConv2D, _from_circulant_conv),
+          (PeriodicConv2D, _from_periodic), (WeightNormalization, _from_weight_norm))
+
+
+def materialize(model: keras.Model) -> keras.Model:
+    """An equivalent model made of Keras built-in layers only (no FFT, no keras_normed class).
+
+    See the module docstring for what each layer becomes. The returned model has the class of
+    ``model`` (``Sequential`` or functional ``Model``), its name, its input names and layer
+    names, and the same outputs (to float32 rounding: ~1e-6 relative).
+
+    Args:
+        model: a built ``keras.Sequential`` or functional ``keras.Model`` (subclassed models
+            have no layer graph to rewrite).
+
+    Returns:
+        A new ``keras.Model``; ``model`` is left unchanged.
+
+    Example:
+
+    >>> small = keras_normed.materialize(model)
+    >>> converter = tf.lite.TFLiteConverter.from_keras_model(small)
+    >>> converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    >>> tflite_bytes = converter.convert()
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}.")
+    # Functional models (and Sequential ones, which wrap one) run a layer graph.
+    if not (isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")):
+        raise TypeError(
+            f"`model` must be a keras.Sequential or functional keras.Model; got the subclassed "
+            f"model {type(model).__name__!r}, whose layers have no graph to rewrite. Rebuild it "
+            "as a functional model (keras.Model(inputs, outputs)) first.")
+    if not model.built or not model.inputs:
+        raise ValueError(
+            f"`model` {model.name!r} is not built: give it a keras.Input (or call "
+            "`model.build(input_shape)` on a Sequential) before materialize.")
+
+    pending: _Pending = []
+
+    def clone_function(layer):
+        for cls, rule in _RULES:
+            if isinstance(layer, cls):
+                return rule(layer, pending)
+        return _clone_other(layer, pending)
+
+    new_model = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    for old, new, weights in pending:
+        values = weights()
+        if len(values) != len(new.weights):
+            raise RuntimeError(  # a bug here, not the caller's: say what did not match
+                f"materialize: layer {old.name!r} ({type(old).__name__}) gave {len(values)} "
+                f"arrays for the {len(new.weights)} weights of its replacement "
+                f"{type(new).__name__}.")
+        new.set_weights([np.asarray(v, dtype=w.dtype) for v, w in zip(values, new.weights)])
+    return new_model
