@@ -15,9 +15,13 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import keras
 
-__all__ = ["all_layers", "call_takes_training", "producer", "node_inputs", "node_outputs",
-           "consumers", "layer_calls", "graph_side_effects_undone", "captured_calls",
-           "is_keras_tensor", "is_conv"]
+# Keras 3.15 exports RandomInitializer (the base of its seeded initializers) only from keras.src.
+from keras.src.initializers.random_initializers import RandomInitializer
+
+__all__ = ["RandomInitializer", "random_seed_dtype", "in_xla_context", "all_layers",
+           "call_takes_training", "producer", "node_inputs", "node_outputs", "consumers",
+           "layer_calls", "graph_side_effects_undone", "captured_calls", "is_keras_tensor",
+           "is_conv"]
 
 
 def all_layers(model) -> List[Any]:
@@ -124,3 +128,25 @@ def is_conv(layer) -> bool:
     from keras.src.layers.convolutional.base_conv import BaseConv
 
     return isinstance(layer, BaseConv)
+
+
+def random_seed_dtype() -> str:
+    """The dtype of the int seeds the backend's random ops take (Keras checks only when
+    drawing)."""
+    try:
+        from keras.src.backend import random_seed_dtype as dtype
+    except ImportError:  # pragma: no cover - other Keras layouts
+        return "int64"
+    return dtype()
+
+
+def in_xla_context() -> bool:
+    """Whether TensorFlow ops being built now are inside ``tf.function(jit_compile=True)``.
+    Reads TensorFlow's XLA context through its internal ``control_flow_util``; if that moves,
+    answers False."""
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - TensorFlow reorganised its internals
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))

@@ -406,3 +406,20 @@ def test_arpit_init_on_nested_weight_norm():
     assert [round(r.g, 6) for r in report.rows] == [round(math.sqrt(2 * 16 / 32), 6),
                                                     round(math.sqrt(2.0), 6),
                                                     round(math.sqrt(32 / 4), 6)]
+
+
+def test_freshness_from_the_draw_itself():
+    """The initializer keeps a fingerprint of its draw: a SeedGenerator seed (which cannot
+    redraw) is rescaled, an assigned kernel is refused, weights unchanged."""
+    gen = keras.random.SeedGenerator(3)
+    model = keras.Sequential([keras.Input((N_IN,)),
+                              L.Dense(32, activation="relu", kernel_initializer=Normed(seed=gen)),
+                              L.Dense(10, kernel_initializer=Normed("linear", seed=gen))])
+    x, y = data("sequential")
+    assert keras_normed.rescale(model, (x, y)).applied
+    model = sequential()
+    model.layers[0].kernel.assign(model.layers[0].kernel * 1.001)
+    before = weights(model)
+    with pytest.raises(ValueError, match="differ.*force=True"):
+        keras_normed.rescale(model, (x, y))
+    assert_unchanged(model, before)

@@ -128,8 +128,8 @@ def _check_y(model, y, arg: str) -> None:
     if n != len(outputs):
         raise ValueError(
             f"`{arg}`: y holds {n} array(s), but model {model.name!r} has {len(outputs)} "
-            "output(s). Pass one target per output (a list in output order, or a dict keyed by output "
-            "name).")
+            "output(s). Pass one target per output (a list in output order, or a dict keyed "
+            "by output name).")
 
 
 def _symbolic(model, attr: str) -> Optional[list]:

@@ -24,10 +24,8 @@ import keras
 import ml_dtypes
 import numpy as np
 
-# Keras 3.15 exports RandomInitializer (the base of its seeded initializers) only from keras.src.
-from keras.src.initializers.random_initializers import RandomInitializer
-
 from keras_normed import structure
+from keras_normed._keras_compat import RandomInitializer
 
 __all__ = ["Normed", "GAINS", "SeededInitializer", "check_seed", "parse_bool"]
 
@@ -88,12 +86,9 @@ def parse_bool(name: str, value) -> bool:
 
 def _seed_bounds() -> Tuple[int, int]:
     """The int seeds the current backend's random ops accept (Keras checks only when drawing)."""
-    try:
-        from keras.src.backend import random_seed_dtype
+    from keras_normed._keras_compat import random_seed_dtype
 
-        dtype = random_seed_dtype()
-    except ImportError:  # pragma: no cover - other Keras layouts
-        dtype = "int64"
+    dtype = random_seed_dtype()
     if dtype == "int64":
         return -(2**63), 2**63 - 1
     if dtype == "uint32":
@@ -138,6 +133,12 @@ class SeededInitializer(RandomInitializer):
         if not isinstance(self.seed, (int, keras.random.SeedGenerator)):
             raise TypeError(f"`seed` must deserialize to a keras.random.SeedGenerator, got "
                             f"{type(self.seed).__name__}.")
+
+
+def _fingerprint(array: np.ndarray) -> tuple:
+    flat = array.reshape(-1).astype(np.float64)
+    picks = flat[:: max(1, flat.size // 16)][:16]
+    return array.shape, np.concatenate([[flat.sum(), np.square(flat).sum()], picks])
 
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="Normed")
@@ -285,7 +286,30 @@ class Normed(SeededInitializer):
 
     def __call__(self, shape, dtype=None):
         found = structure.building_layer()
-        return self.sample(shape, dtype, layer=found[0] if found is not None else None)
+        values = self.sample(shape, dtype, layer=found[0] if found is not None else None)
+        self._remember(values)
+        return values
+
+    def _remember(self, values) -> None:
+        # What was drawn, so that `drew` can later tell an untouched kernel from a trained,
+        # assigned or loaded one without drawing again (a SeedGenerator cannot redraw).
+        try:
+            array = np.asarray(keras.ops.convert_to_numpy(values))
+        except Exception:  # noqa: BLE001 - drawn inside a traced function: nothing to keep
+            return
+        self.__dict__.setdefault("_draws", []).append(_fingerprint(array))
+
+    def drew(self, value) -> Optional[bool]:
+        """Whether ``value`` is what this initializer drew in this process for a kernel of its
+        shape: ``True``/``False``, or ``None`` when it drew nothing of that shape here (a
+        copy made by :meth:`rescaled_copy` or :meth:`from_config`, or a draw inside a traced
+        function). Compared on a fingerprint (sums and sampled entries), to ``rtol=1e-5``."""
+        array = np.asarray(keras.ops.convert_to_numpy(value))
+        same_shape = [fp for fp in self.__dict__.get("_draws", []) if fp[0] == array.shape]
+        if not same_shape:
+            return None
+        mine = _fingerprint(array)
+        return any(np.allclose(fp[1], mine[1], rtol=1e-5, atol=1e-7) for fp in same_shape)
 
     def rescaled_copy(self, factor: float) -> Normed:
         """A copy with ``scale = self.scale * factor`` and ``rescaled=True`` that draws the
@@ -303,6 +327,7 @@ class Normed(SeededInitializer):
         except ValueError as err:
             raise ValueError(f"`factor`={factor!r} times scale {self.scale!r}: {err}") from None
         new.rescaled = True
+        new._draws = []  # the copy's draws are `factor` times these
         return new
 
     def get_config(self):

@@ -8,14 +8,15 @@ import numbers
 import keras
 import numpy as np
 from keras import ops
-from keras.src.layers.convolutional.base_conv import BaseConv
+
+from keras_normed import _keras_compat
 
 __all__ = ["WeightNormalization"]
 
 
 def _is_supported(layer) -> bool:
     # Conv1D/2D/3D subclass BaseConv; transposed, depthwise and separable ones do not.
-    return isinstance(layer, (keras.layers.Dense, BaseConv))
+    return isinstance(layer, keras.layers.Dense) or _keras_compat.is_conv(layer)
 
 
 def _describe(value) -> str:

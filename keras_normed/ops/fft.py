@@ -403,12 +403,9 @@ def compiled_by_xla() -> bool:
         return True
     if name != "tensorflow":
         return False
-    try:
-        from tensorflow.python.framework import ops as tf_ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - TensorFlow reorganised its internals
-        return False
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
+    from keras_normed import _keras_compat
+
+    return _keras_compat.in_xla_context()
 
 
 def _patch_contract(xr, xi, kr, ki, out_hw, strides, dilation):
