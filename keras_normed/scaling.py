@@ -151,7 +151,8 @@ def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, lo
         structures: the :class:`~keras_normed.structure.LinearStructure` of each kernel, for the
             ``T``-norm (default ``sharing = 1``: the ratio does not depend on it when uniform).
 
-    Returns a dict with ``growth`` (list), ``loss``, ``grads`` and ``steps``.
+    Returns a dict with ``growth`` (list), ``loss``, ``grads``, ``steps``, the step's
+    ``exponent`` (see :func:`keras_normed.engine.step_exponent`) and the model's ``output``.
     """
     if kernels is None:
         kernels = [layer.kernel for layer in normed_layers(model)]
@@ -161,18 +162,19 @@ def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, lo
                                                                         need_y=True)
     loss_fn = loss if isinstance(loss, engine.Loss) else engine.resolve_loss(model, batch, loss)
     optimizer = engine.resolve_optimizer(model, optimizer)
-    loss_value, grads = engine.loss_and_gradients(model, batch, kernels, values, loss_fn,
-                                                  training)
+    loss_value, grads, y_pred = engine.loss_and_gradients(model, batch, kernels, values,
+                                                          loss_fn, training, return_output=True)
     if not math.isfinite(loss_value) or not all(np.all(np.isfinite(g)) for g in grads):
         raise ValueError(f"The probe batch gives a non-finite loss ({loss_value}) or gradient; "
                          "check `data` and `loss`.")
-    steps = engine.optimizer_steps(optimizer, grads, values)
+    steps, exponent = engine.steps_and_exponent(optimizer, grads, values)
     growth = []
     for i, (step, value) in enumerate(zip(steps, values)):
         share = 1.0 if structures is None or structures[i] is None else structures[i].sharing
         norm_w = math.sqrt(share) * float(np.linalg.norm(value))
         growth.append(math.sqrt(share) * float(np.linalg.norm(step)) / max(norm_w, 1e-30))
-    return {"growth": growth, "loss": loss_value, "grads": grads, "steps": steps}
+    return {"growth": growth, "loss": loss_value, "grads": grads, "steps": steps,
+            "exponent": exponent, "output": y_pred}
 
 
 def _number(name: str, value, low: float, integer: bool = False):
@@ -308,7 +310,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                                {"growth_before": float(r0), "growth_after": float(r1),
                                 "scale": float(c)}))
     new_values = [b * c for b, c in zip(base, scales)]
-    before_out = engine.predict(model, batch, training) if batch is not None else None
+    before_out = result.get("output") if batch is not None else None
     layers = [s.layer for s in free]
     with engine.Transaction(variables=[s.variable for s in free],
                             attributes=[(layer, "kernel_initializer") for layer in layers]):
@@ -395,7 +397,7 @@ def _probe(model, sites, structures, base, batch, optimizer, loss, training, row
     kernels = [s.variable for s in sites]
     loss_fn = engine.resolve_loss(model, batch, loss)
     a = np.zeros(len(base))
-    first = p = allowed = None
+    first = p = allowed = output = None
     best = (math.inf, a)
     best_previous = math.inf
     it = 0
@@ -412,8 +414,7 @@ def _probe(model, sites, structures, base, batch, optimizer, loss, training, row
         if current < best[0]:
             best = (current, a, r)
         if first is None:
-            first = r
-            p = engine.step_exponent(optimizer, m["grads"], values)
+            first, p, output = r, m["exponent"], m["output"]
         if it == max_iter or current <= tol or (allowed is not None
                                                 and current <= 1.05 * allowed):
             break
@@ -429,4 +430,5 @@ def _probe(model, sites, structures, base, batch, optimizer, loss, training, row
             break
     _, a, r = best
     return {"scales": np.exp(a), "before": first, "after": r, "exponent": p,
-            "iterations": it, "allowed": allowed if allowed is not None else current}
+            "iterations": it, "allowed": allowed if allowed is not None else current,
+            "output": output}

@@ -18,7 +18,8 @@ from keras_normed import _keras_compat as compat
 from keras_normed.engine.data import Batch
 
 __all__ = ["Loss", "resolve_loss", "default_loss", "resolve_optimizer", "loss_and_gradients",
-           "optimizer_steps", "step_exponent", "predict", "outside_distribution"]
+           "optimizer_steps", "step_exponent", "steps_and_exponent", "predict",
+           "outside_distribution"]
 
 
 class Loss:
@@ -182,6 +183,8 @@ def _tensors(x):
 
 def predict(model, batch: Batch, training: bool = False):
     """The model's output on ``batch.x`` (no state is updated)."""
+    if not model.non_trainable_variables:  # nothing a call could update: the fast path
+        return model(_tensors(batch.x), **_training_kwargs(model, training))
     trainable = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
     non_trainable = [keras.ops.convert_to_tensor(v) for v in model.non_trainable_variables]
     y_pred, _ = model.stateless_call(trainable, non_trainable, _tensors(batch.x),
@@ -190,10 +193,11 @@ def predict(model, batch: Batch, training: bool = False):
 
 
 def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Sequence[Any],
-                       loss: Loss, training: bool = True
-                       ) -> Tuple[float, List[np.ndarray]]:
+                       loss: Loss, training: bool = True, return_output: bool = False
+                       ) -> Tuple[Any, ...]:
     """The loss and its gradient with respect to ``variables``, evaluated with ``variables``
-    holding ``values`` (the model is not changed)."""
+    holding ``values`` (the model is not changed); with ``return_output`` also the model's
+    output of that forward pass."""
     if keras.backend.backend() != "tensorflow":
         raise NotImplementedError(
             f"Gradients need the TensorFlow backend here (KERAS_BACKEND="
@@ -227,6 +231,8 @@ def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Se
     for g, v in zip(grads, values):
         out.append(np.zeros(np.shape(v), np.float32) if g is None
                    else np.asarray(tf.convert_to_tensor(g).numpy(), np.float64))
+    if return_output:
+        return float(value), out, y_pred
     return float(value), out
 
 
@@ -272,16 +278,32 @@ def optimizer_steps(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.
     return outside_distribution(step)
 
 
-def step_exponent(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
-                  ) -> float:
-    """``p`` in ``growth ~ c**-p`` after ``W -> c W``: 2 for a step proportional to the
-    gradient (SGD, momentum), 1 for a sign-like step (Adam's first step). Measured on a sample
-    of the entries by stepping with ``g`` and ``2 g``."""
+def _exponent_probe(grads: Sequence[np.ndarray], values: Sequence[np.ndarray]):
     flat_g = np.concatenate([np.ravel(g)[:: max(1, np.size(g) // 4096)] for g in grads])
     flat_v = np.concatenate([np.ravel(v)[:: max(1, np.size(v) // 4096)] for v in values])
-    s1, = optimizer_steps(optimizer, [flat_g], [flat_v])
-    s2, = optimizer_steps(optimizer, [2.0 * flat_g], [flat_v])
+    return [flat_g, 2.0 * flat_g], [flat_v, flat_v]
+
+
+def _exponent(s1: np.ndarray, s2: np.ndarray) -> float:
     n1, n2 = float(np.linalg.norm(s1)), float(np.linalg.norm(s2))
     if not n1 > 0:
         return 2.0
     return float(np.clip(1.0 + math.log2(max(n2 / n1, 1e-12)), 1.0, 2.0))
+
+
+def steps_and_exponent(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
+                       ) -> Tuple[List[np.ndarray], float]:
+    """:func:`optimizer_steps` of ``grads`` and :func:`step_exponent`, in one optimizer apply
+    (the exponent's two sample vectors ride along as two more variables)."""
+    pair_g, pair_v = _exponent_probe(grads, values)
+    steps = optimizer_steps(optimizer, list(grads) + pair_g, list(values) + pair_v)
+    return steps[:-2], _exponent(steps[-2], steps[-1])
+
+
+def step_exponent(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
+                  ) -> float:
+    """``p`` in ``growth ~ c**-p`` after ``W -> c W``: 2 for a step proportional to the
+    gradient (SGD, momentum), 1 for a sign-like step (Adam's first step). Measured on a sample
+    of the entries by stepping with ``g`` and ``2 g`` (as two variables of one apply)."""
+    pair_g, pair_v = _exponent_probe(grads, values)
+    return _exponent(*optimizer_steps(optimizer, pair_g, pair_v))
