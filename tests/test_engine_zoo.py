@@ -423,3 +423,21 @@ def test_freshness_from_the_draw_itself():
     with pytest.raises(ValueError, match="differ.*force=True"):
         keras_normed.rescale(model, (x, y))
     assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("optimizer", [keras.optimizers.SGD(0.1, momentum=0.9),
+                                       keras.optimizers.Adam(0.01),
+                                       keras.optimizers.AdamW(0.01, weight_decay=0.1),
+                                       keras.optimizers.Lamb(0.01)])
+def test_first_step_fused_equals_per_variable(optimizer):
+    from keras_normed import engine
+
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal((4, 3)), rng.standard_normal((5,))]
+    grads = [rng.standard_normal((4, 3)), 100 * rng.standard_normal((5,))]
+    steps = engine.optimizer_steps(optimizer, grads, values)
+    one_by_one = [engine.optimizer_steps(optimizer, [g], [v])[0] for g, v in zip(grads, values)]
+    for s, ref in zip(steps, one_by_one):
+        np.testing.assert_allclose(s, ref, rtol=1e-5, atol=1e-7)
+    assert engine.step_exponent(optimizer, grads, values) == (
+        2.0 if isinstance(optimizer, keras.optimizers.SGD) else 1.0)
