@@ -5,6 +5,10 @@ Importing the package registers every public object as a serializable Keras obje
 ``"random_walk"``, so ``kernel_initializer="normed"`` works in any Keras layer.
 """
 
+# First, before Keras loads TensorFlow: when this process is the `keras-normed` command, keep
+# TensorFlow's start-up log lines off the screen (keras_normed/_quiet.py; a no-op otherwise).
+from keras_normed import _quiet  # isort: skip
+
 import keras
 
 from keras_normed import callbacks, diagnostics, initializers, layers, scaling, structure
@@ -23,6 +27,7 @@ _ALIASES = {
     "random_walk": initializers.RandomWalk,
 }
 keras.saving.get_custom_objects().update(_ALIASES)
+_quiet.end()
 
 __all__ = [
     "Normed",
