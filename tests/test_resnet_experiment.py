@@ -79,7 +79,7 @@ def test_summary_counts_diverged_runs_instead_of_averaging_them():
     assert rows["b"]["final_loss"] == 1.5 and rows["b"]["final_loss_std"] == 0.0
     assert rows["b"]["diverged"] == 1
     table = resnet.markdown_table(list(rows.values()))
-    assert "| b | 3 | 1.500 +- 0.000 | 30.0% | 1 |" in table
+    assert "| b | 3 | 1.500 +- 0.000 | 30.0% | 1/2 |" in table
     dead = resnet.summarize({"c": [{"losses": [1.0, float("inf")], "test_accuracy": 0.1}]}, 1)
     assert "every run diverged" in resnet.markdown_table(dead)
 

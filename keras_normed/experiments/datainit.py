@@ -130,24 +130,25 @@ def run(args: argparse.Namespace) -> int:
         initialize(model, init, data.x_train[:256], data.y_train[:256], seed)
         return model
 
+    window = min(20, args.steps)
+
     def annotate(result: Dict) -> str:
-        result["steps_to_threshold"] = steps_to(result["losses"], args.threshold,
-                                                min(20, args.steps))
+        result["steps_to_threshold"] = steps_to(result["losses"], args.threshold, window)
         return f", steps to {args.threshold}: {result['steps_to_threshold']}"
 
     runs = _common.train_runs(inits, data, args, prepare, annotate)
-    rows = _common.summarize(runs, window=min(20, args.steps))
+    rows = _common.summarize(runs, window=window)
     for row in rows:
         hits = [r["steps_to_threshold"] for r in runs[row["init"]]]
         row["steps_to_threshold"] = hits
-    lines = ["| init | first-step loss | final loss (mean of last 20 steps) | steps to loss "
+    lines = [f"| init | first-step loss | final loss (mean of last {window} steps) | steps to loss "
              f"< {args.threshold} | test accuracy | diverged |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         hits = ", ".join("never" if h is None else str(h) for h in r["steps_to_threshold"])
         lines.append(f"| {r['init']} | {r['initial_loss']:.3g} | {r['final_loss']:.3f} +- "
                      f"{r['final_loss_std']:.3f} | {hits} | {100 * r['test_accuracy']:.1f}% | "
-                     f"{r['diverged']}/{len(runs[r['init']])} |")
+                     f"{r['diverged']}/{r['runs']} |")
     print("\n".join(lines))
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "datainit.json"), "w") as f:

@@ -178,7 +178,7 @@ def _smooth(values, window=20):
 
 def summarize(runs: Dict[str, List[Dict]], window: int = 20) -> List[Dict]:
     """One table row per init: initial, final (``window``-step mean) training loss, test
-    accuracy, and the number of diverged runs.
+    accuracy, the number of diverged runs and of runs.
 
     ``diverged`` counts the runs :func:`keras_normed.experiments.divergence.is_diverged` flags
     (a non-finite loss, or a loss 100 times the first); the final-loss mean and std (ddof 0)
@@ -195,18 +195,20 @@ def summarize(runs: Dict[str, List[Dict]], window: int = 20) -> List[Dict]:
             "final_loss_std": float(np.std(finite)) if finite else float("nan"),
             "test_accuracy": float(np.mean([r["test_accuracy"] for r in seeds])),
             "diverged": int(sum(is_diverged(r["losses"]) for r in seeds)),
+            "runs": len(seeds),
         })
     return rows
 
 
-def markdown_table(rows: List[Dict]) -> str:
-    lines = ["| init | first-step loss | final loss (mean of last 20 steps) | test accuracy | "
-             "diverged |", "| --- | --- | --- | --- | --- |"]
+def markdown_table(rows: List[Dict], window: int = 20) -> str:
+    """The rows of :func:`summarize` (made with the same ``window``) as a Markdown table."""
+    lines = [f"| init | first-step loss | final loss (mean of last {window} steps) | "
+             "test accuracy | diverged |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         loss = (f"{r['final_loss']:.3f} +- {r['final_loss_std']:.3f}"
                 if math.isfinite(r["final_loss"]) else "n/a (every run diverged)")
         lines.append(f"| {r['init']} | {r['initial_loss']:.3g} | {loss} | "
-                     f"{100 * r['test_accuracy']:.1f}% | {r['diverged']} |")
+                     f"{100 * r['test_accuracy']:.1f}% | {r['diverged']}/{r['runs']} |")
     return "\n".join(lines)
 
 
@@ -256,8 +258,9 @@ def run(args: argparse.Namespace) -> int:
         return model
 
     runs = train_runs(inits, data, args, prepare)
-    rows = summarize(runs, window=min(20, args.steps))
-    table = markdown_table(rows)
+    window = min(20, args.steps)
+    rows = summarize(runs, window=window)
+    table = markdown_table(rows, window)
     print(table)
     os.makedirs(args.output, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("func",)}
