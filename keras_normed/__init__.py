@@ -7,6 +7,10 @@ Importing the package registers every public object as a serializable Keras obje
 Keras layer.
 """
 
+# First, before Keras loads TensorFlow: when this process is the `keras-normed` command, keep
+# TensorFlow's start-up log lines off the screen (keras_normed/_quiet.py; a no-op otherwise).
+from keras_normed import _quiet  # isort: skip
+
 import keras
 
 from keras_normed import callbacks, diagnostics, engine, initializers, layers, scaling, structure
@@ -27,6 +31,7 @@ for _cls, _snake in ((Normed, "normed"), (initializers.DeltaOrthogonal, "delta_o
     _ALIASES[_cls.__name__] = _cls
 del _cls, _snake
 keras.saving.get_custom_objects().update(_ALIASES)
+_quiet.end()
 
 __all__ = [
     "Normed",

@@ -34,6 +34,8 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from keras_normed.experiments.options import nonneg_int, positive_int, positive_int_list
+
 DEFAULT_SIZES = (1024, 4096)
 DEFAULT_BLOCKS = ("16", "64", "256", "1024", "n")
 DEFAULT_CONV_SHAPE = (14, 14, 256)
@@ -55,14 +57,11 @@ TARGET_CASE = {"n": 4096, "block": 256, "batch": 256}
 TARGET_RATIO = 0.1
 
 
-def _int_list(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+def _conv_shape(text: str) -> List[int]:
+    """An argparse type: ``H,W,C``, three integers >= 1."""
+    values = positive_int_list(text)
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"must be three integers H,W,C >= 1, got {text!r}")
     return values
 
 
@@ -71,31 +70,35 @@ def _block_list(text: str) -> List[str]:
     for v in values:
         if v != "n" and not (v.isdigit() and int(v) > 0):
             raise argparse.ArgumentTypeError(
-                f"blocks are positive integers or 'n' (the full size), got {v!r}")
+                f"blocks are integers >= 1 or 'n' (the full size), got {v!r}")
     if not values:
         raise argparse.ArgumentTypeError("expected at least one block size")
     return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", type=_int_list, default=None,
+    """The options of ``keras-normed bench``. Sizes left unset take their default, or their
+    ``--quick`` value (:data:`QUICK`)."""
+    parser.add_argument("--sizes", type=positive_int_list, default=None, metavar="N,...",
                         help="square sizes n of the n -> n dense case "
-                             f"(default {','.join(map(str, DEFAULT_SIZES))})")
-    parser.add_argument("--blocks", type=_block_list, default=None,
+                             f"(default: {','.join(map(str, DEFAULT_SIZES))})")
+    parser.add_argument("--blocks", type=_block_list, default=None, metavar="B,...",
                         help="block sizes; 'n' means the full size; sizes that do not divide n "
-                             f"are skipped (default {','.join(DEFAULT_BLOCKS)})")
-    parser.add_argument("--batch", type=int, default=None, help="batch of the dense case (256)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds after warm-up; the median is reported (10)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds (2)")
-    parser.add_argument("--conv-shape", type=_int_list, default=None,
-                        help="H,W,C of the convolution case, C -> C filters, 3x3, 'same' "
-                             f"(default {','.join(map(str, DEFAULT_CONV_SHAPE))})")
-    parser.add_argument("--conv-blocks", type=_int_list, default=None,
+                             f"are skipped (default: {','.join(DEFAULT_BLOCKS)})")
+    parser.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                        help="batch of the dense case (default: 256)")
+    parser.add_argument("--repeats", type=positive_int, default=None, metavar="N",
+                        help="timed rounds after warm-up; the median is reported (default: 10)")
+    parser.add_argument("--warmup", type=nonneg_int, default=None, metavar="N",
+                        help="untimed rounds; at least one runs, to compile (default: 2)")
+    parser.add_argument("--conv-shape", type=_conv_shape, default=None, metavar="H,W,C",
+                        help="input of the convolution case, C -> C filters, 3x3, 'same' "
+                             f"(default: {','.join(map(str, DEFAULT_CONV_SHAPE))})")
+    parser.add_argument("--conv-blocks", type=positive_int_list, default=None, metavar="B,...",
                         help="block sizes of the convolution case "
-                             f"(default {','.join(map(str, DEFAULT_CONV_BLOCKS))})")
-    parser.add_argument("--conv-batch", type=int, default=None,
-                        help="batch of the convolution case (32)")
+                             f"(default: {','.join(map(str, DEFAULT_CONV_BLOCKS))})")
+    parser.add_argument("--conv-batch", type=positive_int, default=None, metavar="N",
+                        help="batch of the convolution case (default: 32)")
     parser.add_argument("--cases", choices=("all", "dense", "conv"), default="all",
                         help="which cases to run")
     parser.add_argument("--jit", choices=("both", "on", "off"), default="both",
@@ -106,8 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and few repeats (seconds): a smoke test")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
-    parser.add_argument("--output", default=None, help="write the results as JSON to this path")
-    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="write the results as JSON to this path")
+    parser.add_argument("--seed", type=nonneg_int, default=0, metavar="N",
+                        help="seed of inputs and weights")
 
 
 # ---------------------------------------------------------------------------------------------

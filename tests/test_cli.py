@@ -1,6 +1,9 @@
 """Tests of the command-line tool (keras_normed.cli) and the offline demo."""
 
+import argparse
+import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -102,3 +105,216 @@ def test_demo_rejects_bad_values():
         run_demo(source="sklearn", epochs=0)
     with pytest.raises(ValueError, match="block_size"):
         run_demo(source="sklearn", block_size=0)
+
+
+# ----------------------------------------------------------------------------- a quick, quiet CLI
+# The commands this project's tests hold to these rules (`serve` is leaving COMMANDS).
+OWN = [c for c in ("bench", "compare", "datainit", "demo", "depth", "resnet") if c in cli.COMMANDS]
+# Commands that write files: their folder or file is --output.
+WRITERS = ("bench", "compare", "datainit", "depth", "resnet")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(**extra):
+    """The test process's environment for a child, without TF_CPP_MIN_LOG_LEVEL (conftest.py
+    sets it) unless given: the child sees what a user who set nothing sees."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _run(args, **env):
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=_env(**env),
+                          capture_output=True, text=True, timeout=300)
+
+
+# TensorFlow's start-up lines (absl's notice, oneDNN's, the CPU feature guard) and any C++ log
+# line at INFO or WARNING level.
+TF_NOISE = re.compile(r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|"
+                      r"rebuild TensorFlow|^[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\]", re.M)
+
+_HELP_IMPORTS = r"""
+import importlib.abc, sys
+HEAVY = ("matplotlib", "sklearn", "scipy", "PIL")
+attempts = []
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            attempts.append(name)
+            raise ImportError("refused by the test: " + name)
+
+sys.meta_path.insert(0, Refuse())
+import keras_normed  # Keras itself tries matplotlib, sklearn, scipy: refused, it copes
+from keras_normed import cli
+baseline, attempts[:] = set(sys.modules), []
+for command in sys.argv[1:]:
+    try:
+        cli.main([command, "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0, (command, exc.code)
+new = sorted(set(sys.modules) - baseline)
+print("ATTEMPTS", sorted(set(attempts)))
+print("NEW", " ".join(new))
+"""
+
+
+def test_help_costs_no_more_than_importing_the_package():
+    """After `import keras_normed`, every command's --help imports no plotting, no scikit-learn,
+    no data loading: the heavy modules are refused outright, and must not even be asked for."""
+    proc = _run(["-c", _HELP_IMPORTS, *OWN])
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
+                 if line.startswith(("ATTEMPTS", "NEW")))
+    assert lines["ATTEMPTS"] == "[]", lines["ATTEMPTS"]
+    new = lines["NEW"].split()
+    for banned in ("matplotlib", "sklearn", "scipy", "keras_normed.experiments.data",
+                   "keras_normed.experiments.networks", "keras_normed.data_driven"):
+        assert not [m for m in new if m == banned or m.startswith(banned + ".")], (banned, new)
+    assert "keras_normed.experiments.resnet" in new  # the command modules were imported
+
+
+def test_a_quick_command_shows_no_tensorflow_start_up_lines(tmp_path):
+    proc = _run(["-m", "keras_normed", "demo", "--epochs", "1", "--n-train", "64",
+                 "--n-test", "32", "--source", "sklearn"])
+    assert proc.returncode == 0, proc.stderr
+    assert "circulant" in proc.stdout
+    assert not TF_NOISE.search(proc.stderr), proc.stderr
+
+
+def test_a_bad_value_is_one_line_even_in_a_fresh_process():
+    proc = _run(["-m", "keras_normed.cli", "bench", "--repeats", "0"])
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "keras-normed bench: error: argument --repeats: must be an integer >= 1, got '0' "
+        "(see 'keras-normed bench --help')"], proc.stderr
+
+
+def test_a_level_the_user_set_is_kept():
+    """TF_CPP_MIN_LOG_LEVEL=1 (INFO off, warnings on) stays 1, and only INFO lines go."""
+    code = ("import sys; sys.argv[0] = 'keras-normed'; import os, keras_normed; "
+            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")
+    proc = _run(["-c", code], TF_CPP_MIN_LOG_LEVEL="1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1"]
+    assert not re.search(r"^I\d{4} ", proc.stderr, re.M), proc.stderr
+
+
+def test_quiet_rules():
+    from keras_normed import _quiet
+
+    info = ("I0000 00:00:1795881568.333534    3453 port.cc:153] oneDNN custom operations are "
+            "on. You may see slightly different numerical results\n")
+    warning = "W0000 00:00:1795881568.3 3453 some_file.cc:12] a warning\n"
+    error = "E0000 00:00:1795881568.3 3453 cuda_dnn.cc:8310] an error\n"
+    preamble = ("WARNING: All log messages before absl::InitializeLog() is called are written "
+                "to STDERR\n")
+    python = "UserWarning: something Python said\n"
+    assert [_quiet.keep_line(x, 2) for x in (info, warning, error, preamble, python)] == [
+        False, False, True, False, True]
+    assert [_quiet.keep_line(x, 1) for x in (info, warning, preamble)] == [False, True, False]
+    assert all(_quiet.keep_line(x, 0) for x in (info, warning, error, preamble, python))
+    # Which processes are the command line tool.
+    assert _quiet.is_cli(["/venv/bin/keras-normed", "demo"], [])
+    assert _quiet.is_cli(["-m"], ["python", "-m", "keras_normed", "demo"])
+    assert _quiet.is_cli(["-m"], ["python", "-X", "importtime", "-m", "keras_normed.cli"])
+    assert not _quiet.is_cli(["-m"], ["python", "-m", "pytest", "-m", "keras_normed"])
+    assert not _quiet.is_cli(["train.py"], ["python", "train.py", "-m", "keras_normed"])
+    assert not _quiet.is_cli(["-c"], ["python", "-c", "import keras_normed"])
+
+
+def _numeric_bad_values(action):
+    """Bad values for an option whose type is one of the shared numeric validators."""
+    name = getattr(action.type, "__name__", "")
+    if name.startswith("int_at_least_"):
+        return [str(int(name.rsplit("_", 1)[1]) - 1), "1.5", "x"]
+    return {"positive_int": ["0", "-1", "x"], "nonneg_int": ["-1", "x"],
+            "positive_float": ["0", "-0.5", "nan", "x"], "nonneg_float": ["-1", "inf"],
+            "unit_interval": ["1", "-0.1"], "positive_int_list": ["0", "4,-1", "a"],
+            "_conv_shape": ["4,4", "0,4,4"]}.get(name)
+
+
+def _bad_value_cases():
+    import importlib
+
+    cases = []
+    for command in OWN:
+        parser = cli._command_parser(command, importlib.import_module(cli.COMMANDS[command]))
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            option = action.option_strings[0]
+            # Every numeric option goes through a shared validator, never a bare int / float.
+            assert action.type not in (int, float), (command, option)
+            for value in _numeric_bad_values(action) or []:
+                cases.append((command, [option, value], option))
+    for command in ("compare", "datainit", "demo", "depth", "resnet"):
+        cases.append((command, ["--data-dir", "no/such/folder"], "--data-dir"))
+        cases.append((command, ["--data-dir", "."], "--data-dir"))  # no MNIST files there
+        cases.append((command, ["--source", "mnist-dir", "--data-dir", "."], "--data-dir"))
+        cases.append((command, ["--source", "nowhere"], "--source"))
+    cases += [("compare", ["--inits", "he", "nope"], "--inits"),
+              ("compare", ["--merge", "no/such.json"], "--merge"),
+              ("depth", ["--merge", "no/such.json"], "--merge"),
+              ("datainit", ["--inits", "he,nope"], "--inits"),
+              ("resnet", ["--inits", ""], "--inits"),
+              ("depth", ["--inits", "lecun"], "--inits"),
+              ("bench", ["--blocks", "0"], "--blocks")]
+    return cases
+
+
+BAD_VALUES = _bad_value_cases()
+
+
+@pytest.mark.parametrize("command,argv,option", BAD_VALUES,
+                         ids=[f"{c} {' '.join(a)}" for c, a, _ in BAD_VALUES])
+def test_a_bad_value_is_one_line_naming_the_option(command, argv, option, capsys, monkeypatch,
+                                                    tmp_path):
+    monkeypatch.delenv("KERAS_NORMED_MNIST_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # --data-dir . is an empty folder; nothing may be written
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, *argv])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"keras-normed {command}: error: argument {option}"), lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert not os.listdir(tmp_path)
+
+
+def test_mnist_dir_without_a_folder_is_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("KERAS_NORMED_MNIST_DIR", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--source", "mnist-dir"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --source" in err and "KERAS_NORMED_MNIST_DIR" in err
+
+
+@pytest.mark.parametrize("command", OWN)
+def test_help_states_each_default_once_and_says_output(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # unwrap argparse's lines
+    assert "(default: None)" not in text
+    assert not re.search(r"\(default[^)]*\)\s*\(default", text), text
+    entries = re.split(r"\s(?=--[a-z])", text.split("options:", 1)[1])
+    for entry in entries:
+        assert entry.count("(default") <= 1, entry
+    assert not re.search(r"--out\b(?!put)|--output-dir|--out-dir", text), text
+    if command in WRITERS:
+        assert "--output" in text
+
+
+def test_out_is_a_hidden_alias_of_output():
+    import importlib
+
+    for command in ("resnet", "datainit", "depth", "compare"):
+        parser = cli._command_parser(command, importlib.import_module(cli.COMMANDS[command]))
+        default = parser.parse_args([]).output
+        assert parser.parse_args(["--out", "x"]).output == "x"
+        assert parser.parse_args(["--output", "y"]).output == "y"
+        assert default.startswith("results")

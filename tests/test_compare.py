@@ -91,13 +91,15 @@ def test_divergence_flag():
     (["--seeds", "0"], "seeds"),
     (["--lr", "-1"], "lr"),
     (["--smoothing", "1"], "smoothing"),
+    (["--inits", "he", "nope"], "inits"),
 ])
-def test_bad_options_fail_before_training(argv, match, tmp_path):
+def test_bad_options_fail_before_training(argv, match, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     compare.add_arguments(parser)
-    args = parser.parse_args(argv + ["--source", "sklearn", "--output", str(tmp_path)])
-    with pytest.raises(ValueError, match=match):
-        compare.run(args)
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(argv + ["--source", "sklearn", "--output", str(tmp_path)])
+    assert exc.value.code == 2
+    assert f"argument --{match}:" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
 
 

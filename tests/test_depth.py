@@ -53,11 +53,26 @@ def test_quick_run(tmp_path, capsys):
         assert json.load(f)["init"].keys() == init.keys()
 
 
-def test_bad_options(tmp_path):
+@pytest.mark.parametrize("argv,option", [(["--inits", "lecun"], "--inits"),
+                                         (["--depths", "a,b"], "--depths"),
+                                         (["--depths", "0,10"], "--depths")])
+def test_bad_options(tmp_path, capsys, argv, option):
+    with pytest.raises(SystemExit) as exc:
+        _args(tmp_path, *argv)
+    assert exc.value.code == 2
+    assert f"argument {option}:" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_options_given_programmatically(tmp_path):
+    args = _args(tmp_path)
+    args.inits = "he,lecun"
     with pytest.raises(ValueError, match="--inits"):
-        depth.run(_args(tmp_path, "--inits", "lecun"))
+        depth.run(args)
+    args = _args(tmp_path)
+    args.depths = "a,b"
     with pytest.raises(ValueError, match="--depths"):
-        depth.run(_args(tmp_path, "--depths", "a,b"))
+        depth.run(args)
 
 
 @pytest.mark.slow

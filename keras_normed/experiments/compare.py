@@ -23,13 +23,14 @@ average, as TensorBoard does::
     m_t = beta * m_{t-1} + (1 - beta) * l_t,   m_0 = 0,   s_t = m_t / (1 - beta ** t)
 
 with ``beta = --smoothing`` (default 0.98, a window of about 50 batches). A run is flagged
-*diverged* when a loss is not finite or its last smoothed loss is ``>= 2.2`` (chance is
-``ln 10 = 2.303``: the network learned nothing, "dead").
+*diverged* by the rule all the experiments share (:mod:`keras_normed.experiments.divergence`):
+a loss is not finite, or a loss reached 100 times the first one; here also when its last
+smoothed loss is ``>= 2.2`` (chance is ``ln 10 = 2.303``: the network learned nothing, "dead").
 
 Example::
 
     keras-normed compare --quick                       # offline digits, ~1-2 min on 2 cores
-    keras-normed compare --data-dir /path/to/mnist --nets b c --seeds 5 --epochs 3 \\
+    keras-normed compare --data-dir "$KERAS_NORMED_MNIST_DIR" --nets b c --seeds 5 --epochs 3 \\
         --output results/compare
     keras-normed compare --merge results/a/compare.json results/d/compare.json \\
         --output results/all                          # one table and figure from two runs
@@ -57,7 +58,16 @@ import keras
 import numpy as np
 
 from keras_normed import structure
-from keras_normed.experiments import paper
+from keras_normed.experiments import divergence, paper
+from keras_normed.experiments.options import (
+    add_data_arguments,
+    add_output_argument,
+    check_data,
+    existing_file,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 
 __all__ = [
     "NETS",
@@ -119,13 +129,12 @@ def smooth(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
 
 def is_diverged(losses: Sequence[float], smoothed: Sequence[float],
                 threshold: float = DIVERGED_LOSS) -> bool:
-    """Whether a run diverged or died: a non-finite loss, or a last smoothed loss >= threshold."""
+    """Whether a run diverged or died: the shared rule
+    (:func:`keras_normed.experiments.divergence.is_diverged`: a non-finite loss, or a loss 100
+    times the first), or a last smoothed loss >= ``threshold``."""
     if len(smoothed) == 0:
         return True
-    if not np.all(np.isfinite(np.asarray(losses, dtype=np.float64))):
-        return True
-    last = float(smoothed[-1])
-    return not math.isfinite(last) or last >= threshold
+    return divergence.is_diverged(losses, smoothed, dead_loss=threshold)
 
 
 def aggregate(runs: Sequence[dict]) -> dict:
@@ -411,8 +420,9 @@ def _fmt(mean: float, std: float, digits: int = 3, percent: bool = False) -> str
 def format_table(summary: Dict[str, Dict[str, dict]]) -> str:
     """A Markdown table: per network and initialization, ours beside the paper's numbers.
 
-    Loss is the last smoothed training loss, mean ± std over seeds; "diverged" counts runs with
-    a non-finite loss or a last smoothed loss >= 2.2.
+    Loss is the last smoothed training loss, mean ± std over seeds; "diverged" counts the runs
+    :func:`is_diverged` flags (a non-finite loss, a loss 100 times the first, or a last
+    smoothed loss >= 2.2).
     """
     lines = [
         "| net | init | smoothed loss | test accuracy | diverged | paper loss | paper accuracy |",
@@ -479,36 +489,48 @@ def plot_curves(runs: Sequence[dict], path: str, title: Optional[str] = None):
 # --------------------------------------------------------------------------- CLI
 
 
+def _init_name(text: str) -> str:
+    """An argparse type: one of DEFAULT_INITS or a name keras.initializers.get understands."""
+    try:
+        make_initializer(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown initialization {text!r}: expected one of {', '.join(DEFAULT_INITS)} or a "
+            "keras.initializers name (e.g. glorot_uniform)") from None
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``keras-normed compare``."""
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS,
                         help="networks of the paper to train")
-    parser.add_argument("--inits", nargs="+", default=list(DEFAULT_INITS),
+    parser.add_argument("--inits", nargs="+", type=_init_name, default=list(DEFAULT_INITS),
+                        metavar="INIT",
                         help="initializations: normed, normed-analytic, glorot, he, or any "
                              "keras.initializers name")
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs per run")
-    parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    parser.add_argument("--seeds", type=positive_int, default=5, metavar="N",
+                        help="number of seeds (0..N-1)")
+    parser.add_argument("--epochs", type=positive_int, default=3, metavar="N",
+                        help="training epochs per run")
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                        help="training batch size")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
                         help="sgd, momentum (SGD with momentum 0.9) or adam")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=positive_float, default=None,
                         help="learning rate (default: sgd 0.05, momentum 0.01, adam 0.001)")
-    parser.add_argument("--smoothing", type=float, default=0.98,
-                        help="beta of the debiased exponential moving average of the loss")
-    parser.add_argument("--source", choices=("auto", "mnist-dir", "keras", "sklearn"),
-                        default="auto", help="data source (auto: --data-dir / "
-                        "$KERAS_NORMED_MNIST_DIR if it holds MNIST, else offline sklearn digits)")
-    parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files")
-    parser.add_argument("--n-train", type=int, default=8000, help="training images")
-    parser.add_argument("--n-test", type=int, default=2000, help="test images")
-    parser.add_argument("--output", default=os.path.join("results", "compare"),
-                        help="folder for compare.json, compare.md and compare.png")
-    parser.add_argument("--probe-size", type=int, default=_PROBE_SIZE,
+    parser.add_argument("--smoothing", type=unit_interval, default=0.98, metavar="BETA",
+                        help="beta of the debiased exponential moving average of the loss, "
+                             "in [0, 1)")
+    add_data_arguments(parser)
+    add_output_argument(parser, os.path.join("results", "compare"),
+                        "folder for compare.json, compare.md and compare.png")
+    parser.add_argument("--probe-size", type=positive_int, default=_PROBE_SIZE, metavar="N",
                         help="training images in rescale's probe batch (normed)")
     parser.add_argument("--jit", choices=sorted(_JIT), default="auto",
-                        help="XLA compilation of the training step (auto: Keras' default)")
-    parser.add_argument("--progress", choices=("bar", "keras", "none"), default="bar")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="XLA compilation of the training step (auto: as Keras decides)")
+    parser.add_argument("--progress", choices=("bar", "keras", "none"), default="bar",
+                        help="bar: one line per run; keras: Keras' own progress; none")
+    parser.add_argument("--merge", nargs="+", type=existing_file, default=None, metavar="JSON",
                         help="train nothing: combine the compare.json files of earlier runs "
                              "(e.g. one per network) into one table, JSON and figure")
     parser.add_argument("--quick", action="store_true",
@@ -516,16 +538,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{_QUICK['n_test']} test), one epoch, two seeds, batch "
                              f"{_QUICK['batch_size']}, smoothing {_QUICK['smoothing']}, probe "
                              f"{_QUICK['probe_size']}, no XLA (overrides those options)")
-
-
-def _check(args) -> None:
-    for name in ("seeds", "epochs", "batch_size", "n_train", "n_test", "probe_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"`--{name.replace('_', '-')}` must be >= 1, "
-                             f"got {getattr(args, name)}.")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"`--lr` must be a positive number, got {args.lr}.")
-    smooth([], args.smoothing)  # validates beta
 
 
 def merge_results(paths: Sequence[str]) -> dict:
@@ -591,13 +603,11 @@ def run(args: argparse.Namespace, builder: Optional[Callable] = None) -> int:
     if args.quick:
         for key, value in _QUICK.items():
             setattr(args, key, value)
-    _check(args)
+    check_data(args.source, args.data_dir)
     from keras_normed.experiments.data import load_digits
 
     data = load_digits(args.source, args.data_dir, n_train=args.n_train, n_test=args.n_test,
                        seed=0)
-    for init in args.inits:  # fail on a bad name before any training
-        make_initializer(init, 0)
     settings = {k: getattr(args, k) for k in (
         "nets", "inits", "seeds", "epochs", "batch_size", "optimizer", "lr", "smoothing",
         "source", "n_train", "n_test", "probe_size", "jit", "quick")}

@@ -19,8 +19,9 @@ from typing import Optional
 
 import numpy as np
 
-ENV_VAR = "KERAS_NORMED_MNIST_DIR"
-SOURCES = ("auto", "mnist-dir", "keras", "sklearn")
+from keras_normed.experiments.options import ENV_VAR, SOURCES
+
+__all__ = ["ENV_VAR", "SOURCES", "Digits", "read_idx", "load_digits"]
 
 
 @dataclasses.dataclass

@@ -11,12 +11,13 @@ Initializations compared:
   normalization and the between-layer equalization of change rates, on the labels).
 
 Reported: training loss after N steps, steps until the 20-step mean loss first falls below
-``--threshold``, test accuracy.
+``--threshold``, test accuracy, diverged runs (the rule of
+:mod:`keras_normed.experiments.divergence`: a non-finite loss, or a loss 100 times the first).
 
 Example::
 
     keras-normed datainit --quick
-    keras-normed datainit --depth 21 --steps 300 --source mnist-dir
+    keras-normed datainit --data-dir "$KERAS_NORMED_MNIST_DIR" --output results/datainit
 """
 
 from __future__ import annotations
@@ -26,34 +27,42 @@ import json
 import os
 from typing import Dict, List, Optional
 
+from keras_normed.experiments import options
 from keras_normed.experiments import resnet as _common
 
 INITS = ("he", "lsuv", "ddi")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--depth", type=int, default=21, help="conv layers (default 21)")
-    parser.add_argument("--channels", type=int, default=16, help="channels of the first half")
+    """The options of ``keras-normed datainit``."""
+    parser.add_argument("--depth", type=options.int_at_least(2), default=21, metavar="N",
+                        help="conv layers, at least 2")
+    parser.add_argument("--channels", type=options.positive_int, default=16, metavar="N",
+                        help="channels of the first half")
     parser.add_argument("--head", choices=("flatten", "gap"), default="flatten",
                         help="readout: flatten the last maps (trains), or global average pooling "
                              "(at depth 21 nothing passed 40%% in 150 steps)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--threshold", type=float, default=1.0,
+    parser.add_argument("--steps", type=options.positive_int, default=300, metavar="N",
+                        help="training steps per run")
+    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
+                        help="training batch size")
+    parser.add_argument("--lr", type=options.positive_float, default=0.01,
+                        help="SGD learning rate")
+    parser.add_argument("--momentum", type=options.unit_interval, default=0.9,
+                        help="SGD momentum, in [0, 1)")
+    parser.add_argument("--threshold", type=options.positive_float, default=1.0,
                         help="loss threshold for 'steps to threshold'")
-    parser.add_argument("--inits", default=",".join(INITS),
-                        help=f"comma-separated subset of {', '.join(INITS)}")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per init (seeds 0..n-1)")
-    parser.add_argument("--n-train", type=int, default=8000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--source", default="auto", help="auto|mnist-dir|keras|sklearn")
-    parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files")
-    parser.add_argument("--out", default="results/datainit", help="folder for JSON and PNG")
+    parser.add_argument("--inits", type=options.choices(INITS), default=",".join(INITS),
+                        help=f"comma-separated subset of {','.join(INITS)}")
+    parser.add_argument("--seeds", type=options.positive_int, default=1, metavar="N",
+                        help="runs per init (seeds 0..N-1)")
+    options.add_data_arguments(parser)
+    options.add_output_argument(parser, os.path.join("results", "datainit"),
+                                "folder for datainit.json and datainit.png")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny run (4 layers, 5 steps, sklearn digits) for tests")
-    parser.add_argument("--no-plot", action="store_true")
+                        help="tiny run for tests: at most 4 layers of 4 channels, 5 steps, "
+                             "256 / 64 images, sklearn digits unless --source says otherwise")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
 
 
 def build_model(depth: int, channels: int, seed: int, head: str = "flatten"):
@@ -106,14 +115,14 @@ def steps_to(losses: List[float], threshold: float, window: int = 20) -> Optiona
 
 def run(args: argparse.Namespace) -> int:
     from keras_normed.experiments.data import load_digits
-    from keras_normed.experiments.options import choice_list
 
     if args.quick:
         args.depth, args.channels, args.steps = min(args.depth, 4), min(args.channels, 4), 5
         args.n_train, args.n_test = 256, 64
         if args.source == "auto":
             args.source = "sklearn"
-    inits = choice_list(args.inits, INITS)
+    inits = _common._inits(args.inits, INITS)
+    options.check_data(args.source, args.data_dir)
     data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)
 
     def prepare(init: str, seed: int):
@@ -121,30 +130,33 @@ def run(args: argparse.Namespace) -> int:
         initialize(model, init, data.x_train[:256], data.y_train[:256], seed)
         return model
 
+    window = min(20, args.steps)
+
     def annotate(result: Dict) -> str:
-        result["steps_to_threshold"] = steps_to(result["losses"], args.threshold,
-                                                min(20, args.steps))
+        result["steps_to_threshold"] = steps_to(result["losses"], args.threshold, window)
         return f", steps to {args.threshold}: {result['steps_to_threshold']}"
 
     runs = _common.train_runs(inits, data, args, prepare, annotate)
-    rows = _common.summarize(runs, window=min(20, args.steps))
+    rows = _common.summarize(runs, window=window)
     for row in rows:
         hits = [r["steps_to_threshold"] for r in runs[row["init"]]]
         row["steps_to_threshold"] = hits
-    lines = ["| init | first-step loss | final loss (mean of last 20 steps) | steps to loss "
-             f"< {args.threshold} | test accuracy |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"| init | first-step loss | final loss (mean of last {window} steps) | steps to loss "
+             f"< {args.threshold} | test accuracy | diverged |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         hits = ", ".join("never" if h is None else str(h) for h in r["steps_to_threshold"])
         lines.append(f"| {r['init']} | {r['initial_loss']:.3g} | {r['final_loss']:.3f} +- "
-                     f"{r['final_loss_std']:.3f} | {hits} | {100 * r['test_accuracy']:.1f}% |")
+                     f"{r['final_loss_std']:.3f} | {hits} | {100 * r['test_accuracy']:.1f}% | "
+                     f"{r['diverged']}/{r['runs']} |")
     print("\n".join(lines))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "datainit.json"), "w") as f:
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "datainit.json"), "w") as f:
         json.dump({"config": vars(args), "data": data.source, "rows": rows, "runs": runs}, f)
     if not args.no_plot:
-        _common.plot(runs, os.path.join(args.out, "datainit.png"),
+        _common.plot(runs, os.path.join(args.output, "datainit.png"),
                      f"plain CNN, {args.depth} conv layers, no BN")
-    print(f"Results in {args.out}")
+    print(f"Results in {args.output}")
     return 0
 
 

@@ -25,27 +25,24 @@ import os
 import time
 from typing import Dict, Optional
 
-from keras_normed.experiments.data import ENV_VAR, SOURCES, load_digits
+from keras_normed.experiments import options
+from keras_normed.experiments.options import ENV_VAR
 
 HIDDEN = 512
 N_CLASSES = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", choices=SOURCES, default="auto",
-                        help=f"where the digits come from; 'auto': ${ENV_VAR} if set, else "
-                             "scikit-learn's bundled digits (offline)")
-    parser.add_argument("--data-dir", default=None,
-                        help=f"folder with MNIST IDX files (default: ${ENV_VAR})")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
-    parser.add_argument("--block-size", type=int, default=64,
+    """The options of ``keras-normed demo``."""
+    parser.add_argument("--epochs", type=options.positive_int, default=10, metavar="N",
+                        help="training epochs")
+    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
+                        help="training batch size")
+    parser.add_argument("--seed", type=options.nonneg_int, default=0, metavar="N",
+                        help="seed of the split and the weights")
+    parser.add_argument("--block-size", type=options.positive_int, default=64, metavar="B",
                         help="block size B of the CirculantDense layer")
-    parser.add_argument("--n-train", type=int, default=8000,
-                        help="training images (fewer when the source has fewer)")
-    parser.add_argument("--n-test", type=int, default=2000,
-                        help="test images (fewer when the source has fewer)")
+    options.add_data_arguments(parser)
 
 
 def build_models(block_size: int = 64, seed: int = 0, hidden: int = HIDDEN) -> Dict[str, object]:
@@ -88,11 +85,14 @@ def run_demo(source: str = "auto", data_dir: Optional[str] = None, epochs: int =
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
     if block_size < 1:
         raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
+    options.check_data(source, data_dir)
     if source == "auto":
         env = os.environ.get(ENV_VAR)
         why = (f"--data-dir {data_dir}" if data_dir else
                f"${ENV_VAR}={env}" if env else f"${ENV_VAR} is not set")
         print(f"Source 'auto' ({why}):")
+    from keras_normed.experiments.data import load_digits
+
     data = load_digits(source, data_dir=data_dir, n_train=n_train, n_test=n_test, seed=seed,
                        verbose=True)
 

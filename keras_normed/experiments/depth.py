@@ -27,43 +27,49 @@ from typing import Dict, List
 
 import numpy as np
 
-from keras_normed.experiments.options import choice_list
+from keras_normed.experiments import options
+from keras_normed.experiments.divergence import is_diverged
 
 INITS = ("delta_orthogonal", "orthogonal", "glorot", "he")
-_QUICK = {"depths": "10,50", "train_depth": 20, "steps": 20, "n_train": 1000, "n_test": 200,
+_QUICK = {"depths": [10, 50], "train_depth": 20, "steps": 20, "n_train": 1000, "n_test": 200,
           "jit": "off"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--depths", default="10,50,100,200,500,1000",
+    """The options of ``keras-normed depth``."""
+    parser.add_argument("--depths", type=options.positive_int_list,
+                        default="10,50,100,200,500,1000",
                         help="comma-separated depths measured at initialization")
-    parser.add_argument("--inits", default=",".join(INITS),
-                        help=f"comma-separated initializers among {', '.join(INITS)}")
-    parser.add_argument("--train-depth", type=int, default=200,
+    parser.add_argument("--inits", type=options.choices(INITS), default=",".join(INITS),
+                        help=f"comma-separated initializers among {','.join(INITS)}")
+    parser.add_argument("--train-depth", type=options.nonneg_int, default=200, metavar="N",
                         help="depth of the trained networks (0: skip training)")
-    parser.add_argument("--steps", type=int, default=200, help="SGD steps per initializer")
-    parser.add_argument("--width", type=int, default=16, help="channels of every conv")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.001,
+    parser.add_argument("--steps", type=options.positive_int, default=200, metavar="N",
+                        help="SGD steps per initializer")
+    parser.add_argument("--width", type=options.positive_int, default=16, metavar="N",
+                        help="channels of every conv")
+    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
+                        help="training batch size, and test digits measured at init")
+    parser.add_argument("--lr", type=options.positive_float, default=0.001,
                         help="SGD learning rate (0.01 and 0.05 blow up or stall at depth 200)")
     parser.add_argument("--jit", choices=("on", "off"), default="on",
                         help="XLA for the training step (about 2x faster at depth 200)")
     parser.add_argument("--head", choices=("flatten", "gap"), default="flatten",
                         help="readout: flatten the 7x7 maps, or global average pooling")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--sigma-b2", type=float, default=1e-6,
+    parser.add_argument("--momentum", type=options.unit_interval, default=0.9,
+                        help="SGD momentum, in [0, 1)")
+    parser.add_argument("--sigma-b2", type=options.nonneg_float, default=1e-6,
                         help="bias variance of the delta-orthogonal network (sets sigma_w)")
-    parser.add_argument("--n-train", type=int, default=8000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
+    options.add_data_arguments(parser)
+    parser.add_argument("--seed", type=options.nonneg_int, default=0, metavar="N",
+                        help="seed of the split, the weights and the batches")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run: depths 10,50, 20-layer training for 20 steps "
                         "(options given explicitly win)")
-    parser.add_argument("--output", default="results/depth", help="folder for JSON and PNG")
-    parser.add_argument("--data-dir", default=None, help="folder of MNIST IDX files")
-    parser.add_argument("--source", default="auto",
-                        help="data source: auto, mnist-dir, keras or sklearn")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+    options.add_output_argument(parser, os.path.join("results", "depth"),
+                                "folder for depth.json and depth.png")
+    parser.add_argument("--merge", nargs="+", type=options.existing_file, default=None,
+                        metavar="JSON",
                         help="only combine depth.json files of earlier runs (e.g. one per "
                         "initializer, run in parallel) into one table, JSON and PNG")
 
@@ -193,7 +199,7 @@ def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, 
                                  for i in range(0, len(data.x_test), 500)])
         test_acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
     return {"loss": losses, "train_acc": accs, "test_acc": test_acc, "seconds": seconds,
-            "diverged": not all(math.isfinite(v) for v in losses)}
+            "diverged": is_diverged(losses)}
 
 
 def _fmt(v: float) -> str:
@@ -245,19 +251,23 @@ def run(args) -> int:
     if args.merge:
         return _report(merge(args.merge), args.output)
     if args.quick:  # tiny values for the options left at their defaults
-        defaults = argparse.ArgumentParser()
-        add_arguments(defaults)
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        defaults = parser.parse_args([])
         for key, value in _QUICK.items():
-            if getattr(args, key) == defaults.get_default(key):
+            if getattr(args, key) == getattr(defaults, key):
                 setattr(args, key, value)
-    try:
-        depths = sorted({int(d) for d in str(args.depths).split(",") if d.strip()})
-    except ValueError:
-        raise ValueError(
-            f"--depths must be comma-separated integers, got {args.depths!r}.") from None
-    if not depths or depths[0] < 1:
-        raise ValueError(f"--depths must be positive integers, got {args.depths!r}.")
-    inits = choice_list(args.inits, INITS)
+    depths = args.depths
+    if isinstance(depths, str):  # given programmatically
+        try:
+            depths = options.positive_int_list(depths)
+        except argparse.ArgumentTypeError as err:
+            raise options.OptionError(f"argument --depths: {err}") from None
+    depths = sorted(set(depths))
+    inits = args.inits
+    if isinstance(inits, str):
+        inits = options.choice_list(inits, INITS)
+    options.check_data(args.source, args.data_dir)
     keras.utils.set_random_seed(args.seed)
     data = load_digits(args.source, args.data_dir, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed)

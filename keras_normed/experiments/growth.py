@@ -17,7 +17,7 @@ Example::
 
     nice -n 10 python -m keras_normed.experiments.growth --nets a b c d --skip-train
     nice -n 10 python -m keras_normed.experiments.growth --nets b c --seeds 5 --skip-spread \\
-        --n-train 8000 --epochs 3 --out results/growth_train.json
+        --n-train 8000 --epochs 3 --output results/growth_train.json
 """
 
 from __future__ import annotations
@@ -167,24 +167,29 @@ def _save(path: str, payload: Dict) -> None:
 
 
 def main(argv=None) -> int:
+    from keras_normed.experiments import options
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nets", nargs="+", default=["a", "b", "c", "d"])
+    parser.add_argument("--nets", nargs="+", default=["a", "b", "c", "d"],
+                        choices=("a", "b", "c", "d"))
     parser.add_argument("--inits", nargs="+", default=list(INITS[:4]), choices=INITS)
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--n-train", type=int, default=8000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--seeds", type=options.positive_int, default=5,
+                        help="number of seeds (0..N-1)")
+    parser.add_argument("--first-seed", type=options.nonneg_int, default=0)
+    parser.add_argument("--n-train", type=options.positive_int, default=8000)
+    parser.add_argument("--epochs", type=options.positive_int, default=3)
+    parser.add_argument("--batch-size", type=options.positive_int, default=64)
+    parser.add_argument("--lr", type=options.positive_float, default=0.01)
+    parser.add_argument("--momentum", type=options.unit_interval, default=0.9)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                         help="adam uses --lr as its learning rate and ignores --momentum")
-    parser.add_argument("--probe-size", type=int, default=256)
+    parser.add_argument("--probe-size", type=options.positive_int, default=256)
     parser.add_argument("--skip-spread", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="results/growth.json")
-    parser.add_argument("--resume", action="store_true", help="skip runs already in --out")
+    parser.add_argument("--data-dir", type=options.existing_dir, default=None)
+    options.add_output_argument(parser, os.path.join("results", "growth.json"),
+                                "JSON file the results are added to", metavar="FILE")
+    parser.add_argument("--resume", action="store_true", help="skip runs already in --output")
     args = parser.parse_args(argv)
     global _OPTIMIZER
     _OPTIMIZER = args.optimizer
@@ -196,18 +201,18 @@ def main(argv=None) -> int:
     if not args.skip_spread:
         rows = spread_experiment(data, args.nets, args.inits, args.first_seed, args.lr,
                                  args.momentum, args.probe_size)
-        _save(args.out, {"spread": rows, "spread_args": vars(args)})
+        _save(args.output, {"spread": rows, "spread_args": vars(args)})
         print(summarize_spread(rows))
     if not args.skip_train:
         done = None
-        if args.resume and os.path.exists(args.out):
-            with open(args.out) as f:
+        if args.resume and os.path.exists(args.output):
+            with open(args.output) as f:
                 done = json.load(f).get("train")
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-        _save(args.out, {"train_args": vars(args)})
+        _save(args.output, {"train_args": vars(args)})
         rows = train_experiment(data, args.nets, args.inits, seeds, args.n_train, args.epochs,
                                 args.batch_size, args.lr, args.momentum, args.probe_size,
-                                out=args.out, done=done)
+                                out=args.output, done=done)
         print(summarize_train(rows))
     return 0
 

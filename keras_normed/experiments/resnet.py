@@ -10,10 +10,15 @@ flatten -> stem Dense(width) -> ``blocks`` x [h + Dense(width)(relu(Dense(width,
   unit's pre-activation zero mean, unit variance on a batch: g and b set from the data);
 - ``he-g1``: v He-normal with g = 1 (unit-norm weight vectors), the common proxy.
 
+The defaults are the setting docs/weight_norm.md reports as training (50 blocks of width 16,
+100 steps of SGD with lr 0.002 and momentum 0.9, three seeds); at width 32 and lr 0.01 every
+initialization diverged there. A run counts as diverged by the rule of
+:mod:`keras_normed.experiments.divergence` (a non-finite loss, or a loss 100 times the first).
+
 Example::
 
     keras-normed resnet --quick
-    keras-normed resnet --blocks 50 --width 32 --steps 300 --source mnist-dir
+    keras-normed resnet --data-dir "$KERAS_NORMED_MNIST_DIR" --output results/resnet
 """
 
 from __future__ import annotations
@@ -27,27 +32,38 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from keras_normed.experiments import options
+from keras_normed.experiments.divergence import is_diverged
+
 INITS = ("arpit", "salimans", "he-g1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--blocks", type=int, default=50, help="residual blocks (default 50)")
-    parser.add_argument("--width", type=int, default=32, help="units per layer (default 32)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per init")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--inits", default=",".join(INITS),
-                        help=f"comma-separated subset of {', '.join(INITS)}")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per init (seeds 0..n-1)")
-    parser.add_argument("--n-train", type=int, default=8000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--source", default="auto", help="auto|mnist-dir|keras|sklearn")
-    parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files")
-    parser.add_argument("--out", default="results/resnet", help="folder for JSON and PNG")
+    """The options of ``keras-normed resnet``."""
+    parser.add_argument("--blocks", type=options.positive_int, default=50, metavar="N",
+                        help="residual blocks")
+    parser.add_argument("--width", type=options.positive_int, default=16, metavar="N",
+                        help="units per layer")
+    parser.add_argument("--steps", type=options.positive_int, default=100, metavar="N",
+                        help="training steps per run")
+    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
+                        help="training batch size")
+    parser.add_argument("--lr", type=options.positive_float, default=0.002,
+                        help="SGD learning rate (0.01 diverged at width 32)")
+    parser.add_argument("--momentum", type=options.unit_interval, default=0.9,
+                        help="SGD momentum, in [0, 1)")
+    parser.add_argument("--inits", type=options.choices(INITS), default=",".join(INITS),
+                        help=f"comma-separated subset of {','.join(INITS)}")
+    parser.add_argument("--seeds", type=options.positive_int, default=3, metavar="N",
+                        help="runs per init (seeds 0..N-1)")
+    options.add_data_arguments(parser)
+    options.add_output_argument(parser, os.path.join("results", "resnet"),
+                                "folder for resnet.json and resnet.png")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny run (4 blocks, 5 steps, sklearn digits) for tests")
-    parser.add_argument("--no-plot", action="store_true")
+                        help="tiny run for tests: at most 4 blocks of width 8, 5 steps, one "
+                             "seed, 256 / 64 images, sklearn digits unless --source says "
+                             "otherwise")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
 
 
 def build_model(blocks: int, width: int, init: str, seed: int):
@@ -161,30 +177,38 @@ def _smooth(values, window=20):
 
 
 def summarize(runs: Dict[str, List[Dict]], window: int = 20) -> List[Dict]:
-    """One table row per init: initial, final (smoothed) training loss, test accuracy."""
+    """One table row per init: initial, final (``window``-step mean) training loss, test
+    accuracy, the number of diverged runs and of runs.
+
+    ``diverged`` counts the runs :func:`keras_normed.experiments.divergence.is_diverged` flags
+    (a non-finite loss, or a loss 100 times the first); the final-loss mean and std (ddof 0)
+    leave out the non-finite values only.
+    """
     rows = []
     for init, seeds in runs.items():
         final = [_smooth(r["losses"], window)[-1] for r in seeds]
-        finite = [f for f in final if math.isfinite(f)]  # diverged runs are counted, not averaged
+        finite = [f for f in final if math.isfinite(f)]
         rows.append({
             "init": init,
             "initial_loss": float(np.mean([r["losses"][0] for r in seeds])),
             "final_loss": float(np.mean(finite)) if finite else float("nan"),
             "final_loss_std": float(np.std(finite)) if finite else float("nan"),
             "test_accuracy": float(np.mean([r["test_accuracy"] for r in seeds])),
-            "diverged": int(sum(not math.isfinite(f) for f in final)),
+            "diverged": int(sum(is_diverged(r["losses"]) for r in seeds)),
+            "runs": len(seeds),
         })
     return rows
 
 
-def markdown_table(rows: List[Dict]) -> str:
-    lines = ["| init | first-step loss | final loss (mean of last 20 steps) | test accuracy | "
-             "diverged |", "| --- | --- | --- | --- | --- |"]
+def markdown_table(rows: List[Dict], window: int = 20) -> str:
+    """The rows of :func:`summarize` (made with the same ``window``) as a Markdown table."""
+    lines = [f"| init | first-step loss | final loss (mean of last {window} steps) | "
+             "test accuracy | diverged |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         loss = (f"{r['final_loss']:.3f} +- {r['final_loss_std']:.3f}"
                 if math.isfinite(r["final_loss"]) else "n/a (every run diverged)")
         lines.append(f"| {r['init']} | {r['initial_loss']:.3g} | {loss} | "
-                     f"{100 * r['test_accuracy']:.1f}% | {r['diverged']} |")
+                     f"{100 * r['test_accuracy']:.1f}% | {r['diverged']}/{r['runs']} |")
     return "\n".join(lines)
 
 
@@ -209,16 +233,23 @@ def plot(runs: Dict[str, List[Dict]], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def _inits(value, allowed) -> List[str]:
+    """``--inits`` as parsed (a list), or as a comma-separated string given programmatically."""
+    if isinstance(value, str):
+        return options.choice_list(value, allowed)
+    return list(value)
+
+
 def run(args: argparse.Namespace) -> int:
     from keras_normed.experiments.data import load_digits
-    from keras_normed.experiments.options import choice_list
 
     if args.quick:
         args.blocks, args.width, args.steps = min(args.blocks, 4), min(args.width, 8), 5
-        args.n_train, args.n_test = 256, 64
+        args.n_train, args.n_test, args.seeds = 256, 64, 1
         if args.source == "auto":
             args.source = "sklearn"
-    inits = choice_list(args.inits, INITS)
+    inits = _inits(args.inits, INITS)
+    options.check_data(args.source, args.data_dir)
     data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)
 
     def prepare(init: str, seed: int):
@@ -227,17 +258,18 @@ def run(args: argparse.Namespace) -> int:
         return model
 
     runs = train_runs(inits, data, args, prepare)
-    rows = summarize(runs, window=min(20, args.steps))
-    table = markdown_table(rows)
+    window = min(20, args.steps)
+    rows = summarize(runs, window=window)
+    table = markdown_table(rows, window)
     print(table)
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.output, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("func",)}
-    with open(os.path.join(args.out, "resnet.json"), "w") as f:
+    with open(os.path.join(args.output, "resnet.json"), "w") as f:
         json.dump({"config": config, "data": data.source, "rows": rows, "runs": runs}, f)
     if not args.no_plot:
-        plot(runs, os.path.join(args.out, "resnet.png"),
+        plot(runs, os.path.join(args.output, "resnet.png"),
              f"WN ResNet, {args.blocks} blocks x width {args.width}")
-    print(f"Results in {args.out}")
+    print(f"Results in {args.output}")
     return 0
 
 
