@@ -1,4 +1,6 @@
-"""Speed benchmark: block-circulant layers against Dense / Conv2D and against materialising.
+"""Speed benchmark: block-circulant layers against Dense / Conv2D and against materialising;
+and what ``keras_normed.rescale`` costs next to a model's first ``fit`` call (``--cases
+rescale``).
 
 For every case three implementations are timed in the same process, interleaved round by round
 (so that load from other processes hits all of them alike), and reported as the median over
@@ -99,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: {','.join(map(str, DEFAULT_CONV_BLOCKS))})")
     parser.add_argument("--conv-batch", type=positive_int, default=None, metavar="N",
                         help="batch of the convolution case (default: 32)")
-    parser.add_argument("--cases", choices=("all", "dense", "conv"), default="all",
-                        help="which cases to run")
+    parser.add_argument("--cases", choices=("all", "dense", "conv", "rescale"), default="all",
+                        help="which cases to run ('rescale': keras_normed.rescale of a "
+                             "100-layer MLP against its first fit call)")
     parser.add_argument("--jit", choices=("both", "on", "off"), default="both",
                         help="tf.function with jit_compile=True ('on'), without ('off'), or both")
     parser.add_argument("--profile", action="store_true",
@@ -479,6 +482,66 @@ def check_targets(rows: Sequence[dict]) -> Optional[str]:
             f"({'met' if ok_mat else 'NOT met'}).")
 
 
+def _mlp(depth: int, width: int, seed: int):
+    import keras
+
+    from keras_normed.initializers import Normed
+
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((width,))]
+    layers += [keras.layers.Dense(width, activation="relu", kernel_initializer="normed")
+               for _ in range(depth - 1)]
+    layers.append(keras.layers.Dense(10, kernel_initializer=Normed("linear")))
+    model = keras.Sequential(layers)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats: int = 3,
+                  seed: int = 0) -> dict:
+    """What ``rescale`` costs next to training: a ``depth``-layer ReLU MLP of ``width`` units,
+    batch ``batch``. Each round builds a fresh model, times ``rescale`` with a probe batch,
+    then the first ``fit`` call on the same model (one step: tracing included, as a user's
+    first fit pays it); and ``rescale`` by the analytic rule on another fresh model. Medians
+    over ``repeats`` rounds after a warm-up round on a small model."""
+    import numpy as np
+
+    import keras_normed
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, width)).astype("float32")
+    y = rng.integers(0, 10, batch)
+    small = _mlp(3, 16, seed)
+    keras_normed.rescale(small, (x[:, :16], y))
+    small.fit(x[:, :16], y, batch_size=batch, epochs=1, verbose=0)
+    times = {"probe": [], "analytic": [], "first_fit": []}
+    for r in range(repeats):
+        model = _mlp(depth, width, seed + r)
+        start = time.perf_counter()
+        keras_normed.rescale(model, (x, y))
+        times["probe"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        times["first_fit"].append(time.perf_counter() - start)
+        model = _mlp(depth, width, seed + r)
+        start = time.perf_counter()
+        keras_normed.rescale(model)
+        times["analytic"].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"case": f"rescale {depth}x{width} MLP, batch {batch}", "repeats": repeats,
+            "probe_s": med["probe"], "analytic_s": med["analytic"],
+            "first_fit_s": med["first_fit"], "probe_over_first_fit":
+                med["probe"] / med["first_fit"]}
+
+
+def format_rescale(row: dict) -> str:
+    return (f"{row['case']}: probe rescale {row['probe_s']:.3f} s, analytic "
+            f"{row['analytic_s']:.3f} s, first fit call {row['first_fit_s']:.3f} s; "
+            f"probe / first fit = {row['probe_over_first_fit']:.3f} "
+            f"(median of {row['repeats']})")
+
+
 def run(args: argparse.Namespace) -> int:
     q = QUICK if args.quick else {}
 
@@ -500,7 +563,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"Machine: {m['processor']}, {m['cpu_count']} CPUs, TF {m['tensorflow']}, "
           f"Keras {m['keras']}; median of {result['settings']['repeats']} rounds; "
           "base = Dense / Conv2D in the same XLA mode.")
-    print(format_table(result["rows"], markdown=args.markdown))
+    if result["rows"]:
+        print(format_table(result["rows"], markdown=args.markdown))
+    if args.cases in ("all", "rescale"):
+        sizes = {"depth": 8, "width": 32, "batch": 64, "repeats": 1} if args.quick else {}
+        result["rescale"] = bench_rescale(**sizes, seed=args.seed)
+        print(format_rescale(result["rescale"]))
     if result["profile"]:
         print("\nParts of the circulant forward:")
         print(format_profile(result["profile"]))

@@ -350,11 +350,11 @@ def _between_layer(model, targets, batch, loss, iters, alpha, seed, report, verb
                                              training=False)
         rates = []
         for t, g, w in zip(targets, grads, values):
-            if not np.all(np.isfinite(g)) or not np.sum(w * w) > 0:
+            if not np.all(np.isfinite(g)) or not engine.norm(w) ** 2 > 0:
                 raise ValueError(
                     f"data_dependent_init: layer {t.name!r} gets no finite gradient from the "
                     "loss; check the loss and the targets.")
-            rates.append(float(np.sum(g * g) / np.sum(w * w)))
+            rates.append(float(engine.norm(g) ** 2 / engine.norm(w) ** 2))
         return np.asarray(rates)
 
     rates = change_rates()
@@ -376,17 +376,10 @@ def _between_layer(model, targets, batch, loss, iters, alpha, seed, report, verb
             print("data_dependent_init: change-rate spread", float(rates.max() / rates.min()))
     out1 = engine.predict(model, batch)
     report.summary.update(
-        output_change=_relative_change(out0, out1),
+        output_change=engine.relative_change(out0, out1),
         between_layer={"spread_before": before, "spread_after": float(rates.max() / rates.min()),
                        "iterations": iters, "constraints": constraints.rows.shape[0]},
         notes=constraints.notes, loss=loss_fn.description)
     for row, rate in zip(report.rows, rates):
         row.values["change_rate"] = float(rate)
 
-
-def _relative_change(before, after) -> float:
-    b = np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
-                        for t in keras.tree.flatten(before)])
-    a = np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
-                        for t in keras.tree.flatten(after)])
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

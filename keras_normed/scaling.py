@@ -171,8 +171,8 @@ def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, lo
     growth = []
     for i, (step, value) in enumerate(zip(steps, values)):
         share = 1.0 if structures is None or structures[i] is None else structures[i].sharing
-        norm_w = math.sqrt(share) * float(np.linalg.norm(value))
-        growth.append(math.sqrt(share) * float(np.linalg.norm(step)) / max(norm_w, 1e-30))
+        norm_w = math.sqrt(share) * engine.norm(value)
+        growth.append(math.sqrt(share) * engine.norm(step) / max(norm_w, 1e-30))
     return {"growth": growth, "loss": loss_value, "grads": grads, "steps": steps,
             "exponent": exponent, "output": y_pred}
 
@@ -318,7 +318,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             site.variable.assign(value.astype(site.variable.dtype))
             site.layer.kernel_initializer = _marked(site.layer.kernel_initializer, c)
         if before_out is not None:
-            summary["output_change"] = _relative_change(before_out,
+            summary["output_change"] = engine.relative_change(before_out,
                                                         engine.predict(model, batch, training))
     summary["notes"] = notes
     report = Report("rescale", True, rows=report_rows, summary=summary)
@@ -328,13 +328,6 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                       f"{result['iterations']} rounds.", stacklevel=2)
     return _done(report, verbose)
 
-
-def _relative_change(before, after) -> float:
-    b = np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
-                        for t in keras.tree.flatten(before)])
-    a = np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
-                        for t in keras.tree.flatten(after)])
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def _refuse_trained(model, sites) -> None:

@@ -23,11 +23,11 @@ from keras_normed.engine.grad import (
 )
 from keras_normed.engine.graph import KernelSite, ScaleConstraints, kernel_sites, scale_constraints
 from keras_normed.engine.report import Report, Row, spread
-from keras_normed.engine.solve import equalize
+from keras_normed.engine.solve import equalize, norm, relative_change
 from keras_normed.engine.state import Transaction, agree
 
 __all__ = ["Batch", "as_batch", "KernelSite", "ScaleConstraints", "kernel_sites",
            "scale_constraints", "Loss", "default_loss", "loss_and_gradients",
            "optimizer_steps", "outside_distribution", "predict", "resolve_loss",
            "resolve_optimizer", "step_exponent", "steps_and_exponent", "Report", "Row",
-           "spread", "equalize", "Transaction", "agree"]
+           "spread", "equalize", "norm", "relative_change", "Transaction", "agree"]

@@ -306,7 +306,9 @@ def _exponent_probe(grads: Sequence[np.ndarray], values: Sequence[np.ndarray]):
 
 
 def _exponent(s1: np.ndarray, s2: np.ndarray) -> float:
-    n1, n2 = float(np.linalg.norm(s1)), float(np.linalg.norm(s2))
+    from keras_normed.engine.solve import norm
+
+    n1, n2 = norm(s1), norm(s2)
     if not n1 > 0:
         return 2.0
     p = float(np.clip(1.0 + math.log2(max(n2 / n1, 1e-12)), 1.0, 2.0))

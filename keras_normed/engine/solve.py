@@ -7,7 +7,7 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ["null_space", "equalize"]
+__all__ = ["null_space", "equalize", "norm", "relative_change"]
 
 
 def null_space(rows: np.ndarray, n: int) -> np.ndarray:
@@ -42,3 +42,21 @@ def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
     a = basis @ sol[:-1]
     residual = b - design @ sol
     return a, float(math.exp(np.ptp(residual)))
+
+
+def norm(x) -> float:
+    """Euclidean norm of all entries, in float64. ``einsum`` rather than BLAS: OpenBLAS's dot
+    on a loaded machine was 100x slower for the kernels' sizes."""
+    flat = np.ravel(np.asarray(x, np.float64))
+    return math.sqrt(float(np.einsum("i,i->", flat, flat)))
+
+
+def relative_change(before, after) -> float:
+    """``||after - before|| / ||before||`` over every tensor of two output structures."""
+    import keras
+
+    b = np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
+                        for t in keras.tree.flatten(before)])
+    a = np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
+                        for t in keras.tree.flatten(after)])
+    return norm(a - b) / max(norm(b), 1e-30)
