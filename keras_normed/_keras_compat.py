@@ -19,9 +19,9 @@ import keras
 from keras.src.initializers.random_initializers import RandomInitializer
 
 __all__ = ["RandomInitializer", "random_seed_dtype", "in_xla_context", "all_layers",
-           "call_takes_training", "producer", "node_inputs", "node_outputs", "consumers",
-           "layer_calls", "graph_side_effects_undone", "captured_calls", "is_keras_tensor",
-           "is_conv"]
+           "call_takes_training", "producer", "node_inputs", "node_arguments", "node_outputs",
+           "consumers", "layer_calls", "graph_side_effects_undone", "captured_calls",
+           "is_keras_tensor", "is_conv"]
 
 
 def all_layers(model) -> List[Any]:
@@ -62,6 +62,11 @@ def producer(tensor) -> Optional[Tuple[Any, Any]]:
 def node_inputs(node) -> List[Any]:
     """The symbolic tensors a node was called on, flattened in call order."""
     return list(node.input_tensors)
+
+
+def node_arguments(node) -> Tuple[tuple, dict]:
+    """``(args, kwargs)`` a node's operation was called with (symbolic tensors and the rest)."""
+    return tuple(node.arguments.args), dict(node.arguments.kwargs)
 
 
 def node_outputs(node) -> List[Any]:

@@ -68,7 +68,7 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
     """
     scaling.check_built(model)
     data = x if y is None else (x, y)
-    batch = engine.as_batch(model, data, need_y=True)
+    batch = engine.as_batch(model, data, need_y=True, arg="x" if y is None else "x, y")
     sites = [s for s in engine.kernel_sites(model) if s.trainable]
     if not sites:
         raise ValueError(f"Model {model.name!r} has no layer with a trainable kernel.")

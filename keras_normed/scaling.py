@@ -268,11 +268,17 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     variables = [s.variable for s in free]
     constraints = engine.scale_constraints(model, variables, batch.x if batch else None,
                                            training=training)
+    if constraints.graph == "unknown" and batch is None:
+        raise ValueError(
+            f"rescale: the graph of model {model.name!r} cannot be read (its `call` is not "
+            "symbolic-traceable: raw TensorFlow ops or Python control flow on values), so which "
+            "scales keep its function is unknown. Pass a probe batch `data=(x, y)` (the output "
+            "is then checked, and the call refused if it changes), or write `call` with Keras "
+            "layers and keras.ops.")
     used = [u is None or u > 0 for u in constraints.uses]
-    notes = list(constraints.notes)
-    for site, ok in zip(free, used):
-        if not ok:
-            notes.append(f"{site.path}: its layer is not called by the model; left as it is")
+    unused = [f"{site.path}: its layer is not called by the model; left as it is"
+              for site, ok in zip(free, used) if not ok]
+    n_all = len(free)
     keep = [i for i, ok in enumerate(used) if ok]
     free = [free[i] for i in keep]
     rows = constraints.rows[:, keep] if constraints.rows.size else constraints.rows
@@ -289,7 +295,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             result = _analytic(free, structures, uses, optimizer, base, rows, analytic_form)
         else:
             result = _probe(model, free, structures, base, batch, optimizer, loss, training,
-                            rows, tol, max_iter, exact=constraints.homogeneous)
+                            rows, tol, max_iter,
+                            exact=lambda a: not constraints.notes_for(_embed(a, keep, n_all)))
     except Exception as err:  # noqa: BLE001 - every replica must reach the agreement below
         failed, result = err, None
     n = len(free)
@@ -317,17 +324,55 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         for site, value, c in zip(free, new_values, scales):
             site.variable.assign(value.astype(site.variable.dtype))
             site.layer.kernel_initializer = _marked(site.layer.kernel_initializer, c)
+        notes = constraints.notes_for(_embed(np.log(scales), keep, n_all)) + unused
         if before_out is not None:
-            summary["output_change"] = engine.relative_change(before_out,
-                                                        engine.predict(model, batch, training))
+            change = engine.relative_change(before_out, engine.predict(model, batch, training))
+            summary["output_change"] = change
+            if constraints.graph == "unknown" and change > _kept_tolerance(model):
+                raise ValueError(
+                    f"rescale: the graph of model {model.name!r} cannot be read, and the scales "
+                    f"of a chain changed its output by {change:.3g} (relative) on the probe "
+                    "batch: refused, weights unchanged. Write `call` with Keras layers and "
+                    "keras.ops so that its graph can be traced.")
+            if not notes and change > _kept_tolerance(model):
+                # The graph reads as homogeneous, yet the function moved: something uses a
+                # kernel where the graph does not show it (e.g. `ops.matmul(h, layer.kernel)`
+                # in a subclassed call). Never a silent change: refuse.
+                raise ValueError(
+                    f"rescale: the scales read from the graph of model {model.name!r} should "
+                    f"keep its function, but its output changed by {change:.3g} (relative) on "
+                    "the probe batch: some kernel is used outside its layer's call (read as "
+                    "`layer.kernel` inside another computation?). Refused, weights unchanged; "
+                    "use each kernel through its layer.")
     summary["notes"] = notes
     report = Report("rescale", True, rows=report_rows, summary=summary)
+    change = summary.get("output_change")
+    if notes and (change is None or change > 1e-3):
+        warnings.warn(
+            "normed rescale: the model is not positively homogeneous where the scales move ("
+            + "; ".join(notes[:3]) + ("; ..." if len(notes) > 3 else "") + "): its function "
+            + ("is kept only approximately" if change is None else
+               f"changed by {change:.3g} (relative) on the probe batch") + ".",
+            RuntimeWarning, stacklevel=2)
     if report.spread_after > tol and report.spread_after > 1.05 * result["allowed"]:
         warnings.warn(f"normed rescale: growth spread {report.spread_after:.3g} > tol={tol} "
                       f"(the constraints allow {result['allowed']:.3g}) after "
                       f"{result['iterations']} rounds.", stacklevel=2)
     return _done(report, verbose)
 
+
+
+def _kept_tolerance(model) -> float:
+    """Relative output change that still counts as "the function is kept": float32 rounding,
+    or float16/bfloat16's under a mixed-precision policy."""
+    dtypes = {getattr(layer, "compute_dtype", "float32") for layer in compat.all_layers(model)}
+    return 3e-2 if dtypes & {"float16", "bfloat16"} else 1e-4
+
+
+def _embed(a, keep, n: int) -> np.ndarray:
+    full = np.zeros(n)
+    full[keep] = a
+    return full
 
 
 def _refuse_trained(model, sites) -> None:
@@ -383,10 +428,11 @@ def _analytic(sites, structures, uses, optimizer, base, rows, form: str) -> dict
 
 
 def _probe(model, sites, structures, base, batch, optimizer, loss, training, rows, tol,
-           max_iter, exact: bool = False) -> dict:
+           max_iter, exact=lambda a: False) -> dict:
     """Measure, solve, and measure again until the spread stops improving. Where the net is
-    positively homogeneous (``exact``) the law ``r -> r c**-p`` holds exactly and one solve
-    is final: the growth after is the law's, not a second measurement."""
+    homogeneous wherever the solution moves scales (``exact(a)``), the law ``r -> r c**-p``
+    holds exactly and one solve is final: the growth after is the law's, not a second
+    measurement."""
     kernels = [s.variable for s in sites]
     loss_fn = engine.resolve_loss(model, batch, loss)
     a = np.zeros(len(base))
@@ -416,7 +462,7 @@ def _probe(model, sites, structures, base, batch, optimizer, loss, training, row
         best_previous = current
         step, allowed = engine.equalize(np.log(r), rows, p)
         a = a + step
-        if exact and p in (1.0, 2.0):
+        if p in (1.0, 2.0) and exact(a):
             r = r * np.exp(-p * step)
             best = (float(r.max() / r.min()), a, r)
             it += 1

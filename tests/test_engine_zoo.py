@@ -441,3 +441,127 @@ def test_first_step_fused_equals_per_variable(optimizer):
         np.testing.assert_allclose(s, ref, rtol=1e-5, atol=1e-7)
     assert engine.step_exponent(optimizer, grads, values) == (
         2.0 if isinstance(optimizer, keras.optimizers.SGD) else 1.0)
+
+
+class ResBlock(keras.layers.Layer):
+    """A layer made of layers: its own call holds a residual constraint."""
+
+    def __init__(self, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.d1 = L.Dense(48, activation="relu", kernel_initializer=_n(seed))
+        self.d2 = L.Dense(32, kernel_initializer=_n(seed + 1, "linear"))
+
+    def call(self, h):
+        return keras.ops.relu(h + self.d2(self.d1(h)))
+
+
+class Twice(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.d = L.Dense(32, activation="relu", kernel_initializer=_n(7))
+
+    def call(self, h):
+        return self.d(self.d(h))
+
+
+class TiedByKernel(keras.Model):
+    """Reads a kernel outside its layer's call: invisible to the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.d1 = L.Dense(32, activation="relu", kernel_initializer=_n(1))
+        self.d2 = L.Dense(32, activation="relu", kernel_initializer=_n(2))
+        self.out = L.Dense(10, kernel_initializer=_n(3, "linear"))
+
+    def call(self, x):
+        h = self.d2(self.d1(x))
+        return self.out(keras.ops.relu(keras.ops.matmul(h, keras.ops.transpose(self.d2.kernel))))
+
+
+class Untraceable(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d1 = L.Dense(32, activation="relu", kernel_initializer=_n(1))
+        self.d2 = L.Dense(32, kernel_initializer=_n(2, "linear"))
+        self.out = L.Dense(10, kernel_initializer=_n(3, "linear"))
+
+    def call(self, x):
+        h = self.d1(x)
+        return self.out(tf.nn.relu(h + self.d2(h)))
+
+
+class DictInput(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.da = L.Dense(16, activation="relu", kernel_initializer=_n(1))
+        self.db = L.Dense(16, activation="relu", kernel_initializer=_n(2))
+        self.out = L.Dense(10, kernel_initializer=_n(3, "linear"))
+
+    def call(self, x):
+        return self.out(keras.ops.concatenate([self.da(x["a"]), self.db(x["b"])], axis=-1))
+
+
+def _with(layer):
+    x = keras.Input((N_IN,))
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(1))(x)
+    return keras.Model(x, L.Dense(10, kernel_initializer=_n(3, "linear"))(layer(h)))
+
+
+@pytest.mark.parametrize("build", [lambda: _with(ResBlock(20)), lambda: _with(Twice()),
+                                   lambda: DictInput()], ids=["block", "twice", "dict"])
+def test_layers_made_of_layers_and_traced_dicts_keep_the_function(build):
+    model = build()
+    x, y = data("dict_inputs" if isinstance(model, DictInput) else "sequential")
+    out0 = flat(model(x, training=True))
+    report = keras_normed.rescale(model, (x, y))
+    assert report.applied and report.homogeneous
+    assert rel(flat(model(x, training=True)), out0) < 1e-5
+
+
+@pytest.mark.parametrize("cls", [TiedByKernel, Untraceable])
+def test_unreadable_use_of_kernels_is_refused(cls):
+    model = cls()
+    x, y = data("sequential")
+    model(x)
+    before = weights(model)
+    with pytest.raises(ValueError, match="Refused|refused"):
+        keras_normed.rescale(model, (x, y))
+    assert_unchanged(model, before)
+    if cls is Untraceable:  # no batch to check the output with: refused up front
+        with pytest.raises(ValueError, match="cannot be read"):
+            keras_normed.rescale(model)
+        assert_unchanged(model, before)
+
+
+def test_constants_and_attention_are_noted_and_warned():
+    x_in = keras.Input((N_IN,))
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(1))(x_in)
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(2))(keras.ops.add(h, 1.0))
+    model = keras.Model(x_in, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+    with pytest.warns(RuntimeWarning, match="constant"):
+        report = keras_normed.rescale(model, data("sequential"))
+    assert any("constant" in n for n in report.notes)
+    seq = keras.Input((6, N_IN))
+    att = L.MultiHeadAttention(2, 8, kernel_initializer="normed")(seq, seq)
+    model = keras.Model(seq, L.Dense(10, kernel_initializer=_n(3, "linear"))(L.Flatten()(att)))
+    x = np.random.default_rng(0).standard_normal((64, 6, N_IN)).astype("float32")
+    with pytest.warns(RuntimeWarning, match="not positively homogeneous"):
+        keras_normed.rescale(model, (x, np.zeros(64, "int64")))
+
+
+def test_data_shapes_checked_against_the_model():
+    model = two_outputs()
+    x, y = data("two_outputs")
+    before = weights(model)
+    bad = {"cls": np.eye(5)[y["cls"] % 5], "reg": y["reg"]}
+    with pytest.raises(ValueError, match=r"y\['cls'\] has shape \(128, 5\)"):
+        keras_normed.rescale(model, (x, bad))
+    with pytest.raises(ValueError, match="x has shape"):
+        keras_normed.rescale(model, (x[:, :8], y))
+    assert_unchanged(model, before)
+    # Per-output sample weights on an uncompiled model, and nested Python lists.
+    sw = {"cls": np.ones(128, "float32"), "reg": np.full(128, 0.5, "float32")}
+    assert keras_normed.rescale(model, (x, y, sw)).applied
+    model = sequential()
+    xs, ys = data("sequential")
+    assert keras_normed.rescale(model, (xs.tolist(), ys.tolist())).applied

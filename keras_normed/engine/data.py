@@ -75,6 +75,9 @@ def _to_numpy(leaf, arg: str):
 
 
 def _structure(value, arg: str):
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(leaf, (int, float, bool, np.generic)) for leaf in keras.tree.flatten(value)):
+        value = np.asarray(value)  # nested Python lists of numbers: one array, as fit reads it
     return keras.tree.map_structure(lambda leaf: _to_numpy(leaf, arg), value)
 
 
@@ -90,7 +93,7 @@ def _check_x(model, x, arg: str) -> None:
     if isinstance(x, dict):
         names = _names(inputs)
         missing = [n for n in names if n not in x]
-        if len(inputs) > 1 and missing:
+        if missing:
             raise ValueError(
                 f"`{arg}`: x is a dict with keys {sorted(x)}, but model {model.name!r} has inputs "
                 f"named {names}: missing {missing}. Key the dict by the model's input names.")
@@ -107,29 +110,44 @@ def _check_x(model, x, arg: str) -> None:
                     f"`{arg}`: x has shape {leaf.shape}, but input {_names([spec])[0]!r} "
                     f"expects {tuple(spec.shape)}: the batch axis is missing (an unbatched "
                     "tf.data.Dataset? call `dataset.batch(n)`).")
-            if leaf.ndim != want:
+            if leaf.ndim != want or any(
+                    d is not None and d != n for d, n in zip(spec.shape[1:], leaf.shape[1:])):
                 raise ValueError(
                     f"`{arg}`: x has shape {leaf.shape}, but input {_names([spec])[0]!r} "
-                    f"expects {tuple(spec.shape)} (batch first). Pass arrays of that shape.")
+                    f"expects {tuple(spec.shape)} (batch first). Pass arrays of that shape, in "
+                    "the order of `model.inputs`.")
 
 
 def _check_y(model, y, arg: str) -> None:
     outputs = _symbolic(model, "outputs")
     if outputs is None or y is None:
         return
+    names = list(getattr(model, "output_names", None) or _names(outputs))
     if isinstance(y, dict):
-        names = list(getattr(model, "output_names", None) or _names(outputs))
         unknown = [k for k in y if k not in names]
         if unknown:
             raise ValueError(f"`{arg}`: y has keys {unknown} that name no output of model "
                              f"{model.name!r}. Pass targets keyed by its outputs {names}.")
-        return
-    n = len(keras.tree.flatten(y))
-    if n != len(outputs):
-        raise ValueError(
-            f"`{arg}`: y holds {n} array(s), but model {model.name!r} has {len(outputs)} "
-            "output(s). Pass one target per output (a list in output order, or a dict keyed "
-            "by output name).")
+        pairs = [(f"y[{k!r}]", y[k], outputs[names.index(k)]) for k in y
+                 if len(names) == len(outputs)]
+    else:
+        flat = keras.tree.flatten(y)
+        if len(flat) != len(outputs):
+            raise ValueError(
+                f"`{arg}`: y holds {len(flat)} array(s), but model {model.name!r} has "
+                f"{len(outputs)} output(s). Pass one target per output (a list in output "
+                "order, or a dict keyed by output name).")
+        pairs = [(f"y[{i}]" if len(flat) > 1 else "y", leaf, spec)
+                 for i, (leaf, spec) in enumerate(zip(flat, outputs))]
+    for label, leaf, spec in pairs:
+        want = tuple(spec.shape)
+        if leaf is not None and leaf.ndim == len(want) and leaf.shape[-1] != 1 and any(
+                d is not None and d != k for d, k in zip(want[1:], leaf.shape[1:])):
+            raise ValueError(
+                f"`{arg}`: {label} has shape {leaf.shape}, but the output it is for has shape "
+                f"{want} in model {model.name!r}. Pass targets of the output's shape (or class "
+                "indices), each for its output (a list in the order of `model.outputs`, or a "
+                "dict keyed by output name).")
 
 
 def _symbolic(model, attr: str) -> Optional[list]:

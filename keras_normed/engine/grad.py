@@ -45,24 +45,29 @@ class Loss:
             return value
         preds = keras.tree.flatten(y_pred)
         targets = _targets_in_output_order(model, batch.y, len(preds))
+        weights = batch.sample_weight
+        if isinstance(weights, (dict, list, tuple)):  # one per output, as fit takes them
+            weights = _targets_in_output_order(model, weights, len(preds), "sample_weight")
+        else:
+            weights = [weights] * len(preds)
         total = 0.0
-        for fn, y, p in zip(self.per_output, targets, preds):
-            total = total + fn(y, p, sample_weight=batch.sample_weight)
+        for fn, y, p, w in zip(self.per_output, targets, preds, weights):
+            total = total + fn(y, p, sample_weight=w)
         return total
 
 
-def _targets_in_output_order(model, y, n: int) -> list:
+def _targets_in_output_order(model, y, n: int, what: str = "y") -> list:
     if isinstance(y, dict):
         names = list(getattr(model, "output_names", None) or [])
         missing = [k for k in names if k not in y]
         if missing:
-            raise ValueError(f"`y` has no targets for outputs {missing} of model "
-                             f"{model.name!r}; give one target per output.")
+            raise ValueError(f"`{what}` has no entries for outputs {missing} of model "
+                             f"{model.name!r}; give one per output.")
         return [y[k] for k in names]
     flat = keras.tree.flatten(y)
     if len(flat) != n:
-        raise ValueError(f"`y` holds {len(flat)} target(s) for {n} model output(s); give one "
-                         "target per output.")
+        raise ValueError(f"`{what}` holds {len(flat)} array(s) for {n} model output(s); give "
+                         "one per output.")
     return flat
 
 

@@ -20,7 +20,7 @@ and a single product-of-scales constraint is used, as for a chain.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -51,6 +51,7 @@ _PASS = ("InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Dropout
          "Moveaxis", "Swapaxes", "Tile", "Repeat", "BroadcastTo", "Ravel", "Split", "Take",
          "Unstack", "Copy", "Real", "Flip", "Roll", "StopGradient")
 _HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "leaky_relu", "identity")
+_OFFSETS = ("Add", "Subtract", "Maximum", "Minimum")
 
 
 @dataclasses.dataclass
@@ -70,18 +71,38 @@ class ScaleConstraints:
     ``order``: the kernels' indices in the order their layers are first called (forward
     order); ``output_forms[i]``: coefficients of ``a`` in the log-scale of the output of
     kernel ``i``'s layer (a nonzero bias there must be scaled by ``exp(output_forms[i] @ a)``
-    to keep the function)."""
+    to keep the function); ``note_forms``: what is not positively homogeneous, each with the
+    log-scale form at that place (``None``: everywhere)."""
 
     rows: np.ndarray
     uses: List[Optional[int]]
-    notes: List[str]
+    note_forms: List[Tuple[str, Optional[np.ndarray]]]
     graph: str  # "functional", "traced" or "unknown"
     order: List[int] = dataclasses.field(default_factory=list)
     output_forms: List[np.ndarray] = dataclasses.field(default_factory=list)
 
     @property
+    def notes(self) -> List[str]:
+        """Every non-homogeneous place on a path whose scale can move."""
+        return _unique(text for text, _ in self.note_forms)
+
+    def notes_for(self, a: np.ndarray) -> List[str]:
+        """The notes that matter for the log-scales ``a``: places whose scale ``a`` moves."""
+        a = np.asarray(a, np.float64)
+        return _unique(text for text, form in self.note_forms
+                       if form is None or abs(float(form @ a)) > 1e-9)
+
+    @property
     def homogeneous(self) -> bool:
-        return not self.notes and self.graph != "unknown"
+        return not self.note_forms and self.graph != "unknown"
+
+
+def _unique(texts) -> List[str]:
+    out: List[str] = []
+    for text in texts:
+        if text not in out:
+            out.append(text)
+    return out
 
 
 def trainable_ids(model) -> set:
@@ -120,30 +141,41 @@ class _Propagation:
         self.index = {id(v): i for i, v in enumerate(variables)}
         self.n = len(variables)
         self.rows: List[Form] = []
-        self.notes: List[str] = []
+        self.notes: List[Tuple[str, Form]] = []  # what is not homogeneous, and where
         self.calls: Dict[int, int] = {}
         self.order: List[Any] = []  # operations in the order of their first call
         self.out_forms: Dict[int, Form] = {}  # a kernel layer's output form (first call)
         self.training = training
 
     # -- forms -----------------------------------------------------------------------------
-    def _equal(self, forms: List[Form], where: str) -> None:
+    def _equal(self, forms: List[Form]) -> None:
         for other in forms[1:]:
             diff = _sub(other, forms[0])
             if diff:
                 self.rows.append(diff)
 
     def _note(self, form: Form, text: str) -> None:
-        if form and text not in self.notes:
-            self.notes.append(text)
+        """``text`` matters where the solution moves ``form`` (checked after solving)."""
+        if form:
+            self.notes.append((text, dict(form)))
+
+    def _freeze(self, indices, text: str) -> None:
+        """Kernels whose use cannot be read keep their scale (``a_i = 0``): safe."""
+        for i in sorted(indices):
+            self.rows.append({i: 1.0})
+        if indices:
+            self.notes.append((text, {}))
+
+    def _tracked_inside(self, op) -> set:
+        return {self.index[id(v)] for v in getattr(op, "weights", []) if id(v) in self.index}
 
     # -- graph -----------------------------------------------------------------------------
-    def run(self, inputs: Sequence[Any], outputs: Sequence[Any], forms: List[Form],
-            depth: int = 0) -> List[Form]:
+    def run(self, inputs: Sequence[Any], outputs: Sequence[Any], forms: List[Form]
+            ) -> List[Form]:
         known = {id(t): f for t, f in zip(inputs, forms)}
-        return [self._form_of(t, known, depth) for t in outputs]
+        return [self._form_of(t, known) for t in outputs]
 
-    def _form_of(self, tensor, known, depth) -> Form:
+    def _form_of(self, tensor, known) -> Form:
         # Iterative post-order: deep Sequentials would overflow Python's recursion limit.
         stack = [tensor]
         while stack:
@@ -162,28 +194,26 @@ class _Propagation:
                 stack.extend(pending)
                 continue
             outs = compat.node_outputs(node)
-            results = self._apply(op, [known[id(p)] for p in compat.node_inputs(node)],
-                                  compat.node_inputs(node), len(outs), depth)
+            results = self._apply(op, node, [known[id(p)] for p in compat.node_inputs(node)],
+                                  len(outs))
             for o, f in zip(outs, results):
                 known[id(o)] = f
             stack.pop()
         return known[id(tensor)]
 
-    def _apply(self, op, forms: List[Form], in_tensors, n_out: int, depth: int) -> List[Form]:
+    def _apply(self, op, node, forms: List[Form], n_out: int) -> List[Form]:
         self.calls[id(op)] = self.calls.get(id(op), 0) + 1
         if self.calls[id(op)] == 1:
             self.order.append(op)
         name = type(op).__name__
         first = forms[0] if forms else {}
+        in_tensors = compat.node_inputs(node)
         if isinstance(op, keras.Model):
             inner = _inner_graph(op, in_tensors, self.training)
             if inner is not None and len(inner[0]) == len(forms):
-                return self.run(inner[0], inner[1], forms, depth + 1)[:n_out] + \
-                    [{}] * max(0, n_out - len(inner[1]))
-            self._note(_union(forms) or self._own(op),
-                       f"{op.name} ({name}): graph not readable, assumed scale-equivariant")
-            return [_add(_union(forms), self._own(op))] * n_out
-        own = self._own(op)
+                outs = self.run(inner[0], inner[1], forms)
+                return outs[:n_out] + [{}] * max(0, n_out - len(outs))
+            return self._opaque(op, forms, n_out)
         if hasattr(op, "normalized_kernel"):
             # Weight normalization: invariant to the direction's norm, scaled by its length g.
             g = self.index.get(id(getattr(op, "g", None)))
@@ -199,8 +229,19 @@ class _Propagation:
                 self._note(first, f"{op.name}: {name} is scale-invariant up to its epsilon "
                                   f"({op.epsilon:g})")
             return [{}] * n_out
+        inside = self._tracked_inside(op)
+        if isinstance(op, keras.layers.Layer) and len(compat.all_layers(op)) > 1 and inside \
+                and not isinstance(op, keras.layers.Wrapper):
+            # A layer built of layers (a block, attention): read its own call.
+            args, kwargs = compat.node_arguments(node)
+            traced = _trace_call(op, args, kwargs)
+            if traced is not None:
+                outs = self.run(in_tensors, traced, forms)
+                return outs[:n_out] + [{}] * max(0, n_out - len(outs))
+            return self._opaque(op, forms, n_out)
+        own = self._own(op)
         if own or isinstance(getattr(op, "kernel", None), keras.Variable):
-            self._equal(forms, op.name)
+            self._equal(forms)
             out = _add(first, own)
             self.out_forms.setdefault(id(op), out)
             activation = getattr(op, "activation", None)
@@ -211,8 +252,23 @@ class _Propagation:
             if _nonzero_bias(op):
                 self._note(out, f"{op.name}: nonzero bias")
             return [out] * n_out
+        if not isinstance(op, keras.layers.Layer):
+            # A keras.ops operation recorded by a trace: variables read directly (a kernel
+            # used through `ops.matmul(h, layer.kernel)`) and constants (`h + 1`).
+            args, kwargs = compat.node_arguments(node)
+            leaves = keras.tree.flatten((args, kwargs))
+            used = [self.index[id(v)] for v in leaves
+                    if isinstance(v, keras.Variable) and id(v) in self.index]
+            if used and name in _MERGE_SUM:
+                return [_add(_union(forms), {i: 1.0 for i in used})] * n_out
+            if used:
+                self._freeze(set(used), f"{op.name} ({name}) reads kernels "
+                             f"{sorted(used)} directly: they keep their scale")
+            if name in _OFFSETS and any(_nonzero_constant(v) for v in leaves):
+                self._note(_union(forms), f"{op.name} ({name}) with a nonzero constant is not "
+                                          "positively homogeneous")
         if name in _MERGE_EQUAL:
-            self._equal(forms, op.name)
+            self._equal(forms)
             return [first] * n_out
         if name in _MERGE_SUM:
             return [_union(forms)] * n_out
@@ -221,24 +277,29 @@ class _Propagation:
             if reason:
                 self._note(first, f"{op.name}: {reason}")
             if len(forms) > 1:
-                self._equal(forms, op.name)
-            if getattr(op, "kernel", None) is not None or _nonzero_bias(op):
-                self._note(first, f"{op.name} ({name}): weights not rescaled")
+                self._equal(forms)
+            if _nonzero_bias(op):
+                self._note(first, f"{op.name} ({name}): nonzero bias")
             return [first] * n_out
         self._note(_union(forms), f"{op.name} ({name}): not known to be positively "
                                   "homogeneous")
         if len(forms) > 1:
-            self._equal(forms, op.name)
+            self._equal(forms)
         return [first] * n_out
+
+    def _opaque(self, op, forms: List[Form], n_out: int) -> List[Form]:
+        """A layer or model whose graph cannot be read: its kernels keep their scale, and its
+        input is assumed to scale its output alike (noted)."""
+        self._freeze(self._tracked_inside(op), f"{op.name} ({type(op).__name__}): call not "
+                     "readable; its kernels keep their scale")
+        self._note(_union(forms), f"{op.name} ({type(op).__name__}): call not readable, "
+                                  "assumed scale-equivariant")
+        return [_union(forms)] * n_out
 
     def _own(self, op) -> Form:
         form: Form = {}
-        if isinstance(op, keras.Model) or not hasattr(op, "weights"):
-            return form
-        for var in op.weights:
-            i = self.index.get(id(var))
-            if i is not None:
-                form[i] = form.get(i, 0.0) + 1.0
+        for i in self._tracked_inside(op):
+            form[i] = 1.0
         return form
 
     @staticmethod
@@ -251,6 +312,14 @@ class _Propagation:
             if getattr(op, "max_value", None) is not None or getattr(op, "threshold", 0):
                 return "ReLU with max_value/threshold is not positively homogeneous"
         return ""
+
+
+def _nonzero_constant(value) -> bool:
+    if isinstance(value, (bool, keras.Variable)) or compat.is_keras_tensor(value):
+        return False
+    if isinstance(value, (int, float, np.ndarray, np.generic)):
+        return bool(np.any(np.asarray(value) != 0))
+    return False
 
 
 def _add(a: Form, b: Form) -> Form:
@@ -281,51 +350,64 @@ def _symbolic_io(model):
     return list(inputs), list(outputs)
 
 
-def _trace(model, specs, training: bool):
-    """Symbolic inputs like ``specs`` and the outputs of ``model.call`` on them, or None."""
-    inputs = [keras.Input(shape=tuple(s.shape[1:]), dtype=s.dtype, batch_size=None)
-              for s in specs]
-    kwargs = {"training": training} if compat.call_takes_training(model) else {}
-    arg = inputs[0] if len(inputs) == 1 else inputs
+def _trace_call(layer, args, kwargs) -> Optional[List[Any]]:
+    """The flat outputs of ``layer.call(*args, **kwargs)`` on symbolic tensors (Keras layers
+    and ``keras.ops`` inside record their nodes), or None if the call is not traceable."""
     try:
-        outputs = model.call(arg, **kwargs)
-    except Exception:  # noqa: BLE001 - a call that is not symbolic-traceable
+        outputs = layer.call(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - raw TensorFlow ops, Python control flow on values...
         return None
     flat = keras.tree.flatten(outputs)
     if not flat or not all(compat.is_keras_tensor(o) for o in flat):
         return None
-    return inputs, flat
+    return flat
+
+
+def _trace(model, structure, training: bool):
+    """Symbolic inputs shaped like ``structure`` (a batch, or specs) and the outputs of
+    ``model.call`` on them, or None."""
+    leaves = keras.tree.flatten(structure)
+    inputs = [keras.Input(shape=tuple(np.shape(s)[1:]) if not hasattr(s, "dtype") or
+                          not hasattr(s, "shape") else tuple(s.shape[1:]),
+                          dtype=str(getattr(s, "dtype", "float32")).replace("<dtype: '", "")
+                          .rstrip("'>"))
+              for s in leaves]
+    packed = keras.tree.pack_sequence_as(structure, inputs)
+    kwargs = {"training": training} if compat.call_takes_training(model) else {}
+    outputs = _trace_call(model, (packed,), kwargs)
+    return None if outputs is None else (inputs, outputs)
 
 
 def _inner_graph(model, in_tensors, training: bool):
     io = _symbolic_io(model)
     if io is not None:
         return io
-    return _trace(model, in_tensors, training)
+    found = _trace(model, in_tensors[0] if len(in_tensors) == 1 else list(in_tensors),
+                   training)
+    return found
 
 
 def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool = True
                       ) -> ScaleConstraints:
     """The linear constraints on the log-scales of ``variables`` that keep ``model``'s
     function (see the module docstring). ``x`` (a batch) is needed only to trace a
-    subclassed model."""
+    subclassed model whose input shape Keras did not record."""
     prop = _Propagation(variables, training)
     layers = compat.all_layers(model)
     with compat.graph_side_effects_undone(layers):
         io = _symbolic_io(model)
         graph = "functional"
-        specs = None
+        structure = None
         if io is None and x is not None:
-            specs = [keras.KerasTensor(np.shape(leaf), dtype=str(np.asarray(leaf).dtype))
-                     for leaf in keras.tree.flatten(x)]
+            structure = x
         elif io is None:
-            from keras_normed import structure
+            from keras_normed import structure as structures
 
-            shape = structure.built_input_shape(model)
+            shape = structures.built_input_shape(model)
             if shape is not None and all(d is None or isinstance(d, int) for d in shape):
-                specs = [keras.KerasTensor(shape, dtype=model.input_dtype)]
-        if specs is not None:
-            io = _trace(model, specs, training)
+                structure = keras.KerasTensor(shape, dtype=model.input_dtype)
+        if structure is not None:
+            io = _trace(model, structure, training)
             graph = "traced"
         if io is None:
             graph = "unknown"
@@ -340,35 +422,30 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
             for var in getattr(layer, "weights", []):
                 layer_of[id(var)] = layer
     if graph == "unknown":
-        rows = np.ones((1, prop.n)) if prop.n else np.zeros((0, 0))
-        uses: List[Optional[int]] = [None] * prop.n
-        notes = [f"{model.name}: graph not readable (a subclassed model whose call is not "
-                 "symbolic-traceable): one product-of-scales constraint, as for a chain; "
-                 "the function is checked numerically"]
-    else:
-        rows = np.zeros((len(prop.rows), prop.n))
-        for r, form in enumerate(prop.rows):
-            for i, v in form.items():
-                rows[r, i] = v
-        uses = []
-        callers = []
-        for var in variables:
-            caller = _caller(layer_of.get(id(var)), layers, prop.calls)
-            callers.append(caller)
-            uses.append(0 if caller is None else prop.calls[id(caller)])
-        notes = prop.notes
-        rank = {id(op): k for k, op in enumerate(prop.order)}
-        order = sorted(range(prop.n), key=lambda i: rank.get(id(callers[i]), len(rank) + i))
-        forms = []
-        for caller in callers:
-            vec = np.zeros(prop.n)
-            for i, v in prop.out_forms.get(id(caller), {}).items():
-                vec[i] = v
-            forms.append(vec)
-        return ScaleConstraints(rows, uses, notes, graph, order, forms)
-    # Unknown graph: a chain in Keras's layer order.
-    return ScaleConstraints(rows, uses, notes, graph, list(range(prop.n)),
-                            list(np.tril(np.ones((prop.n, prop.n)))))
+        n = prop.n
+        return ScaleConstraints(
+            np.ones((1, n)) if n else np.zeros((0, 0)), [None] * n,
+            [(f"{model.name}: graph not readable (a subclassed model whose call is not "
+              "symbolic-traceable): one product-of-scales constraint, as for a chain",
+              None)], graph, list(range(n)), list(np.tril(np.ones((n, n)))))
+    rows = np.zeros((len(prop.rows), prop.n))
+    for r, form in enumerate(prop.rows):
+        for i, v in form.items():
+            rows[r, i] = v
+    callers = [_caller(layer_of.get(id(var)), layers, prop.calls) for var in variables]
+    uses = [0 if c is None else prop.calls[id(c)] for c in callers]
+    rank = {id(op): k for k, op in enumerate(prop.order)}
+    order = sorted(range(prop.n), key=lambda i: rank.get(id(callers[i]), len(rank) + i))
+    forms = [_vector(prop.out_forms.get(id(c), {}), prop.n) for c in callers]
+    notes = [(text, None if not form else _vector(form, prop.n)) for text, form in prop.notes]
+    return ScaleConstraints(rows, uses, notes, graph, order, forms)
+
+
+def _vector(form: Form, n: int) -> np.ndarray:
+    vec = np.zeros(n)
+    for i, v in form.items():
+        vec[i] = v
+    return vec
 
 
 def _caller(owner, layers, calls):
