@@ -515,31 +515,39 @@ def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats:
     small = _mlp(3, 16, seed)
     keras_normed.rescale(small, (x[:, :16], y))
     small.fit(x[:, :16], y, batch_size=batch, epochs=1, verbose=0)
-    times = {"probe": [], "analytic": [], "first_fit": []}
+    wall = {"probe": [], "analytic": [], "first_fit": []}
+    cpu = {"probe": [], "analytic": [], "first_fit": []}
+
+    def timed(key, fn, *args, **kwargs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn(*args, **kwargs)
+        wall[key].append(time.perf_counter() - start)
+        cpu[key].append(time.process_time() - start_cpu)
+
     for r in range(repeats):
         model = _mlp(depth, width, seed + r)
-        start = time.perf_counter()
-        keras_normed.rescale(model, (x, y))
-        times["probe"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-        times["first_fit"].append(time.perf_counter() - start)
-        model = _mlp(depth, width, seed + r)
-        start = time.perf_counter()
-        keras_normed.rescale(model)
-        times["analytic"].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        timed("probe", keras_normed.rescale, model, (x, y))
+        timed("first_fit", model.fit, x, y, batch_size=batch, epochs=1, verbose=0)
+        timed("analytic", keras_normed.rescale, _mlp(depth, width, seed + r))
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    # CPU seconds of this process are less disturbed by other processes than wall time.
     return {"case": f"rescale {depth}x{width} MLP, batch {batch}", "repeats": repeats,
             "probe_s": med["probe"], "analytic_s": med["analytic"],
-            "first_fit_s": med["first_fit"], "probe_over_first_fit":
-                med["probe"] / med["first_fit"]}
+            "first_fit_s": med["first_fit"],
+            "probe_over_first_fit": med["probe"] / med["first_fit"],
+            "probe_cpu_s": med_cpu["probe"], "analytic_cpu_s": med_cpu["analytic"],
+            "first_fit_cpu_s": med_cpu["first_fit"],
+            "probe_over_first_fit_cpu": med_cpu["probe"] / med_cpu["first_fit"],
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def format_rescale(row: dict) -> str:
     return (f"{row['case']}: probe rescale {row['probe_s']:.3f} s, analytic "
             f"{row['analytic_s']:.3f} s, first fit call {row['first_fit_s']:.3f} s; "
-            f"probe / first fit = {row['probe_over_first_fit']:.3f} "
-            f"(median of {row['repeats']})")
+            f"probe / first fit = {row['probe_over_first_fit']:.3f} wall, "
+            f"{row['probe_over_first_fit_cpu']:.3f} CPU time (median of {row['repeats']}; "
+            f"load average {row['load_average']})")
 
 
 def run(args: argparse.Namespace) -> int:

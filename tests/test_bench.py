@@ -76,3 +76,12 @@ def test_target_verdict():
     bad = bench.check_targets([row("circulant", 0.2, 5.0), row("materialise", 0.04, 4.0)])
     assert bad.count("NOT met") == 2
     assert bench.check_targets([]) is None
+
+
+def test_rescale_case_reports_ratios():
+    from keras_normed.bench import bench_rescale, format_rescale
+
+    row = bench_rescale(depth=4, width=16, batch=32, repeats=1)
+    assert row["probe_s"] > 0 and row["first_fit_s"] > 0 and row["analytic_s"] > 0
+    assert row["probe_over_first_fit"] == row["probe_s"] / row["first_fit_s"]
+    assert "probe / first fit" in format_rescale(row)

@@ -565,3 +565,17 @@ def test_data_shapes_checked_against_the_model():
     model = sequential()
     xs, ys = data("sequential")
     assert keras_normed.rescale(model, (xs.tolist(), ys.tolist())).applied
+
+
+def test_loss_per_output_given_as_compile_takes_it():
+    x, y = data("two_outputs")
+    sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for loss in ({"cls": sce, "reg": "mse"}, [sce, "mse"]):
+        assert keras_normed.rescale(two_outputs(), (x, y), loss=loss).applied
+    model = two_outputs()
+    before = weights(model)
+    with pytest.raises(ValueError, match="`loss` holds 1"):
+        keras_normed.rescale(model, (x, y), loss=[sce])
+    with pytest.raises(ValueError, match="unknown loss name"):
+        keras_normed.rescale(model, (x, y), loss="no_such_loss")
+    assert_unchanged(model, before)

@@ -139,18 +139,9 @@ def resolve_loss(model, batch: Batch, loss=None) -> Loss:
     if loss is None:
         fns = [default_loss(_head(y), p) for y, p in zip(targets, preds)]
         return Loss(False, fns, "default: " + ", ".join(type(f).__name__ for f in fns))
-    if isinstance(loss, dict):
-        names = list(getattr(model, "output_names", None) or [])
-        missing = [n for n in names if n not in loss]
-        if missing:
-            raise ValueError(f"`loss` is a dict without entries for outputs {missing}; its "
-                             f"keys must be the output names {names}.")
-        fns = [_as_loss(loss[n], f"[{n!r}]") for n in names]
-    elif isinstance(loss, (list, tuple)):
-        if len(loss) != len(preds):
-            raise ValueError(f"`loss` is a list of {len(loss)} losses for {len(preds)} "
-                             "outputs; give one per output.")
-        fns = [_as_loss(item, f"[{i}]") for i, item in enumerate(loss)]
+    if isinstance(loss, (dict, list, tuple)):  # one per output, as compile takes them
+        fns = [_as_loss(item, f"[{i}]") for i, item in
+               enumerate(_targets_in_output_order(model, loss, len(preds), "loss"))]
     else:
         fns = [_as_loss(loss, "")] * len(preds)
     return Loss(False, fns, "given")
