@@ -29,7 +29,7 @@ def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
     and the function is kept, so the minimizer of
     ``sum_l (log r_l - p a_l - K)**2`` over ``a = N z`` (``N``: null space of ``rows``) and ``K``
     is one linear least-squares problem. Of its minimizers the one of least ``||a||`` is taken
-    (``lstsq``'s minimum-norm solution): kernels that need not move do not.
+    (the minimum-norm solution): kernels that need not move do not.
     """
     log_growth = np.asarray(log_growth, np.float64)
     n = log_growth.size
@@ -38,7 +38,12 @@ def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
     if basis.shape[1] == 0:
         return np.zeros(n), float(math.exp(np.ptp(b))) if n else 1.0
     design = np.hstack([exponent * basis, np.ones((n, 1))])
-    sol, *_ = np.linalg.lstsq(design, b, rcond=None)
+    # Normal equations with a vanishing ridge: the minimum-norm least-squares solution when
+    # the common level K and the scales can trade (no constraint), and a plain solve (LAPACK's
+    # SVD-based lstsq took 0.15 s here next to TensorFlow's threads, solve 0.2 ms).
+    gram = design.T @ design
+    gram[np.diag_indices_from(gram)] += 1e-12 * max(1.0, float(np.trace(gram)))
+    sol = np.linalg.solve(gram, design.T @ b)
     a = basis @ sol[:-1]
     residual = b - design @ sol
     return a, float(math.exp(np.ptp(residual)))
