@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["NormedScaling", "LSUVInit"]
+__all__ = ["NormedScaling", "LSUVInit", "GrowthMonitor"]
 
 
 class NormedScaling(keras.callbacks.Callback):
@@ -70,3 +70,86 @@ class LSUVInit(keras.callbacks.Callback):
             self.report = lsuv(self.model, self.x_batch, **self.kwargs)
 
 
+
+
+class GrowthMonitor(keras.callbacks.Callback):
+    """Per-layer growth ``r_l`` and its spread ``max/min``, measured during training.
+
+    Every ``every`` training steps (and before the first), :func:`keras_normed.growth_report`
+    runs on the fixed batch ``data``: one step of a fresh copy of the model's optimizer taken on
+    copies of the kernels, so neither the model (weights, batch-norm statistics, dropout seeds)
+    nor the optimizer's state changes. The values go into the batch ``logs``
+    (``growth_spread`` and ``growth/<kernel path>``), into ``history`` (one dict per
+    measurement, with its ``step``), and, with ``log_dir``, into TensorBoard scalars (one tag per
+    kernel, ``growth/<kernel path>``, plus ``growth_spread``) written with ``tf.summary``.
+
+    Example::
+
+        monitor = GrowthMonitor((x[:256], y[:256]), every=50, log_dir="logs/growth")
+        model.fit(x, y, callbacks=[monitor])
+        [h["growth_spread"] for h in monitor.history]
+
+    Args:
+        data: the batch to measure on, as ``model.fit`` takes data (with targets).
+        every: measure every this many training steps (a positive int).
+        log_dir: folder for TensorBoard event files (TensorFlow backend), or None.
+        **kwargs: passed to :func:`keras_normed.growth_report` (``optimizer``, ``loss``,
+            ``training``).
+    """
+
+    def __init__(self, data, every: int = 100, log_dir=None, **kwargs):
+        super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"`every` must be a positive int (training steps), got {every!r}.")
+        if log_dir is not None and not isinstance(log_dir, (str, bytes)) and \
+                not hasattr(log_dir, "__fspath__"):
+            raise TypeError(f"`log_dir` must be a folder path or None, got {log_dir!r}.")
+        self.data = data
+        self.every = every
+        self.log_dir = None if log_dir is None else str(log_dir)
+        self.kwargs = kwargs
+        self.history: list = []
+        self.step = 0
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir is not None and self._writer is None:
+            if keras.backend.backend() != "tensorflow":
+                raise ValueError("GrowthMonitor(log_dir=...) writes TensorBoard files with "
+                                 "tf.summary: use the TensorFlow backend, or log_dir=None.")
+            import importlib.util
+
+            import tensorflow as tf
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ValueError("GrowthMonitor(log_dir=...) needs the tensorboard package "
+                                 "(`pip install tensorboard`, or the package's [tensorboard] "
+                                 "extra); or pass log_dir=None.")
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        if self.step == 0:
+            self._measure(logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            self._measure(logs)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _measure(self, logs) -> None:
+        from keras_normed.diagnostics import growth_report
+
+        report = growth_report(self.model, self.data, **self.kwargs)
+        values = {"growth_spread": float(report.spread)}
+        values.update({f"growth/{row.path}": float(row.growth) for row in report.rows})
+        self.history.append({"step": self.step, **values})
+        if logs is not None:
+            logs.update(values)
+        if self._writer is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default(step=self.step):
+                for tag, value in values.items():
+                    tf.summary.scalar(tag, value)

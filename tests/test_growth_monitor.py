@@ -1,0 +1,80 @@
+"""GrowthMonitor: growth during training, equal to growth_report, without side effects."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_normed
+from keras_normed import Normed
+from keras_normed.callbacks import GrowthMonitor
+
+
+def _model():
+    model = keras.Sequential([
+        keras.Input((12,)),
+        keras.layers.Dense(32, activation="relu", kernel_initializer=Normed(seed=1)),
+        keras.layers.BatchNormalization(),
+        keras.layers.Dropout(0.2, seed=0),
+        keras.layers.Dense(4, kernel_initializer=Normed("linear", seed=2)),
+    ])
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 12)).astype("float32"), rng.integers(0, 4, n)
+
+
+def _state(model):
+    return [np.array(keras.ops.convert_to_numpy(v))
+            for v in model.weights + list(model.optimizer.variables)]
+
+
+def test_values_equal_growth_report_and_event_files(tmp_path):
+    model = _model()
+    x, y = _data()
+    probe = _data(32, seed=1)
+    expected = keras_normed.growth_report(model, *probe)
+    monitor = GrowthMonitor(probe, every=4, log_dir=tmp_path / "logs")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
+    assert [h["step"] for h in monitor.history] == [0, 4, 8]
+    first = monitor.history[0]
+    assert first["growth_spread"] == pytest.approx(expected.spread, rel=1e-6)
+    for row in expected.rows:
+        assert first[f"growth/{row.path}"] == pytest.approx(row.growth, rel=1e-6)
+    assert monitor.history[2]["growth_spread"] != pytest.approx(first["growth_spread"])
+    files = glob.glob(os.path.join(tmp_path, "logs", "events.out.tfevents*"))
+    assert files
+    tags = {}
+    for event in tf.compat.v1.train.summary_iterator(files[0]):
+        for value in event.summary.value:
+            tags.setdefault(value.tag, []).append(event.step)
+    assert tags["growth_spread"] == [0, 4, 8]
+    assert {t for t in tags if t.startswith("growth/")} == {f"growth/{r.path}"
+                                                           for r in expected.rows}
+
+
+def test_measuring_changes_neither_model_nor_optimizer():
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # optimizer state is not empty
+    before = _state(model)
+    monitor = GrowthMonitor(_data(32, seed=1), every=1)
+    monitor.set_model(model)
+    logs = {}
+    monitor.on_train_batch_end(0, logs)
+    assert "growth_spread" in logs and len(monitor.history) == 1
+    for a, b in zip(before, _state(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("every", [0, -1, 2.5, "10", True])
+def test_bad_every(every):
+    with pytest.raises(ValueError, match="`every`"):
+        GrowthMonitor(_data(), every=every)
