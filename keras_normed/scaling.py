@@ -258,6 +258,9 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
     _number("tol", tol, 1.0)
     _number("max_iter", max_iter, 1, integer=True)
+    for name, flag in (("force", force), ("training", training), ("verbose", verbose)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
     if rule == "auto":
         rule = "probe" if data is not None else "analytic"
     check_built(model)
@@ -355,6 +358,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                     "`layer.kernel` inside another computation?). Refused, weights unchanged; "
                     "use each kernel through its layer.")
     summary["notes"] = notes
+    summary["left"] = _other_normed_weights(model)
     report = Report("rescale", True, rows=report_rows, summary=summary)
     change = summary.get("output_change")
     if notes and (change is None or change > 1e-3):
@@ -370,6 +374,19 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                       f"{result['iterations']} rounds.", stacklevel=2)
     return _done(report, verbose)
 
+
+
+def _other_normed_weights(model) -> List[str]:
+    """Normed initializers on weights other than ``kernel`` (depthwise, pointwise,
+    embeddings...): drawn with the effective fans, but not rescaled."""
+    found = []
+    for layer in compat.all_layers(model):
+        for name, value in vars(layer).items():
+            if name.endswith("_initializer") and name != "kernel_initializer" and \
+                    isinstance(value, Normed):
+                found.append(f"{layer.name}.{name}: Normed, but only kernels "
+                             "(kernel_initializer) are rescaled; left as drawn")
+    return found
 
 
 def _kept_tolerance(model) -> float:

@@ -579,3 +579,16 @@ def test_loss_per_output_given_as_compile_takes_it():
     with pytest.raises(ValueError, match="unknown loss name"):
         keras_normed.rescale(model, (x, y), loss="no_such_loss")
     assert_unchanged(model, before)
+
+
+def test_other_normed_weights_are_reported_as_left():
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        L.SeparableConv2D(4, 3, depthwise_initializer="normed", pointwise_initializer="normed",
+                          activation="relu"),
+        L.Flatten(), L.Dense(10, kernel_initializer="normed")])
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 3)).astype("float32")
+    report = keras_normed.rescale(model, (x, np.arange(32) % 10))
+    assert len(report.left) == 2 and "depthwise_initializer" in str(report)
+    with pytest.raises(TypeError, match="`verbose`"):
+        keras_normed.rescale(sequential(), data("sequential"), verbose="yes")

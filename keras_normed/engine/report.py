@@ -119,7 +119,8 @@ class Report:
         head = f"{self.method}: applied={self.applied}" + (f" ({self.reason})"
                                                            if self.reason else "")
         for key, value in self.summary.items():
-            if key != "notes" and isinstance(value, (int, float, str)) and value != "":
+            if key not in ("notes", "left") and isinstance(value, (int, float, str)) \
+                    and value != "":
                 head += f", {key}={_fmt(value)}"
         if any("growth" in r.values for r in self.rows):
             head += f", growth spread {_fmt(self.spread)}"
@@ -137,6 +138,8 @@ class Report:
                          + "".join(f"{_fmt(r.values.get(k)):>12}" for k in keys))
         for note in self.summary.get("notes", []) or []:
             lines.append(f"note: {note}")
+        for left in self.summary.get("left", []) or []:
+            lines.append(f"left: {left}")
         return "\n".join(lines)
 
     def plot(self, path: str, title: Optional[str] = None,
