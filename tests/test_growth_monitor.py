@@ -78,3 +78,22 @@ def test_measuring_changes_neither_model_nor_optimizer():
 def test_bad_every(every):
     with pytest.raises(ValueError, match="`every`"):
         GrowthMonitor(_data(), every=every)
+
+
+def test_docs_figure_script_quick(tmp_path):
+    """examples/growth_monitor_figure.py (the docs' figure): quick variant on bundled digits;
+    rescaled normed starts at spread ~1, He and Glorot above it."""
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "examples" / "growth_monitor_figure.py"
+    spec = importlib.util.spec_from_file_location("growth_monitor_figure", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "gm.png"
+    assert module.main(["--quick", "--source", "sklearn", "--n-train", "200", "--every", "2",
+                        "--output", str(out)]) == 0
+    curves = json.loads((tmp_path / "gm.json").read_text())
+    assert out.stat().st_size > 1000 and set(curves) == {"he", "glorot", "normed"}
+    assert curves["normed"][0][1] < 1.5 < min(curves["he"][0][1], curves["glorot"][0][1])
