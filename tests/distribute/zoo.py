@@ -19,7 +19,7 @@ INITIALIZERS = ("Normed", "DeltaOrthogonal", "RandomWalk")
 ALIASES = ("normed", "delta_orthogonal", "random_walk")
 LAYERS = ("CirculantDense", "CirculantConv2D", "PeriodicConv2D", "WeightNormalization")
 FUNCTIONS = ("rescale", "lsuv", "data_dependent_init", "arpit_init")
-CALLBACKS = ("NormedScaling", "LSUVInit")
+CALLBACKS = ("NormedScaling", "LSUVInit", "GrowthMonitor")
 KNOWN = INITIALIZERS + LAYERS + FUNCTIONS + CALLBACKS
 
 # Public names that are not Keras objects to save (helpers, constants, modules, reports).
