@@ -190,7 +190,7 @@ def _number(name: str, value, low: float, integer: bool = False):
 
 def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             rule: str = "auto", tol: float = 1.5, max_iter: int = 6, training: bool = True,
-            analytic_form: str = "fan", verbose: bool = False) -> Report:
+            analytic_form: str = "fan", move: str = "all", verbose: bool = False) -> Report:
     """Layer-consistent rescaling of the Normed-initialized kernels of a built model.
 
     ``W_l <- c_l W_l`` keeping the model's function (exactly where the net is positively
@@ -235,6 +235,11 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         training: run the probe forward pass in training mode.
         analytic_form: load of the analytic rule for gradient-proportional steps: ``"fan"``
             (default) or ``"sharing"`` (the first derivation; kept for comparison).
+        move: ``"all"`` (default): every Normed kernel gets its own scale; ``"structured"``:
+            only the layers that declare their structure to the package (circulant, periodic)
+            get their own scale, and the others move together by one common factor (one
+            more constraint per layer), which keeps their He/Xavier ratios: on a net without
+            structured layers this is He exactly.
         verbose: print the report.
 
     Returns:
@@ -256,6 +261,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                          "'sharing'.")
     if rule == "probe" and data is None:
         raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
+    if move not in ("all", "structured"):
+        raise ValueError(f"Invalid `move` {move!r}; expected 'all' or 'structured'.")
     _number("tol", tol, 1.0)
     _number("max_iter", max_iter, 1, integer=True)
     for name, flag in (("force", force), ("training", training), ("verbose", verbose)):
@@ -293,6 +300,9 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     keep = [i for i, ok in enumerate(used) if ok]
     free = [free[i] for i in keep]
     rows = constraints.rows[:, keep] if constraints.rows.size else constraints.rows
+    if move == "structured":
+        rows = _tie_plain_layers(rows, [s.layer for s in free])
+    summary["move"] = move
     uses = [constraints.uses[i] for i in keep]
     structures = [_structure_or_fans(s.layer) for s in free]
     base = [np.asarray(keras.ops.convert_to_numpy(s.variable), np.float64) for s in free]
@@ -374,6 +384,18 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                       f"{result['iterations']} rounds.", stacklevel=2)
     return _done(report, verbose)
 
+
+
+def _tie_plain_layers(rows: np.ndarray, layers) -> np.ndarray:
+    """Add ``a_i - a_j = 0`` between every layer that does not declare its structure to the
+    package and the first such layer: they move by one common factor."""
+    plain = [i for i, layer in enumerate(layers) if not hasattr(layer, "normed_structure")]
+    extra = np.zeros((max(len(plain) - 1, 0), len(layers)))
+    for r, i in enumerate(plain[1:]):
+        extra[r, plain[0]], extra[r, i] = 1.0, -1.0
+    if not rows.size:
+        return extra
+    return np.vstack([rows, extra])
 
 
 def _other_normed_weights(model) -> List[str]:

@@ -592,3 +592,24 @@ def test_other_normed_weights_are_reported_as_left():
     assert len(report.left) == 2 and "depthwise_initializer" in str(report)
     with pytest.raises(TypeError, match="`verbose`"):
         keras_normed.rescale(sequential(), data("sequential"), verbose="yes")
+
+
+def test_move_structured_keeps_plain_layers_together():
+    from keras_normed.layers import CirculantDense
+
+    plain = sequential()
+    x, y = data("sequential")
+    report = keras_normed.rescale(plain, (x, y), move="structured")
+    assert list(report.scales.values()) == pytest.approx([1.0, 1.0, 1.0])  # He exactly
+    model = keras.Sequential([keras.Input((N_IN,)),
+                              L.Dense(32, activation="relu", kernel_initializer=_n(1)),
+                              CirculantDense(64, block_size=32, activation="relu"),
+                              L.Dense(10, kernel_initializer=_n(3, "linear"))])
+    out0 = flat(model(x, training=True))
+    report = keras_normed.rescale(model, (x, y), move="structured")
+    c = list(report.scales.values())
+    assert c[0] == pytest.approx(c[2]) and c[1] != pytest.approx(c[0])
+    assert c[0] * c[1] * c[2] == pytest.approx(1.0, rel=1e-6)
+    assert rel(flat(model(x, training=True)), out0) < 1e-5
+    with pytest.raises(ValueError, match="`move`"):
+        keras_normed.rescale(sequential(), (x, y), move="shared")
