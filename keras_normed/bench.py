@@ -36,7 +36,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from keras_normed.experiments.options import nonneg_int, positive_int, positive_int_list
+from keras_normed.cli import nonneg_int, positive_int, positive_int_list
 
 DEFAULT_SIZES = (1024, 4096)
 DEFAULT_BLOCKS = ("16", "64", "256", "1024", "n")

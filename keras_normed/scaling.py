@@ -199,8 +199,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
 
     Example:
 
-    >>> import keras_normed.experiments.networks as networks
-    >>> model = networks.paper_net("c", size="tiny")
+    >>> model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(
+    ...     512, activation="relu", kernel_initializer="normed"), keras.layers.Dense(10)])
     >>> report = keras_normed.rescale(model, (x[:256], y[:256]))
     >>> print(report)          # per-layer uses, fan_in, sharing, growth before/after, scale
 

@@ -27,7 +27,8 @@ import numpy as np
 from keras_normed import structure
 from keras_normed._keras_compat import RandomInitializer
 
-__all__ = ["Normed", "GAINS", "SeededInitializer", "check_seed", "parse_bool"]
+__all__ = ["Normed", "EffectiveVarianceScaling", "GAINS", "SeededInitializer", "check_seed",
+           "parse_bool"]
 
 _DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -38,7 +39,9 @@ _KERAS_DISTRIBUTION = {"truncated_normal": "truncated_normal", "normal": "untrun
 # Largest draw in units of the std: truncated at 2 std of the untruncated normal whose std is
 # std / 0.8796 (as VarianceScaling does); uniform on [-sqrt(3) std, sqrt(3) std]; an untruncated
 # normal reaches 10 std with probability ~1e-23 per value.
-_DRAW_BOUND = {"truncated_normal": 2.0 / 0.87962566103423978, "normal": 10.0,
+# Std of a unit normal truncated at +-2 std, as keras.initializers.VarianceScaling uses.
+_TRUNCATION_CORRECTION = 0.87962566103423978
+_DRAW_BOUND = {"truncated_normal": 2.0 / _TRUNCATION_CORRECTION, "normal": 10.0,
                "uniform": math.sqrt(3.0)}
 
 # Gains that keep the forward variance of y = act(T x) constant (He et al. 2015; the values
@@ -336,3 +339,36 @@ class Normed(SeededInitializer):
                   "distribution": self.distribution, "scale": self.scale,
                   "rescaled": self.rescaled}
         return {**base_config, **config}
+
+
+@keras.saving.register_keras_serializable(package="keras_normed",
+                                          name="EffectiveVarianceScaling")
+class EffectiveVarianceScaling(SeededInitializer):
+    """Keras's ``VarianceScaling`` (truncated normal) with the fans of the *effective* operator.
+
+    ``std = sqrt(scale / n)``, ``n`` = ``fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2`` of
+    the layer's effective matrix from :func:`keras_normed.structure.kernel_fans` (shape-based
+    outside a layer, where it equals ``keras.initializers.VarianceScaling``). ``scale=1,
+    mode="fan_avg"`` is GlorotNormal and ``scale=2, mode="fan_in"`` HeNormal, both made fair to
+    shared and circulant kernels (the baselines of the paper's comparison). Seeds as
+    :class:`SeededInitializer`: give each layer its own int seed.
+
+    Example: ``EffectiveVarianceScaling(2.0, "fan_in", seed=0)`` (He on the effective fans).
+    """
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_avg", seed=None):
+        if mode not in _MODES:
+            raise ValueError(f"Invalid `mode` {mode!r}; expected one of {_MODES}.")
+        self.scale = _check_positive("scale", scale)
+        self.mode = mode
+        super().__init__(seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        found = structure.building_layer()
+        fan_in, fan_out = structure.kernel_fans(found[0] if found else None, shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        std = math.sqrt(self.scale / max(1.0, n)) / _TRUNCATION_CORRECTION
+        return keras.random.truncated_normal(shape, stddev=std, dtype=dtype, seed=self.seed)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "mode": self.mode}

@@ -28,11 +28,11 @@ from typing import Callable, Union
 
 import keras
 
-from keras_normed.initializers.normed import Normed
+from examples.paper.paper import NETS
+from keras_normed.initializers import Normed
 
 __all__ = ["paper_net", "residual_net", "make_initializer", "NETS", "INITIALIZERS"]
 
-NETS = ("a", "b", "c", "d")
 INITIALIZERS = ("normed", "he", "glorot")
 
 # size -> (input side, conv1 channels, conv2 channels, hidden units of (a)/(d), conv3 of (d),
