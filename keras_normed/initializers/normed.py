@@ -28,7 +28,7 @@ from keras_normed import structure
 from keras_normed._keras_compat import RandomInitializer
 
 __all__ = ["Normed", "EffectiveVarianceScaling", "GAINS", "SeededInitializer", "check_seed",
-           "parse_bool"]
+           "check_positive", "parse_bool"]
 
 _DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -61,7 +61,7 @@ GAINS = {
 }
 
 
-def _check_positive(name: str, value) -> float:
+def check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {value!r} of type "
                         f"{type(value).__name__}.")
@@ -207,10 +207,10 @@ class Normed(SeededInitializer):
             raise ValueError(
                 f"Invalid `distribution` {distribution!r}; expected one of {_DISTRIBUTIONS}.")
         self.nonlinearity = nonlinearity
-        self.gain = None if gain is None else _check_positive("gain", gain)
+        self.gain = None if gain is None else check_positive("gain", gain)
         self.mode = mode
         self.distribution = distribution
-        self.scale = self._check_scale(_check_positive("scale", scale))
+        self.scale = self._check_scale(check_positive("scale", scale))
         self.rescaled = parse_bool("rescaled", rescaled)
         super().__init__(seed=seed)
 
@@ -323,10 +323,10 @@ class Normed(SeededInitializer):
         while its config keeps None), or the same ``keras.random.SeedGenerator`` object, so
         two draws from the same generator state agree. Used by :func:`keras_normed.rescale`.
         """
-        factor = _check_positive("factor", factor)
+        factor = check_positive("factor", factor)
         new = copy.copy(self)  # shares the seed (int or generator) and the config's seed
         try:
-            new.scale = self._check_scale(_check_positive("scale", self.scale * factor))
+            new.scale = self._check_scale(check_positive("scale", self.scale * factor))
         except ValueError as err:
             raise ValueError(f"`factor`={factor!r} times scale {self.scale!r}: {err}") from None
         new.rescaled = True
@@ -359,7 +359,7 @@ class EffectiveVarianceScaling(SeededInitializer):
     def __init__(self, scale: float = 1.0, mode: str = "fan_avg", seed=None):
         if mode not in _MODES:
             raise ValueError(f"Invalid `mode` {mode!r}; expected one of {_MODES}.")
-        self.scale = _check_positive("scale", scale)
+        self.scale = check_positive("scale", scale)
         self.mode = mode
         super().__init__(seed=seed)
 
