@@ -280,11 +280,13 @@ class Normed(SeededInitializer):
         shape = tuple(int(s) for s in shape)
         std = self.stddev(shape, layer)
         self._check_representable(std, shape, dtype)
-        # Empty axes make VarianceScaling's fans 1, so it draws unit-std values with Keras's
-        # own truncation correction and uniform limit; the structure-aware std multiplies them.
+        # VarianceScaling's std is sqrt(scale / fan_in) with fan_in read from the shape: with
+        # scale = that fan_in it is exactly 1, so it draws unit-std values with Keras's own
+        # truncation correction and uniform limit (every Keras 3 version); the
+        # structure-aware std multiplies them.
+        fan = float(max(1, structure.shape_fans(shape)[0]))
         unit = keras.initializers.VarianceScaling(
-            1.0, "fan_in", _KERAS_DISTRIBUTION[self.distribution], seed=self.seed,
-            input_axes=(), output_axes=())
+            fan, "fan_in", _KERAS_DISTRIBUTION[self.distribution], seed=self.seed)
         return unit(shape, dtype=dtype) * std
 
     def __call__(self, shape, dtype=None):
