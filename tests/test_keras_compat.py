@@ -108,3 +108,16 @@ def test_build_input_shape():
     layer.build((None, 5))
     assert compat.build_input_shape(layer) == (None, 5)
     assert compat.build_input_shape(keras.layers.Dense(3)) is None
+
+
+def test_is_graph_model():
+    """materialize rewrites graph models only."""
+
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    model, _, _ = _model()
+    assert compat.is_graph_model(model)
+    assert compat.is_graph_model(keras.Sequential([keras.layers.Dense(2)]))
+    assert not compat.is_graph_model(Sub())
