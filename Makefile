@@ -17,7 +17,7 @@ $(STAMP): setup.cfg setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/keras-normed compare --quick --output results/demo
+	$(BIN)/python -m examples.paper compare --quick --output results/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check keras_normed tests examples

@@ -1,6 +1,6 @@
 """Block-circulant Dense layer on handwritten digits, in a few lines (runs offline in seconds).
 
-    python examples/circulant_demo.py
+    python -m examples.circulant_demo      # from the clone's root
 
 Trains ``Flatten -> CirculantDense(512, block_size=64, relu) -> Dense(10)`` on scikit-learn's
 bundled digits (or real MNIST when ``$KERAS_NORMED_MNIST_DIR`` is set), then checks that the
@@ -10,7 +10,7 @@ layer is exactly a Dense layer whose weight matrix is block-circulant.
 import keras
 import numpy as np
 
-from keras_normed.experiments.data import load_digits
+from examples.paper.data import load_digits
 from keras_normed.layers import CirculantDense
 from keras_normed.ops.fft import circulant_to_dense
 

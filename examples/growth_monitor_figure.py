@@ -6,6 +6,7 @@ normed initialization (with ``rescale`` on a probe batch), trained one epoch wit
 ``max_l r_l / min_l r_l`` on a fixed batch every ``--every`` steps.
 
     python examples/growth_monitor_figure.py --output docs/figures/growth-monitor.png
+    (from a clone: it uses the paper's networks in examples/paper)
 """
 
 from __future__ import annotations
@@ -43,11 +44,15 @@ def run(n_train: int, every: int, seed: int, source: str, quick: bool = False) -
 
 
 def _paper_modules():
-    """The paper's data loader and networks (inside the package or beside it, in a clone)."""
-    try:
-        from keras_normed.experiments import data, networks
-    except ImportError:
-        from examples.paper import data, networks
+    """The paper's data loader and networks (examples/paper, beside this script)."""
+    import pathlib
+    import sys
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from examples.paper import data, networks
+
     return data, networks
 
 

@@ -13,7 +13,16 @@ from keras_normed import _quiet  # isort: skip
 
 import keras
 
-from keras_normed import callbacks, diagnostics, engine, initializers, layers, scaling, structure
+from keras_normed import (
+    callbacks,
+    diagnostics,
+    engine,
+    initializers,
+    keras_rules,  # noqa: F401 - registers Keras's layer families in structure
+    layers,
+    scaling,
+    structure,
+)
 from keras_normed.data_driven import data_dependent_init, lsuv
 from keras_normed.diagnostics import growth_report
 from keras_normed.initializers import Normed

@@ -19,6 +19,7 @@ import keras
 from keras.src.initializers.random_initializers import RandomInitializer
 
 __all__ = ["RandomInitializer", "random_seed_dtype", "in_xla_context", "all_layers",
+           "build_input_shape", "is_graph_model",
            "call_takes_training", "producer", "node_inputs", "node_arguments", "node_outputs",
            "consumers", "layer_calls", "graph_side_effects_undone", "captured_calls",
            "is_keras_tensor", "is_conv"]
@@ -29,6 +30,22 @@ def all_layers(model) -> List[Any]:
     if hasattr(model, "_flatten_layers"):
         return list(model._flatten_layers(include_self=True, recursive=True))
     return [model]
+
+
+def build_input_shape(layer) -> Optional[Tuple[Optional[int], ...]]:
+    """The (first) input shape Keras recorded when it built ``layer``, or ``None``."""
+    shapes = getattr(layer, "_build_shapes_dict", None)
+    if shapes:
+        shape = next(iter(shapes.values()))
+        if shape is not None:
+            return tuple(shape)
+    return None
+
+
+def is_graph_model(model) -> bool:
+    """Whether ``model`` runs a layer graph: Sequential or functional (a Functional model,
+    or a subclass built with ``keras.Model(inputs, outputs)``), not a subclassed ``call``."""
+    return isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")
 
 
 def call_takes_training(layer) -> bool:

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 ENV = "TF_CPP_MIN_LOG_LEVEL"
 DEFAULT_LEVEL = "2"
-CLI_MODULES = ("keras_normed", "keras_normed.cli")
+CLI_MODULES = ("keras_normed", "keras_normed.cli", "examples.paper")
 SCRIPT = "keras-normed"
 
 # An absl / TensorFlow C++ log line: severity letter, MMDD, time (before absl is initialized it

@@ -36,7 +36,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from keras_normed.experiments.options import nonneg_int, positive_int, positive_int_list
+from keras_normed.cli import nonneg_int, positive_int, positive_int_list
 
 DEFAULT_SIZES = (1024, 4096)
 DEFAULT_BLOCKS = ("16", "64", "256", "1024", "n")
@@ -319,6 +319,7 @@ def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: i
     import tensorflow as tf
 
     from keras_normed.ops import fft as fft_ops
+    from keras_normed.ops._common import freq_contract
 
     b = block_size
     p = q = n // b
@@ -330,7 +331,7 @@ def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: i
     xr, xi = tf.math.real(xs), tf.math.imag(xs)
     ks = tf.signal.rfft(kernel)
     kr, ki = tf.math.real(ks), tf.math.imag(ks)
-    ys = tf.complex(*fft_ops._freq_contract(xr, xi, kr, ki))
+    ys = tf.complex(*freq_contract(xr, xi, kr, ki))
     w_dense = rng.normal((n, n))
 
     def jitted(fn):
@@ -351,7 +352,7 @@ def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: i
     fns = {
         "rfft": jitted(lambda: tf.signal.rfft(xb)),
         "kernel_rfft": jitted(lambda: tf.signal.rfft(kernel)),
-        "contract_stacked": jitted(lambda: fft_ops._freq_contract(xr, xi, kr, ki)),
+        "contract_stacked": jitted(lambda: freq_contract(xr, xi, kr, ki)),
         "contract_complex_matmul": jitted(complex_matmul),
         "contract_real4": jitted(real4),
         "contract_einsum": jitted(lambda: tf.einsum("mpf,pqf->mqf", xs, ks)),

@@ -32,6 +32,7 @@ from typing import Callable, List, Tuple
 import keras
 import numpy as np
 
+from keras_normed import _keras_compat as compat
 from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D, WeightNormalization
 from keras_normed.ops.fft import circulant_to_dense
 
@@ -219,8 +220,7 @@ def materialize(model: keras.Model) -> keras.Model:
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}.")
-    # Functional models (and Sequential ones, which wrap one) run a layer graph.
-    if not (isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")):
+    if not compat.is_graph_model(model):
         raise TypeError(
             f"`model` must be a keras.Sequential or functional keras.Model; got the subclassed "
             f"model {type(model).__name__!r}, whose layers have no graph to rewrite. Rebuild it "

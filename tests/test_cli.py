@@ -1,4 +1,5 @@
-"""Tests of the command-line tool (keras_normed.cli) and the offline demo."""
+"""Tests of the command-line tools: ``keras-normed`` (keras_normed.cli: bench) and
+``python -m examples.paper`` (the paper's experiments, same dispatcher), and the offline demo."""
 
 import argparse
 import os
@@ -8,31 +9,52 @@ import sys
 
 import pytest
 
+from examples.paper import __main__ as paper_cli
 from keras_normed import cli
 
+# Every command of both tools -> its module; a command's tool and its name in messages.
+COMMANDS = {**cli.COMMANDS, **paper_cli.COMMANDS}
 
-def test_help_lists_every_command(capsys):
+
+def main(argv):
+    """Run a command (or ``--help``) with the tool it belongs to."""
+    return (cli.main if argv and argv[0] in cli.COMMANDS else paper_cli.main)(argv)
+
+
+def prog(command):
+    return f"{cli.PROG if command in cli.COMMANDS else paper_cli.PROG} {command}"
+
+
+def command_parser(command):
+    import importlib
+
+    return cli._command_parser(prog(command), importlib.import_module(COMMANDS[command]))
+
+
+@pytest.mark.parametrize("tool", [cli, paper_cli])
+def test_help_lists_every_command(tool, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["--help"])
+        tool.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in cli.COMMANDS:
+    for command in tool.COMMANDS:
         assert command in out
-    assert "Train a block-circulant network" in out  # the demo's summary, read without import
+    if tool is paper_cli:
+        assert "Train a block-circulant network" in out  # the demo's summary, read w/o import
 
 
 @pytest.mark.parametrize("argv", [["no-such-command"], [], ["demo", "--no-such-option"],
                                   ["demo", "--epochs", "many"], ["bench", "--sizes", "0"]])
 def test_bad_command_or_option_exits_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
+        main(argv)
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
 
 
 def test_command_help_shows_its_options(capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["demo", "--help"])
+        main(["demo", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     for option in ("--source", "--data-dir", "--epochs", "--batch-size", "--seed",
@@ -43,7 +65,7 @@ def test_command_help_shows_its_options(capsys):
 def test_every_command_module_has_the_protocol():
     import importlib
 
-    for name, module in cli.COMMANDS.items():
+    for name, module in COMMANDS.items():
         mod = importlib.import_module(module)
         assert callable(mod.add_arguments) and callable(mod.run), name
 
@@ -79,7 +101,7 @@ def _independent_param_counts(block_size: int):
 
 
 def test_demo_one_epoch_on_offline_digits(capsys):
-    code = cli.main(["demo", "--epochs", "1", "--source", "sklearn", "--block-size", "64",
+    code = main(["demo", "--epochs", "1", "--source", "sklearn", "--block-size", "64",
                      "--seed", "0"])
     assert code == 0
     out = capsys.readouterr().out
@@ -99,7 +121,7 @@ def test_demo_one_epoch_on_offline_digits(capsys):
 
 
 def test_demo_rejects_bad_values():
-    from keras_normed.experiments.demo import run_demo
+    from examples.paper.demo import run_demo
 
     with pytest.raises(ValueError, match="epochs"):
         run_demo(source="sklearn", epochs=0)
@@ -109,9 +131,10 @@ def test_demo_rejects_bad_values():
 
 # ----------------------------------------------------------------------------- a quick, quiet CLI
 # The commands this project's tests hold to these rules (`serve` is leaving COMMANDS).
-OWN = [c for c in ("bench", "compare", "datainit", "demo", "depth", "resnet") if c in cli.COMMANDS]
+OWN = [c for c in ("bench", "compare", "datainit", "demo", "depth", "growth", "resnet")
+       if c in COMMANDS]
 # Commands that write files: their folder or file is --output.
-WRITERS = ("bench", "compare", "datainit", "depth", "resnet")
+WRITERS = ("bench", "compare", "datainit", "depth", "growth", "resnet")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -148,10 +171,11 @@ class Refuse(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Refuse())
 import keras_normed  # Keras itself tries matplotlib, sklearn, scipy: refused, it copes
 from keras_normed import cli
+from examples.paper import __main__ as paper_cli
 baseline, attempts[:] = set(sys.modules), []
 for command in sys.argv[1:]:
     try:
-        cli.main([command, "--help"])
+        (cli.main if command in cli.COMMANDS else paper_cli.main)([command, "--help"])
     except SystemExit as exc:
         assert exc.code == 0, (command, exc.code)
 new = sorted(set(sys.modules) - baseline)
@@ -169,14 +193,15 @@ def test_help_costs_no_more_than_importing_the_package():
                  if line.startswith(("ATTEMPTS", "NEW")))
     assert lines["ATTEMPTS"] == "[]", lines["ATTEMPTS"]
     new = lines["NEW"].split()
-    for banned in ("matplotlib", "sklearn", "scipy", "keras_normed.experiments.data",
-                   "keras_normed.experiments.networks", "keras_normed.data_driven"):
+    for banned in ("matplotlib", "sklearn", "scipy", "examples.paper.data",
+                   "examples.paper.networks", "keras_normed.data_driven"):
         assert not [m for m in new if m == banned or m.startswith(banned + ".")], (banned, new)
-    assert "keras_normed.experiments.resnet" in new  # the command modules were imported
+    assert "examples.paper.resnet" in new  # the command modules were imported
+    assert "examples.paper.growth" in new
 
 
 def test_a_quick_command_shows_no_tensorflow_start_up_lines(tmp_path):
-    proc = _run(["-m", "keras_normed", "demo", "--epochs", "1", "--n-train", "64",
+    proc = _run(["-m", "examples.paper", "demo", "--epochs", "1", "--n-train", "64",
                  "--n-test", "32", "--source", "sklearn"])
     assert proc.returncode == 0, proc.stderr
     assert "circulant" in proc.stdout
@@ -222,6 +247,7 @@ def test_quiet_rules():
     assert not _quiet.is_cli(["-m"], ["python", "-m", "pytest", "-m", "keras_normed"])
     assert not _quiet.is_cli(["train.py"], ["python", "train.py", "-m", "keras_normed"])
     assert not _quiet.is_cli(["-c"], ["python", "-c", "import keras_normed"])
+    assert _quiet.is_cli(["-m"], ["python", "-m", "examples.paper", "compare"])
 
 
 def _numeric_bad_values(action):
@@ -236,11 +262,10 @@ def _numeric_bad_values(action):
 
 
 def _bad_value_cases():
-    import importlib
 
     cases = []
     for command in OWN:
-        parser = cli._command_parser(command, importlib.import_module(cli.COMMANDS[command]))
+        parser = command_parser(command)
         for action in parser._actions:
             if not action.option_strings or action.help == argparse.SUPPRESS:
                 continue
@@ -249,7 +274,7 @@ def _bad_value_cases():
             assert action.type not in (int, float), (command, option)
             for value in _numeric_bad_values(action) or []:
                 cases.append((command, [option, value], option))
-    for command in ("compare", "datainit", "demo", "depth", "resnet"):
+    for command in ("compare", "datainit", "demo", "depth", "growth", "resnet"):
         cases.append((command, ["--data-dir", "no/such/folder"], "--data-dir"))
         cases.append((command, ["--data-dir", "."], "--data-dir"))  # no MNIST files there
         cases.append((command, ["--source", "mnist-dir", "--data-dir", "."], "--data-dir"))
@@ -260,6 +285,7 @@ def _bad_value_cases():
               ("datainit", ["--inits", "he,nope"], "--inits"),
               ("resnet", ["--inits", ""], "--inits"),
               ("depth", ["--inits", "lecun"], "--inits"),
+              ("growth", ["--inits", "he", "nope"], "--inits"),
               ("bench", ["--blocks", "0"], "--blocks")]
     return cases
 
@@ -274,12 +300,12 @@ def test_a_bad_value_is_one_line_naming_the_option(command, argv, option, capsys
     monkeypatch.delenv("KERAS_NORMED_MNIST_DIR", raising=False)
     monkeypatch.chdir(tmp_path)  # --data-dir . is an empty folder; nothing may be written
     with pytest.raises(SystemExit) as exc:
-        cli.main([command, *argv])
+        main([command, *argv])
     assert exc.value.code == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith(f"keras-normed {command}: error: argument {option}"), lines[0]
+    assert lines[0].startswith(f"{prog(command)}: error: argument {option}"), lines[0]
     assert "Traceback" not in captured.err + captured.out
     assert not os.listdir(tmp_path)
 
@@ -287,7 +313,7 @@ def test_a_bad_value_is_one_line_naming_the_option(command, argv, option, capsys
 def test_mnist_dir_without_a_folder_is_one_line(capsys, monkeypatch):
     monkeypatch.delenv("KERAS_NORMED_MNIST_DIR", raising=False)
     with pytest.raises(SystemExit) as exc:
-        cli.main(["demo", "--source", "mnist-dir"])
+        main(["demo", "--source", "mnist-dir"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "argument --source" in err and "KERAS_NORMED_MNIST_DIR" in err
@@ -296,7 +322,7 @@ def test_mnist_dir_without_a_folder_is_one_line(capsys, monkeypatch):
 @pytest.mark.parametrize("command", OWN)
 def test_help_states_each_default_once_and_says_output(command, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main([command, "--help"])
+        main([command, "--help"])
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # unwrap argparse's lines
     assert "(default: None)" not in text
@@ -310,10 +336,9 @@ def test_help_states_each_default_once_and_says_output(command, capsys):
 
 
 def test_out_is_a_hidden_alias_of_output():
-    import importlib
 
-    for command in ("resnet", "datainit", "depth", "compare"):
-        parser = cli._command_parser(command, importlib.import_module(cli.COMMANDS[command]))
+    for command in ("resnet", "datainit", "depth", "compare", "growth"):
+        parser = command_parser(command)
         default = parser.parse_args([]).output
         assert parser.parse_args(["--out", "x"]).output == "x"
         assert parser.parse_args(["--output", "y"]).output == "y"

@@ -1,4 +1,5 @@
-"""Tests of `keras-normed compare`: smoothing, aggregation, per-batch losses, and a --quick run."""
+"""Tests of `python -m examples.paper compare`: smoothing, aggregation, per-batch losses, and a
+--quick run."""
 
 import argparse
 import json
@@ -9,14 +10,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_normed.experiments import compare, paper
-from keras_normed.experiments.data import load_digits
+from examples.paper import compare, paper
+from examples.paper.data import load_digits
 
 
 def _has_paper_nets():
     try:
         import keras_normed
-        from keras_normed.experiments import networks  # noqa: F401
+        from examples.paper import networks  # noqa: F401
     except ImportError:
         return False
     return hasattr(keras_normed, "rescale")
@@ -113,7 +114,7 @@ def test_bad_jit_value_is_an_error():
 
 def _tiny(net, kernel_initializer, seed):
     """A small conv net on 28x28 digits (logits), seeded per layer like paper_net."""
-    from keras_normed.experiments.networks import make_initializer
+    from examples.paper.networks import make_initializer
 
     return keras.Sequential([
         keras.Input((28, 28, 1)),
@@ -129,7 +130,7 @@ def _tiny(net, kernel_initializer, seed):
 def test_batch_loss_recorder_matches_direct_losses():
     """The recorder's per-batch losses equal the loss computed on each batch (lr ~ 0)."""
     data = load_digits("sklearn", n_train=192, n_test=10, verbose=False)
-    init, _ = compare.make_initializer("he", 0)
+    init, _ = compare.initialization("he", 0)
     model = _tiny("x", init, 0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     expected = [float(loss(data.y_train[i:i + 64], model(data.x_train[i:i + 64])))
@@ -157,16 +158,16 @@ def test_effective_variance_scaling_matches_keras_outside_a_layer():
         compare.EffectiveVarianceScaling(1.0, "fan_sum")
 
 
-def test_make_initializer_specs():
-    assert compare.make_initializer("normed", 3) == ("normed", "probe")
-    assert compare.make_initializer("normed-analytic", 3) == ("normed", "analytic")
-    assert compare.make_initializer("glorot_uniform", 7) == ("glorot_uniform", None)
-    he, mode = compare.make_initializer("he", 7)
+def test_initialization_specs():
+    assert compare.initialization("normed", 3) == ("normed", "probe")
+    assert compare.initialization("normed-analytic", 3) == ("normed", "analytic")
+    assert compare.initialization("glorot_uniform", 7) == ("glorot_uniform", None)
+    he, mode = compare.initialization("he", 7)
     assert mode is None
     assert he(2, False).get_config() == {"scale": 2.0, "mode": "fan_in", "seed": 702}
-    assert compare.make_initializer("glorot", 7)[0](0, True).get_config()["mode"] == "fan_avg"
+    assert compare.initialization("glorot", 7)[0](0, True).get_config()["mode"] == "fan_avg"
     with pytest.raises(ValueError, match="--inits"):
-        compare.make_initializer("no_such_init", 0)
+        compare.initialization("no_such_init", 0)
 
 
 def test_table_holds_paper_numbers():

@@ -1,4 +1,4 @@
-"""Tests of keras_normed.experiments.data: the IDX reader, the MNIST folder, the offline digits."""
+"""Tests of examples.paper.data: the IDX reader, the MNIST folder, the offline digits."""
 
 import gzip
 import os
@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from keras_normed.experiments.data import ENV_VAR, load_digits, read_idx
+from examples.paper.data import ENV_VAR, load_digits, read_idx
 
 MNIST_DIR = os.environ.get(ENV_VAR)
 N_SKLEARN = 1797

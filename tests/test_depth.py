@@ -1,5 +1,5 @@
-"""`keras-normed depth --quick`: table, JSON and PNG are produced, and the measured signal
-propagation shows the papers' claims at depth 50."""
+"""`python -m examples.paper depth --quick`: table, JSON and PNG are produced, and the measured
+signal propagation shows the papers' claims at depth 50."""
 
 import argparse
 import json
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from keras_normed.experiments import depth
+from examples.paper import depth
 
 
 def _args(tmp_path, *extra):
@@ -80,7 +80,7 @@ def test_delta_orthogonal_trains_200_layers_where_glorot_and_he_do_not():
     """Xiao et al.'s claim at depth 200 on MNIST (3-4 minutes on 2 cores): 100 SGD steps of a
     200-layer vanilla tanh CNN reach > 50% test accuracy with delta-orthogonal kernels at the
     critical point, while Glorot and He stay at chance (< 20%)."""
-    from keras_normed.experiments.data import load_digits
+    from examples.paper.data import load_digits
 
     data = load_digits("auto", None, n_train=8000, n_test=1000, seed=0)
     acc = {}

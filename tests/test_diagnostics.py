@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from examples.paper.networks import paper_net
 from keras_normed.diagnostics import growth_report
-from keras_normed.experiments.networks import paper_net
 
 
 @pytest.fixture(scope="module")

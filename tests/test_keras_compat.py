@@ -100,3 +100,24 @@ def test_in_xla_context():
     plain(tf.ones(2))
     assert seen == {"xla": True, "plain": False}
     assert not compat.in_xla_context()
+
+
+def test_build_input_shape():
+    """structure.built_input_shape reads Keras's record of a layer's build shape."""
+    layer = keras.layers.Dense(3)
+    layer.build((None, 5))
+    assert compat.build_input_shape(layer) == (None, 5)
+    assert compat.build_input_shape(keras.layers.Dense(3)) is None
+
+
+def test_is_graph_model():
+    """materialize rewrites graph models only."""
+
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    model, _, _ = _model()
+    assert compat.is_graph_model(model)
+    assert compat.is_graph_model(keras.Sequential([keras.layers.Dense(2)]))
+    assert not compat.is_graph_model(Sub())

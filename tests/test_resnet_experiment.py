@@ -10,8 +10,8 @@ import shlex
 import numpy as np
 import pytest
 
-from keras_normed import cli
-from keras_normed.experiments import datainit, resnet
+from examples.paper import __main__ as cli
+from examples.paper import datainit, resnet
 
 
 def test_resnet_quick(tmp_path):
@@ -68,7 +68,7 @@ def test_unknown_init_is_refused(tmp_path, capsys):
 
 
 def test_summary_counts_diverged_runs_instead_of_averaging_them():
-    from keras_normed.experiments import resnet
+    from examples.paper import resnet
 
     runs = {"a": [{"losses": [2.0, 1.0], "test_accuracy": 0.8},
                   {"losses": [2.0, 0.5], "test_accuracy": 0.9}],
@@ -110,7 +110,7 @@ def _curve(first, factor, n=50, nan_at=None):
 
 
 def test_divergence_rule_on_synthetic_curves():
-    from keras_normed.experiments.divergence import GROWTH, is_diverged
+    from examples.paper.divergence import GROWTH, is_diverged
 
     assert GROWTH == 100.0
     assert not is_diverged(_curve(2.3, 0.1))  # trains
@@ -130,7 +130,7 @@ def test_divergence_rule_on_synthetic_curves():
 
 
 def test_resnet_datainit_and_compare_share_the_rule():
-    from keras_normed.experiments import compare
+    from examples.paper import compare
 
     grown = _curve(2.0, 200.0)  # finite, but 200-fold
     fine = _curve(2.0, 0.1)
@@ -161,14 +161,15 @@ def test_resnet_defaults_are_the_documented_training_setting():
     with open(doc, encoding="utf-8") as f:
         text = f.read()
     lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("keras-normed resnet --")]
-    assert starts, "no `keras-normed resnet` command in docs/weight_norm.md"
+    starts = [i for i, line in enumerate(lines)
+              if line.startswith("python -m examples.paper resnet --")]
+    assert starts, "no `python -m examples.paper resnet` command in docs/weight_norm.md"
     i = starts[0]
     command = lines[i]
     while command.endswith("\\"):
         i += 1
         command = command[:-1] + " " + lines[i].strip()
-    argv = shlex.split(command)[2:]
+    argv = shlex.split(command)[4:]  # after "python -m examples.paper resnet"
     if "--data-dir" in argv:  # a folder of the machine it ran on
         k = argv.index("--data-dir")
         del argv[k:k + 2]

@@ -38,6 +38,8 @@ except Exception as err:
 out["package_imported_by_keras"] = "keras_normed" in sys.modules
 import keras_normed
 from keras_normed.scaling import is_rescaled
+out["registered"] = sorted(k.split(">", 1)[1] for k in keras.saving.get_custom_objects()
+                           if k.startswith("keras_normed>"))
 model = keras.saving.load_model(os.path.join(work, "zoo.keras"), safe_mode=True)
 ref = np.load(os.path.join(work, "ref.npz"))
 x = ref["x"]
@@ -130,6 +132,26 @@ def test_every_public_object_is_covered():
     unknown = zoo.public_names() - set(zoo.KNOWN) - zoo.NOT_SAVED - set(zoo.ALIASES)
     assert not unknown, f"add {sorted(unknown)} to tests/distribute/zoo.py"
     assert zoo.missing() == [], f"not yet in the package: {zoo.missing()}"
+
+
+def test_every_serializable_class_is_registered_by_the_package_and_saved(saved):
+    """Every class the package's source registers (``register_keras_serializable``) is known
+    after a plain ``import keras_normed`` in a fresh process, and is in the zoo, so the tests
+    here save it (in the model, or as an initializer) and load it in that process."""
+    import re
+
+    root = os.path.join(HERE, os.pardir, "keras_normed")
+    declared = set()
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    declared.update(re.findall(
+                        r"register_keras_serializable\([^)]*\)\s*\nclass (\w+)", f.read()))
+    assert declared and sorted(declared) == saved["result"]["registered"]
+    assert declared <= set(zoo.INITIALIZERS) | set(zoo.LAYERS)
+    saved_classes = {n[len("class:"):] for n in saved["result"]["inits"] if n.startswith("class:")}
+    assert declared == saved_classes | set(saved["result"]["layers"])
 
 
 def test_model_holds_every_layer(saved):

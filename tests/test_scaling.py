@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import keras_normed
+from examples.paper.networks import paper_net, residual_net
 from keras_normed import scaling
 from keras_normed.callbacks import NormedScaling
 from keras_normed.diagnostics import growth_report
-from keras_normed.experiments.networks import paper_net, residual_net
 from keras_normed.initializers import Normed
 
 

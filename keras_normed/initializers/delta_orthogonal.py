@@ -9,7 +9,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from keras_normed.initializers.normed import SeededInitializer, _check_positive
+from keras_normed.initializers.normed import SeededInitializer, check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="DeltaOrthogonal")
@@ -50,7 +50,7 @@ class DeltaOrthogonal(SeededInitializer):
     """
 
     def __init__(self, gain: float = 1.0, seed=None):
-        self.gain = _check_positive("gain", gain)
+        self.gain = check_positive("gain", gain)
         super().__init__(seed=seed)
 
     def __call__(self, shape, dtype=None):
@@ -109,25 +109,6 @@ def _tanh2(x):
 
 def _dtanh2(x):
     return (1.0 - np.tanh(x) ** 2) ** 2
-
-
-def tanh_chi(sigma_w2: float, q: float) -> float:
-    """``chi = sigma_w^2 E[tanh'(sqrt(q) z)^2]``: the mean squared singular value of one layer's
-    Jacobian; 1 at the order-to-chaos transition."""
-    return sigma_w2 * gaussian_mean(_dtanh2, q)
-
-
-def tanh_fixed_point(sigma_w2: float, sigma_b2: float, q0: float = 1.0, iters: int = 10000,
-                     tol: float = 1e-13) -> float:
-    """Fixed point ``q*`` of the variance map ``q <- sigma_w^2 E[tanh(sqrt(q) z)^2] + sigma_b^2``,
-    by iteration from ``q0``."""
-    q = q0
-    for _ in range(iters):
-        new = sigma_w2 * gaussian_mean(_tanh2, q) + sigma_b2
-        if abs(new - q) <= tol * max(1.0, q):
-            return new
-        q = new
-    return q
 
 
 def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:

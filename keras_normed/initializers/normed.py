@@ -27,7 +27,8 @@ import numpy as np
 from keras_normed import structure
 from keras_normed._keras_compat import RandomInitializer
 
-__all__ = ["Normed", "GAINS", "SeededInitializer", "check_seed", "parse_bool"]
+__all__ = ["Normed", "EffectiveVarianceScaling", "GAINS", "SeededInitializer", "check_seed",
+           "check_positive", "parse_bool"]
 
 _DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -38,7 +39,9 @@ _KERAS_DISTRIBUTION = {"truncated_normal": "truncated_normal", "normal": "untrun
 # Largest draw in units of the std: truncated at 2 std of the untruncated normal whose std is
 # std / 0.8796 (as VarianceScaling does); uniform on [-sqrt(3) std, sqrt(3) std]; an untruncated
 # normal reaches 10 std with probability ~1e-23 per value.
-_DRAW_BOUND = {"truncated_normal": 2.0 / 0.87962566103423978, "normal": 10.0,
+# Std of a unit normal truncated at +-2 std, as keras.initializers.VarianceScaling uses.
+_TRUNCATION_CORRECTION = 0.87962566103423978
+_DRAW_BOUND = {"truncated_normal": 2.0 / _TRUNCATION_CORRECTION, "normal": 10.0,
                "uniform": math.sqrt(3.0)}
 
 # Gains that keep the forward variance of y = act(T x) constant (He et al. 2015; the values
@@ -58,7 +61,7 @@ GAINS = {
 }
 
 
-def _check_positive(name: str, value) -> float:
+def check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {value!r} of type "
                         f"{type(value).__name__}.")
@@ -204,10 +207,10 @@ class Normed(SeededInitializer):
             raise ValueError(
                 f"Invalid `distribution` {distribution!r}; expected one of {_DISTRIBUTIONS}.")
         self.nonlinearity = nonlinearity
-        self.gain = None if gain is None else _check_positive("gain", gain)
+        self.gain = None if gain is None else check_positive("gain", gain)
         self.mode = mode
         self.distribution = distribution
-        self.scale = self._check_scale(_check_positive("scale", scale))
+        self.scale = self._check_scale(check_positive("scale", scale))
         self.rescaled = parse_bool("rescaled", rescaled)
         super().__init__(seed=seed)
 
@@ -277,11 +280,13 @@ class Normed(SeededInitializer):
         shape = tuple(int(s) for s in shape)
         std = self.stddev(shape, layer)
         self._check_representable(std, shape, dtype)
-        # Empty axes make VarianceScaling's fans 1, so it draws unit-std values with Keras's
-        # own truncation correction and uniform limit; the structure-aware std multiplies them.
+        # VarianceScaling's std is sqrt(scale / fan_in) with fan_in read from the shape: with
+        # scale = that fan_in it is exactly 1, so it draws unit-std values with Keras's own
+        # truncation correction and uniform limit (every Keras 3 version); the
+        # structure-aware std multiplies them.
+        fan = float(max(1, structure.shape_fans(shape)[0]))
         unit = keras.initializers.VarianceScaling(
-            1.0, "fan_in", _KERAS_DISTRIBUTION[self.distribution], seed=self.seed,
-            input_axes=(), output_axes=())
+            fan, "fan_in", _KERAS_DISTRIBUTION[self.distribution], seed=self.seed)
         return unit(shape, dtype=dtype) * std
 
     def __call__(self, shape, dtype=None):
@@ -320,10 +325,10 @@ class Normed(SeededInitializer):
         while its config keeps None), or the same ``keras.random.SeedGenerator`` object, so
         two draws from the same generator state agree. Used by :func:`keras_normed.rescale`.
         """
-        factor = _check_positive("factor", factor)
+        factor = check_positive("factor", factor)
         new = copy.copy(self)  # shares the seed (int or generator) and the config's seed
         try:
-            new.scale = self._check_scale(_check_positive("scale", self.scale * factor))
+            new.scale = self._check_scale(check_positive("scale", self.scale * factor))
         except ValueError as err:
             raise ValueError(f"`factor`={factor!r} times scale {self.scale!r}: {err}") from None
         new.rescaled = True
@@ -336,3 +341,36 @@ class Normed(SeededInitializer):
                   "distribution": self.distribution, "scale": self.scale,
                   "rescaled": self.rescaled}
         return {**base_config, **config}
+
+
+@keras.saving.register_keras_serializable(package="keras_normed",
+                                          name="EffectiveVarianceScaling")
+class EffectiveVarianceScaling(SeededInitializer):
+    """Keras's ``VarianceScaling`` (truncated normal) with the fans of the *effective* operator.
+
+    ``std = sqrt(scale / n)``, ``n`` = ``fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2`` of
+    the layer's effective matrix from :func:`keras_normed.structure.kernel_fans` (shape-based
+    outside a layer, where it equals ``keras.initializers.VarianceScaling``). ``scale=1,
+    mode="fan_avg"`` is GlorotNormal and ``scale=2, mode="fan_in"`` HeNormal, both made fair to
+    shared and circulant kernels (the baselines of the paper's comparison). Seeds as
+    :class:`SeededInitializer`: give each layer its own int seed.
+
+    Example: ``EffectiveVarianceScaling(2.0, "fan_in", seed=0)`` (He on the effective fans).
+    """
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_avg", seed=None):
+        if mode not in _MODES:
+            raise ValueError(f"Invalid `mode` {mode!r}; expected one of {_MODES}.")
+        self.scale = check_positive("scale", scale)
+        self.mode = mode
+        super().__init__(seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        found = structure.building_layer()
+        fan_in, fan_out = structure.kernel_fans(found[0] if found else None, shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        std = math.sqrt(self.scale / max(1.0, n)) / _TRUNCATION_CORRECTION
+        return keras.random.truncated_normal(shape, stddev=std, dtype=dtype, seed=self.seed)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "mode": self.mode}

@@ -8,7 +8,7 @@ from typing import Optional
 import keras
 
 from keras_normed import structure
-from keras_normed.initializers.normed import SeededInitializer, _check_positive
+from keras_normed.initializers.normed import SeededInitializer, check_positive
 
 NONLINEARITIES = ("linear", "relu", "tanh")
 # Sussillo & Abbott give closed forms for linear and ReLU layers only; for tanh the constant is
@@ -81,7 +81,7 @@ class RandomWalk(SeededInitializer):
                 f"Unknown `nonlinearity` {nonlinearity!r}; expected one of {NONLINEARITIES}, "
                 "or pass `gain=` explicitly.")
         self.nonlinearity = nonlinearity
-        self.gain = None if gain is None else _check_positive("gain", gain)
+        self.gain = None if gain is None else check_positive("gain", gain)
         super().__init__(seed=seed)
 
     def __call__(self, shape, dtype=None):

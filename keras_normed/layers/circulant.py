@@ -16,21 +16,19 @@ import math
 from typing import Optional, Sequence, Tuple
 
 import keras
-from keras import ops
 
-from keras_normed.ops import fft
-from keras_normed.structure import LinearStructure
+from keras_normed import geometry
+from keras_normed.geometry import LinearStructure
+from keras_normed.layers._base import (
+    ImageLayout,
+    WeightArgs,
+    check_positive_int,
+    int_pair,
+    resolve_data_format,
+)
+from keras_normed.ops.circulant import circulant_conv2d, circulant_matmul, num_blocks
 
 __all__ = ["CirculantConv2D", "CirculantDense"]
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"`{name}` must be a positive int, got {value!r}.")
-    value = int(value.__index__())
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value}.")
-    return value
 
 
 def _check_block_size(block_size: int, n_in: int, n_out: int, in_name: str) -> None:
@@ -41,120 +39,16 @@ def _check_block_size(block_size: int, n_in: int, n_out: int, in_name: str) -> N
         )
 
 
-def _data_format(value) -> str:
-    """``None`` -> ``keras.config.image_data_format()``, read once (at construction, as
-    ``keras.layers.Conv2D`` does): a layer's layout must not follow later global changes."""
-    if value is None:
-        return keras.config.image_data_format()
-    if not isinstance(value, str) or value.lower() not in ("channels_last", "channels_first"):
-        raise ValueError(
-            f"`data_format` must be 'channels_last' (inputs (N, H, W, C)), 'channels_first' "
-            f"(inputs (N, C, H, W)) or None (keras.config.image_data_format()), got {value!r}.")
-    return value.lower()
-
-
-def _tuple2(value, name: str) -> Tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2:
-        raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
-    return tuple(_check_positive_int(v, name) for v in value)
-
-
-class _InitArgs:
-    """Shared handling of the Dense-like initializer/regularizer/constraint arguments."""
-
-    def _set_weight_args(self, activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, kernel_constraint,
-                         bias_constraint):
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-
-    def _weight_config(self) -> dict:
-        s = keras.saving.serialize_keras_object
-        return {
-            "activation": s(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": s(self.kernel_initializer),
-            "bias_initializer": s(self.bias_initializer),
-            "kernel_regularizer": s(self.kernel_regularizer),
-            "bias_regularizer": s(self.bias_regularizer),
-            "activity_regularizer": s(self.activity_regularizer),
-            "kernel_constraint": s(self.kernel_constraint),
-            "bias_constraint": s(self.bias_constraint),
-        }
-
-    def _add_kernel_and_bias(self, kernel_shape, n_out: int):
-        self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(n_out,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
-
-    def _check_real(self, dtype) -> str:
-        dtype = keras.backend.standardize_dtype(dtype)
-        if "complex" in dtype or dtype == "string":
-            raise TypeError(
-                f"{type(self).__name__} {self.name!r} takes real inputs (float, int or bool), "
-                f"got `inputs` of dtype {dtype}. Its weights are real and the imaginary part "
-                "would be dropped: pass the real and imaginary parts as separate features "
-                "(e.g. concatenated on the channel axis), or `keras.ops.real(x)`.")
-        return dtype
-
-    def _real_inputs(self, inputs):
-        """``inputs`` in the compute dtype: Keras layers compute in it whatever the input dtype
-        (integer images would otherwise give truncated outputs); complex inputs are refused."""
-        if self._check_real(inputs.dtype) != self.compute_dtype:
-            inputs = ops.cast(inputs, self.compute_dtype)
-        return inputs
-
-    def compute_output_spec(self, inputs, *args, **kwargs):
-        # The symbolic path (keras.Input) does not run call(): refuse complex inputs here too.
-        self._check_real(inputs.dtype)
-        return super().compute_output_spec(inputs, *args, **kwargs)
-
-    def _finish(self, y, channels_first: bool = False):
-        if self.bias is not None:
-            # (N, C, H, W): the bias broadcasts over the two trailing spatial axes.
-            y = ops.add(y, ops.reshape(self.bias, (-1, 1, 1)) if channels_first else self.bias)
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
-
-
-class _ImageLayout:
-    """Axes of a 2-D image layer's input under its ``data_format``."""
-
-    @property
-    def _channel_axis(self) -> int:
-        return -1 if self.data_format == "channels_last" else 1
-
-    def _hwc(self, input_shape):
-        """``(H, W, C)`` of an input shape in this layer's layout."""
-        if self.data_format == "channels_last":
-            return input_shape[1], input_shape[2], input_shape[3]
-        return input_shape[2], input_shape[3], input_shape[1]
-
 
 @keras.saving.register_keras_serializable(package="keras_normed")
-class CirculantDense(_InitArgs, keras.layers.Layer):
+class CirculantDense(WeightArgs, keras.layers.Layer):
     """Dense layer whose ``n_in x units`` weight matrix is block-circulant (CirCNN).
 
     ``y = activation(x @ W + bias)`` where output block ``q`` of ``x @ W`` is
     ``sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]``. The kernel has shape
     ``(ceil(n_in / b), ceil(units / b), b)``: ``b`` times fewer parameters than ``Dense``.
     Computed as an ``rfft`` per input block, a complex multiply-accumulate per frequency and an
-    ``irfft`` per output block (:func:`keras_normed.ops.fft.circulant_matmul`). When ``n_in``
+    ``irfft`` per output block (:func:`keras_normed.ops.circulant.circulant_matmul`). When ``n_in``
     or ``units`` is not a multiple of ``b`` the input is zero-padded and the output truncated.
 
     Args:
@@ -183,8 +77,8 @@ class CirculantDense(_InitArgs, keras.layers.Layer):
                  bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.units = _check_positive_int(units, "units")
-        self.block_size = _check_positive_int(block_size, "block_size")
+        self.units = check_positive_int(units, "units")
+        self.block_size = check_positive_int(block_size, "block_size")
         self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
                               kernel_regularizer, bias_regularizer, kernel_constraint,
                               bias_constraint)
@@ -193,7 +87,7 @@ class CirculantDense(_InitArgs, keras.layers.Layer):
 
     def kernel_shape_for(self, n_in: int) -> Tuple[int, int, int]:
         b = self.block_size
-        return (fft.num_blocks(n_in, b), fft.num_blocks(self.units, b), b)
+        return (num_blocks(n_in, b), num_blocks(self.units, b), b)
 
     def build(self, input_shape):
         n_in = input_shape[-1]
@@ -207,7 +101,7 @@ class CirculantDense(_InitArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: n_in})
 
     def call(self, inputs):
-        y = fft.circulant_matmul(self._real_inputs(inputs), self.kernel, self.units)
+        y = circulant_matmul(self._real_inputs(inputs), self.kernel, self.units)
         return self._finish(y)
 
     def compute_output_shape(self, input_shape):
@@ -237,7 +131,7 @@ class CirculantDense(_InitArgs, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_normed")
-class CirculantConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
+class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
     """2-D convolution whose channel-mixing matrix is block-circulant (CirCNN).
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v] + bias)`` where
@@ -247,7 +141,7 @@ class CirculantConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
     to a multiple of ``b`` and the output truncated to ``filters``.
 
     Computed in the frequency domain of the channel blocks
-    (:func:`keras_normed.ops.fft.circulant_conv2d`): one ``rfft`` per pixel and block, a
+    (:func:`keras_normed.ops.circulant.circulant_conv2d`): one ``rfft`` per pixel and block, a
     depthwise convolution of the spectra (one group per frequency), one ``irfft`` per output
     block. With more than 8 output blocks, or under XLA, the kernel is materialised and run as
     one ordinary convolution instead, which measured faster there (docs/performance.md).
@@ -281,12 +175,12 @@ class CirculantConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, data_format=None, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = _check_positive_int(filters, "filters")
-        self.kernel_size = _tuple2(kernel_size, "kernel_size")
-        self.block_size = _check_positive_int(block_size, "block_size")
-        self.data_format = _data_format(data_format)
-        self.strides = _tuple2(strides, "strides")
-        self.dilation_rate = _tuple2(dilation_rate, "dilation_rate")
+        self.filters = check_positive_int(filters, "filters")
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.block_size = check_positive_int(block_size, "block_size")
+        self.data_format = resolve_data_format(data_format)
+        self.strides = int_pair(strides, "strides")
+        self.dilation_rate = int_pair(dilation_rate, "dilation_rate")
         if self.strides != (1, 1) and self.dilation_rate != (1, 1):
             raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not supported "
                              "(as in keras.layers.Conv2D); set one of them to 1.")
@@ -302,22 +196,17 @@ class CirculantConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
 
     def kernel_shape_for(self, c_in: int) -> Tuple[int, int, int, int, int]:
         b = self.block_size
-        return self.kernel_size + (fft.num_blocks(c_in, b), fft.num_blocks(self.filters, b), b)
+        return self.kernel_size + (num_blocks(c_in, b), num_blocks(self.filters, b), b)
 
     def build(self, input_shape):
-        c_in = input_shape[self._channel_axis]
-        if c_in is None:
-            raise ValueError(
-                "The channel axis of the input to CirculantConv2D must be defined; got input "
-                f"shape {tuple(input_shape)} (data_format={self.data_format!r}).")
-        c_in = int(c_in)
+        c_in = self._built_channels(input_shape)
         _check_block_size(self.block_size, c_in, self.filters, "input channel count")
         self.c_in = c_in
         self._add_kernel_and_bias(self.kernel_shape_for(c_in), self.filters)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: c_in})
 
     def call(self, inputs):
-        y = fft.circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters,
+        y = circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters,
                                  self.strides, self.padding, self.dilation_rate,
                                  data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")
@@ -325,7 +214,7 @@ class CirculantConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
     def _output_hw(self, h, w):
         out = []
         for n, k, s, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate):
-            out.append(None if n is None else fft.conv_output_length(n, k, s, self.padding, d))
+            out.append(None if n is None else geometry.conv_output_length(n, k, s, self.padding, d))
         return tuple(out)
 
     def compute_output_shape(self, input_shape):
@@ -342,36 +231,22 @@ class CirculantConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
         c_in = self.c_in if self.c_in is not None else int(kernel_shape[2]) * self.block_size
         return kh * kw * c_in, kh * kw * self.filters
 
-    def _taps_per_axis(self, n: int, axis: int):
-        """Along one spatial axis: in-range taps of every output position, and the largest
-        number of outputs one input position reaches."""
-        k, s, d = self.kernel_size[axis], self.strides[axis], self.dilation_rate[axis]
-        before = fft._same_pads(n, k, s, d)[0] if self.padding == "same" else 0
-        n_out = fft.conv_output_length(n, k, s, self.padding, d)
-        hits = [0] * n
-        taps = []
-        for o in range(n_out):
-            inside = [o * s + u * d - before for u in range(k)]
-            inside = [i for i in inside if 0 <= i < n]
-            taps.append(len(inside))
-            for i in inside:
-                hits[i] += 1
-        return taps, max(hits) if hits else 0
-
     def normed_structure(self, input_shape) -> LinearStructure:
         h, w, c_in = (int(d) for d in self._hwc(input_shape))
         kshape = self.kernel_shape_for(c_in)
         n_params = math.prod(kshape)
-        (th, oh), (tw, ow) = self._taps_per_axis(h, 0), self._taps_per_axis(w, 1)
-        kh, kw = self.kernel_size
-        taps = sum(th) * sum(tw)
-        nnz = taps * c_in * self.filters
-        full = all(t == kh for t in th) and all(t == kw for t in tw)
+        # Per spatial axis: in-range taps of every output, outputs one input reaches.
+        ah, aw = (geometry.conv_axis(n, k, s, self.padding, d) for n, k, s, d in zip(
+            (h, w), self.kernel_size, self.strides, self.dilation_rate))
+        nnz = int(ah.rows.sum()) * int(aw.rows.sum()) * c_in * self.filters
+        full = all((a.rows == k).all() for a, k in zip((ah, aw), self.kernel_size))
         b = self.block_size
-        uniform = full and c_in % b == 0 and self.filters % b == 0
-        return LinearStructure(fan_in=max(th) * max(tw) * c_in, fan_out=oh * ow * self.filters,
-                               sharing=nnz / n_params, uniform=uniform, n_params=n_params,
-                               shape=(len(th) * len(tw) * self.filters, h * w * c_in))
+        uniform = bool(full and c_in % b == 0 and self.filters % b == 0)
+        return LinearStructure(
+            fan_in=int(ah.rows.max() * aw.rows.max()) * c_in,
+            fan_out=int(ah.cols.max() * aw.cols.max()) * self.filters, sharing=nnz / n_params,
+            uniform=uniform, n_params=n_params,
+            shape=(len(ah.rows) * len(aw.rows) * self.filters, h * w * c_in))
 
     def get_config(self):
         config = super().get_config()

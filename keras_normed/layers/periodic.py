@@ -11,15 +11,16 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 
-from keras_normed.layers.circulant import (
-    _check_positive_int,
-    _data_format,
-    _ImageLayout,
-    _InitArgs,
-    _tuple2,
+from keras_normed.geometry import LinearStructure
+from keras_normed.layers._base import (
+    ImageLayout,
+    WeightArgs,
+    check_positive_int,
+    int_pair,
+    resolve_data_format,
 )
-from keras_normed.ops import fft
-from keras_normed.structure import LinearStructure
+from keras_normed.ops import dispatch
+from keras_normed.ops.periodic import periodic_conv2d
 
 __all__ = ["PeriodicConv2D"]
 
@@ -27,7 +28,7 @@ _METHODS = ("auto", "fft", "direct")
 
 
 @keras.saving.register_keras_serializable(package="keras_normed")
-class PeriodicConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
+class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
     """2-D convolution with periodic padding; output of the input's size.
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W]
@@ -35,12 +36,12 @@ class PeriodicConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
     ``(kh, kw, C_in, filters)`` as ``keras.layers.Conv2D``. A kernel larger than the input
     wraps around: taps landing on the same pixel add up (aliasing), identically on both paths.
 
-    Two exact implementations (:func:`keras_normed.ops.fft.periodic_conv2d`):
+    Two exact implementations (:func:`keras_normed.ops.periodic.periodic_conv2d`):
     ``"direct"`` wrap-pads the input (a gather) and runs a valid convolution; ``"fft"``
     multiplies 2-D real spectra per frequency. ``"auto"`` picks ``"fft"`` when the kernel is
     larger than 3x3 or the estimated FFT cost ``5 (C_in + C_out) H W log2(H W) +
     4 H (W/2+1) C_in C_out`` is under half the direct ``H W kh kw C_in C_out``
-    (:func:`~keras_normed.ops.fft.periodic_conv2d_method`, calibrated on CPU timings).
+    (:func:`~keras_normed.ops.dispatch.periodic_conv2d_method`, calibrated on CPU timings).
 
     Args:
         filters: output channels.
@@ -71,16 +72,16 @@ class PeriodicConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
                  data_format=None, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = _check_positive_int(filters, "filters")
-        self.kernel_size = _tuple2(kernel_size, "kernel_size")
-        self.strides = _tuple2(strides, "strides")
+        self.filters = check_positive_int(filters, "filters")
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.strides = int_pair(strides, "strides")
         if self.strides != (1, 1):
             raise ValueError(f"PeriodicConv2D supports only `strides`=1, got {self.strides}; "
                              "add a pooling layer after it to downsample.")
         if method not in _METHODS:
             raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
         self.method = method
-        self.data_format = _data_format(data_format)
+        self.data_format = resolve_data_format(data_format)
         self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
                               kernel_regularizer, bias_regularizer, kernel_constraint,
                               bias_constraint)
@@ -88,12 +89,7 @@ class PeriodicConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
         self.c_in: Optional[int] = None
 
     def build(self, input_shape):
-        c_in = input_shape[self._channel_axis]
-        if c_in is None:
-            raise ValueError(
-                "The channel axis of the input to PeriodicConv2D must be defined; got input "
-                f"shape {tuple(input_shape)} (data_format={self.data_format!r}).")
-        self.c_in = int(c_in)
+        self.c_in = self._built_channels(input_shape)
         self._add_kernel_and_bias(self.kernel_size + (self.c_in, self.filters), self.filters)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: self.c_in})
 
@@ -103,12 +99,12 @@ class PeriodicConv2D(_ImageLayout, _InitArgs, keras.layers.Layer):
         if self.method != "auto":
             return self.method
         h, w, c_in = self._hwc(input_shape)
-        return fft.periodic_conv2d_method(None if h is None else int(h),
+        return dispatch.periodic_conv2d_method(None if h is None else int(h),
                                           None if w is None else int(w),
                                           *self.kernel_size, int(c_in), self.filters)
 
     def call(self, inputs):
-        y = fft.periodic_conv2d(self._real_inputs(inputs), self.kernel,
+        y = periodic_conv2d(self._real_inputs(inputs), self.kernel,
                                 self.resolved_method(inputs.shape), data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")
 

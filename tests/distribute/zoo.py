@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 # Public objects this module knows how to put into a model (or to round-trip on its own).
-INITIALIZERS = ("Normed", "DeltaOrthogonal", "RandomWalk")
+INITIALIZERS = ("Normed", "DeltaOrthogonal", "RandomWalk", "EffectiveVarianceScaling")
 ALIASES = ("normed", "delta_orthogonal", "random_walk")
 LAYERS = ("CirculantDense", "CirculantConv2D", "PeriodicConv2D", "WeightNormalization")
 FUNCTIONS = ("rescale", "lsuv", "data_dependent_init", "arpit_init")
@@ -24,7 +24,7 @@ KNOWN = INITIALIZERS + LAYERS + FUNCTIONS + CALLBACKS
 
 # Public names that are not Keras objects to save (helpers, constants, modules, reports).
 NOT_SAVED = {
-    "initializers", "layers", "structure", "callbacks", "ops", "experiments", "serving",
+    "initializers", "layers", "structure", "callbacks", "ops", "serving",
     "__version__", "GAINS", "CriticalPoint", "critical_sigma_w", "tanh_critical_point",
     "random_walk_gain", "data_driven", "engine", "scaling", "diagnostics", "cli",
     "growth_report", "materialize",
@@ -75,6 +75,9 @@ def initializer_instances(seed: int = 0):
         out["DeltaOrthogonal"] = find("DeltaOrthogonal")(gain=1.2, seed=seed + 1)
     if find("RandomWalk"):
         out["RandomWalk"] = find("RandomWalk")("relu", seed=seed + 2)
+    if find("EffectiveVarianceScaling"):
+        out["EffectiveVarianceScaling"] = find("EffectiveVarianceScaling")(2.0, "fan_in",
+                                                                           seed=seed + 3)
     return out
 
 

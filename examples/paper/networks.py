@@ -28,11 +28,12 @@ from typing import Callable, Union
 
 import keras
 
-from keras_normed.initializers.normed import Normed
+from examples.paper.paper import NETS
+from keras_normed.initializers import Normed
+from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D
 
 __all__ = ["paper_net", "residual_net", "make_initializer", "NETS", "INITIALIZERS"]
 
-NETS = ("a", "b", "c", "d")
 INITIALIZERS = ("normed", "he", "glorot")
 
 # size -> (input side, conv1 channels, conv2 channels, hidden units of (a)/(d), conv3 of (d),
@@ -71,15 +72,6 @@ def make_initializer(spec: InitSpec, seed: int, index: int, last: bool = False):
     return init
 
 
-def _layer_class(name: str):
-    import keras_normed.layers as kl
-
-    cls = getattr(kl, name, None)
-    if cls is None:
-        raise ImportError(f"keras_normed.layers.{name} is not available in this version.")
-    return cls
-
-
 def paper_net(name: str, kernel_initializer: InitSpec = "normed", seed: int = 0,
               softmax: bool = False, size: str = "paper") -> keras.Model:
     """One of the paper's four networks (see the module docstring), built (a Functional model).
@@ -116,18 +108,18 @@ def paper_net(name: str, kernel_initializer: InitSpec = "normed", seed: int = 0,
     elif name == "b":
         big = math.isqrt(flat)
         h = keras.layers.Reshape((big, big, 1))(h)
-        h = _layer_class("PeriodicConv2D")(1, big - 1, activation="relu",
+        h = PeriodicConv2D(1, big - 1, activation="relu",
                                            kernel_initializer=init(), name="periodic")(h)
         h = keras.layers.Flatten()(h)
     elif name == "c":
         h = keras.layers.Flatten()(h)
-        h = _layer_class("CirculantDense")(flat // 2, block_size=flat // 2, activation="relu",
+        h = CirculantDense(flat // 2, block_size=flat // 2, activation="relu",
                                            kernel_initializer=init(), name="circulant")(h)
     else:
         h = keras.layers.Conv2D(c3, 3, padding="same", activation="relu",
                                 kernel_initializer=init(), name="conv3")(h)
         for k in (1, 2):
-            h = _layer_class("CirculantConv2D")(c3, 3, block_size=block_d, padding="same",
+            h = CirculantConv2D(c3, 3, block_size=block_d, padding="same",
                                                 activation="relu", kernel_initializer=init(),
                                                 name=f"circ_conv{k}")(h)
         h = keras.layers.Flatten()(h)

@@ -10,7 +10,7 @@ rate, batch size, epochs and the smoothing are not given.
 
 Example::
 
-    from keras_normed.experiments.paper import PAPER, paper_row
+    from examples.paper.paper import PAPER, paper_row
     PAPER["b"].ours.loss          # 0.111
     paper_row("b", "glorot")      # the Xavier/He numbers of net (b)
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional
 
-__all__ = ["PAPER", "PaperResult", "PaperNet", "paper_row", "REFERENCE"]
+__all__ = ["NETS", "PAPER", "PaperResult", "PaperNet", "paper_row", "REFERENCE"]
 
 REFERENCE = ("H. Yang et al., \"A new initialization method based on normed statistical spaces "
              "in deep networks\", Inverse Problems and Imaging 15(1):147-158, 2021")
@@ -78,7 +78,9 @@ PAPER: Dict[str, PaperNet] = {
     ),
 }
 
-# Which paper column an initialization of `keras-normed compare` corresponds to.
+NETS = tuple(PAPER)  # "a".."d"
+
+# Which paper column an initialization of `python -m examples.paper compare` corresponds to.
 _COLUMN = {"normed": "ours", "normed-analytic": "ours", "glorot": "xavier_he", "he": "xavier_he"}
 
 

@@ -1,10 +1,10 @@
 """Reproduce the paper's Figure 1: train its four MNIST networks under each initialization.
 
-``keras-normed compare`` (or ``python -m keras_normed compare``) trains networks (a)-(d) of
-Yang et al. (2021) (see :mod:`keras_normed.experiments.networks`) with several initializations and
+``python -m examples.paper compare`` (from a clone's root) trains networks (a)-(d) of
+Yang et al. (2021) (see :mod:`examples.paper.networks`) with several initializations and
 several seeds, and reports, per network and initialization, the mean +- std over seeds of the
 *last smoothed training loss* and of the test accuracy, beside the paper's numbers
-(:mod:`keras_normed.experiments.paper`).
+(:mod:`examples.paper.paper`).
 
 Initializations (``--inits``):
 
@@ -23,16 +23,16 @@ average, as TensorBoard does::
     m_t = beta * m_{t-1} + (1 - beta) * l_t,   m_0 = 0,   s_t = m_t / (1 - beta ** t)
 
 with ``beta = --smoothing`` (default 0.98, a window of about 50 batches). A run is flagged
-*diverged* by the rule all the experiments share (:mod:`keras_normed.experiments.divergence`):
+*diverged* by the rule all the experiments share (:mod:`examples.paper.divergence`):
 a loss is not finite, or a loss reached 100 times the first one; here also when its last
 smoothed loss is ``>= 2.2`` (chance is ``ln 10 = 2.303``: the network learned nothing, "dead").
 
 Example::
 
-    keras-normed compare --quick                       # offline digits, ~1-2 min on 2 cores
-    keras-normed compare --data-dir "$KERAS_NORMED_MNIST_DIR" --nets b c --seeds 5 --epochs 3 \\
-        --output results/compare
-    keras-normed compare --merge results/a/compare.json results/d/compare.json \\
+    python -m examples.paper compare --quick          # offline digits, ~1-2 min on 2 cores
+    python -m examples.paper compare --data-dir "$KERAS_NORMED_MNIST_DIR" --nets b c \\
+        --seeds 5 --epochs 3 --output results/compare
+    python -m examples.paper compare --merge results/a/compare.json results/d/compare.json \\
         --output results/all                          # one table and figure from two runs
 
 Outputs in ``--output``: ``compare.json`` (every run's settings, per-batch losses and smoothed
@@ -49,7 +49,6 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -57,9 +56,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_normed import structure
-from keras_normed.experiments import divergence, paper
-from keras_normed.experiments.options import (
+from examples.paper import divergence, paper
+from examples.paper.options import (
     add_data_arguments,
     add_output_argument,
     check_data,
@@ -68,6 +66,8 @@ from keras_normed.experiments.options import (
     positive_int,
     unit_interval,
 )
+from examples.paper.paper import NETS
+from keras_normed.initializers import EffectiveVarianceScaling
 
 __all__ = [
     "NETS",
@@ -80,7 +80,8 @@ __all__ = [
     "is_diverged",
     "aggregate",
     "summarize",
-    "make_initializer",
+    "initialization",
+    "apply_rescale",
     "run_one",
     "run_experiment",
     "format_table",
@@ -90,15 +91,15 @@ __all__ = [
     "run",
 ]
 
-NETS = ("a", "b", "c", "d")
 DEFAULT_INITS = ("normed", "normed-analytic", "glorot", "he")
 # Chance level is ln(10) = 2.303; a last smoothed loss this high means the run learned nothing.
 DIVERGED_LOSS = 2.2
 OPTIMIZERS = ("sgd", "momentum", "adam")
 _DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3}
 _PROBE_SIZE = 256
-# Std of a unit normal truncated at +-2 std, as keras.initializers.VarianceScaling uses.
-_TRUNCATION_CORRECTION = 0.87962566103423978
+# The Normed variants -> the rescale that follows (None: the layer-local part only).
+_NORMED = {"normed": "probe", "normed-analytic": "analytic",
+           "normed-analytic-sharing": "analytic-sharing", "normed-local": None}
 # --quick: small subset, one epoch, two seeds; 32 steps, so a 10-step smoothing window.
 # XLA off: compiling each of the 32 small models costs more than its 32 steps save.
 _QUICK = {"n_train": 1024, "n_test": 256, "epochs": 1, "seeds": 2, "batch_size": 32,
@@ -130,7 +131,7 @@ def smooth(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
 def is_diverged(losses: Sequence[float], smoothed: Sequence[float],
                 threshold: float = DIVERGED_LOSS) -> bool:
     """Whether a run diverged or died: the shared rule
-    (:func:`keras_normed.experiments.divergence.is_diverged`: a non-finite loss, or a loss 100
+    (:func:`examples.paper.divergence.is_diverged`: a non-finite loss, or a loss 100
     times the first), or a last smoothed loss >= ``threshold``."""
     if len(smoothed) == 0:
         return True
@@ -165,60 +166,19 @@ def aggregate(runs: Sequence[dict]) -> dict:
 # --------------------------------------------------------------------------- initializers
 
 
-@keras.saving.register_keras_serializable(package="keras_normed",
-                                          name="EffectiveVarianceScaling")
-class EffectiveVarianceScaling(keras.initializers.Initializer):
-    """Keras ``VarianceScaling`` (truncated normal) with fans of the *effective* operator.
-
-    ``std = sqrt(scale / n)``, ``n`` = ``fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2`` of the
-    layer's effective matrix ``T`` from :func:`keras_normed.structure.kernel_fans` (shape-based
-    fans outside a layer, where it equals ``keras.initializers.VarianceScaling``). ``scale=1,
-    mode="fan_avg"`` is GlorotNormal and ``scale=2, mode="fan_in"`` is HeNormal, both made fair
-    to shared and circulant kernels.
-
-    As Keras' own initializers, an int ``seed`` gives the same values at every call: give each
-    layer its own seed.
-
-    Example::
-
-        init = EffectiveVarianceScaling(2.0, "fan_in", seed=0)   # He on the effective fans
-    """
-
-    def __init__(self, scale: float = 1.0, mode: str = "fan_avg", seed: Optional[int] = None):
-        if mode not in ("fan_in", "fan_out", "fan_avg"):
-            raise ValueError(
-                f"Invalid `mode` {mode!r}; expected 'fan_in', 'fan_out' or 'fan_avg'.")
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"`scale` must be a positive finite number, got {scale!r}.")
-        self.scale = float(scale)
-        self.mode = mode
-        self.seed = seed
-        self._seed = int(seed) if seed is not None else random.randint(1, 2**31 - 1)
-
-    def __call__(self, shape, dtype=None):
-        found = structure.building_layer()
-        fan_in, fan_out = structure.kernel_fans(found[0] if found else None, shape)
-        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
-        std = math.sqrt(self.scale / max(1.0, n))
-        return keras.random.truncated_normal(shape, stddev=std / _TRUNCATION_CORRECTION,
-                                             dtype=dtype, seed=self._seed)
-
-    def get_config(self):
-        return {"scale": self.scale, "mode": self.mode, "seed": self.seed}
-
-
-def make_initializer(init: str, seed: int):
+def initialization(init: str, seed: int):
     """``(kernel_initializer, rescale_mode)`` for an initialization name.
 
-    ``kernel_initializer`` is a spec for :func:`keras_normed.experiments.networks.paper_net`:
+    ``kernel_initializer`` is a spec for :func:`examples.paper.networks.paper_net`:
     ``"normed"`` (ReLU gain, linear on the output layer), a callable ``(index, last) ->
     initializer`` giving layer ``index`` an :class:`EffectiveVarianceScaling` seeded
     ``seed * 100 + index`` (``glorot``, ``he``), or a Keras initializer name (``paper_net`` seeds
     it the same way). ``rescale_mode`` is ``"probe"`` (``normed``), ``"analytic"``
-    (``normed-analytic``) or ``None``.
+    (``normed-analytic``), ``"analytic-sharing"`` (``normed-analytic-sharing``, the first
+    derivation's rule) or ``None`` (``normed-local``: no model-level step; the baselines).
     """
-    if init in ("normed", "normed-analytic"):
-        return "normed", ("probe" if init == "normed" else "analytic")
+    if init in _NORMED:
+        return "normed", _NORMED[init]
     if init in ("glorot", "he"):
         scale, mode = (1.0, "fan_avg") if init == "glorot" else (2.0, "fan_in")
 
@@ -254,19 +214,21 @@ def make_optimizer(name: str, lr: Optional[float] = None):
 
 
 def _default_builder(net: str, kernel_initializer, seed: int):
-    from keras_normed.experiments import networks
+    from examples.paper import networks
 
     return networks.paper_net(net, kernel_initializer=kernel_initializer, seed=seed,
                               softmax=False)
 
 
-def _rescale(model, mode: str, probe, optimizer_name: str, lr: Optional[float], loss):
+def apply_rescale(model, mode: str, probe, optimizer, loss=None):
+    """The model-level step of a Normed initialization: ``mode`` from :func:`initialization`
+    (``"probe"`` on the ``probe`` batch, ``"analytic"``, ``"analytic-sharing"``). ``rescale``
+    copies the optimizer: the probe step leaves no state in the one that trains."""
     from keras_normed import rescale
 
-    data = probe if mode == "probe" else None
-    # rescale copies the optimizer: the probe step leaves no state in the one that trains.
-    return rescale(model, data=data, optimizer=make_optimizer(optimizer_name, lr), loss=loss,
-                   rule=mode)
+    rule, _, form = mode.partition("-")
+    return rescale(model, data=probe if rule == "probe" else None, optimizer=optimizer,
+                   loss=loss, rule=rule, analytic_form=form or "fan")
 
 
 class BatchLossRecorder(keras.callbacks.Callback):
@@ -325,9 +287,9 @@ def run_one(net: str, init: str, seed: int, data, *, epochs: int = 3, batch_size
         net: "a".."d" (or any name ``builder`` accepts).
         init: an initialization name (see the module docstring).
         seed: seeds the weights, the probe batch and the shuffling.
-        data: a :class:`keras_normed.experiments.data.Digits`.
+        data: a :class:`examples.paper.data.Digits`.
         builder: ``builder(net, kernel_initializer, seed) -> keras.Model`` returning logits,
-            uncompiled; defaults to :func:`keras_normed.experiments.networks.paper_net`.
+            uncompiled; defaults to :func:`examples.paper.networks.paper_net`.
         progress: "bar" (compact, one line per run), "keras" (Keras' own) or "none".
         probe_size: training images in the probe batch of ``rescale`` (``normed``).
         jit: XLA for training: "auto" (Keras' default), "on" or "off".
@@ -342,7 +304,7 @@ def run_one(net: str, init: str, seed: int, data, *, epochs: int = 3, batch_size
     builder = builder or _default_builder
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
-    kernel_initializer, rescale_mode = make_initializer(init, seed)
+    kernel_initializer, rescale_mode = initialization(init, seed)
     model = builder(net, kernel_initializer, seed)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     scaling = None
@@ -350,7 +312,7 @@ def run_one(net: str, init: str, seed: int, data, *, epochs: int = 3, batch_size
         idx = np.random.default_rng(seed).choice(
             len(data.x_train), size=min(probe_size, len(data.x_train)), replace=False)
         probe = (data.x_train[idx], data.y_train[idx])
-        report = _rescale(model, rescale_mode, probe, optimizer, lr, loss)
+        report = apply_rescale(model, rescale_mode, probe, make_optimizer(optimizer, lr), loss)
         scaling = report.as_dict()
     model.compile(optimizer=make_optimizer(optimizer, lr), loss=loss, metrics=["accuracy"],
                   jit_compile=_JIT[jit])
@@ -492,7 +454,7 @@ def plot_curves(runs: Sequence[dict], path: str, title: Optional[str] = None):
 def _init_name(text: str) -> str:
     """An argparse type: one of DEFAULT_INITS or a name keras.initializers.get understands."""
     try:
-        make_initializer(text, 0)
+        initialization(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"unknown initialization {text!r}: expected one of {', '.join(DEFAULT_INITS)} or a "
@@ -501,7 +463,7 @@ def _init_name(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``keras-normed compare``."""
+    """The options of ``python -m examples.paper compare``."""
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS,
                         help="networks of the paper to train")
     parser.add_argument("--inits", nargs="+", type=_init_name, default=list(DEFAULT_INITS),
@@ -589,7 +551,8 @@ def _write(result: dict, output: str, title: str) -> str:
 
 
 def run(args: argparse.Namespace, builder: Optional[Callable] = None) -> int:
-    """Run ``keras-normed compare``; print the table; write JSON, Markdown and PNG. Returns 0."""
+    """Run ``python -m examples.paper compare``; print the table; write JSON, Markdown and
+    PNG. Returns 0."""
     if getattr(args, "merge", None):
         result = merge_results(args.merge)
         st = result["settings"]
@@ -604,7 +567,7 @@ def run(args: argparse.Namespace, builder: Optional[Callable] = None) -> int:
         for key, value in _QUICK.items():
             setattr(args, key, value)
     check_data(args.source, args.data_dir)
-    from keras_normed.experiments.data import load_digits
+    from examples.paper.data import load_digits
 
     data = load_digits(args.source, args.data_dir, n_train=args.n_train, n_test=args.n_test,
                        seed=0)

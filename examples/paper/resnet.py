@@ -13,12 +13,12 @@ flatten -> stem Dense(width) -> ``blocks`` x [h + Dense(width)(relu(Dense(width,
 The defaults are the setting docs/weight_norm.md reports as training (50 blocks of width 16,
 100 steps of SGD with lr 0.002 and momentum 0.9, three seeds); at width 32 and lr 0.01 every
 initialization diverged there. A run counts as diverged by the rule of
-:mod:`keras_normed.experiments.divergence` (a non-finite loss, or a loss 100 times the first).
+:mod:`examples.paper.divergence` (a non-finite loss, or a loss 100 times the first).
 
 Example::
 
-    keras-normed resnet --quick
-    keras-normed resnet --data-dir "$KERAS_NORMED_MNIST_DIR" --output results/resnet
+    python -m examples.paper resnet --quick
+    python -m examples.paper resnet --data-dir "$KERAS_NORMED_MNIST_DIR" --output results/resnet
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from keras_normed.experiments import options
-from keras_normed.experiments.divergence import is_diverged
+from examples.paper import options
+from examples.paper.divergence import is_diverged
 
 INITS = ("arpit", "salimans", "he-g1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``keras-normed resnet``."""
+    """The options of ``python -m examples.paper resnet``."""
     parser.add_argument("--blocks", type=options.positive_int, default=50, metavar="N",
                         help="residual blocks")
     parser.add_argument("--width", type=options.positive_int, default=16, metavar="N",
@@ -180,7 +180,7 @@ def summarize(runs: Dict[str, List[Dict]], window: int = 20) -> List[Dict]:
     """One table row per init: initial, final (``window``-step mean) training loss, test
     accuracy, the number of diverged runs and of runs.
 
-    ``diverged`` counts the runs :func:`keras_normed.experiments.divergence.is_diverged` flags
+    ``diverged`` counts the runs :func:`examples.paper.divergence.is_diverged` flags
     (a non-finite loss, or a loss 100 times the first); the final-loss mean and std (ddof 0)
     leave out the non-finite values only.
     """
@@ -241,7 +241,7 @@ def _inits(value, allowed) -> List[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_normed.experiments.data import load_digits
+    from examples.paper.data import load_digits
 
     if args.quick:
         args.blocks, args.width, args.steps = min(args.blocks, 4), min(args.width, 8), 5

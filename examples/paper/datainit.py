@@ -12,12 +12,12 @@ Initializations compared:
 
 Reported: training loss after N steps, steps until the 20-step mean loss first falls below
 ``--threshold``, test accuracy, diverged runs (the rule of
-:mod:`keras_normed.experiments.divergence`: a non-finite loss, or a loss 100 times the first).
+:mod:`examples.paper.divergence`: a non-finite loss, or a loss 100 times the first).
 
 Example::
 
-    keras-normed datainit --quick
-    keras-normed datainit --data-dir "$KERAS_NORMED_MNIST_DIR" --output results/datainit
+    python -m examples.paper datainit --quick
+    python -m examples.paper datainit --data-dir "$KERAS_NORMED_MNIST_DIR" --output results/datainit
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from keras_normed.experiments import options
-from keras_normed.experiments import resnet as _common
+from examples.paper import options
+from examples.paper import resnet as _common
 
 INITS = ("he", "lsuv", "ddi")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``keras-normed datainit``."""
+    """The options of ``python -m examples.paper datainit``."""
     parser.add_argument("--depth", type=options.int_at_least(2), default=21, metavar="N",
                         help="conv layers, at least 2")
     parser.add_argument("--channels", type=options.positive_int, default=16, metavar="N",
@@ -114,7 +114,7 @@ def steps_to(losses: List[float], threshold: float, window: int = 20) -> Optiona
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_normed.experiments.data import load_digits
+    from examples.paper.data import load_digits
 
     if args.quick:
         args.depth, args.channels, args.steps = min(args.depth, 4), min(args.channels, 4), 5

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from keras_normed.experiments.options import ENV_VAR, SOURCES
+from examples.paper.options import ENV_VAR, SOURCES
 
 __all__ = ["ENV_VAR", "SOURCES", "Digits", "read_idx", "load_digits"]
 

@@ -15,7 +15,7 @@ Works offline: ``--source auto`` (the default) uses the MNIST IDX files in
 
 Example::
 
-    keras-normed demo --epochs 5 --block-size 64
+    python -m examples.paper demo --epochs 5 --block-size 64
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import os
 import time
 from typing import Dict, Optional
 
-from keras_normed.experiments import options
-from keras_normed.experiments.options import ENV_VAR
+from examples.paper import options
+from examples.paper.options import ENV_VAR
 
 HIDDEN = 512
 N_CLASSES = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``keras-normed demo``."""
+    """The options of ``python -m examples.paper demo``."""
     parser.add_argument("--epochs", type=options.positive_int, default=10, metavar="N",
                         help="training epochs")
     parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
@@ -91,7 +91,7 @@ def run_demo(source: str = "auto", data_dir: Optional[str] = None, epochs: int =
         why = (f"--data-dir {data_dir}" if data_dir else
                f"${ENV_VAR}={env}" if env else f"${ENV_VAR} is not set")
         print(f"Source 'auto' ({why}):")
-    from keras_normed.experiments.data import load_digits
+    from examples.paper.data import load_digits
 
     data = load_digits(source, data_dir=data_dir, n_train=n_train, n_test=n_test, seed=seed,
                        verbose=True)

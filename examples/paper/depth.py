@@ -27,8 +27,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from keras_normed.experiments import options
-from keras_normed.experiments.divergence import is_diverged
+from examples.paper import options
+from examples.paper.divergence import is_diverged
 
 INITS = ("delta_orthogonal", "orthogonal", "glorot", "he")
 _QUICK = {"depths": [10, 50], "train_depth": 20, "steps": 20, "n_train": 1000, "n_test": 200,
@@ -36,7 +36,7 @@ _QUICK = {"depths": [10, 50], "train_depth": 20, "steps": 20, "n_train": 1000, "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``keras-normed depth``."""
+    """The options of ``python -m examples.paper depth``."""
     parser.add_argument("--depths", type=options.positive_int_list,
                         default="10,50,100,200,500,1000",
                         help="comma-separated depths measured at initialization")
@@ -245,7 +245,7 @@ def run(args) -> int:
     """Run the experiment; print the table; write depth.json and depth.png into args.output."""
     import keras
 
-    from keras_normed.experiments.data import load_digits
+    from examples.paper.data import load_digits
     from keras_normed.initializers import tanh_critical_point
 
     if args.merge:

@@ -1,1 +1,0 @@
-"""The papers' networks, data loading and experiment runners."""

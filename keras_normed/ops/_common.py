@@ -1,0 +1,111 @@
+"""Helpers the FFT ops share (private module): operand dtypes, layouts, the frequency-domain
+contraction. Written with ``keras.ops`` only."""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+from keras import backend, ops
+
+FFT_DTYPES = ("float32", "float64")
+
+
+def fft_dtype(*dtypes) -> str:
+    """float64 if any operand dtype is float64, else float32 (FFTs reject half precision)."""
+    return "float64" if "float64" in {backend.standardize_dtype(d) for d in dtypes} else "float32"
+
+
+def real_operands(x, kernel, name: str = "x"):
+    """``(x, kernel, dtype)``: both as tensors and the floating dtype the result is given in.
+
+    A float input keeps its dtype. Integer and bool inputs compute in the kernel's float dtype
+    (``floatx()`` if the kernel is not float either): the result must not be cast back to an
+    integer (truncation) nor the kernel cast down to one. Complex inputs are refused: the
+    kernels are real and the FFTs here take real data, so the imaginary part would be lost.
+    """
+    x = ops.convert_to_tensor(x)
+    kernel = ops.convert_to_tensor(kernel)
+    dtype = backend.standardize_dtype(x.dtype)
+    if "complex" in dtype or dtype == "string":
+        raise TypeError(
+            f"`{name}` must be a real (float, int or bool) tensor, got dtype {dtype}. The "
+            "kernel is real and the imaginary part would be dropped: pass the real and "
+            "imaginary parts separately (e.g. as extra channels) or `keras.ops.real(x)`.")
+    if not backend.is_float_dtype(dtype):
+        k_dtype = backend.standardize_dtype(kernel.dtype)
+        dtype = k_dtype if backend.is_float_dtype(k_dtype) else backend.floatx()
+        x = ops.cast(x, dtype)
+    return x, kernel, dtype
+
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def check_data_format(data_format) -> str:
+    if data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"`data_format` must be 'channels_last' (N, H, W, C) or 'channels_first' "
+            f"(N, C, H, W), got {data_format!r}.")
+    return data_format
+
+
+def spatial_sizes(x, data_format: str):
+    """Static ``(H, W)`` as ints, or ``None`` for an axis unknown at trace time."""
+    axes = (1, 2) if data_format == "channels_last" else (2, 3)
+    return tuple(None if x.shape[a] is None else int(x.shape[a]) for a in axes)
+
+
+def size(x, axis: int):
+    """Length of ``axis``: a Python int when static, else a scalar tensor (run time)."""
+    n = x.shape[axis]
+    return int(n) if n is not None else ops.shape(x)[axis]
+
+
+def conv(x, kernel, data_format: str, **kwargs):
+    """``keras.ops.conv`` run in channels_last: TensorFlow's CPU convolution rejects NCHW
+    (eagerly for float64, in any ``tf.function``), so channels_first inputs are transposed
+    around it. The layout is passed explicitly, never read from the global setting."""
+    if data_format == "channels_first":
+        x = ops.transpose(x, (0, 2, 3, 1))
+    y = ops.conv(x, kernel, data_format="channels_last", **kwargs)
+    return ops.transpose(y, (0, 3, 1, 2)) if data_format == "channels_first" else y
+
+
+def pad_last(x, target: int):
+    n = x.shape[-1]
+    if n == target:
+        return x
+    pad = [[0, 0]] * (len(x.shape) - 1) + [[0, target - n]]
+    return ops.pad(x, pad)
+
+
+def freq_contract(xr, xi, kr, ki):
+    """Complex multiply-accumulate over input blocks, all frequencies in one batched matmul.
+
+    ``xr, xi``: ``(M, P, F)``; ``kr, ki``: ``(P, Q, F)``. Returns ``(yr, yi)`` of shape
+    ``(M, Q, F)`` with ``y[m, q, f] = sum_p x[m, p, f] * k[p, q, f]`` (complex).
+
+    The complex product is written as one real matmul per frequency,
+    ``[xr, xi] @ [[kr, ki], [-ki, kr]] = [yr, yi]``, batched over the ``F`` frequencies.
+    For tiny contractions (``P * Q <= 16``, e.g. one output block) a broadcast multiply and
+    sum over ``P`` avoids the transposes (timings of both: docs/performance.md).
+    """
+    p, q = kr.shape[0], kr.shape[1]
+    if p * q <= 16:
+        xr, xi = xr[:, :, None], xi[:, :, None]  # (M, P, 1, F) against (P, Q, F)
+        return (ops.sum(xr * kr - xi * ki, axis=1), ops.sum(xr * ki + xi * kr, axis=1))
+    xs = ops.transpose(ops.concatenate([xr, xi], axis=1), (2, 0, 1))  # (F, M, 2P)
+    top = ops.concatenate([kr, ki], axis=1)  # (P, 2Q, F)
+    bottom = ops.concatenate([-ki, kr], axis=1)
+    ks = ops.transpose(ops.concatenate([top, bottom], axis=0), (2, 0, 1))  # (F, 2P, 2Q)
+    ys = ops.transpose(ops.matmul(xs, ks), (1, 2, 0))  # (M, 2Q, F)
+    return ys[:, :q], ys[:, q:]
+
+
+IntPair = Union[int, Sequence[int]]
+
+
+def pair(v: IntPair) -> Tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return tuple(int(a) for a in v)

@@ -1,0 +1,285 @@
+"""Block-circulant products (CirCNN): dense, and the 2-D convolution in three forms.
+
+*Circulant block.* ``C(c)`` is the ``b x b`` circulant matrix with first column ``c``:
+``C(c)[i, j] = c[(i - j) mod b]``, so ``C(c) x`` is the circular convolution ``c * x`` and
+``FFT(C(c) x) = FFT(c) . FFT(x)``.
+
+*Block-circulant matrix.* A kernel of shape ``(P, Q, b)`` defines the ``n_in x units`` matrix
+``W`` (applied as ``y = x @ W``, like ``keras.layers.Dense``) whose output block ``q`` is
+``y_q = sum_p C(kernel[p, q]) x_p``. When ``n_in`` or ``units`` is not a multiple of ``b`` the
+input is zero-padded to ``P * b`` and the output truncated to ``units`` (CirCNN's choice).
+
+Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
+block-circulant weight matrices", MICRO 2017.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from keras_normed.geometry import conv_output_length, conv_padding
+from keras_normed.ops._common import (
+    IntPair,
+    check_data_format,
+    conv,
+    fft_dtype,
+    freq_contract,
+    pad_last,
+    pair,
+    real_operands,
+    spatial_sizes,
+)
+from keras_normed.ops.dispatch import circulant_conv2d_method
+
+__all__ = ["circulant_conv2d", "circulant_conv2d_dense", "circulant_matmul",
+           "circulant_to_dense", "num_blocks"]
+
+
+def num_blocks(n: int, block_size: int) -> int:
+    """Number of blocks of size ``block_size`` covering ``n`` features (zero-padded)."""
+    return -(-int(n) // int(block_size))
+
+
+def _kernel_spectrum(kernel, block_size: int):
+    """``rfft`` of every circulant block's first column: ``(..., b) -> (..., b // 2 + 1)``."""
+    return ops.rfft(kernel, fft_length=block_size)
+
+
+def circulant_matmul(x, kernel, units: int = None):
+    """Product ``x @ W`` with ``W`` the block-circulant matrix defined by ``kernel``.
+
+    ``y_q = sum_p C(kernel[p, q]) x_p`` computed as one ``rfft`` per input block, a complex
+    multiply-accumulate over input blocks for every frequency, and one ``irfft`` per output
+    block: ``O(n log b)`` per row instead of ``O(n_in * units)``.
+
+    Args:
+        x: tensor ``(..., n_in)``, any rank >= 1; features on the last axis.
+        kernel: tensor ``(P, Q, b)`` with ``P = ceil(n_in / b)``.
+        units: output width (``<= Q * b``); defaults to ``Q * b``.
+
+    Returns:
+        Tensor ``(..., units)`` in the dtype of ``x`` when it is float; integer and bool inputs
+        give the kernel's float dtype (never a truncated integer). Complex ``x``: ``TypeError``.
+
+    Example:
+        >>> import numpy as np
+        >>> k = np.random.rand(2, 1, 3).astype("float32")
+        >>> x = np.random.rand(4, 6).astype("float32")
+        >>> y = circulant_matmul(x, k)          # == x @ circulant_to_dense(k, 6, 3)
+    """
+    x, kernel, out_dtype = real_operands(x, kernel)
+    p, q, b = (int(d) for d in kernel.shape)
+    units = q * b if units is None else int(units)
+    n_in = x.shape[-1]
+    if n_in is None or num_blocks(n_in, b) != p:
+        raise ValueError(
+            f"Input feature size {n_in} does not match the kernel: a kernel of shape "
+            f"{tuple(kernel.shape)} takes ceil(n_in / {b}) == {p} input blocks."
+        )
+    dt = fft_dtype(out_dtype, kernel.dtype)
+    x = ops.cast(x, dt)
+    kernel = ops.cast(kernel, dt)
+    lead = ops.shape(x)[:-1]
+    xb = ops.reshape(pad_last(x, p * b), (-1, p, b))
+    xr, xi = ops.rfft(xb, fft_length=b)
+    kr, ki = _kernel_spectrum(kernel, b)
+    yr, yi = freq_contract(xr, xi, kr, ki)
+    y = ops.irfft((yr, yi), fft_length=b)  # (M, Q, b)
+    y = ops.reshape(y, (-1, q * b))[:, :units]
+    y = ops.reshape(y, tuple(lead) + (units,))
+    return ops.cast(y, out_dtype)
+
+
+def _circulant_index(block_size: int) -> np.ndarray:
+    """``idx[j, i] = (i - j) mod b``: entry ``(j, i)`` of ``C(c)^T`` is ``c[idx[j, i]]``."""
+    r = np.arange(block_size)
+    return (r[None, :] - r[:, None]) % block_size
+
+
+def circulant_to_dense(kernel, n_in: int, units: int):
+    """Materialise the ``(n_in, units)`` matrix ``W`` of a block-circulant kernel.
+
+    ``W[p * b + j, q * b + i] = kernel[p, q, (i - j) mod b]`` (then cropped to
+    ``n_in x units``), so that ``x @ W == circulant_matmul(x, kernel, units)``. Works on
+    kernels with leading axes too: ``(..., P, Q, b) -> (..., n_in, units)``. Differentiable
+    (a gather); a reference for tests and the "materialise" baseline of benchmarks.
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    *lead, p, q, b = (int(d) for d in kernel.shape)
+    idx = ops.convert_to_tensor(_circulant_index(b).reshape(-1), dtype="int32")
+    w = ops.take(kernel, idx, axis=-1)  # (..., P, Q, b*b) laid out as [j, i]
+    w = ops.reshape(w, tuple(lead) + (p, q, b, b))
+    nl = len(lead)
+    perm = tuple(range(nl)) + (nl, nl + 2, nl + 1, nl + 3)  # (..., P, j, Q, i)
+    w = ops.reshape(ops.transpose(w, perm), tuple(lead) + (p * b, q * b))
+    return w[..., : int(n_in), : int(units)]
+
+
+def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
+                     padding: str = "valid", dilation_rate: IntPair = 1, method: str = "auto",
+                     data_format: str = "channels_last"):
+    """2-D convolution whose channel-mixing matrix at every kernel position is block-circulant:
+    ``y[n, i, j] = sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v]`` with
+    ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)`` (CirCNN's convolution).
+
+    Computed in the frequency domain of the channel blocks: ``rfft`` of each input block of
+    ``b`` channels (once per pixel, not once per patch), a spatial convolution of the spectra
+    that is independent for every frequency, then one ``irfft`` per output block. The middle
+    step has two forms (``method``):
+
+    - ``"depthwise"``: one depthwise convolution over ``(frequency, input block, re/im)``
+      channels with ``2 Q`` outputs each, summed over the input blocks. No patch copies, so
+      its gradient is cheap; its intermediate grows with ``P * Q``.
+    - ``"patches"``: the ``kh * kw`` shifted views of the spectrum stacked as extra input
+      blocks and contracted per frequency by one batched matmul.
+
+    A third, ``"dense"``, skips the FFTs: it materialises the ``(kh, kw, C_in, filters)``
+    kernel (:func:`circulant_conv2d_dense`) and runs an ordinary convolution; the parameters
+    stay compressed, the compute is that of ``Conv2D``.
+
+    ``"auto"`` asks :func:`~keras_normed.ops.dispatch.circulant_conv2d_method` (timings of
+    the three forms: docs/performance.md).
+
+    Height and width may be unknown until run time (``None`` in the static shape, e.g. a
+    ``SavedModel`` serving any image size): ``"depthwise"`` and ``"dense"`` work with them;
+    ``"patches"`` needs them static, so ``"auto"`` takes ``"dense"`` instead of it there, and
+    ``method="patches"`` (or strides and dilation both > 1, which only it supports) raises.
+
+    Args:
+        x: ``(N, H, W, C_in)`` (``"channels_last"``) or ``(N, C_in, H, W)``
+            (``"channels_first"``). Integer and bool inputs compute in the kernel's float dtype;
+            complex ones raise ``TypeError``.
+        kernel: ``(kh, kw, P, Q, b)`` with ``P = ceil(C_in / b)``.
+        filters: output channels (``<= Q * b``); defaults to ``Q * b``.
+        strides, padding, dilation_rate: as ``keras.ops.conv`` (``"valid"``/``"same"``).
+        method: ``"auto"``, ``"depthwise"``, ``"patches"`` or ``"dense"`` (same result).
+        data_format: ``"channels_last"`` (default) or ``"channels_first"``; explicit, never
+            read from ``keras.config.image_data_format()``. The output uses the same layout.
+    """
+    x, kernel, out_dtype = real_operands(x, kernel)
+    data_format = check_data_format(data_format)
+    kh, kw, p, q, b = (int(d) for d in kernel.shape)
+    filters = q * b if filters is None else int(filters)
+    sh, sw = pair(strides)
+    dh, dw = pair(dilation_rate)
+    padding = padding.lower()
+    if padding not in ("valid", "same"):
+        raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
+    if method not in ("auto", "depthwise", "patches", "dense"):
+        raise ValueError(
+            f"`method` must be 'auto', 'depthwise', 'patches' or 'dense', got {method!r}.")
+    if len(x.shape) != 4:
+        raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
+    c_in = x.shape[-1 if data_format == "channels_last" else 1]
+    if c_in is None or num_blocks(c_in, b) != p:
+        raise ValueError(
+            f"Input channel count {c_in} does not match the kernel: a kernel of shape "
+            f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks."
+        )
+    c_in = int(c_in)
+    h, w = spatial_sizes(x, data_format)
+    static = h is not None and w is not None
+    both = max(sh, sw) > 1 and max(dh, dw) > 1
+    if method == "auto":
+        method = circulant_conv2d_method(q, (sh, sw), (dh, dw), kh * kw * c_in * filters,
+                                         static_size=static)
+    elif method in ("depthwise", "dense") and both:
+        raise ValueError(f"method={method!r} does not support strides and dilation both > 1.")
+    if method == "patches" and not static:
+        raise ValueError(
+            f"method='patches' needs a known height and width, got input shape "
+            f"{tuple(x.shape)}. "
+            + ("With strides and dilation both > 1 no other form applies: give the input a "
+               "static spatial size, or set strides or dilation_rate to 1." if both else
+               "Use method='auto', 'depthwise' or 'dense', which work with unknown sizes."))
+    if method == "dense":
+        return circulant_conv2d_dense(x, kernel, filters, (sh, sw), padding, (dh, dw),
+                                      data_format=data_format)
+    dt = fft_dtype(out_dtype, kernel.dtype)
+    x = ops.cast(x, dt)
+    kernel = ops.cast(kernel, dt)
+    if data_format == "channels_first":
+        x = ops.transpose(x, (0, 2, 3, 1))  # the FFT runs over the channel blocks, last axis
+    xb = pad_last(x, p * b)
+    kr, ki = _kernel_spectrum(kernel, b)  # (kh, kw, P, Q, F)
+    if method == "depthwise":
+        s = ops.shape(xb)
+        xr, xi = ops.rfft(ops.reshape(xb, (s[0], s[1], s[2], p, b)), fft_length=b)
+        yr, yi = _depthwise_contract(xr, xi, kr, ki, (sh, sw), padding, (dh, dw))
+    else:
+        if padding == "same":
+            (pt, pb), (pl, pr) = (conv_padding(h, kh, sh, "same", dh)[1:],
+                                  conv_padding(w, kw, sw, "same", dw)[1:])
+            xb = ops.pad(xb, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
+            h, w = h + pt + pb, w + pl + pr
+        ho = conv_output_length(h, kh, sh, "valid", dh)
+        wo = conv_output_length(w, kw, sw, "valid", dw)
+        xr, xi = ops.rfft(ops.reshape(xb, (-1, h, w, p, b)), fft_length=b)
+        yr, yi = _patch_contract(xr, xi, kr, ki, (ho, wo), (sh, sw), (dh, dw))
+    y = ops.irfft((yr, yi), fft_length=b)  # (N, Ho, Wo, Q, b)
+    s = ops.shape(y)
+    y = ops.reshape(y, (s[0], s[1], s[2], q * b))[..., :filters]
+    if data_format == "channels_first":
+        y = ops.transpose(y, (0, 3, 1, 2))
+    return ops.cast(y, out_dtype)
+
+
+def _patch_contract(xr, xi, kr, ki, out_hw, strides, dilation):
+    """``y[m, q, f] = sum_{u, v, p} x[shift_uv(m), p, f] k[u, v, p, q, f]`` (complex) by stacking
+    the shifted views of the spectra ``(N, H, W, P, F)`` and one batched matmul per frequency.
+    Needs static ``out_hw``. Returns ``(yr, yi)`` of shape ``(N, Ho, Wo, Q, F)``."""
+    kh, kw, p, q, f = (int(d) for d in kr.shape)
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
+
+    def patches(z):
+        views = [
+            z[:, u * dh: u * dh + (ho - 1) * sh + 1: sh, v * dw: v * dw + (wo - 1) * sw + 1: sw]
+            for u in range(kh) for v in range(kw)
+        ]  # each (N, Ho, Wo, P, F)
+        return ops.reshape(ops.stack(views, axis=3), (-1, kh * kw * p, f))
+
+    k2 = (ops.reshape(kr, (kh * kw * p, q, f)), ops.reshape(ki, (kh * kw * p, q, f)))
+    yr, yi = freq_contract(patches(xr), patches(xi), *k2)
+    return ops.reshape(yr, (-1, ho, wo, q, f)), ops.reshape(yi, (-1, ho, wo, q, f))
+
+
+def _depthwise_contract(xr, xi, kr, ki, strides, padding, dilation):
+    """The same contraction as :func:`_patch_contract`, as one depthwise convolution.
+
+    Channels ``(f, p, re/im)`` of the spectra ``(N, H, W, P, F)`` each get ``2 Q`` outputs, the
+    complex product written as ``re -> [kr, ki]`` and ``im -> [-ki, kr]``; summing over
+    ``(p, re/im)`` gives ``[yr, yi]``. ``padding`` goes to the convolution: zero pixels have a
+    zero spectrum, so padding the spectra equals padding the input. Works with height and width
+    unknown until run time. Returns ``(yr, yi)`` of shape ``(N, Ho, Wo, Q, F)``.
+    """
+    kh, kw, p, q, f = (int(d) for d in kr.shape)
+    s = ops.shape(xr)
+    z = ops.stack([xr, xi], axis=-1)  # (N, H, W, P, F, 2)
+    z = ops.reshape(ops.transpose(z, (0, 1, 2, 4, 3, 5)), (s[0], s[1], s[2], f * p * 2))
+    from_re = ops.concatenate([kr, ki], axis=3)  # (kh, kw, P, 2Q, F)
+    from_im = ops.concatenate([-ki, kr], axis=3)
+    k = ops.transpose(ops.stack([from_re, from_im], axis=3), (0, 1, 5, 2, 3, 4))
+    k = ops.reshape(k, (kh, kw, f * p * 2, 2 * q))  # (kh, kw, F*P*2, 2Q)
+    y = ops.depthwise_conv(z, k, strides=strides, padding=padding, dilation_rate=dilation,
+                           data_format="channels_last")
+    s = ops.shape(y)
+    y = ops.sum(ops.reshape(y, (s[0], s[1], s[2], f, 2 * p, 2 * q)), axis=4)  # (.., F, 2Q)
+    y = ops.transpose(y, (0, 1, 2, 4, 3))  # (N, Ho, Wo, 2Q, F)
+    return y[..., :q, :], y[..., q:, :]
+
+
+def circulant_conv2d_dense(x, kernel, filters: int = None, strides: IntPair = 1,
+                           padding: str = "valid", dilation_rate: IntPair = 1,
+                           data_format: str = "channels_last"):
+    """Same result as :func:`circulant_conv2d`, by materialising the ``(kh, kw, C_in,
+    filters)`` kernel (a differentiable gather) and calling ``keras.ops.conv`` (any height and
+    width; ``data_format`` as in :func:`circulant_conv2d`)."""
+    x, kernel, out_dtype = real_operands(x, kernel)
+    data_format = check_data_format(data_format)
+    b = int(kernel.shape[-1])
+    filters = int(kernel.shape[-2]) * b if filters is None else int(filters)
+    c_in = x.shape[-1 if data_format == "channels_last" else 1]
+    dense = ops.cast(circulant_to_dense(kernel, c_in, filters), out_dtype)
+    return conv(x, dense, data_format, strides=strides, padding=padding,
+                 dilation_rate=dilation_rate)

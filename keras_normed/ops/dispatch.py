@@ -1,0 +1,91 @@
+"""Which algorithm an FFT op takes, here and now: the rules of ``method="auto"`` and the cost
+model behind them (the measurements they rest on are in docs/performance.md)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+from keras import backend
+
+from keras_normed.ops._common import IntPair, pair
+
+__all__ = ["DENSE_MAX_ENTRIES", "DEPTHWISE_MAX_Q", "circulant_conv2d_method", "compiled_by_xla",
+           "periodic_conv2d_cost", "periodic_conv2d_method"]
+
+# Most output blocks for which circulant_conv2d takes the depthwise form.
+DEPTHWISE_MAX_Q = 8
+# Largest materialised kernel (entries) the "dense" form may build: 64 MB in float32.
+DENSE_MAX_ENTRIES = 2 ** 24
+
+
+def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair = 1,
+                            dense_entries: Optional[int] = None,
+                            static_size: bool = True) -> str:
+    """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now.
+
+    Strides and dilation both above 1 (which ``keras.ops.conv`` and ``depthwise_conv`` reject):
+    ``"patches"``. Else ``"depthwise"`` when ``Q <= 8`` and the op will not be compiled by XLA
+    (see :func:`compiled_by_xla`); else ``"dense"`` when the materialised kernel has at most
+    ``2**24`` entries (``dense_entries = kh * kw * C_in * filters``; ``None``: unknown, taken as
+    small) or the height and width are unknown (``static_size=False``: the patches form needs
+    them); else ``"patches"``.
+    """
+    (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
+    if max(sh, sw) > 1 and max(dh, dw) > 1:
+        return "patches"
+    if q <= DEPTHWISE_MAX_Q and not compiled_by_xla():
+        return "depthwise"
+    if dense_entries is None or dense_entries <= DENSE_MAX_ENTRIES or not static_size:
+        return "dense"
+    return "patches"
+
+
+def compiled_by_xla() -> bool:
+    """Whether the ops being built now will be compiled by XLA: always on the JAX backend; on
+    TensorFlow, inside ``tf.function(jit_compile=True)`` (``model.compile(jit_compile=True)``);
+    never on PyTorch. Reads TensorFlow's XLA context through its internal
+    ``control_flow_util``; if that moves, answers False (the faster form without XLA)."""
+    name = backend.backend()
+    if name == "jax":
+        return True
+    if name != "tensorflow":
+        return False
+    from keras_normed import _keras_compat
+
+    return _keras_compat.in_xla_context()
+
+
+def periodic_conv2d_cost(height: int, width: int, kh: int, kw: int, c_in: int,
+                         c_out: int) -> Tuple[float, float]:
+    """Estimated per-image cost ``(direct, fft)`` of a periodic convolution, in flop-like units.
+
+    ``direct = H W kh kw C_in C_out`` multiply-adds. ``fft = 5 (C_in + C_out) H W log2(H W)``
+    for the forward and inverse transforms of inputs and outputs plus ``4 H (W/2 + 1) C_in
+    C_out`` for the complex products (the kernel's transform is shared by the batch and left
+    out). See :func:`periodic_conv2d_method` for the rule built on it.
+    """
+    hw = height * width
+    direct = float(hw * kh * kw * c_in * c_out)
+    fft = 5.0 * (c_in + c_out) * hw * math.log2(max(hw, 2)) + 4.0 * height * (
+        width // 2 + 1) * c_in * c_out
+    return direct, fft
+
+
+def periodic_conv2d_method(height: Optional[int], width: Optional[int], kh: int, kw: int,
+                           c_in: int, c_out: int) -> str:
+    """The ``"auto"`` rule: ``"fft"`` when the kernel is larger than 3x3 (``kh * kw > 9``) or
+    the FFT's estimated cost (:func:`periodic_conv2d_cost`) is under half the direct cost,
+    else ``"direct"``. With the height or width unknown (``None``: known only at run time) the
+    cost cannot be estimated and only the kernel-size test decides.
+
+    Calibrated by forward+backward timings under XLA on CPU (docs/performance.md): the direct
+    convolution loses for few channels and large kernels, and wins only for small kernels with
+    many channels.
+    """
+    if kh * kw > 9:
+        return "fft"
+    if height is None or width is None:
+        return "direct"
+    direct, cost = periodic_conv2d_cost(height, width, kh, kw, c_in, c_out)
+    return "fft" if 2.0 * cost < direct else "direct"

@@ -1,0 +1,157 @@
+"""Periodic (circular) 2-D convolution, direct (wrap-pad by a gather) or by 2-D FFT.
+
+``y[i, j] = sum_{u, v} x[(i + u - ch) mod H, (j + v - cw) mod W] @ kernel[u, v]`` with
+``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; a kernel larger than the input wraps around
+(aliasing: taps landing on the same pixel add up). ``keras.ops`` has ``rfft``/``irfft`` over
+the last axis and a complex ``fft``, but no ``rfft2``/``ifft``: the 2-D transform is composed
+from 1-D ones, and the inverse complex FFT uses ``ifft(z) = conj(fft(conj(z))) / n``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import backend, ops
+
+from keras_normed.ops._common import (
+    check_data_format,
+    conv,
+    fft_dtype,
+    freq_contract,
+    real_operands,
+    size,
+    spatial_sizes,
+)
+from keras_normed.ops.dispatch import periodic_conv2d_method
+
+__all__ = ["periodic_conv2d"]
+
+
+def _wrap_index(n, before: int, after: int):
+    """Indices ``-before .. n + after - 1`` modulo ``n`` (int32), for a static or run-time
+    ``n``; several wraps when ``before`` or ``after`` exceed ``n``."""
+    if isinstance(n, int):
+        return ops.convert_to_tensor(np.arange(-before, n + after) % n, dtype="int32")
+    n = ops.cast(n, "int32")
+    return ops.mod(ops.arange(-before, n + after, dtype="int32"), n)
+
+
+def _periodic_direct(x, kernel, data_format: str):
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    ha, wa = (1, 2) if data_format == "channels_last" else (2, 3)
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    # Wrap padding by a gather handles any kernel size (several wraps when kernel > input).
+    rows = _wrap_index(size(x, ha), ch, kh - 1 - ch)
+    cols = _wrap_index(size(x, wa), cw, kw - 1 - cw)
+    xp = ops.take(ops.take(x, rows, axis=ha), cols, axis=wa)
+    return conv(xp, kernel, data_format, strides=1, padding="valid")
+
+
+def _complex_mul(ar, ai, br, bi):
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+def _fft_last(zr, zi):
+    return ops.fft((zr, zi))
+
+
+def _ifft_last(zr, zi):
+    n = ops.cast(size(zr, -1), zr.dtype)
+    yr, yi = ops.fft((zr, -zi))
+    return yr / n, -yi / n
+
+
+def _torus_placement(n, k: int, center: int, dtype):
+    """``(n, k)`` 0/1 matrix ``E[a, u] = [a == (center - u) mod n]`` for a static or run-time
+    ``n``: ``E @ t`` puts tap ``u`` of ``t`` at ``(center - u) mod n``, summing taps that wrap
+    onto the same position (a kernel longer than the input)."""
+    if isinstance(n, int):
+        e = np.arange(n)[:, None] == (center - np.arange(k))[None, :] % n
+        return ops.convert_to_tensor(e.astype(dtype))
+    n = ops.cast(n, "int32")
+    target = ops.mod(center - ops.arange(k, dtype="int32"), n)
+    return ops.cast(ops.equal(ops.arange(n, dtype="int32")[:, None], target[None, :]), dtype)
+
+
+def _periodic_kernel_grid(kernel, h, w):
+    """Place the (flipped) kernel on the ``H x W`` torus: ``G[(ch - u) mod H, (cw - v) mod W]
+    += kernel[u, v]``, so that the correlation above is the circular convolution ``x * G``.
+    Two small matmuls with 0/1 placement matrices, so ``H`` and ``W`` may be run-time sizes."""
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    dtype = backend.standardize_dtype(kernel.dtype)
+    eh = _torus_placement(h, kh, (kh - 1) // 2, dtype)
+    ew = _torus_placement(w, kw, (kw - 1) // 2, dtype)
+    g = ops.einsum("au,uvio->avio", eh, kernel)
+    return ops.einsum("bv,avio->abio", ew, g)  # (H, W, C_in, C_out)
+
+
+def _periodic_fft(x, kernel):
+    """Periodic convolution of ``x`` in ``(N, C_in, H, W)`` layout; returns ``(N, C_out, H,
+    W)``. ``H`` and ``W`` may be run-time sizes."""
+    h, w = size(x, 2), size(x, 3)
+    c_in, c_out = int(x.shape[1]), int(kernel.shape[3])
+    g = _periodic_kernel_grid(kernel, h, w)
+    # 2-D rfft = rfft over W, then complex fft over H; H is moved to the last axis.
+    xr, xi = ops.rfft(x, fft_length=w)  # (N, C, H, Wf)
+    xr, xi = _fft_last(ops.transpose(xr, (0, 1, 3, 2)), ops.transpose(xi, (0, 1, 3, 2)))
+    gr, gi = ops.rfft(ops.transpose(g, (2, 3, 0, 1)), fft_length=w)  # (C, O, H, Wf)
+    gr, gi = _fft_last(ops.transpose(gr, (0, 1, 3, 2)), ops.transpose(gi, (0, 1, 3, 2)))
+    # Contract channels per frequency: (N, C, Wf, H) x (C, O, Wf, H) -> (N, O, Wf, H).
+    if c_in == 1 and c_out == 1:
+        yr, yi = _complex_mul(xr, xi, gr, gi)
+    else:
+        wf = w // 2 + 1
+        nf = wf * h
+        xr2 = ops.reshape(xr, (-1, c_in, nf))
+        xi2 = ops.reshape(xi, (-1, c_in, nf))
+        yr, yi = freq_contract(xr2, xi2, ops.reshape(gr, (c_in, c_out, nf)),
+                                ops.reshape(gi, (c_in, c_out, nf)))
+        yr = ops.reshape(yr, (-1, c_out, wf, h))
+        yi = ops.reshape(yi, (-1, c_out, wf, h))
+    yr, yi = _ifft_last(yr, yi)  # over H
+    return ops.irfft((ops.transpose(yr, (0, 1, 3, 2)), ops.transpose(yi, (0, 1, 3, 2))),
+                     fft_length=w)  # (N, O, H, W)
+
+
+def periodic_conv2d(x, kernel, method: str = "auto", data_format: str = "channels_last"):
+    """Convolution with periodic (circular) padding; output of the input's spatial size.
+
+    ``y[n, i, j] = sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W] @ kernel[u, v]``,
+    ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``. Kernels larger than the input wrap around
+    (taps on the same pixel add up). Height and width may be unknown until run time (both
+    methods handle it; ``"auto"`` then decides from the kernel size alone).
+
+    Args:
+        x: ``(N, H, W, C_in)`` (``"channels_last"``) or ``(N, C_in, H, W)``
+            (``"channels_first"``). Integer and bool inputs compute in the kernel's float dtype;
+            complex ones raise ``TypeError``.
+        kernel: ``(kh, kw, C_in, C_out)``.
+        method: ``"direct"`` (wrap-pad by a gather, then a valid ``keras.ops.conv``),
+            ``"fft"`` (2-D real FFT, products per frequency, inverse FFT) or ``"auto"``
+            (:func:`periodic_conv2d_method` decides from the shapes).
+        data_format: ``"channels_last"`` (default) or ``"channels_first"``; explicit, never
+            read from ``keras.config.image_data_format()``. The output uses the same layout.
+    """
+    x, kernel, out_dtype = real_operands(x, kernel)
+    if method not in ("auto", "fft", "direct"):
+        raise ValueError(f"`method` must be 'auto', 'fft' or 'direct', got {method!r}.")
+    data_format = check_data_format(data_format)
+    kh, kw, c_in, c_out = (int(d) for d in kernel.shape)
+    if len(x.shape) != 4:
+        raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
+    x_c = x.shape[-1 if data_format == "channels_last" else 1]
+    if x_c != c_in:
+        raise ValueError(f"Input channel count {x_c} does not match the kernel's C_in = {c_in} "
+                         f"(kernel shape {tuple(kernel.shape)}, data_format={data_format!r}).")
+    h, w = spatial_sizes(x, data_format)
+    if method == "auto":
+        method = periodic_conv2d_method(h, w, kh, kw, c_in, c_out)
+    if method == "direct":
+        return _periodic_direct(x, ops.cast(kernel, out_dtype), data_format)
+    dt = fft_dtype(out_dtype, kernel.dtype)
+    x = ops.cast(x, dt)
+    if data_format == "channels_last":
+        x = ops.transpose(x, (0, 3, 1, 2))
+    y = _periodic_fft(x, ops.cast(kernel, dt))
+    if data_format == "channels_last":
+        y = ops.transpose(y, (0, 2, 3, 1))
+    return ops.cast(y, out_dtype)
