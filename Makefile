@@ -15,10 +15,11 @@ export KERAS_NORMED_MNIST_DIR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
 # KERAS_BACKEND=jax; tests marked `tensorflow` in them (SavedModel, TFLite, tf.distribute,
 # tf.data, tf.function) skip there. The experiments and CLI commands, the TensorFlow-only files
 # (export, tf.distribute) and the tests that start their own processes per backend
-# (cross-backend .keras, 2 JAX processes, the GPU check) run once, in the TensorFlow run.
+# (cross-backend .keras, 2 JAX processes, the GPU check) run once, in the TensorFlow run;
+# test_saving.py too (its `.keras` round trip on JAX is the cross-backend test's).
 NEUTRAL_TESTS := $(addprefix tests/test_,bad_input circulant data data_dependent \
 	delta_orthogonal diagnostics engine_zoo fft_ops keras_compat layer_harness layer_inputs \
-	lsuv materialize normed periodic random_walk saving scaling seeds structure weight_norm \
+	lsuv materialize normed periodic random_walk scaling seeds structure weight_norm \
 	bench)
 NEUTRAL_TESTS := $(addsuffix .py,$(NEUTRAL_TESTS))
 
