@@ -8,7 +8,20 @@ export KERAS_BACKEND ?= tensorflow
 # Real MNIST for tests and benchmarks when the shared folder is beside the checkout.
 export KERAS_NORMED_MNIST_DIR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-tf test-jax test-torch test-slow lint bench clean
+
+# The backend-neutral tests: every public feature (layers, initializers, structure, the engine
+# and its model-level steps, .keras saving, bench). `make test` runs them a second time with
+# KERAS_BACKEND=jax; tests marked `tensorflow` in them (SavedModel, TFLite, tf.distribute,
+# tf.data, tf.function) skip there. The experiments and CLI commands, the TensorFlow-only files
+# (export, tf.distribute) and the tests that start their own processes per backend
+# (cross-backend .keras, 2 JAX processes, the GPU check) run once, in the TensorFlow run;
+# test_saving.py too (its `.keras` round trip on JAX is the cross-backend test's).
+NEUTRAL_TESTS := $(addprefix tests/test_,bad_input circulant data data_dependent \
+	delta_orthogonal diagnostics engine_zoo fft_ops keras_compat layer_harness layer_inputs \
+	lsuv materialize normed periodic random_walk scaling seeds structure weight_norm \
+	bench)
+NEUTRAL_TESTS := $(addsuffix .py,$(NEUTRAL_TESTS))
 
 $(STAMP): setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +34,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check keras_normed tests examples
-	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-tf test-jax
+
+test-tf: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(NEUTRAL_TESTS)
+
+# PyTorch where it is installed (not by this Makefile: its wheels bring GBs of CUDA libraries).
+test-torch: $(STAMP)
+	@$(BIN)/python -c "import torch" 2>/dev/null || { echo "make test-torch: torch is not \
+	installed in $(VENV); install it first (e.g. $(BIN)/pip install torch \
+	--index-url https://download.pytorch.org/whl/cpu)"; exit 1; }
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(NEUTRAL_TESTS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

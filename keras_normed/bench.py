@@ -15,8 +15,9 @@ For every case three implementations are timed in the same process, interleaved 
 
 Each is measured as a forward pass and as forward + backward (gradients with respect to the
 input and every weight, upstream gradient a fixed random tensor), compiled by ``tf.function``
-with and without ``jit_compile=True``; ratios compare like with like (XLA with XLA). Parameter
-bytes are the bytes of the layer's weights (kernel and bias), exactly
+with and without ``jit_compile=True`` (on JAX, ``KERAS_BACKEND=jax``: ``jax.jit``, or op by op
+for ``--jit off``; ``--profile`` is TensorFlow only); ratios compare like with like (XLA with
+XLA). Parameter bytes are the bytes of the layer's weights (kernel and bias), exactly
 ``4 * (n_in * units / b + units)`` for a float32 ``CirculantDense`` whose ``b`` divides both
 sizes, against ``4 * (n_in * units + units)`` for ``Dense``.
 
@@ -105,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which cases to run ('rescale': keras_normed.rescale of a "
                              "100-layer MLP against its first fit call)")
     parser.add_argument("--jit", choices=("both", "on", "off"), default="both",
-                        help="tf.function with jit_compile=True ('on'), without ('off'), or both")
+                        help="XLA: tf.function with jit_compile=True, or jax.jit ('on'); "
+                             "without ('off'); or both")
     parser.add_argument("--profile", action="store_true",
                         help="also time the parts of the circulant product (rfft, contraction, "
                              "irfft) and alternative contractions, dense case only")
@@ -165,17 +167,27 @@ def _time_interleaved(fns: Dict[str, Callable], repeats: int, warmup: int) -> Di
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
-            fn()  # CPU execution of a tf.function is synchronous: the result is ready here
+            fn()  # returns once the result is ready (tf.function on CPU; block_until_ready)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _compiled(apply: Callable, x, upstream, variables, jit: bool):
-    """``(forward, forward_backward)`` tf.functions of ``apply(x)``.
+    """``(forward, forward_backward)`` of ``apply(x)``, compiled by the backend: on
+    TensorFlow ``tf.function`` (``jit_compile=jit``), on JAX ``jax.jit`` when ``jit`` (else
+    op by op); each returns only once its result is computed.
 
     The loss ``sum(apply(x) * upstream)`` with a random ``upstream`` keeps XLA from simplifying
     the backward matmuls away (as it could for an all-ones upstream gradient).
     """
+    import keras
+
+    name = keras.backend.backend()
+    if name == "jax":
+        return _compiled_jax(apply, x, upstream, variables, jit)
+    if name != "tensorflow":
+        raise NotImplementedError(f"keras-normed bench runs on the TensorFlow and JAX backends, "
+                                  f"not KERAS_BACKEND={name!r}.")
     import tensorflow as tf
 
     @tf.function(jit_compile=jit, autograph=False)
@@ -190,6 +202,35 @@ def _compiled(apply: Callable, x, upstream, variables, jit: bool):
         return tape.gradient(loss, [x] + list(variables))
 
     return forward, forward_backward
+
+
+def _compiled_jax(apply: Callable, x, upstream, variables, jit: bool):
+    """:func:`_compiled` on JAX: ``apply`` runs with the variables' values substituted
+    (``keras.StatelessScope``), so ``jax.grad`` differentiates with respect to them too."""
+    import jax
+    import keras
+
+    variables = list(variables)
+    values = [v.value for v in variables]
+
+    def run(x, values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return apply(x)
+
+    def loss(x, values):
+        return keras.ops.sum(run(x, values) * upstream)
+
+    forward, gradients = run, jax.grad(loss, argnums=(0, 1))
+    if jit:
+        forward, gradients = jax.jit(forward), jax.jit(gradients)
+    return (lambda: jax.block_until_ready(forward(x, values)),
+            lambda: jax.block_until_ready(gradients(x, values)))
+
+
+def _normal(rng, shape):
+    import keras
+
+    return keras.ops.convert_to_tensor(rng.standard_normal(shape).astype("float32"))
 
 
 def _measure_group(impls: Dict[str, tuple], x, upstream, jit: bool, repeats: int,
@@ -233,14 +274,14 @@ def bench_dense(n: int, blocks: Sequence[str], batch: int, jit: bool, repeats: i
                 warmup: int, seed: int = 0) -> List[dict]:
     """Rows for the square ``n -> n`` case: Dense, then CirculantDense and materialise per block."""
     import keras
-    import tensorflow as tf
+    import numpy as np
 
     from keras_normed.layers import CirculantDense
     from keras_normed.ops.fft import circulant_to_dense
 
-    rng = tf.random.Generator.from_seed(seed)
-    x = rng.normal((batch, n))
-    upstream = rng.normal((batch, n))
+    rng = np.random.default_rng(seed)
+    x = _normal(rng, (batch, n))
+    upstream = _normal(rng, (batch, n))
     dense = keras.layers.Dense(n, kernel_initializer=keras.initializers.GlorotUniform(seed))
     dense.build((batch, n))
     impls = {"dense": (dense, dense.trainable_weights)}
@@ -252,7 +293,7 @@ def bench_dense(n: int, blocks: Sequence[str], batch: int, jit: bool, repeats: i
 
         def materialise(inputs, layer=layer):
             w = circulant_to_dense(layer.kernel, n, n)
-            return tf.matmul(inputs, w) + layer.bias
+            return keras.ops.matmul(inputs, w) + layer.bias
 
         impls[f"circulant:{b}"] = (layer, layer.trainable_weights)
         impls[f"materialise:{b}"] = (materialise, layer.trainable_weights)
@@ -267,15 +308,15 @@ def bench_conv(shape: Sequence[int], blocks: Sequence[int], batch: int, jit: boo
                repeats: int, warmup: int, seed: int = 0, kernel_size: int = 3) -> List[dict]:
     """Rows for ``H x W x C -> C`` 3x3 'same' convolutions: Conv2D, CirculantConv2D, materialise."""
     import keras
-    import tensorflow as tf
+    import numpy as np
 
     from keras_normed.layers import CirculantConv2D
     from keras_normed.ops.fft import circulant_to_dense
 
     h, w, c = (int(v) for v in shape)
-    rng = tf.random.Generator.from_seed(seed)
-    x = rng.normal((batch, h, w, c))
-    upstream = rng.normal((batch, h, w, c))
+    rng = np.random.default_rng(seed)
+    x = _normal(rng, (batch, h, w, c))
+    upstream = _normal(rng, (batch, h, w, c))
     conv = keras.layers.Conv2D(c, kernel_size, padding="same",
                                kernel_initializer=keras.initializers.GlorotUniform(seed))
     conv.build((batch, h, w, c))
@@ -290,7 +331,7 @@ def bench_conv(shape: Sequence[int], blocks: Sequence[int], batch: int, jit: boo
 
         def materialise(inputs, layer=layer):
             kernel = circulant_to_dense(layer.kernel, c, c)  # (k, k, C, C)
-            return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME") + layer.bias
+            return keras.ops.conv(inputs, kernel, strides=1, padding="same") + layer.bias
 
         impls[f"circulant:{b}"] = (layer, layer.trainable_weights)
         impls[f"materialise:{b}"] = (materialise, layer.trainable_weights)
@@ -380,10 +421,16 @@ def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, blocks: Sequence[str] = DEFA
     if repeats < 1 or warmup < 0:
         raise ValueError("`repeats` must be >= 1 and `warmup` >= 0.")
     import keras
-    import tensorflow as tf
 
-    # Every case builds fresh tf.functions on purpose: silence TF's retracing warning.
-    tf.get_logger().setLevel("ERROR")
+    backend = keras.backend.backend()
+    if profile and backend != "tensorflow":
+        raise ValueError(f"--profile times TensorFlow ops: it needs KERAS_BACKEND=tensorflow, "
+                         f"not {backend!r}.")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # Every case builds fresh tf.functions on purpose: silence TF's retracing warning.
+        tf.get_logger().setLevel("ERROR")
     rows: List[dict] = []
     prof: List[dict] = []
     for jit in jit_modes:
@@ -407,12 +454,33 @@ def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, blocks: Sequence[str] = DEFA
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "backend": backend,
+        **_backend_versions(backend),
         "keras": keras.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     return {"rows": rows, "profile": prof, "machine": machine,
             "settings": {"repeats": repeats, "warmup": warmup, "seed": seed}}
+
+
+def _backend_versions(backend: str) -> dict:
+    """The backend's version and its first device (``cpu``, or the accelerator's kind)."""
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        kind = str(getattr(device, "device_kind", "") or "")
+        return {"jax": jax.__version__, "backend_version": jax.__version__,
+                "device": device.platform if kind.lower() in ("", device.platform)
+                else f"{device.platform} ({kind})",
+                "device_count": jax.device_count()}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return {"tensorflow": tf.__version__, "backend_version": tf.__version__,
+                "device": f"gpu: {len(gpus)}" if gpus else "cpu", "device_count": max(1, len(gpus))}
+    return {"backend_version": "", "device": "", "device_count": 0}
 
 
 _COLUMNS = [("case", "case"), ("shape", "shape"), ("batch", "batch"), ("impl", "impl"),
@@ -569,9 +637,9 @@ def run(args: argparse.Namespace) -> int:
         conv_batch=pick(args.conv_batch, "conv_batch", 32),
         cases=args.cases, jit_modes=jit_modes, profile=args.profile, seed=args.seed)
     m = result["machine"]
-    print(f"Machine: {m['processor']}, {m['cpu_count']} CPUs, TF {m['tensorflow']}, "
-          f"Keras {m['keras']}; median of {result['settings']['repeats']} rounds; "
-          "base = Dense / Conv2D in the same XLA mode.")
+    print(f"Machine: {m['processor']}, {m['cpu_count']} CPUs, {m['backend']} "
+          f"{m['backend_version']} on {m['device']}, Keras {m['keras']}; median of "
+          f"{result['settings']['repeats']} rounds; base = Dense / Conv2D in the same XLA mode.")
     if result["rows"]:
         print(format_table(result["rows"], markdown=args.markdown))
     if args.cases in ("all", "rescale"):

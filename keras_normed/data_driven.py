@@ -269,8 +269,8 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
        for networks that are only approximately homogeneous.
 
     Args:
-        model: a built model (Sequential, functional, nested, subclassed; TensorFlow backend
-            for gradients); layers called more than once are refused.
+        model: a built model (Sequential, functional, nested, subclassed; any backend with
+            gradients: TensorFlow, JAX, PyTorch); layers called more than once are refused.
         x_batch: a batch of inputs as ``model.fit`` takes ``x`` (at least 2 examples).
         y_batch: targets for the loss (a list or dict for several outputs); ``None`` draws
             random normal targets (``seed``) with a mean-squared loss.

@@ -40,8 +40,9 @@ around them. Each rescaled layer's initializer is marked (``rescaled=True``, the
 :class:`~keras_normed.callbacks.NormedScaling` callback of a second ``fit`` or after loading a
 ``.keras`` file, is a no-op. Kernels that were trained (``optimizer.iterations > 0``) or no
 longer equal what their initializer draws (loaded, assigned, trained) are refused unless
-``force=True``. Under a ``tf.distribute`` strategy of several replicas (several workers too)
-replica 0's decision and scales are taken by every replica, so all agree. Every value is
+``force=True``. Under a ``tf.distribute`` strategy of several replicas (several workers too),
+or a ``keras.distribution`` over several JAX processes, replica (process) 0's decision and
+scales are taken by every replica, so all agree. Every value is
 computed before the first assignment, so a failing call leaves all weights unchanged.
 """
 

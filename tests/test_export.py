@@ -30,6 +30,8 @@ import zoo  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+pytestmark = pytest.mark.tensorflow  # SavedModel export: the TensorFlow backend only
+
 # Runs in a process without Keras and without keras_normed, as TF Serving does.
 TF1_LOADER = r'''
 import json, os, sys

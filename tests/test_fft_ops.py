@@ -64,6 +64,7 @@ def _finite_difference(f, z, eps=1e-6):
     return g
 
 
+@pytest.mark.tensorflow
 def test_gradients_match_finite_differences():
     rng = np.random.default_rng(3)
     n_in, units, b = 7, 5, 3
@@ -175,6 +176,7 @@ def test_property_random_shapes(n_in, units, b, batch, seed):
     np.testing.assert_allclose(y, x @ dense_reference(k, n_in, units), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.tensorflow
 def test_circulant_conv2d_method_follows_xla():
     """Depthwise form without XLA (fast there), the materialised kernel under XLA (whose CPU
     grouped-conv gradient is ~400x slower than Conv2D's); the forms agree under XLA."""

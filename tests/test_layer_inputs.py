@@ -159,6 +159,15 @@ def test_channels_first_equals_transposed_channels_last(name):
     assert s_first == s_last
 
 
+def _traced(fn):
+    """``fn`` compiled by the backend (traced at its first call)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return tf.function(fn)
+
+
 @pytest.mark.parametrize("name", ["circulant-depthwise", "circulant-dense", "periodic-fft",
                                   "periodic-direct"])
 def test_global_data_format_change_after_construction_changes_nothing(name):
@@ -166,7 +175,7 @@ def test_global_data_format_change_after_construction_changes_nothing(name):
     layer = CONV_LAYERS[name]()
     assert layer.data_format == "channels_last"
     ref = np.asarray(layer(x))
-    traced = tf.function(layer.__call__)
+    traced = _traced(layer.__call__)
     keras.config.set_image_data_format("channels_first")
     close(layer(x), ref, rtol=1e-6)  # eager, built layer
     close(traced(x), ref, rtol=1e-6)  # retraced under the new global setting
@@ -236,6 +245,7 @@ def dynamic_model():
     return keras.Model(inputs, h)
 
 
+@pytest.mark.tensorflow
 def test_unknown_sizes_predict_and_export(tmp_path):
     model = dynamic_model()
     xs = [RNG.standard_normal((2,) + hw + (4,)).astype("float32") for hw in ((6, 5), (9, 8))]
@@ -254,6 +264,7 @@ def _dynamic(fn, channels, first=False):
     return tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float64)])
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("first", [False, True])
 def test_unknown_sizes_ops(first):
     k = RNG.standard_normal((3, 2, 2, 2, 2))
@@ -278,6 +289,7 @@ def test_unknown_sizes_ops(first):
             close(fn(fmt(x)), fmt(ref), rtol=1e-9)
 
 
+@pytest.mark.tensorflow
 def test_unknown_sizes_patches_form_refused_clearly():
     k = np.ones((3, 3, 2, 2, 2))
     fn = _dynamic(lambda x: fft.circulant_conv2d(x, k, method="patches"), 4)
@@ -352,6 +364,7 @@ def test_weight_norm_float16_small_kernel_keeps_its_norm():
 
 # --- WeightNormalization: epsilon and arguments ------------------------------------------------
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("inner", sorted(WRAPPED))
 def test_weight_norm_zero_kernel_with_epsilon_zero_is_finite(inner):
     make, shape = WRAPPED[inner]

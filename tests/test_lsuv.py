@@ -44,8 +44,8 @@ def _preactivations(model, x):
             h = np.maximum(z, 0)
         elif isinstance(layer, (keras.layers.Dense, WeightNormalization)):
             if isinstance(layer, WeightNormalization):
-                k = layer.normalized_kernel().numpy().astype(np.float64)
-                b = layer.layer.bias.numpy().astype(np.float64)
+                k = _np(layer.normalized_kernel()).astype(np.float64)
+                b = _np(layer.layer.bias).astype(np.float64)
                 relu = True
             else:
                 k, b = (w.astype(np.float64) for w in layer.get_weights())
@@ -71,21 +71,21 @@ def test_every_layer_has_unit_variance_within_tol():
     for layer in model.layers:  # biases are zero
         bias = getattr(getattr(layer, "layer", layer), "bias", None)
         if bias is not None:
-            np.testing.assert_array_equal(bias.numpy(), 0)
+            np.testing.assert_array_equal(_np(bias), 0)
 
 
 def test_orthonormal_start_is_only_rescaled():
     model = _cnn()
     x = RNG.uniform(size=(64, 8, 8, 2)).astype("float32")
     keras_normed.lsuv(model, x, seed=0)
-    k = model.layers[4].kernel.numpy().astype(np.float64)  # Dense 96 -> 16
+    k = _np(model.layers[4].kernel).astype(np.float64)  # Dense 96 -> 16
     gram = k.T @ k
     # Orthonormal columns times one scalar: W^T W = c I.
     np.testing.assert_allclose(gram, gram[0, 0] * np.eye(16), atol=1e-5 * gram[0, 0])
     wn = model.layers[5]
-    v = wn.layer.kernel.numpy()
+    v = _np(wn.layer.kernel)
     np.testing.assert_allclose(v.T @ v, np.eye(12), atol=1e-5)  # v orthonormal, g rescaled
-    assert np.allclose(wn.g.numpy(), wn.g.numpy()[0])
+    assert np.allclose(_np(wn.g), _np(wn.g)[0])
 
 
 def test_same_seed_same_weights():
@@ -96,7 +96,7 @@ def test_same_seed_same_weights():
     keras_normed.lsuv(c, x, seed=4)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
-    assert not np.allclose(a.layers[0].kernel.numpy(), c.layers[0].kernel.numpy())
+    assert not np.allclose(_np(a.layers[0].kernel), _np(c.layers[0].kernel))
 
 
 @pytest.mark.parametrize("batch, message", [
@@ -142,6 +142,10 @@ def test_callback_runs_once_at_train_begin():
         np.testing.assert_array_equal(w0, w1)
 
 
+def _np(tensor):
+    return np.asarray(keras.ops.convert_to_numpy(tensor))
+
+
 _MIRRORED_SCRIPT = r"""
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -171,6 +175,7 @@ print("OK", report.converged)
 """
 
 
+@pytest.mark.tensorflow
 @pytest.mark.slow
 def test_mirrored_strategy_full_batch_and_identical_replicas():
     import os

@@ -111,6 +111,7 @@ def _close(got, expected, rel=1e-5):
     np.testing.assert_allclose(got, expected, rtol=0, atol=rel * scale)
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_materialized_model_runs_on_tflite_builtins(name):
     model = MODELS[name]()
@@ -130,6 +131,7 @@ def test_materialized_model_runs_on_tflite_builtins(name):
     _close(_run_tflite(_to_tflite(small), x), expected)
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("name", sorted(FFT_OPS))
 def test_unmaterialized_fft_layers_do_not_convert(name):
     with pytest.raises(Exception, match=f"TF Select ops: .*{FFT_OPS[name]}") as info:

@@ -79,7 +79,8 @@ print("RESULT " + json.dumps(out))
 
 def run_fresh(script: str, *args, timeout: float = 240) -> dict:
     """Run ``script`` in a fresh interpreter; returns the JSON it prints after ``RESULT``."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow",
+    # The backend of this run (tests/test_cross_backend.py loads on the other backend).
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=keras.backend.backend(),
                CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=HERE)

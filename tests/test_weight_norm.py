@@ -21,17 +21,21 @@ def _random_g(layer, seed=1):
     return g
 
 
+def _np(tensor):
+    return np.asarray(keras.ops.convert_to_numpy(tensor))
+
+
 def test_dense_equals_inner_layer_with_normalized_kernel():
     x = RNG.normal(size=(5, 7)).astype("float32")
     wn = WeightNormalization(keras.layers.Dense(4, activation="relu"))
     wn(x)
     g = _random_g(wn)
-    v = wn.layer.kernel.numpy().astype(np.float64)
+    v = _np(wn.layer.kernel).astype(np.float64)
     b = RNG.normal(size=4)
     wn.layer.bias.assign(b.astype("float32"))
     w = g * v / np.linalg.norm(v, axis=0)
     expected = np.maximum(x @ w + b, 0)
-    np.testing.assert_allclose(wn(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(wn(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_conv_equals_inner_layer_with_normalized_kernel():
@@ -39,27 +43,28 @@ def test_conv_equals_inner_layer_with_normalized_kernel():
     wn = WeightNormalization(keras.layers.Conv2D(5, 3, padding="same", activation="tanh"))
     wn(x)
     g = _random_g(wn)
-    v = wn.layer.kernel.numpy().astype(np.float64)
+    v = _np(wn.layer.kernel).astype(np.float64)
     w = g * v / np.sqrt((v ** 2).sum(axis=(0, 1, 2)))
     ref = keras.layers.Conv2D(5, 3, padding="same", activation="tanh")
     ref(x)
-    ref.set_weights([w.astype("float32"), wn.layer.bias.numpy()])
-    np.testing.assert_allclose(wn(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-5)
+    ref.set_weights([w.astype("float32"), _np(wn.layer.bias)])
+    np.testing.assert_allclose(_np(wn(x)), _np(ref(x)), rtol=1e-5, atol=1e-5)
     # ||w_i|| = g_i for every output unit, whatever v is.
-    k = wn.normalized_kernel().numpy()
+    k = _np(wn.normalized_kernel())
     np.testing.assert_allclose(np.sqrt((k ** 2).sum(axis=(0, 1, 2))), g, rtol=1e-5)
 
 
 def test_default_g_starts_as_unwrapped_layer():
     x = RNG.normal(size=(3, 4)).astype("float32")
     wn = WeightNormalization(keras.layers.Dense(3))
-    y = wn(x).numpy()
-    ref = x @ wn.layer.kernel.numpy() + wn.layer.bias.numpy()
+    y = _np(wn(x))
+    ref = x @ _np(wn.layer.kernel) + _np(wn.layer.bias)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(wn.g.numpy(), np.linalg.norm(wn.layer.kernel.numpy(), axis=0),
+    np.testing.assert_allclose(_np(wn.g), np.linalg.norm(_np(wn.layer.kernel), axis=0),
                                rtol=1e-5)
 
 
+@pytest.mark.tensorflow
 def test_gradient_matches_finite_differences():
     x = RNG.normal(size=(3, 4))
     c = RNG.normal(size=(3, 2))
@@ -115,7 +120,7 @@ def test_keras_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded.layers[1], WeightNormalization)
-    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), rtol=1e-6, atol=1e-6)
 
 
 def _plain(depth, width):
@@ -128,7 +133,7 @@ def _plain(depth, width):
 
 
 def _norm_ratio(model, x, start=None):
-    y = model(x).numpy()
+    y = _np(model(x))
     ref = x if start is None else start
     return float(np.linalg.norm(y, axis=1).mean() / np.linalg.norm(ref, axis=1).mean())
 
@@ -143,7 +148,7 @@ def test_arpit_init_preserves_norm_through_50_plain_relu_layers():
         log_ratios.append(math.log(_norm_ratio(model, x)))
     # Hidden ReLU layer, n_in = n_out: g = sqrt(2 n_in / n_out) = sqrt(2).
     assert all(abs(row.g - math.sqrt(2)) < 1e-12 for row in info.rows)
-    v = model.layers[1].layer.kernel.numpy()
+    v = _np(model.layers[1].layer.kernel)
     np.testing.assert_allclose(v.T @ v, np.eye(width), atol=1e-5)  # orthogonal directions
     # Mean field: E log ratio = 0. At finite width the per-layer ratio fluctuates by a few %
     # (std ~ 1/sqrt(width)), a random walk of about sqrt(depth)*0.04 ~ 0.3 in log after

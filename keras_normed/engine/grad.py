@@ -193,43 +193,105 @@ def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Se
                        ) -> Tuple[Any, ...]:
     """The loss and its gradient with respect to ``variables``, evaluated with ``variables``
     holding ``values`` (the model is not changed); with ``return_output`` also the model's
-    output of that forward pass."""
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(
-            f"Gradients need the TensorFlow backend here (KERAS_BACKEND="
-            f"{keras.backend.backend()!r}); use rule='analytic' on other backends.")
-    import tensorflow as tf
+    output of that forward pass.
 
+    The forward pass is ``model.stateless_call`` with the values substituted, on every backend;
+    only the differentiation is the backend's own: ``tf.GradientTape`` on TensorFlow,
+    ``jax.value_and_grad`` on JAX, ``torch.autograd.grad`` on PyTorch (not run by this
+    project's CI: ``make test-torch`` where torch is installed).
+    """
+    name = keras.backend.backend()
+    if name not in _GRADIENTS:
+        raise NotImplementedError(
+            f"Gradients are implemented for the TensorFlow, JAX and PyTorch backends, not "
+            f"KERAS_BACKEND={name!r}; use rule='analytic' (no gradients) there.")
     position = {id(v): i for i, v in enumerate(variables)}
-    trainable = []
-    watched = {}
-    for var in model.trainable_variables:
+    slots = {}  # index in `variables` -> index in model.trainable_variables
+    for j, var in enumerate(model.trainable_variables):
         i = position.get(id(var))
-        value = values[i] if i is not None else var
-        tensor = tf.convert_to_tensor(value, dtype=var.dtype)
         if i is not None:
-            watched[i] = tensor
-        trainable.append(tensor)
-    missing = [variables[i].path for i in range(len(variables)) if i not in watched]
+            slots[i] = j
+    missing = [variables[i].path for i in range(len(variables)) if i not in slots]
     if missing:
         raise ValueError(f"Variables {missing[:4]} are not trainable variables of model "
                          f"{model.name!r}.")
-    non_trainable = [tf.convert_to_tensor(v) for v in model.non_trainable_variables]
-    x = _tensors(batch.x)
-    with tf.GradientTape() as tape:
-        tape.watch([watched[i] for i in range(len(variables))])
-        y_pred, _ = model.stateless_call(trainable, non_trainable, x,
-                                         **_training_kwargs(model, training))
-        value = loss(model, trainable, non_trainable, batch, y_pred)
-        value = tf.reduce_mean(tf.cast(value, "float32"))
-    grads = tape.gradient(value, [watched[i] for i in range(len(variables))])
+    value, grads, y_pred = _GRADIENTS[name](model, batch, variables, values, loss, training,
+                                            [slots[i] for i in range(len(variables))])
     out = []
     for g, v in zip(grads, values):
         out.append(np.zeros(np.shape(v), np.float32) if g is None
-                   else np.asarray(tf.convert_to_tensor(g).numpy(), np.float64))
+                   else np.asarray(keras.ops.convert_to_numpy(g), np.float64))
     if return_output:
         return float(value), out, y_pred
     return float(value), out
+
+
+def _substituted(model, variables, values, slots):
+    """The model's trainable values with ``values`` at ``slots`` (backend tensors), and the
+    non-trainable ones."""
+    trainable = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
+    for var, value, j in zip(variables, values, slots):
+        trainable[j] = keras.ops.convert_to_tensor(value, dtype=var.dtype)
+    non_trainable = [keras.ops.convert_to_tensor(v) for v in model.non_trainable_variables]
+    return trainable, non_trainable
+
+
+def _forward_loss(model, batch, loss, training, trainable, non_trainable, x):
+    y_pred, _ = model.stateless_call(trainable, non_trainable, x,
+                                     **_training_kwargs(model, training))
+    value = loss(model, trainable, non_trainable, batch, y_pred)
+    return keras.ops.mean(keras.ops.cast(value, "float32")), y_pred
+
+
+def _tensorflow_gradients(model, batch, variables, values, loss, training, slots):
+    import tensorflow as tf
+
+    trainable, non_trainable = _substituted(model, variables, values, slots)
+    watched = [trainable[j] for j in slots]
+    x = _tensors(batch.x)
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        value, y_pred = _forward_loss(model, batch, loss, training, trainable, non_trainable, x)
+    return value, tape.gradient(value, watched), y_pred
+
+
+def _jax_gradients(model, batch, variables, values, loss, training, slots):
+    import jax
+
+    trainable, non_trainable = _substituted(model, variables, values, slots)
+    x = _tensors(batch.x)
+
+    def fn(watched):
+        current = list(trainable)
+        for j, value in zip(slots, watched):
+            current[j] = value
+        return _forward_loss(model, batch, loss, training, current, non_trainable, x)
+
+    (value, y_pred), grads = jax.value_and_grad(fn, has_aux=True)(
+        [trainable[j] for j in slots])
+    return value, grads, y_pred
+
+
+def _torch_gradients(model, batch, variables, values, loss, training, slots):
+    # Written against Keras's torch backend (stateless_call, autograd.grad) but not run by
+    # this project's CI, whose machines have no torch: `make test-torch` runs the suite there.
+    import torch
+
+    trainable, non_trainable = _substituted(model, variables, values, slots)
+    watched = [trainable[j].detach().requires_grad_(True) for j in slots]
+    for j, tensor in zip(slots, watched):
+        trainable[j] = tensor
+    x = _tensors(batch.x)
+    with torch.enable_grad():
+        value, y_pred = _forward_loss(model, batch, loss, training, trainable, non_trainable,
+                                      x)
+        grads = torch.autograd.grad(value, watched, allow_unused=True)
+    return value.detach(), grads, keras.tree.map_structure(
+        lambda t: t.detach() if hasattr(t, "detach") else t, y_pred)
+
+
+_GRADIENTS = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients,
+              "torch": _torch_gradients}
 
 
 def outside_distribution(fn: Callable[[], Any]) -> Any:

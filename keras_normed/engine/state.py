@@ -54,6 +54,11 @@ def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any
           ) -> tuple:
     """``(values of replica 0, whether any replica failed)``, the same on every replica.
 
+    On JAX under a ``keras.distribution`` (e.g. ``DataParallel``) spanning several processes
+    (``jax.distributed.initialize``), process 0's values are broadcast to every process and the
+    failure flags are gathered, so every process takes the same decision; every process must
+    call it at the same point, as with any collective.
+
     Under a ``tf.distribute`` strategy with several replicas (``MultiWorkerMirroredStrategy``
     included) every worker calls this at the same point: one all-reduce makes every worker
     take the same decision and the same numbers, whatever each drew or measured locally (the
@@ -61,6 +66,8 @@ def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any
     a strategy it returns its arguments.
     """
     values = np.asarray(values, np.float64).reshape(-1)
+    if keras.backend.backend() == "jax":
+        return _agree_jax_processes(values, failed)
     strategy = _strategy(variables)
     if strategy is None:
         return values, failed
@@ -82,6 +89,27 @@ def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any
         summed = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
     summed = np.asarray(summed.numpy(), np.float64)
     return summed[1:], bool(summed[0] > 0)
+
+
+def _agree_jax_processes(values: np.ndarray, failed: bool) -> tuple:
+    """:func:`agree` on JAX: a no-op unless a ``keras.distribution`` is active with several
+    processes; then process 0's values and whether any process failed."""
+    import jax
+
+    if keras.distribution.distribution() is None or jax.process_count() <= 1:
+        return values, failed
+    from jax.experimental import multihost_utils
+
+    # float64 needs jax_enable_x64: carry the values as float32 pairs (hi + lo) instead, so
+    # the broadcast is exact to float64 rounding of the sum.
+    hi = values.astype(np.float32)
+    lo = (values - hi.astype(np.float64)).astype(np.float32)
+    flag = np.array([1.0 if failed else 0.0], np.float32)
+    shared = multihost_utils.broadcast_one_to_all(np.concatenate([hi, lo]))
+    flags = multihost_utils.process_allgather(flag)
+    shared = np.asarray(shared, np.float64)
+    n = len(values)
+    return shared[:n] + shared[n:], bool(np.asarray(flags).max() > 0)
 
 
 def snapshot(variables: Sequence[Any]) -> List[np.ndarray]:
