@@ -8,7 +8,7 @@ export KERAS_BACKEND ?= tensorflow
 # Real MNIST for tests and benchmarks when the shared folder is beside the checkout.
 export KERAS_NORMED_MNIST_DIR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
 
-.PHONY: demo test test-tf test-jax test-torch test-slow lint bench clean
+.PHONY: demo test test-tf test-jax test-torch test-oldest test-slow lint bench clean
 
 # The backend-neutral tests: every public feature (layers, initializers, structure, the engine
 # and its model-level steps, .keras saving, bench). `make test` runs them a second time with
@@ -49,6 +49,17 @@ test-torch: $(STAMP)
 	--index-url https://download.pytorch.org/whl/cpu)"; exit 1; }
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(NEUTRAL_TESTS)
 
+# The default suite on the oldest declared pair (setup.cfg's `oldest` extra), in its own venv.
+OLDEST_VENV ?= .venv-oldest
+$(OLDEST_VENV)/.installed-stamp: setup.cfg setup.py
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install -q -e ".[oldest,test]"
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed-stamp
+	$(OLDEST_VENV)/bin/python -m pytest -q
+
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
@@ -59,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/keras-normed bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) build *.egg-info
