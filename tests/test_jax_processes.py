@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -30,17 +31,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_jax_processes_agree_on_rescale_and_fit():
+def test_two_jax_processes_agree_on_rescale_and_fit(tmp_path):
     port = str(_free_port())
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device per process
-    procs = [subprocess.Popen([sys.executable, SCRIPT, str(i), port], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    # Output to files, not pipes: a process blocked on a full pipe would never reach the
+    # shutdown barrier that the other process waits in.
+    logs = [(open(tmp_path / f"out{i}.txt", "w"), open(tmp_path / f"err{i}.txt", "w"))
+            for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, SCRIPT, str(i), port], stdout=out, stderr=err,
+                              env=env) for i, (out, err) in enumerate(logs)]
     results = []
     try:
+        deadline = time.monotonic() + 120
         for proc in procs:
-            out, err = proc.communicate(timeout=120)
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        for i, proc in enumerate(procs):
+            out = (tmp_path / f"out{i}.txt").read_text()
+            err = (tmp_path / f"err{i}.txt").read_text()
             lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
             assert proc.returncode == 0 and lines, err[-3000:]
             results.append(json.loads(lines[-1][len("RESULT "):]))
@@ -48,6 +57,9 @@ def test_two_jax_processes_agree_on_rescale_and_fit():
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+        for out, err in logs:
+            out.close()
+            err.close()
     p0, p1 = results
     assert p0["applied"] and p1["applied"]
     # The test can fail: each process measured other growth on its own shard.
