@@ -8,14 +8,12 @@ seed. Both processes end with identical weights after the rescale and after 2 ``
 """
 
 import importlib.util
-import json
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from workers import run_workers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "distribute", "jax_processes.py")
@@ -35,28 +33,7 @@ def test_two_jax_processes_agree_on_rescale_and_fit(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device per process
-    # Output to files, not pipes: a process blocked on a full pipe never reaches JAX's
-    # shutdown barrier, and the other one waits there for it.
-    logs = [(open(tmp_path / f"out{i}.txt", "w"), open(tmp_path / f"err{i}.txt", "w"))
-            for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, SCRIPT, str(i), port], stdout=out, stderr=err,
-                              text=True, env=env) for i, (out, err) in enumerate(logs)]
-    results = []
-    try:
-        for i, proc in enumerate(procs):
-            proc.wait(timeout=120)
-            out = (tmp_path / f"out{i}.txt").read_text()
-            err = (tmp_path / f"err{i}.txt").read_text()
-            lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-            assert proc.returncode == 0 and lines, err[-3000:]
-            results.append(json.loads(lines[-1][len("RESULT "):]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        for out, err in logs:
-            out.close()
-            err.close()
+    results = run_workers(SCRIPT, [[str(i), port] for i in range(2)], env, tmp_path)
     p0, p1 = results
     assert p0["applied"] and p1["applied"]
     # The test can fail: each process measured other growth on its own shard.

@@ -8,13 +8,11 @@ weights, and 2 steps of a custom training loop keep them identical. (``model.fit
 strategy is broken upstream in Keras 3: keras-team/keras#20585.)
 """
 
-import json
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
+from workers import run_workers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "distribute", "multi_worker.py")
@@ -33,28 +31,7 @@ def _free_ports(n):
 def test_two_workers_agree_on_rescale_and_training(tmp_path):
     ports = [str(p) for p in _free_ports(2)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    # Output to files, not pipes: a worker blocked on a full pipe would stall the other one
-    # in the next collective.
-    logs = [(open(tmp_path / f"out{i}.txt", "w"), open(tmp_path / f"err{i}.txt", "w"))
-            for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, SCRIPT, str(i), *ports], stdout=out, stderr=err,
-                              text=True, env=env) for i, (out, err) in enumerate(logs)]
-    results = []
-    try:
-        for i, proc in enumerate(procs):
-            proc.wait(timeout=120)
-            out = (tmp_path / f"out{i}.txt").read_text()
-            err = (tmp_path / f"err{i}.txt").read_text()
-            lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-            assert proc.returncode == 0 and lines, err[-3000:]
-            results.append(json.loads(lines[-1][len("RESULT "):]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        for out, err in logs:
-            out.close()
-            err.close()
+    results = run_workers(SCRIPT, [[str(i), *ports] for i in range(2)], env, tmp_path)
     w0, w1 = results
     assert w0["applied"] and w1["applied"]
     # The test can fail: worker 1's own seedless draw is not what its variables hold.
