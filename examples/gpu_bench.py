@@ -14,8 +14,8 @@ sizes take about a minute of compiling and timing on one GPU (well under 5 minut
 runs tiny sizes in seconds, on CPU too (the tests run it). On the GPU machine, from the
 repository root (wheels of keras and its missing dependencies in ``.whl/``)::
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site:$PWD && python3 examples/gpu_bench.py
+    python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl \
+        && export PYTHONPATH=$PWD/.site:$PWD && python3 examples/gpu_bench.py
 
 Usage: ``python3 examples/gpu_bench.py [--quick] [--out DIR] [--require-gpu]``
 """

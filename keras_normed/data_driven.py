@@ -162,9 +162,6 @@ def _real(name: str, value, low: float, high: float = math.inf, *, integer: bool
     return value
 
 
-def _weights(model) -> list:
-    return [w for w in model.weights]
-
 
 def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
          seed: Optional[int] = None, verbose: bool = False) -> Report:
@@ -209,7 +206,7 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
 
     seeds = layer_seeds(seed, len(targets))
     rows = []
-    with engine.Transaction(_weights(model)):
+    with engine.Transaction(model.weights):
         for t, layer_seed in zip(targets, seeds):
             shape = tuple(t.direction.shape)
             flat = (int(np.prod(shape[:-1])), shape[-1]) if len(shape) > 1 else (1, shape[0])
@@ -306,7 +303,7 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
                             else "x_batch, y_batch", min_size=2)
     rows = [Row(t.path, type(t.layer).__name__, 1) for t in targets]
     report = Report("data_dependent", True, rows=rows)
-    with engine.Transaction(_weights(model)):
+    with engine.Transaction(model.weights):
         if within_layer:
             for t, row in zip(targets, rows):
                 args, kwargs = _layer_input(model, t, batch.x)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -111,6 +111,3 @@ def _agree_jax_processes(values: np.ndarray, failed: bool) -> tuple:
     n = len(values)
     return shared[:n] + shared[n:], bool(np.asarray(flags).max() > 0)
 
-
-def snapshot(variables: Sequence[Any]) -> List[np.ndarray]:
-    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
