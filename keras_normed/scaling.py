@@ -152,30 +152,36 @@ def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, lo
         structures: the :class:`~keras_normed.structure.LinearStructure` of each kernel, for the
             ``T``-norm (default ``sharing = 1``: the ratio does not depend on it when uniform).
 
-    Returns a dict with ``growth`` (list), ``loss``, ``grads``, ``steps``, the step's
+    Returns a dict with ``growth`` (list), ``loss``, ``grads`` (float64 arrays), the step's
     ``exponent`` (see :func:`keras_normed.engine.step_exponent`) and the model's ``output``.
     """
     if kernels is None:
         kernels = [layer.kernel for layer in normed_layers(model)]
     if values is None:
-        values = [np.asarray(keras.ops.convert_to_numpy(k), np.float64) for k in kernels]
+        values = [keras.ops.copy(k) for k in kernels]
     batch = data if isinstance(data, engine.Batch) else engine.as_batch(model, data,
                                                                         need_y=True)
     loss_fn = loss if isinstance(loss, engine.Loss) else engine.resolve_loss(model, batch, loss)
     optimizer = engine.resolve_optimizer(model, optimizer)
-    loss_value, grads, y_pred = engine.loss_and_gradients(model, batch, kernels, values,
-                                                          loss_fn, training, return_output=True)
-    if not math.isfinite(loss_value) or not all(np.all(np.isfinite(g)) for g in grads):
+    return _growth(model, batch, kernels, values, optimizer, loss_fn, training, host_grads=True)
+
+
+def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
+            host_grads: bool = False) -> dict:
+    # Gradients and steps stay backend tensors: only their norms come to the host. A non-finite
+    # gradient gives a non-finite step norm.
+    loss_value, grads, y_pred = engine.loss_and_gradients(
+        model, batch, kernels, values, loss_fn, training, return_output=True, as_numpy=False)
+    step_norms, exponent = engine.step_norms_and_exponent(optimizer, grads, values)
+    if not math.isfinite(loss_value) or not np.all(np.isfinite(step_norms)):
         raise ValueError(f"The probe batch gives a non-finite loss ({loss_value}) or gradient; "
                          "check `data` and `loss`.")
-    steps, exponent = engine.steps_and_exponent(optimizer, grads, values)
-    growth = []
-    for i, (step, value) in enumerate(zip(steps, values)):
-        share = 1.0 if structures is None or structures[i] is None else structures[i].sharing
-        norm_w = math.sqrt(share) * engine.norm(value)
-        growth.append(math.sqrt(share) * engine.norm(step) / max(norm_w, 1e-30))
-    return {"growth": growth, "loss": loss_value, "grads": grads, "steps": steps,
-            "exponent": exponent, "output": y_pred}
+    # ||.||_T = sqrt(sharing) ||.|| cancels in the ratio.
+    growth = [float(s / max(w, 1e-30)) for s, w in zip(step_norms, engine.norms(values))]
+    out = {"growth": growth, "loss": loss_value, "exponent": exponent, "output": y_pred}
+    if host_grads:
+        out["grads"] = [np.asarray(keras.ops.convert_to_numpy(g), np.float64) for g in grads]
+    return out
 
 
 def _number(name: str, value, low: float, integer: bool = False):
@@ -306,7 +312,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     summary["move"] = move
     uses = [constraints.uses[i] for i in keep]
     structures = [_structure_or_fans(s.layer) for s in free]
-    base = [np.asarray(keras.ops.convert_to_numpy(s.variable), np.float64) for s in free]
+    base = [keras.ops.copy(s.variable) for s in free]  # values, not the variables
     optimizer = engine.resolve_optimizer(model, optimizer)
     summary.update(graph=constraints.graph, constraints=int(np.linalg.matrix_rank(rows))
                    if rows.size else 0)
@@ -314,9 +320,9 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     failed = None
     try:
         if rule == "analytic":
-            result = _analytic(free, structures, uses, optimizer, base, rows, analytic_form)
+            result = _analytic(free, structures, uses, optimizer, rows, analytic_form)
         else:
-            result = _probe(model, free, structures, base, batch, optimizer, loss, training,
+            result = _probe(model, free, base, batch, optimizer, loss, training,
                             rows, tol, max_iter,
                             exact=lambda a: not constraints.notes_for(_embed(a, keep, n_all)))
     except Exception as err:  # noqa: BLE001 - every replica must reach the agreement below
@@ -338,15 +344,14 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                                int(st.n_params),
                                {"growth_before": float(r0), "growth_after": float(r1),
                                 "scale": float(c)}))
-    new_values = [b * c for b, c in zip(base, scales)]
-    # The function check reuses the probe's own forward pass (a Keras call costs about the
-    # same on 32 examples as on 256 here: per-layer overhead), so it adds one forward pass.
+    new_values = [b * float(c) for b, c in zip(base, scales)]
+    # The function check reuses the probe's own forward pass as "before".
     before_out = result.get("output") if batch is not None else None
     layers = [s.layer for s in free]
     with engine.Transaction(variables=[s.variable for s in free],
                             attributes=[(layer, "kernel_initializer") for layer in layers]):
         for site, value, c in zip(free, new_values, scales):
-            site.variable.assign(value.astype(site.variable.dtype))
+            site.variable.assign(keras.ops.cast(value, site.variable.dtype))
             site.layer.kernel_initializer = _marked(site.layer.kernel_initializer, c)
         notes = constraints.notes_for(_embed(np.log(scales), keep, n_all)) + unused
         if before_out is not None:
@@ -456,7 +461,7 @@ def _marked(init: Normed, factor: float) -> Normed:
     return init.rescaled_copy(float(factor))
 
 
-def _analytic(sites, structures, uses, optimizer, base, rows, form: str) -> dict:
+def _analytic(sites, structures, uses, optimizer, rows, form: str) -> dict:
     rng = np.random.default_rng(0)
     p = engine.step_exponent(optimizer, [rng.standard_normal(64)], [rng.standard_normal(64)])
     gains = [s.layer.kernel_initializer.effective_gain * s.layer.kernel_initializer.scale
@@ -477,7 +482,7 @@ def _analytic(sites, structures, uses, optimizer, base, rows, form: str) -> dict
             "exponent": p, "iterations": 1, "allowed": allowed}
 
 
-def _probe(model, sites, structures, base, batch, optimizer, loss, training, rows, tol,
+def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol,
            max_iter, exact=lambda a: False) -> dict:
     """Measure, solve, and measure again until the spread stops improving. Where the net is
     homogeneous wherever the solution moves scales (``exact(a)``), the law ``r -> r c**-p``
@@ -491,9 +496,8 @@ def _probe(model, sites, structures, base, batch, optimizer, loss, training, row
     best_previous = math.inf
     it = 0
     for it in range(max_iter + 1):
-        values = [b * math.exp(ai) for b, ai in zip(base, a)]
-        m = measure_growth(model, batch, kernels, values, optimizer=optimizer, loss=loss_fn,
-                           training=training, structures=structures)
+        values = [b * math.exp(ai) if ai else b for b, ai in zip(base, a)]
+        m = _growth(model, batch, kernels, values, optimizer, loss_fn, training)
         r = np.asarray(m["growth"])
         if np.any(r <= 0):
             dead = [kernels[i].path for i in np.flatnonzero(r <= 0)]

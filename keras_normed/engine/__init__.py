@@ -13,13 +13,14 @@ from keras_normed.engine.grad import (
                                        Loss,
                                        default_loss,
                                        loss_and_gradients,
+                                       norms,
                                        optimizer_steps,
                                        outside_distribution,
                                        predict,
                                        resolve_loss,
                                        resolve_optimizer,
                                        step_exponent,
-                                       steps_and_exponent,
+                                       step_norms_and_exponent,
 )
 from keras_normed.engine.graph import KernelSite, ScaleConstraints, kernel_sites, scale_constraints
 from keras_normed.engine.report import Report, Row, spread
@@ -27,7 +28,7 @@ from keras_normed.engine.solve import equalize, norm, relative_change
 from keras_normed.engine.state import Transaction, agree
 
 __all__ = ["Batch", "as_batch", "KernelSite", "ScaleConstraints", "kernel_sites",
-           "scale_constraints", "Loss", "default_loss", "loss_and_gradients",
+           "scale_constraints", "Loss", "default_loss", "loss_and_gradients", "norms",
            "optimizer_steps", "outside_distribution", "predict", "resolve_loss",
-           "resolve_optimizer", "step_exponent", "steps_and_exponent", "Report", "Row",
+           "resolve_optimizer", "step_exponent", "step_norms_and_exponent", "Report", "Row",
            "spread", "equalize", "norm", "relative_change", "Transaction", "agree"]

@@ -18,7 +18,7 @@ from keras_normed import _keras_compat as compat
 from keras_normed.engine.data import Batch
 
 __all__ = ["Loss", "resolve_loss", "default_loss", "resolve_optimizer", "loss_and_gradients",
-           "optimizer_steps", "step_exponent", "steps_and_exponent", "predict",
+           "optimizer_steps", "step_exponent", "step_norms_and_exponent", "norms", "predict",
            "outside_distribution"]
 
 
@@ -189,11 +189,12 @@ def predict(model, batch: Batch, training: bool = False):
 
 
 def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Sequence[Any],
-                       loss: Loss, training: bool = True, return_output: bool = False
-                       ) -> Tuple[Any, ...]:
+                       loss: Loss, training: bool = True, return_output: bool = False,
+                       as_numpy: bool = True) -> Tuple[Any, ...]:
     """The loss and its gradient with respect to ``variables``, evaluated with ``variables``
-    holding ``values`` (the model is not changed); with ``return_output`` also the model's
-    output of that forward pass.
+    holding ``values`` (arrays or backend tensors; the model is not changed); with
+    ``return_output`` also the model's output of that forward pass. Gradients are float64
+    arrays, or with ``as_numpy=False`` backend tensors (zeros where a variable gets none).
 
     The forward pass is ``model.stateless_call`` with the values substituted, on every backend;
     only the differentiation is the backend's own: ``tf.GradientTape`` on TensorFlow,
@@ -219,8 +220,9 @@ def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Se
                                             [slots[i] for i in range(len(variables))])
     out = []
     for g, v in zip(grads, values):
-        out.append(np.zeros(np.shape(v), np.float32) if g is None
-                   else np.asarray(keras.ops.convert_to_numpy(g), np.float64))
+        if g is None:
+            g = keras.ops.zeros(keras.ops.shape(v), "float32")
+        out.append(np.asarray(keras.ops.convert_to_numpy(g), np.float64) if as_numpy else g)
     if return_output:
         return float(value), out, y_pred
     return float(value), out
@@ -335,38 +337,67 @@ def _fusable(optimizer) -> bool:
             and not config.get("exclude_from_weight_decay"))
 
 
-def optimizer_steps(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
-                    ) -> List[np.ndarray]:
-    """The first step a fresh copy of ``optimizer`` takes from ``values`` given ``grads``."""
-    if _fusable(optimizer) and len(values) > 1:
-        sizes = [int(np.size(v)) for v in values]
-        flat, = optimizer_steps(optimizer, [np.concatenate([np.ravel(g) for g in grads])],
-                                [np.concatenate([np.ravel(v) for v in values])])
-        parts = np.split(flat, np.cumsum(sizes)[:-1])
-        return [p.reshape(np.shape(v)) for p, v in zip(parts, values)]
+def _step_tensors(optimizer, grads: Sequence[Any], values: Sequence[Any], fuse: bool = True
+                  ) -> list:
+    """The first step of a fresh copy of ``optimizer``, as backend tensors (float32). Elementwise
+    optimizers step once on all entries concatenated: one variable, no host copies."""
+    ops = keras.ops
+    grads, values = [_f32(g) for g in grads], [_f32(v) for v in values]
+    if fuse and _fusable(optimizer) and len(values) > 1:
+        sizes = [int(np.prod(ops.shape(v))) for v in values]
+        flat, = _step_tensors(optimizer, [_flat(grads)], [_flat(values)])
+        parts = ops.split(flat, [int(i) for i in np.cumsum(sizes)[:-1]])
+        return [ops.reshape(p, ops.shape(v)) for p, v in zip(parts, values)]
 
     def step():
         opt = optimizer.__class__.from_config(optimizer.get_config())
-        variables = [keras.Variable(np.asarray(v, np.float32), trainable=True,
-                                    name=f"probe_{i}") for i, v in enumerate(values)]
-        opt.apply_gradients([(keras.ops.convert_to_tensor(np.asarray(g, np.float32)), var)
-                             for g, var in zip(grads, variables)])
-        return [np.asarray(keras.ops.convert_to_numpy(var), np.float64) - np.asarray(v)
-                for var, v in zip(variables, values)]
+        variables = [keras.Variable(v, trainable=True, name=f"probe_{i}")
+                     for i, v in enumerate(values)]
+        opt.apply_gradients(list(zip(grads, variables)))
+        return [ops.subtract(ops.convert_to_tensor(var), v) for var, v in zip(variables, values)]
 
     return outside_distribution(step)
 
 
-def _exponent_probe(grads: Sequence[np.ndarray], values: Sequence[np.ndarray]):
-    flat_g = np.concatenate([np.ravel(g)[:: max(1, np.size(g) // 4096)] for g in grads])
-    flat_v = np.concatenate([np.ravel(v)[:: max(1, np.size(v) // 4096)] for v in values])
-    return [flat_g, 2.0 * flat_g], [flat_v, flat_v]
+def optimizer_steps(optimizer, grads: Sequence[Any], values: Sequence[Any]
+                    ) -> List[np.ndarray]:
+    """The first step a fresh copy of ``optimizer`` takes from ``values`` given ``grads``
+    (arrays or backend tensors), as float64 arrays."""
+    return [np.asarray(keras.ops.convert_to_numpy(t), np.float64)
+            for t in _step_tensors(optimizer, grads, values)]
 
 
-def _exponent(s1: np.ndarray, s2: np.ndarray) -> float:
-    from keras_normed.engine.solve import norm
+def norms(tensors: Sequence[Any]) -> np.ndarray:
+    """The Euclidean norm of each tensor (arrays or backend tensors), computed on the backend
+    in float32: one host copy of ``len(tensors)`` scalars."""
+    ops = keras.ops
+    if not tensors:
+        return np.zeros(0)
+    squares = ops.stack([ops.sum(ops.square(_f32(t))) for t in tensors])
+    return np.sqrt(np.asarray(ops.convert_to_numpy(squares), np.float64))
 
-    n1, n2 = norm(s1), norm(s2)
+
+def _f32(t):
+    t = keras.ops.convert_to_tensor(t)
+    return t if keras.backend.standardize_dtype(t.dtype) == "float32" else keras.ops.cast(
+        t, "float32")
+
+
+def _flat(tensors: Sequence[Any]):
+    return keras.ops.concatenate([keras.ops.reshape(t, (-1,)) for t in tensors])
+
+
+def _exponent_probe(grads: Sequence[Any], values: Sequence[Any]):
+    # About 8k entries spread over every tensor: two strided slices of the concatenations
+    # (one slice per tensor costs more than the whole optimizer step at 100 layers).
+    flat_g, flat_v = _flat(grads), _flat(values)
+    stride = max(1, int(flat_g.shape[0]) // 8192)
+    sample_g, sample_v = flat_g[::stride], flat_v[::stride]
+    return [sample_g, 2.0 * sample_g], [sample_v, sample_v]
+
+
+def _exponent(n1: float, n2: float) -> float:
+    """The exponent from the norms of the steps taken with ``g`` and ``2 g``."""
     if not n1 > 0:
         return 2.0
     p = float(np.clip(1.0 + math.log2(max(n2 / n1, 1e-12)), 1.0, 2.0))
@@ -376,19 +407,30 @@ def _exponent(s1: np.ndarray, s2: np.ndarray) -> float:
     return p
 
 
-def steps_and_exponent(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
-                       ) -> Tuple[List[np.ndarray], float]:
-    """:func:`optimizer_steps` of ``grads`` and :func:`step_exponent`, in one optimizer apply
-    (the exponent's two sample vectors ride along as two more variables)."""
-    pair_g, pair_v = _exponent_probe(grads, values)
-    steps = optimizer_steps(optimizer, list(grads) + pair_g, list(values) + pair_v)
-    return steps[:-2], _exponent(steps[-2], steps[-1])
+def step_norms_and_exponent(optimizer, grads: Sequence[Any], values: Sequence[Any]
+                            ) -> Tuple[np.ndarray, float]:
+    """The norm of each variable's first step and :func:`step_exponent`, in one optimizer apply
+    on the backend: what the growth needs, without copying the steps to the host."""
+    ops = keras.ops
+    grads, values = [_f32(g) for g in grads], [_f32(v) for v in values]
+    if not (_fusable(optimizer) and len(values) > 1):
+        pair_g, pair_v = _exponent_probe(grads, values)
+        found = norms(_step_tensors(optimizer, grads + pair_g, values + pair_v))
+        return found[:-2], _exponent(*found[-2:])
+    # One flat variable holds every entry and the exponent's two samples; the steps' norms
+    # are taken on its slices (no reshape back).
+    flat_g, flat_v = _flat(grads), _flat(values)
+    (sample_g, double_g), (sample_v, _) = _exponent_probe([flat_g], [flat_v])
+    step, step_1, step_2 = _step_tensors(optimizer, [flat_g, sample_g, double_g],
+                                         [flat_v, sample_v, sample_v], fuse=False)
+    sizes = [int(np.prod(ops.shape(v))) for v in values]
+    found = norms(ops.split(step, [int(i) for i in np.cumsum(sizes)[:-1]]) + [step_1, step_2])
+    return found[:-2], _exponent(*found[-2:])
 
 
-def step_exponent(optimizer, grads: Sequence[np.ndarray], values: Sequence[np.ndarray]
-                  ) -> float:
+def step_exponent(optimizer, grads: Sequence[Any], values: Sequence[Any]) -> float:
     """``p`` in ``growth ~ c**-p`` after ``W -> c W``: 2 for a step proportional to the
     gradient (SGD, momentum), 1 for a sign-like step (Adam's first step). Measured on a sample
     of the entries by stepping with ``g`` and ``2 g`` (as two variables of one apply)."""
     pair_g, pair_v = _exponent_probe(grads, values)
-    return _exponent(*optimizer_steps(optimizer, pair_g, pair_v))
+    return _exponent(*norms(_step_tensors(optimizer, pair_g, pair_v)))

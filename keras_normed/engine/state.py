@@ -19,7 +19,8 @@ class Transaction:
         self.attributes = list(attributes)
 
     def __enter__(self) -> Transaction:
-        self.values = [keras.ops.convert_to_numpy(v) for v in self.variables]
+        # Tensors read from the variables are values: a later assign does not change them.
+        self.values = [keras.ops.copy(v) for v in self.variables]
         self.saved = [(obj, name, getattr(obj, name)) for obj, name in self.attributes]
         return self
 
