@@ -1,49 +1,11 @@
 """Model-level, layer-consistent scales: the between-layer part of the normed method.
 
-Yang et al. (2021) ask that the *growth of parameters* be consistent between layers, measured in
-a norm on the parameter space. Here the norm is the statistical one,
-``||theta||_T = ||T(theta)||_F`` (``= sqrt(sharing) * ||theta||`` under uniform sharing), and the
-growth of layer ``l`` is its relative change under one optimizer step,
-
-    r_l = ||step(W_l)||_T / ||W_l||_T.
-
 :func:`rescale` multiplies each kernel initialized by :class:`~keras_normed.initializers.Normed`
-by a factor ``c_l = exp(a_l)``. **The function is kept by construction**: for a positively
-homogeneous net (ReLU, max-pool, zero biases) the output is unchanged when the product of the
-scales along every path from input to output is 1, a layer used ``k`` times on a path counting
-``k`` times and a kernel followed by a normalization layer being free. Those are linear
-constraints ``A a = 0`` on the log-scales, read from the model's graph
-(:func:`keras_normed.engine.scale_constraints`: chains, weight tying, residual blocks, branches,
-concatenations, nested and subclassed models). Under them, growth is made as equal as possible:
-with ``r_l -> r_l c_l**-p`` (``p = 2`` for a step proportional to the gradient, ``p = 1`` for a
-sign-like step such as Adam's first; measured by stepping with ``g`` and ``2 g``),
-
-    minimize  sum_l (log r_l - p a_l - K)**2   over a with A a = 0 and a common level K,
-
-one least-squares solve (:func:`keras_normed.engine.equalize`). The spread it cannot remove
-is what the constraints force (e.g. between residual blocks, whose branches can only trade scale
-inside themselves); the report gives it as ``spread_allowed``.
-
-Two ways to get ``r``:
-
-- ``"probe"`` (``data`` given): measured on the probe batch with the optimizer's own first step
-  (a fresh copy applied to copies of the kernels). In a homogeneous net one solve is exact; with
-  tanh, biases or softmax inside the law is approximate, so it is measured and solved again
-  (at most ``max_iter`` rounds) until the spread is within ``tol`` or stops improving.
-- ``"analytic"`` (no data): SGD gives ``r_l**2 ~ uses_l * fan_in_l**2 / (n_params_l gain_l**2)``
-  (the ``"fan"`` form; ``"sharing"``: ``sharing_l * fan_in_l``), a sign-like step
-  ``r_l ~ sqrt(fan_in_l) / gain_l``, solved under the same constraints.
-
-Layers already rescaled keep their scale, and fresh Normed layers of the same model are rescaled
-around them. Each rescaled layer's initializer is marked (``rescaled=True``, the factor in
-``scale``) and saved with the model, so :func:`rescale` again, from the
-:class:`~keras_normed.callbacks.NormedScaling` callback of a second ``fit`` or after loading a
-``.keras`` file, is a no-op. Kernels that were trained (``optimizer.iterations > 0``) or no
-longer equal what their initializer draws (loaded, assigned, trained) are refused unless
-``force=True``. Under a ``tf.distribute`` strategy of several replicas (several workers too),
-or a ``keras.distribution`` over several JAX processes, replica (process) 0's decision and
-scales are taken by every replica, so all agree. Every value is
-computed before the first assignment, so a failing call leaves all weights unchanged.
+by ``c_l = exp(a_l)`` so that the relative growth ``r_l = ||step(W_l)||_T / ||W_l||_T`` of every
+layer under one optimizer step is as equal as the function-keeping constraints ``A a = 0`` read
+from the model's graph allow (:func:`keras_normed.engine.scale_constraints`,
+:func:`keras_normed.engine.equalize`). docs/normed.md ("rescale") derives both rules (probe and
+analytic), the constraints and the safety rules (marks, refusals, replicas).
 """
 
 from __future__ import annotations
@@ -197,7 +159,7 @@ def _number(name: str, value, low: float, integer: bool = False):
 
 def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             rule: str = "auto", tol: float = 1.5, max_iter: int = 6, training: bool = True,
-            analytic_form: str = "fan", move: str = "all", verbose: bool = False) -> Report:
+            move: str = "all", verbose: bool = False) -> Report:
     """Layer-consistent rescaling of the Normed-initialized kernels of a built model.
 
     ``W_l <- c_l W_l`` keeping the model's function (exactly where the net is positively
@@ -240,8 +202,6 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         tol: target spread ``max(r) / min(r)`` of the probe rule.
         max_iter: most measure/solve rounds of the probe rule.
         training: run the probe forward pass in training mode.
-        analytic_form: load of the analytic rule for gradient-proportional steps: ``"fan"``
-            (default) or ``"sharing"`` (the first derivation; kept for comparison).
         move: ``"all"`` (default): every Normed kernel gets its own scale; ``"structured"``:
             only the layers that declare their structure to the package (circulant, periodic)
             get their own scale, and the others move together by one common factor (one
@@ -263,9 +223,6 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     """
     if rule not in ("auto", "probe", "analytic"):
         raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe' or 'analytic'.")
-    if analytic_form not in ("fan", "sharing"):
-        raise ValueError(f"Invalid `analytic_form` {analytic_form!r}; expected 'fan' or "
-                         "'sharing'.")
     if rule == "probe" and data is None:
         raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
     if move not in ("all", "structured"):
@@ -320,7 +277,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     failed = None
     try:
         if rule == "analytic":
-            result = _analytic(free, structures, uses, optimizer, rows, analytic_form)
+            result = _analytic(free, structures, uses, optimizer, rows)
         else:
             result = _probe(model, free, base, batch, optimizer, loss, training,
                             rows, tol, max_iter,
@@ -352,7 +309,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                             attributes=[(layer, "kernel_initializer") for layer in layers]):
         for site, value, c in zip(free, new_values, scales):
             site.variable.assign(keras.ops.cast(value, site.variable.dtype))
-            site.layer.kernel_initializer = _marked(site.layer.kernel_initializer, c)
+            site.layer.kernel_initializer = site.layer.kernel_initializer.rescaled_copy(float(c))
         notes = constraints.notes_for(_embed(np.log(scales), keep, n_all)) + unused
         if before_out is not None:
             change = engine.relative_change(before_out, engine.predict(model, batch, training))
@@ -456,12 +413,7 @@ def _done(report: Report, verbose: bool) -> Report:
     return report
 
 
-def _marked(init: Normed, factor: float) -> Normed:
-    """A copy of ``init`` carrying the layer's factor and the rescaled mark (same draw)."""
-    return init.rescaled_copy(float(factor))
-
-
-def _analytic(sites, structures, uses, optimizer, rows, form: str) -> dict:
+def _analytic(sites, structures, uses, optimizer, rows) -> dict:
     rng = np.random.default_rng(0)
     p = engine.step_exponent(optimizer, [rng.standard_normal(64)], [rng.standard_normal(64)])
     gains = [s.layer.kernel_initializer.effective_gain * s.layer.kernel_initializer.scale
@@ -469,11 +421,9 @@ def _analytic(sites, structures, uses, optimizer, rows, form: str) -> dict:
     k = [1.0 if u is None else float(u) for u in uses]
     if p <= 1.5:  # sign-like step: r = lr * sqrt(n) / ||W|| = lr / std ~ sqrt(fan_in) / gain
         load = [st.fan_in / g**2 for st, g in zip(structures, gains)]
-    elif form == "fan":  # r**2 ~ uses * fan_in * rms(grad)**2 / gain**2, rms ~ fan_in / n
+    else:  # r**2 ~ uses * fan_in * rms(grad)**2 / gain**2, rms ~ fan_in / n
         load = [ku * st.fan_in**2 / st.n_params / g**2
                 for st, g, ku in zip(structures, gains, k)]
-    else:  # "sharing": the first derivation (independent uses, per-unit backward variance)
-        load = [ku * st.sharing * st.fan_in for st, ku in zip(structures, k)]
     log_r = 0.5 * np.log(np.asarray(load, np.float64))
     log_r -= log_r.mean()
     a, allowed = engine.equalize(log_r, rows, p)

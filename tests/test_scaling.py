@@ -99,10 +99,9 @@ def test_analytic_rule_matches_formula():
     np.testing.assert_allclose(list(report.scales.values()),
                                expected(fan_in**2 / n_params / gain2), rtol=1e-6)
     assert [r.sharing for r in report.layers] == pytest.approx(list(sharing))
-    note = keras_normed.rescale(paper_net("c", "normed", seed=0, size="tiny"),
-                                analytic_form="sharing")
-    np.testing.assert_allclose(list(note.scales.values()), expected(sharing * fan_in),
-                               rtol=1e-6)
+    with pytest.raises(TypeError, match="analytic_form"):  # the superseded form is gone
+        keras_normed.rescale(paper_net("c", "normed", seed=0, size="tiny"),
+                             analytic_form="sharing")
     adam = keras_normed.rescale(paper_net("c", "normed", seed=0, size="tiny"),
                                 optimizer=keras.optimizers.Adam(1e-3))
     load = fan_in / gain2

@@ -1,25 +1,14 @@
 """The walk: which kernels a model holds, how often each is used, and which joint rescalings
-of them keep the function the model computes.
-
-Scaling kernel ``l`` by ``c_l = exp(a_l)`` multiplies every tensor of a positively homogeneous
-net (ReLU, max-pool, zero biases) by ``exp(s)``, with ``s`` a linear form in ``a`` that the graph
-determines: a kernel layer adds its ``a_l`` (once per call: a layer used ``k`` times on a path
-counts ``k`` times), a normalization layer resets ``s`` to 0 (it is scale-invariant), ``Multiply``
-adds its inputs' forms, and ``Add``, ``Concatenate`` and the like need their inputs' forms equal.
-The function is kept exactly when those equalities hold and every output has ``s = 0``: linear
-constraints ``A a = 0`` read from the graph. Operations that are not homogeneous (tanh, softmax,
-nonzero biases) on a path whose scale moves are listed in ``notes``: there the constraints keep
-the function only approximately.
-
-Functional and Sequential models (nested ones included) are read from their graph; a subclassed
-model is traced once by calling its ``call`` on symbolic inputs (Keras layers and ``keras.ops``
-record themselves), and the trace is undone afterwards. When neither works the graph is unknown,
-and a single product-of-scales constraint is used, as for a chain.
+of them keep the function (linear constraints ``A a = 0`` on the log-scales, with notes where
+the net is not positively homogeneous). Functional and Sequential models are read from their
+nodes, subclassed models and layers made of layers traced on symbolic inputs; docs/normed.md
+(section 2) states the rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
@@ -98,11 +87,7 @@ class ScaleConstraints:
 
 
 def _unique(texts) -> List[str]:
-    out: List[str] = []
-    for text in texts:
-        if text not in out:
-            out.append(text)
-    return out
+    return list(dict.fromkeys(texts))
 
 
 def trainable_ids(model) -> set:
@@ -297,10 +282,7 @@ class _Propagation:
         return [_union(forms)] * n_out
 
     def _own(self, op) -> Form:
-        form: Form = {}
-        for i in self._tracked_inside(op):
-            form[i] = 1.0
-        return form
+        return dict.fromkeys(self._tracked_inside(op), 1.0)
 
     @staticmethod
     def _not_homogeneous(op, name: str) -> str:
@@ -334,10 +316,7 @@ def _sub(a: Form, b: Form) -> Form:
 
 
 def _union(forms: List[Form]) -> Form:
-    out: Form = {}
-    for f in forms:
-        out = _add(out, f)
-    return out
+    return functools.reduce(_add, forms, {})
 
 
 def _symbolic_io(model):
@@ -379,12 +358,8 @@ def _trace(model, structure, training: bool):
 
 
 def _inner_graph(model, in_tensors, training: bool):
-    io = _symbolic_io(model)
-    if io is not None:
-        return io
-    found = _trace(model, in_tensors[0] if len(in_tensors) == 1 else list(in_tensors),
-                   training)
-    return found
+    return _symbolic_io(model) or _trace(
+        model, in_tensors[0] if len(in_tensors) == 1 else list(in_tensors), training)
 
 
 def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool = True
