@@ -172,7 +172,7 @@ def test_failed_call_leaves_weights_unchanged(monkeypatch):
     _assert_same(before, model)
     # A failure in the middle of the assignments is rolled back too.
     calls = {"n": 0}
-    real = scaling._marked
+    real = keras_normed.Normed.rescaled_copy
 
     def failing(init, factor):
         calls["n"] += 1
@@ -180,7 +180,7 @@ def test_failed_call_leaves_weights_unchanged(monkeypatch):
             raise RuntimeError("injected")
         return real(init, factor)
 
-    monkeypatch.setattr(scaling, "_marked", failing)
+    monkeypatch.setattr(keras_normed.Normed, "rescaled_copy", failing)
     with pytest.raises(RuntimeError, match="injected"):
         keras_normed.rescale(model, (x, y))
     _assert_same(before, model)
