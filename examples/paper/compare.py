@@ -98,8 +98,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 _DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3}
 _PROBE_SIZE = 256
 # The Normed variants -> the rescale that follows (None: the layer-local part only).
-_NORMED = {"normed": "probe", "normed-analytic": "analytic",
-           "normed-analytic-sharing": "analytic-sharing", "normed-local": None}
+_NORMED = {"normed": "probe", "normed-analytic": "analytic", "normed-local": None}
 # --quick: small subset, one epoch, two seeds; 32 steps, so a 10-step smoothing window.
 # XLA off: compiling each of the 32 small models costs more than its 32 steps save.
 _QUICK = {"n_train": 1024, "n_test": 256, "epochs": 1, "seeds": 2, "batch_size": 32,
@@ -174,8 +173,7 @@ def initialization(init: str, seed: int):
     initializer`` giving layer ``index`` an :class:`EffectiveVarianceScaling` seeded
     ``seed * 100 + index`` (``glorot``, ``he``), or a Keras initializer name (``paper_net`` seeds
     it the same way). ``rescale_mode`` is ``"probe"`` (``normed``), ``"analytic"``
-    (``normed-analytic``), ``"analytic-sharing"`` (``normed-analytic-sharing``, the first
-    derivation's rule) or ``None`` (``normed-local``: no model-level step; the baselines).
+    (``normed-analytic``) or ``None`` (``normed-local``: no model-level step; the baselines).
     """
     if init in _NORMED:
         return "normed", _NORMED[init]
@@ -222,13 +220,12 @@ def _default_builder(net: str, kernel_initializer, seed: int):
 
 def apply_rescale(model, mode: str, probe, optimizer, loss=None):
     """The model-level step of a Normed initialization: ``mode`` from :func:`initialization`
-    (``"probe"`` on the ``probe`` batch, ``"analytic"``, ``"analytic-sharing"``). ``rescale``
+    (``"probe"`` on the ``probe`` batch, ``"analytic"``). ``rescale``
     copies the optimizer: the probe step leaves no state in the one that trains."""
     from keras_normed import rescale
 
-    rule, _, form = mode.partition("-")
-    return rescale(model, data=probe if rule == "probe" else None, optimizer=optimizer,
-                   loss=loss, rule=rule, analytic_form=form or "fan")
+    return rescale(model, data=probe if mode == "probe" else None, optimizer=optimizer,
+                   loss=loss, rule=mode)
 
 
 class BatchLossRecorder(keras.callbacks.Callback):

@@ -6,15 +6,15 @@ of one optimizer step (:func:`keras_normed.growth_report`), measured on the prob
 batch, the number that counts). Trainings are ``compare``'s job.
 
 Initializations: those of ``compare`` (:func:`examples.paper.compare.initialization`):
-``normed`` (probe rescale), ``normed-analytic`` (no data), ``normed-analytic-sharing`` (the
-first derivation's analytic rule), ``normed-local`` (Normed, no model-level step), ``he`` /
+``normed`` (probe rescale), ``normed-analytic`` (no data), ``normed-local`` (Normed, no
+model-level step), ``he`` /
 ``glorot`` (effective fans), and Keras names such as ``he_normal`` / ``glorot_normal`` (shape
 fans). Seeds: layer ``i`` of seed ``s`` gets ``s * 100 + i``, as every runner.
 
 Example::
 
     python -m examples.paper growth --nets a b c d --inits he_normal glorot_normal normed-local \\
-        normed-analytic-sharing normed-analytic normed --output results/growth_spread.json
+        normed-analytic normed --output results/growth_spread.json
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS,
                         help="networks of the paper")
     parser.add_argument("--inits", nargs="+", default=list(DEFAULT_INITS), metavar="INIT",
-                        help="initializations, as compare's --inits (and normed-local, "
-                             "normed-analytic-sharing)")
+                        help="initializations, as compare's --inits (and normed-local)")
     parser.add_argument("--seed", type=options.nonneg_int, default=0, metavar="N",
                         help="seed of the weights")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
