@@ -81,8 +81,8 @@ docs: $(STAMP)
 
 # The built site in headless Chromium (Debian's chromium + chromium-driver, installed by
 # .ci/install-chromium when missing): the home page, the Normed API entry and the results page
-# with its figure; screenshots in results/docs-site/. About 15 s once Chromium is installed
-# (installing it: about a minute).
+# with its figure; screenshots in results/docs-site/. 15-25 s with the build, once Chromium is
+# installed (installing it with apt-get: about a minute).
 docs-check: docs
 	.ci/install-chromium
 	$(BIN)/python -m pytest -q -m browser tests/test_docs_browser.py

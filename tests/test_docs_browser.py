@@ -82,6 +82,11 @@ def test_page_loads_with_its_title_and_images(browser, site_url, name, path, sel
         lambda d: d.execute_script("return document.readyState") == "complete")
     assert browser.title == title
     target = browser.find_element(By.CSS_SELECTOR, selector)
+    # No transitions: the header's title swap on scrolling would be caught half-way.
+    browser.execute_script(
+        "const s = document.createElement('style');"
+        "s.textContent = '*, *::before, *::after { transition: none !important; "
+        "animation: none !important; }'; document.head.appendChild(s);")
     if target.tag_name == "img":
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", target)
     # Every image of the page decoded (a missing or broken file has naturalWidth 0).
