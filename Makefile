@@ -8,7 +8,8 @@ export KERAS_BACKEND ?= tensorflow
 # Real MNIST for tests and benchmarks when the shared folder is beside the checkout.
 export KERAS_NORMED_MNIST_DIR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
 
-.PHONY: demo test test-tf test-jax test-torch test-oldest test-slow lint bench clean
+.PHONY: demo test test-tf test-jax test-torch test-oldest test-slow lint bench docs docs-check \
+	clean
 
 # The backend-neutral tests: every public feature (layers, initializers, structure, the engine
 # and its model-level steps, .keras saving, bench). `make test` runs them a second time with
@@ -28,7 +29,7 @@ NEUTRAL_TESTS := $(addsuffix .py,$(NEUTRAL_TESTS))
 $(STAMP): setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[cpu,test]"
+	$(BIN)/python -m pip install -q -e ".[cpu,test,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,6 +39,8 @@ test: $(STAMP)
 	$(BIN)/ruff check keras_normed tests examples
 	$(MAKE) --no-print-directory test-tf test-jax
 
+# Also runs every ```python block of README.md and docs/*.md and every docstring example
+# (conftest.py, Sybil) and builds the documentation site (tests/test_docs_site.py).
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
 
@@ -71,5 +74,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/keras-normed bench
 
+# The documentation site, offline, into site/: MkDocs + Material, the API reference generated
+# from the docstrings (mkdocstrings). --strict: a broken link, anchor or reference fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The built site in headless Chromium (Debian's chromium + chromium-driver, installed by
+# .ci/install-chromium when missing): the home page, the Normed API entry and the results page
+# with its figure; screenshots in results/docs-site/. 15-25 s with the build, once Chromium is
+# installed (installing it with apt-get: about a minute).
+docs-check: docs
+	.ci/install-chromium
+	$(BIN)/python -m pytest -q -m browser tests/test_docs_browser.py
+
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) build *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) build *.egg-info site

@@ -14,9 +14,14 @@ class NormedScaling(keras.callbacks.Callback):
     model, refusing trained or loaded weights) is in :func:`keras_normed.rescale`, so a second
     ``fit`` or a reloaded rescaled model is a no-op. ``report`` holds the last report.
 
-    Example::
-
-        model.fit(x, y, callbacks=[NormedScaling(data=(x[:256], y[:256]))])
+    Example:
+        >>> model = keras.Sequential([
+        ...     keras.Input((8,)), keras.layers.Dense(16, "relu", kernel_initializer="normed"),
+        ...     keras.layers.Dense(4, kernel_initializer="normed")])
+        >>> model.compile("sgd", "mse")
+        >>> x, y = np.random.rand(512, 8), np.random.rand(512, 4)
+        >>> history = model.fit(x, y, callbacks=[NormedScaling(data=(x[:256], y[:256]))],
+        ...                     verbose=0)
 
     Args:
         data: probe batch ``(x, y)``, or ``None`` for the analytic rule.
@@ -47,9 +52,12 @@ class LSUVInit(keras.callbacks.Callback):
     A thin wrapper: later ``fit`` calls with the same callback do not re-initialize.
     ``report`` holds the :class:`keras_normed.engine.Report`.
 
-    Example::
-
-        model.fit(x, y, callbacks=[LSUVInit(x[:256], seed=0)])
+    Example:
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+        ...                           keras.layers.Dense(4)])
+        >>> model.compile("sgd", "mse")
+        >>> x, y = np.random.rand(512, 8), np.random.rand(512, 4)
+        >>> history = model.fit(x, y, callbacks=[LSUVInit(x[:256], seed=0)], verbose=0)
 
     Args:
         x_batch: the batch LSUV measures variances on.
@@ -83,11 +91,14 @@ class GrowthMonitor(keras.callbacks.Callback):
     measurement, with its ``step``), and, with ``log_dir``, into TensorBoard scalars (one tag per
     kernel, ``growth/<kernel path>``, plus ``growth_spread``) written with ``tf.summary``.
 
-    Example::
-
-        monitor = GrowthMonitor((x[:256], y[:256]), every=50, log_dir="logs/growth")
-        model.fit(x, y, callbacks=[monitor])
-        [h["growth_spread"] for h in monitor.history]
+    Example:
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+        ...                           keras.layers.Dense(4)])
+        >>> model.compile("sgd", "mse")
+        >>> x, y = np.random.rand(512, 8), np.random.rand(512, 4)
+        >>> monitor = GrowthMonitor((x[:256], y[:256]), every=5, log_dir="logs/growth")
+        >>> history = model.fit(x, y, callbacks=[monitor], verbose=0)
+        >>> spreads = [h["growth_spread"] for h in monitor.history]
 
     Args:
         data: the batch to measure on, as ``model.fit`` takes data (with targets).

@@ -194,6 +194,9 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
 
     Example:
 
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    ...                           keras.layers.Dense(4)])
+    >>> x_train = np.random.default_rng(0).normal(size=(512, 8))
     >>> report = keras_normed.lsuv(model, x_train[:256], seed=0)
 
     Reference: D. Mishkin, J. Matas, "All you need is a good init", ICLR 2016.

@@ -13,12 +13,15 @@ For every layer with a kernel, :func:`growth_report` gives
 Xavier leave it over 100 on networks with shared parameters; :func:`keras_normed.rescale` brings it
 to ~1.
 
-Example::
-
-    report = growth_report(model, x[:256], y[:256], optimizer=keras.optimizers.SGD(0.01))
-    print(report)             # table
-    report.as_dict()          # JSON-ready
-    report.plot("growth.png")
+Example:
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    ...                           keras.layers.Dense(4)])
+    >>> x, y = np.random.rand(512, 8), np.random.rand(512, 4)
+    >>> report = growth_report(model, x[:256], y[:256], optimizer=keras.optimizers.SGD(0.01))
+    >>> table = str(report)           # print(report): one row per kernel
+    >>> summary = report.as_dict()    # JSON-ready
+    >>> report.plot("growth.png")     # needs matplotlib
+    'growth.png'
 
 The report is the engine's one :class:`~keras_normed.engine.Report` (method ``"growth"``).
 """

@@ -213,10 +213,13 @@ def materialize(model: keras.Model) -> keras.Model:
 
     Example:
 
-    >>> small = keras_normed.materialize(model)
+    >>> model = keras.Sequential([keras.Input((64,)), CirculantDense(32, block_size=16)])
+    >>> small = keras_normed.materialize(model)   # Dense(32) with the circulant matrix
+    >>> import tensorflow as tf
     >>> converter = tf.lite.TFLiteConverter.from_keras_model(small)
     >>> converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    >>> tflite_bytes = converter.convert()
+    >>> tflite_bytes = converter.convert()   # Keras exports the model first and says where
+    Saved artifact at '...'. The following endpoints are available: ...
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}.")

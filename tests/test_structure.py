@@ -365,16 +365,3 @@ def test_dense_subclass_inherits_and_protocol_overrides():
     assert structure.kernel_fans(sub, (4, 3)) == (4, 3)
     assert structure.layer_structure(DiagDense(3), shape).n_params == 7
     assert structure.kernel_fans(DiagDense(3), (4, 3)) == (1, 1)
-
-
-def test_docs_example_runs(registry):
-    """The protocol example in docs/structure.md runs as written."""
-    import pathlib
-    import re
-
-    text = (pathlib.Path(__file__).parent.parent / "docs" / "structure.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "ChannelScale" in b]
-    namespace = {}
-    exec(compile(blocks[0], "docs/structure.md", "exec"), namespace)
-    layer = namespace["ChannelScale"](dtype="float64")
-    assert brute_force_structure(layer, (None, 4, 4, 3)) == (1, 1, 16.0, True)

@@ -30,13 +30,13 @@ class DeltaOrthogonal(SeededInitializer):
 
     ``H`` comes from ``keras.initializers.Orthogonal(gain, seed)`` with shape ``(c_in, c_out)``.
 
-    Example::
-
-        sw2, sb2, _ = keras_normed.initializers.tanh_critical_point(sigma_b2=1e-4)
-        layer = keras.layers.Conv2D(
-            32, 3, padding="same", activation="tanh",
-            kernel_initializer=DeltaOrthogonal(gain=math.sqrt(sw2), seed=0),
-            bias_initializer=keras.initializers.RandomNormal(stddev=math.sqrt(sb2), seed=1))
+    Example:
+        >>> sw2, sb2, _ = keras_normed.initializers.tanh_critical_point(sigma_b2=1e-4)
+        >>> layer = keras.layers.Conv2D(
+        ...     32, 3, padding="same", activation="tanh",
+        ...     kernel_initializer=DeltaOrthogonal(gain=math.sqrt(sw2), seed=0),
+        ...     bias_initializer=keras.initializers.RandomNormal(stddev=math.sqrt(sb2), seed=1))
+        >>> y = layer(np.ones((1, 8, 8, 16), "float32"))   # 16 <= 32 input channels
 
     Args:
         gain: multiplicative factor (``sigma_w`` of the mean-field theory).

@@ -58,10 +58,10 @@ class RandomWalk(SeededInitializer):
     ``~ -2.4/N`` for ReLU), so over ``D`` layers the gradient shrinks by ``exp(-c D / N)``; the
     corrections above cancel that drift, leaving a walk whose variance grows like ``D / N``.
 
-    Example::
-
-        layer = keras.layers.Dense(100, activation="relu",
-                                   kernel_initializer=RandomWalk("relu", seed=0))
+    Example:
+        >>> layer = keras.layers.Dense(100, activation="relu",
+        ...                            kernel_initializer=RandomWalk("relu", seed=0))
+        >>> y = layer(np.ones((2, 100), "float32"))
 
     Args:
         nonlinearity: "linear", "relu" or "tanh": the activation after the layer.

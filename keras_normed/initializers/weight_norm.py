@@ -118,7 +118,11 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
 
     Example:
 
-    >>> arpit_init(model, seed=0)  # plain or residual weight-normalized network
+    >>> from keras_normed.layers import WeightNormalization
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)), WeightNormalization(keras.layers.Dense(16, activation="relu")),
+    ...     WeightNormalization(keras.layers.Dense(4))])
+    >>> report = arpit_init(model, seed=0)  # plain or residual weight-normalized network
     """
     if not model.built:
         raise ValueError("`model` is not built: call it on data or build it first.")

@@ -95,7 +95,7 @@ class WeightNormalization(keras.layers.Wrapper):
 
     >>> layer = WeightNormalization(keras.layers.Dense(3, activation="relu"))
     >>> y = layer(np.ones((2, 4), "float32"))
-    >>> layer.g.shape
+    >>> tuple(layer.g.shape)
     (3,)
 
     To initialize a whole network as Arpit et al. (2019) propose, see
