@@ -1,23 +1,10 @@
-"""A quiet start for the ``keras-normed`` command: TensorFlow's C++ log lines stay hidden.
+"""A quiet start for the command-line tools: TensorFlow's C++ start-up log lines stay hidden.
 
 ``keras_normed/__init__.py`` imports this module first, before Keras loads TensorFlow, and calls
-:func:`end` once the package is imported. Nothing happens unless this process is the command-line
-tool (the ``keras-normed`` script, ``python -m keras_normed`` or ``python -m keras_normed.cli``):
-importing the package as a library changes no environment variable and no file descriptor.
-
-For the command:
-
-- ``TF_CPP_MIN_LOG_LEVEL`` is set to ``"2"`` (INFO and WARNING lines of TensorFlow's C++ code
-  hidden, errors shown) when the user has not set it; a value the user set is kept as is;
-- TensorFlow 2.16+ writes a few lines while it loads, before it applies that level: absl's
-  ``WARNING: All log messages before absl::InitializeLog() is called are written to STDERR``,
-  the oneDNN notice (``I... port.cc:...] oneDNN custom operations are on ...``) and the CPU
-  feature guard. So while the package is imported, file descriptor 2 goes to a temporary file;
-  :func:`end` then writes what it holds back to stderr, less the C++ log lines below the level
-  (:func:`keep_line`). Python's own output (warnings, a traceback) passes unchanged.
-
-``TF_CPP_MIN_LOG_LEVEL=0 keras-normed ...`` shows every line. ``TF_ENABLE_ONEDNN_OPTS`` is left
-alone: turning oneDNN off would hide its notice but change speed and round-off.
+:func:`end` once the package is imported. Only in the command-line tool (:func:`is_cli`): an
+unset ``TF_CPP_MIN_LOG_LEVEL`` becomes ``"2"``, and what TensorFlow writes to file descriptor 2
+while it loads (before it applies that level) is caught, then written back less the lines
+:func:`keep_line` drops. A library import changes nothing. Why and how: docs/cli.md.
 """
 
 from __future__ import annotations
@@ -37,18 +24,19 @@ SCRIPT = "keras-normed"
 # An absl / TensorFlow C++ log line: severity letter, MMDD, time (before absl is initialized it
 # reads "00:00:<epoch seconds>"), thread id, file:line] message.
 _LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]\s]+:\d+\] ")
-_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
-# The second line of the CPU feature guard's INFO message.
-_CONTINUATION = "To enable the following instructions:"
-_SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
+# Lines without that form but of INFO level: absl's notice before it is initialized, and the
+# second line of the CPU feature guard's message.
+_INFO_LINES = ("WARNING: All log messages before absl::InitializeLog() is called",
+               "To enable the following instructions:")
+_SEVERITIES = "IWEF"  # INFO, WARNING, ERROR, FATAL: levels 0 to 3
 
 _state: dict = {}
 
 
 def is_cli(argv: Optional[Sequence[str]] = None,
            orig_argv: Optional[Sequence[str]] = None) -> bool:
-    """Whether this process is ``keras-normed``: the console script, or ``python -m`` of
-    ``keras_normed`` / ``keras_normed.cli`` (the latter needs ``sys.orig_argv``, Python 3.10+)."""
+    """Whether this process is a command-line tool: the ``keras-normed`` console script, or
+    ``python -m`` of a module of :data:`CLI_MODULES` (read from ``sys.orig_argv``, 3.10+)."""
     argv = sys.argv if argv is None else argv
     orig = list(getattr(sys, "orig_argv", ()) if orig_argv is None else orig_argv)
     script = os.path.basename(argv[0]) if argv and argv[0] else ""
@@ -77,8 +65,8 @@ def keep_line(line: str, level: int) -> bool:
     text = line.rstrip("\r\n")
     match = _LOG_LINE.match(text)
     if match:
-        return _SEVERITY[match.group(1)] >= level
-    if text.startswith(_ABSL_PREAMBLE) or text.startswith(_CONTINUATION):
+        return _SEVERITIES.index(match.group(1)) >= level
+    if text.startswith(_INFO_LINES):
         return level < 1
     return True
 

@@ -2,34 +2,18 @@
 and what ``keras_normed.rescale`` costs next to a model's first ``fit`` call (``--cases
 rescale``).
 
-For every case three implementations are timed in the same process, interleaved round by round
-(so that load from other processes hits all of them alike), and reported as the median over
-``--repeats`` rounds after warm-up:
-
-- the Keras baseline (``keras.layers.Dense(n)`` or ``keras.layers.Conv2D``), ratio 1 by definition;
-- ``CirculantDense`` / ``CirculantConv2D`` (FFT: ``rfft`` per input block, a complex
-  multiply-accumulate per frequency, ``irfft`` per output block; CirCNN, Ding et al. 2017);
-- "materialise": the same circulant kernel expanded to the full matrix by a differentiable gather
-  (``keras_normed.ops.fft.circulant_to_dense``), then an ordinary matmul / convolution, so the
-  backward pass goes through the gather too.
-
-Each is measured as a forward pass and as forward + backward (gradients with respect to the
-input and every weight, upstream gradient a fixed random tensor), compiled by ``tf.function``
-with and without ``jit_compile=True`` (on JAX, ``KERAS_BACKEND=jax``: ``jax.jit``, or op by op
-for ``--jit off``; ``--profile`` is TensorFlow only); ratios compare like with like (XLA with
-XLA). Parameter bytes are the bytes of the layer's weights (kernel and bias), exactly
-``4 * (n_in * units / b + units)`` for a float32 ``CirculantDense`` whose ``b`` divides both
-sizes, against ``4 * (n_in * units + units)`` for ``Dense``.
-
-Example::
-
-    keras-normed bench --quick
-    keras-normed bench --sizes 4096 --blocks 256 --markdown --output results/bench.json
+Per case, the Keras baseline (ratio 1), ``CirculantDense`` / ``CirculantConv2D`` and
+"materialise" (the same circulant kernel expanded by ``ops.fft.circulant_to_dense``, then an
+ordinary matmul / convolution) are timed forward and forward + backward, interleaved round by
+round, with and without XLA (``tf.function`` or ``jax.jit``): ``keras-normed bench --quick``.
+The method, the parameter-byte formulas and the results: docs/performance.md; the options:
+docs/cli.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,21 +23,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from keras_normed.cli import nonneg_int, positive_int, positive_int_list
 
-DEFAULT_SIZES = (1024, 4096)
-DEFAULT_BLOCKS = ("16", "64", "256", "1024", "n")
-DEFAULT_CONV_SHAPE = (14, 14, 256)
-DEFAULT_CONV_BLOCKS = (16, 64, 256)
-
-QUICK = {
-    "sizes": (128,),
-    "blocks": ("16", "n"),
-    "batch": 8,
-    "repeats": 3,
-    "warmup": 1,
-    "conv_shape": (6, 6, 32),
-    "conv_blocks": (8,),
-    "conv_batch": 2,
-}
+# The sizes of the cases (options left unset), and their --quick values: a smoke test of seconds.
+DEFAULTS = {"sizes": (1024, 4096), "blocks": ("16", "64", "256", "1024", "n"), "batch": 256,
+            "repeats": 10, "warmup": 2, "conv_shape": (14, 14, 256),
+            "conv_blocks": (16, 64, 256), "conv_batch": 32}
+QUICK = {"sizes": (128,), "blocks": ("16", "n"), "batch": 8, "repeats": 3, "warmup": 1,
+         "conv_shape": (6, 6, 32), "conv_blocks": (8,), "conv_batch": 2}
 
 # The issue's targets (n = 4096, block 256, batch 256, XLA vs XLA, forward + backward).
 TARGET_CASE = {"n": 4096, "block": 256, "batch": 256}
@@ -69,6 +44,7 @@ def _conv_shape(text: str) -> List[int]:
 
 
 def _block_list(text: str) -> List[str]:
+    """An argparse type: block sizes, integers >= 1 or ``n`` (the full size)."""
     values = [v.strip() for v in text.split(",") if v.strip()]
     for v in values:
         if v != "n" and not (v.isdigit() and int(v) > 0):
@@ -79,29 +55,29 @@ def _block_list(text: str) -> List[str]:
     return values
 
 
+# The options that set a size: option -> (type, metavar, help); defaults from DEFAULTS.
+_SIZE_OPTIONS = {
+    "--sizes": (positive_int_list, "N,...", "square sizes n of the n -> n dense case"),
+    "--blocks": (_block_list, "B,...", "block sizes; 'n' means the full size; sizes that do "
+                                       "not divide n are skipped"),
+    "--batch": (positive_int, "N", "batch of the dense case"),
+    "--repeats": (positive_int, "N", "timed rounds after warm-up; the median is reported"),
+    "--warmup": (nonneg_int, "N", "untimed rounds; at least one runs, to compile"),
+    "--conv-shape": (_conv_shape, "H,W,C",
+                     "input of the convolution case, C -> C filters, 3x3, 'same'"),
+    "--conv-blocks": (positive_int_list, "B,...", "block sizes of the convolution case"),
+    "--conv-batch": (positive_int, "N", "batch of the convolution case"),
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``keras-normed bench``. Sizes left unset take their default, or their
-    ``--quick`` value (:data:`QUICK`)."""
-    parser.add_argument("--sizes", type=positive_int_list, default=None, metavar="N,...",
-                        help="square sizes n of the n -> n dense case "
-                             f"(default: {','.join(map(str, DEFAULT_SIZES))})")
-    parser.add_argument("--blocks", type=_block_list, default=None, metavar="B,...",
-                        help="block sizes; 'n' means the full size; sizes that do not divide n "
-                             f"are skipped (default: {','.join(DEFAULT_BLOCKS)})")
-    parser.add_argument("--batch", type=positive_int, default=None, metavar="N",
-                        help="batch of the dense case (default: 256)")
-    parser.add_argument("--repeats", type=positive_int, default=None, metavar="N",
-                        help="timed rounds after warm-up; the median is reported (default: 10)")
-    parser.add_argument("--warmup", type=nonneg_int, default=None, metavar="N",
-                        help="untimed rounds; at least one runs, to compile (default: 2)")
-    parser.add_argument("--conv-shape", type=_conv_shape, default=None, metavar="H,W,C",
-                        help="input of the convolution case, C -> C filters, 3x3, 'same' "
-                             f"(default: {','.join(map(str, DEFAULT_CONV_SHAPE))})")
-    parser.add_argument("--conv-blocks", type=positive_int_list, default=None, metavar="B,...",
-                        help="block sizes of the convolution case "
-                             f"(default: {','.join(map(str, DEFAULT_CONV_BLOCKS))})")
-    parser.add_argument("--conv-batch", type=positive_int, default=None, metavar="N",
-                        help="batch of the convolution case (default: 32)")
+    """The options of ``keras-normed bench``. Sizes left unset take their :data:`DEFAULTS`
+    value, or with ``--quick`` their :data:`QUICK` value."""
+    for option, (kind, metavar, text) in _SIZE_OPTIONS.items():
+        default = DEFAULTS[option[2:].replace("-", "_")]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(option, type=kind, default=None, metavar=metavar,
+                            help=f"{text} (default: {shown})")
     parser.add_argument("--cases", choices=("all", "dense", "conv", "rescale"), default="all",
                         help="which cases to run ('rescale': keras_normed.rescale of a "
                              "100-layer MLP against its first fit call)")
@@ -227,27 +203,6 @@ def _compiled_jax(apply: Callable, x, upstream, variables, jit: bool):
             lambda: jax.block_until_ready(gradients(x, values)))
 
 
-def _normal(rng, shape):
-    import keras
-
-    return keras.ops.convert_to_tensor(rng.standard_normal(shape).astype("float32"))
-
-
-def _measure_group(impls: Dict[str, tuple], x, upstream, jit: bool, repeats: int,
-                   warmup: int) -> Dict[str, Dict[str, float]]:
-    """Time ``{name: (apply, variables)}`` forward and forward+backward; seconds per name."""
-    fns = {}
-    for name, (apply, variables) in impls.items():
-        fwd, fwdbwd = _compiled(apply, x, upstream, variables, jit)
-        fns[(name, "fwd")] = fwd
-        fns[(name, "fwdbwd")] = fwdbwd
-    medians = _time_interleaved(fns, repeats, warmup)
-    out: Dict[str, Dict[str, float]] = {name: {} for name in impls}
-    for (name, kind), seconds in medians.items():
-        out[name][kind] = seconds
-    return out
-
-
 def _blocks_for(n: int, blocks: Sequence[str]) -> List[int]:
     sizes = []
     for b in blocks:
@@ -257,90 +212,76 @@ def _blocks_for(n: int, blocks: Sequence[str]) -> List[int]:
     return sizes
 
 
-def _rows_from(group, case: dict, params: Dict[str, int], blocks: Dict[str, Optional[int]],
-               jit: bool) -> List[dict]:
-    base = group["dense"]
-    rows = []
-    for name, t in group.items():
-        rows.append(dict(case, impl=name.split(":")[0], block=blocks[name], jit=jit,
-                         fwd_ms=1e3 * t["fwd"], fwdbwd_ms=1e3 * t["fwdbwd"],
-                         fwd_ratio=t["fwd"] / base["fwd"],
-                         fwdbwd_ratio=t["fwdbwd"] / base["fwdbwd"],
-                         param_bytes=params[name]))
-    return rows
+def _bench_case(case: dict, shape: tuple, baseline, circulant: Callable, materialise: Callable,
+                blocks: Sequence[int], jit: bool, repeats: int, warmup: int,
+                seed: int) -> List[dict]:
+    """Rows of one case, on inputs (and upstream gradients) of ``shape``: the Keras
+    ``baseline`` layer (impl ``dense``), then per block size ``b`` the layer ``circulant(b)``
+    and ``materialise(layer, inputs)`` of that layer's kernel."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = keras.ops.convert_to_tensor(rng.standard_normal(shape).astype("float32"))
+    upstream = keras.ops.convert_to_tensor(rng.standard_normal(shape).astype("float32"))
+    baseline.build(shape)
+    impls = {"dense": (baseline, baseline, None)}  # name -> (apply, layer, block)
+    for b in blocks:
+        layer = circulant(b)
+        layer.build(shape)
+        impls[f"circulant:{b}"] = (layer, layer, b)
+        impls[f"materialise:{b}"] = (functools.partial(materialise, layer), layer, b)
+    fns = {}
+    for name, (apply, layer, _) in impls.items():
+        fns[name, "fwd"], fns[name, "fwdbwd"] = _compiled(apply, x, upstream,
+                                                          layer.trainable_weights, jit)
+    t = _time_interleaved(fns, repeats, warmup)
+    return [dict(case, impl=name.split(":")[0], block=b, jit=jit,
+                 fwd_ms=1e3 * t[name, "fwd"], fwdbwd_ms=1e3 * t[name, "fwdbwd"],
+                 fwd_ratio=t[name, "fwd"] / t["dense", "fwd"],
+                 fwdbwd_ratio=t[name, "fwdbwd"] / t["dense", "fwdbwd"],
+                 param_bytes=_weight_bytes(layer))
+            for name, (_, layer, b) in impls.items()]
 
 
 def bench_dense(n: int, blocks: Sequence[str], batch: int, jit: bool, repeats: int,
                 warmup: int, seed: int = 0) -> List[dict]:
     """Rows for the square ``n -> n`` case: Dense, then CirculantDense and materialise per block."""
     import keras
-    import numpy as np
 
     from keras_normed.layers import CirculantDense
     from keras_normed.ops.fft import circulant_to_dense
 
-    rng = np.random.default_rng(seed)
-    x = _normal(rng, (batch, n))
-    upstream = _normal(rng, (batch, n))
+    def materialise(layer, inputs):
+        return keras.ops.matmul(inputs, circulant_to_dense(layer.kernel, n, n)) + layer.bias
+
     dense = keras.layers.Dense(n, kernel_initializer=keras.initializers.GlorotUniform(seed))
-    dense.build((batch, n))
-    impls = {"dense": (dense, dense.trainable_weights)}
-    params = {"dense": _weight_bytes(dense)}
-    block_of: Dict[str, Optional[int]] = {"dense": None}
-    for b in _blocks_for(n, blocks):
-        layer = CirculantDense(n, b)
-        layer.build((batch, n))
-
-        def materialise(inputs, layer=layer):
-            w = circulant_to_dense(layer.kernel, n, n)
-            return keras.ops.matmul(inputs, w) + layer.bias
-
-        impls[f"circulant:{b}"] = (layer, layer.trainable_weights)
-        impls[f"materialise:{b}"] = (materialise, layer.trainable_weights)
-        params[f"circulant:{b}"] = params[f"materialise:{b}"] = _weight_bytes(layer)
-        block_of[f"circulant:{b}"] = block_of[f"materialise:{b}"] = b
-    group = _measure_group(impls, x, upstream, jit, repeats, warmup)
     case = {"case": "dense", "shape": f"{n}->{n}", "n": n, "batch": batch}
-    return _rows_from(group, case, params, block_of, jit)
+    return _bench_case(case, (batch, n), dense, lambda b: CirculantDense(n, b), materialise,
+                       _blocks_for(n, blocks), jit, repeats, warmup, seed)
 
 
 def bench_conv(shape: Sequence[int], blocks: Sequence[int], batch: int, jit: bool,
                repeats: int, warmup: int, seed: int = 0, kernel_size: int = 3) -> List[dict]:
     """Rows for ``H x W x C -> C`` 3x3 'same' convolutions: Conv2D, CirculantConv2D, materialise."""
     import keras
-    import numpy as np
 
     from keras_normed.layers import CirculantConv2D
     from keras_normed.ops.fft import circulant_to_dense
 
     h, w, c = (int(v) for v in shape)
-    rng = np.random.default_rng(seed)
-    x = _normal(rng, (batch, h, w, c))
-    upstream = _normal(rng, (batch, h, w, c))
+
+    def materialise(layer, inputs):
+        kernel = circulant_to_dense(layer.kernel, c, c)  # (k, k, C, C)
+        return keras.ops.conv(inputs, kernel, strides=1, padding="same") + layer.bias
+
     conv = keras.layers.Conv2D(c, kernel_size, padding="same",
                                kernel_initializer=keras.initializers.GlorotUniform(seed))
-    conv.build((batch, h, w, c))
-    impls = {"dense": (conv, conv.trainable_weights)}
-    params = {"dense": _weight_bytes(conv)}
-    block_of: Dict[str, Optional[int]] = {"dense": None}
-    for b in blocks:
-        if c % b:
-            continue
-        layer = CirculantConv2D(c, kernel_size, b, padding="same")
-        layer.build((batch, h, w, c))
-
-        def materialise(inputs, layer=layer):
-            kernel = circulant_to_dense(layer.kernel, c, c)  # (k, k, C, C)
-            return keras.ops.conv(inputs, kernel, strides=1, padding="same") + layer.bias
-
-        impls[f"circulant:{b}"] = (layer, layer.trainable_weights)
-        impls[f"materialise:{b}"] = (materialise, layer.trainable_weights)
-        params[f"circulant:{b}"] = params[f"materialise:{b}"] = _weight_bytes(layer)
-        block_of[f"circulant:{b}"] = block_of[f"materialise:{b}"] = b
-    group = _measure_group(impls, x, upstream, jit, repeats, warmup)
-    case = {"case": "conv", "shape": f"{h}x{w}x{c}->{c} k{kernel_size}", "n": c,
-            "batch": batch}
-    return _rows_from(group, case, params, block_of, jit)
+    case = {"case": "conv", "shape": f"{h}x{w}x{c}->{c} k{kernel_size}", "n": c, "batch": batch}
+    return _bench_case(case, (batch, h, w, c), conv,
+                       lambda b: CirculantConv2D(c, kernel_size, b, padding="same"),
+                       materialise, [b for b in blocks if c % b == 0], jit, repeats, warmup,
+                       seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,47 +316,45 @@ def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: i
     ys = tf.complex(*freq_contract(xr, xi, kr, ki))
     w_dense = rng.normal((n, n))
 
-    def jitted(fn):
-        return tf.function(fn, jit_compile=jit, autograph=False)
+    def by_frequency(t):  # (M, P, F) -> (F, M, P)
+        return tf.transpose(t, (2, 0, 1))
 
     def complex_matmul():
-        xc = tf.transpose(xs, (2, 0, 1))  # (F, M, P)
-        kc = tf.transpose(ks, (2, 0, 1))  # (F, P, Q)
-        return tf.transpose(tf.matmul(xc, kc), (1, 2, 0))
+        return tf.transpose(tf.matmul(by_frequency(xs), by_frequency(ks)), (1, 2, 0))
 
     def real4():
-        xrt, xit = tf.transpose(xr, (2, 0, 1)), tf.transpose(xi, (2, 0, 1))
-        krt, kit = tf.transpose(kr, (2, 0, 1)), tf.transpose(ki, (2, 0, 1))
+        xrt, xit, krt, kit = map(by_frequency, (xr, xi, kr, ki))
         yr = tf.matmul(xrt, krt) - tf.matmul(xit, kit)
         yi = tf.matmul(xrt, kit) + tf.matmul(xit, krt)
         return tf.transpose(yr, (1, 2, 0)), tf.transpose(yi, (1, 2, 0))
 
-    fns = {
-        "rfft": jitted(lambda: tf.signal.rfft(xb)),
-        "kernel_rfft": jitted(lambda: tf.signal.rfft(kernel)),
-        "contract_stacked": jitted(lambda: freq_contract(xr, xi, kr, ki)),
-        "contract_complex_matmul": jitted(complex_matmul),
-        "contract_real4": jitted(real4),
-        "contract_einsum": jitted(lambda: tf.einsum("mpf,pqf->mqf", xs, ks)),
-        "irfft": jitted(lambda: tf.signal.irfft(ys)),
-        "forward": jitted(lambda: fft_ops.circulant_matmul(x, kernel, n)),
-        "dense_matmul": jitted(lambda: tf.matmul(x, w_dense)),
+    parts = {
+        "rfft": lambda: tf.signal.rfft(xb),
+        "kernel_rfft": lambda: tf.signal.rfft(kernel),
+        "contract_stacked": lambda: freq_contract(xr, xi, kr, ki),
+        "contract_complex_matmul": complex_matmul,
+        "contract_real4": real4,
+        "contract_einsum": lambda: tf.einsum("mpf,pqf->mqf", xs, ks),
+        "irfft": lambda: tf.signal.irfft(ys),
+        "forward": lambda: fft_ops.circulant_matmul(x, kernel, n),
+        "dense_matmul": lambda: tf.matmul(x, w_dense),
     }
-    medians = _time_interleaved(fns, repeats, warmup)
-    return {name: 1e3 * s for name, s in medians.items()}
+    fns = {name: tf.function(fn, jit_compile=jit, autograph=False) for name, fn in parts.items()}
+    return {name: 1e3 * s for name, s in _time_interleaved(fns, repeats, warmup).items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # Driver and output
 
 
-def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, blocks: Sequence[str] = DEFAULT_BLOCKS,
-              batch: int = 256, repeats: int = 10, warmup: int = 2,
-              conv_shape: Sequence[int] = DEFAULT_CONV_SHAPE,
-              conv_blocks: Sequence[int] = DEFAULT_CONV_BLOCKS, conv_batch: int = 32,
+def run_bench(sizes: Sequence[int] = DEFAULTS["sizes"],
+              blocks: Sequence[str] = DEFAULTS["blocks"], batch: int = 256, repeats: int = 10,
+              warmup: int = 2, conv_shape: Sequence[int] = DEFAULTS["conv_shape"],
+              conv_blocks: Sequence[int] = DEFAULTS["conv_blocks"], conv_batch: int = 32,
               cases: str = "all", jit_modes: Sequence[bool] = (False, True),
               profile: bool = False, seed: int = 0, verbose: bool = True) -> dict:
-    """Run the benchmark; return ``{"rows": [...], "profile": [...], "machine": {...}}``."""
+    """Run the benchmark; return ``{"rows": [...], "profile": [...], "machine": {...},
+    "settings": {...}}``."""
     if batch < 1 or conv_batch < 1:
         raise ValueError("`batch` and `conv_batch` must be >= 1.")
     if repeats < 1 or warmup < 0:
@@ -519,6 +458,7 @@ def format_table(rows: Sequence[dict], markdown: bool = False) -> str:
 
 
 def format_profile(prof: Sequence[dict]) -> str:
+    """The profile rows of :func:`run_bench` as a text table, one row per (n, block, XLA)."""
     if not prof:
         return ""
     names = list(prof[0]["ms"])
@@ -532,12 +472,8 @@ def format_profile(prof: Sequence[dict]) -> str:
 def check_targets(rows: Sequence[dict]) -> Optional[str]:
     """Verdict on the issue's targets when the target case was measured, else ``None``."""
     def find(impl):
-        for r in rows:
-            if (r["case"] == "dense" and r["jit"] and r["impl"] == impl
-                    and r["n"] == TARGET_CASE["n"] and r["batch"] == TARGET_CASE["batch"]
-                    and r["block"] == TARGET_CASE["block"]):
-                return r
-        return None
+        return next((r for r in rows if r["case"] == "dense" and r["jit"] and r["impl"] == impl
+                     and all(r[k] == v for k, v in TARGET_CASE.items())), None)
 
     circ, mat = find("circulant"), find("materialise")
     if circ is None or mat is None:
@@ -549,6 +485,10 @@ def check_targets(rows: Sequence[dict]) -> Optional[str]:
             f"{'met' if ok_ratio else 'NOT met'}); "
             f"{circ['fwdbwd_ms']:.3g} ms vs materialise {mat['fwdbwd_ms']:.3g} ms "
             f"({'met' if ok_mat else 'NOT met'}).")
+
+
+# ---------------------------------------------------------------------------------------------
+# What rescale costs
 
 
 def _mlp(depth: int, width: int, seed: int):
@@ -573,7 +513,8 @@ def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats:
     batch ``batch``. Each round builds a fresh model, times ``rescale`` with a probe batch,
     then the first ``fit`` call on the same model (one step: tracing included, as a user's
     first fit pays it); and ``rescale`` by the analytic rule on another fresh model. Medians
-    over ``repeats`` rounds after a warm-up round on a small model."""
+    over ``repeats`` rounds after a warm-up round on a small model, in wall time and in CPU
+    time of this process (less disturbed by other processes)."""
     import numpy as np
 
     import keras_normed
@@ -584,34 +525,29 @@ def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats:
     small = _mlp(3, 16, seed)
     keras_normed.rescale(small, (x[:, :16], y))
     small.fit(x[:, :16], y, batch_size=batch, epochs=1, verbose=0)
-    wall = {"probe": [], "analytic": [], "first_fit": []}
-    cpu = {"probe": [], "analytic": [], "first_fit": []}
+    times = {"probe": [], "analytic": [], "first_fit": []}  # (wall, CPU) seconds per round
 
     def timed(key, fn, *args, **kwargs):
-        start, start_cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), time.process_time()
         fn(*args, **kwargs)
-        wall[key].append(time.perf_counter() - start)
-        cpu[key].append(time.process_time() - start_cpu)
+        times[key].append((time.perf_counter() - wall, time.process_time() - cpu))
 
     for r in range(repeats):
         model = _mlp(depth, width, seed + r)
         timed("probe", keras_normed.rescale, model, (x, y))
         timed("first_fit", model.fit, x, y, batch_size=batch, epochs=1, verbose=0)
         timed("analytic", keras_normed.rescale, _mlp(depth, width, seed + r))
-    med = {k: statistics.median(v) for k, v in wall.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    # CPU seconds of this process are less disturbed by other processes than wall time.
-    return {"case": f"rescale {depth}x{width} MLP, batch {batch}", "repeats": repeats,
-            "probe_s": med["probe"], "analytic_s": med["analytic"],
-            "first_fit_s": med["first_fit"],
-            "probe_over_first_fit": med["probe"] / med["first_fit"],
-            "probe_cpu_s": med_cpu["probe"], "analytic_cpu_s": med_cpu["analytic"],
-            "first_fit_cpu_s": med_cpu["first_fit"],
-            "probe_over_first_fit_cpu": med_cpu["probe"] / med_cpu["first_fit"],
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    row = {"case": f"rescale {depth}x{width} MLP, batch {batch}", "repeats": repeats}
+    for clock, i in (("", 0), ("_cpu", 1)):
+        med = {key: statistics.median(t[i] for t in ts) for key, ts in times.items()}
+        row.update({f"{key}{clock}_s": seconds for key, seconds in med.items()})
+        row[f"probe_over_first_fit{clock}"] = med["probe"] / med["first_fit"]
+    row["load_average"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return row
 
 
 def format_rescale(row: dict) -> str:
+    """One line: the medians of :func:`bench_rescale` and the probe / first-fit ratios."""
     return (f"{row['case']}: probe rescale {row['probe_s']:.3f} s, analytic "
             f"{row['analytic_s']:.3f} s, first fit call {row['first_fit_s']:.3f} s; "
             f"probe / first fit = {row['probe_over_first_fit']:.3f} wall, "
@@ -620,22 +556,13 @@ def format_rescale(row: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    q = QUICK if args.quick else {}
-
-    def pick(value, key, default):
-        return value if value is not None else q.get(key, default)
-
+    """Run ``keras-normed bench``: print the tables and verdicts; write the JSON if asked."""
+    fallback = QUICK if args.quick else DEFAULTS
+    sizes = {key: fallback[key] if getattr(args, key) is None else getattr(args, key)
+             for key in DEFAULTS}
     jit_modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
-    result = run_bench(
-        sizes=pick(args.sizes, "sizes", DEFAULT_SIZES),
-        blocks=pick(args.blocks, "blocks", DEFAULT_BLOCKS),
-        batch=pick(args.batch, "batch", 256),
-        repeats=pick(args.repeats, "repeats", 10),
-        warmup=pick(args.warmup, "warmup", 2),
-        conv_shape=pick(args.conv_shape, "conv_shape", DEFAULT_CONV_SHAPE),
-        conv_blocks=pick(args.conv_blocks, "conv_blocks", DEFAULT_CONV_BLOCKS),
-        conv_batch=pick(args.conv_batch, "conv_batch", 32),
-        cases=args.cases, jit_modes=jit_modes, profile=args.profile, seed=args.seed)
+    result = run_bench(**sizes, cases=args.cases, jit_modes=jit_modes, profile=args.profile,
+                       seed=args.seed)
     m = result["machine"]
     print(f"Machine: {m['processor']}, {m['cpu_count']} CPUs, {m['backend']} "
           f"{m['backend_version']} on {m['device']}, Keras {m['keras']}; median of "
@@ -643,8 +570,8 @@ def run(args: argparse.Namespace) -> int:
     if result["rows"]:
         print(format_table(result["rows"], markdown=args.markdown))
     if args.cases in ("all", "rescale"):
-        sizes = {"depth": 8, "width": 32, "batch": 64, "repeats": 1} if args.quick else {}
-        result["rescale"] = bench_rescale(**sizes, seed=args.seed)
+        small = {"depth": 8, "width": 32, "batch": 64, "repeats": 1} if args.quick else {}
+        result["rescale"] = bench_rescale(**small, seed=args.seed)
         print(format_rescale(result["rescale"]))
     if result["profile"]:
         print("\nParts of the circulant forward:")

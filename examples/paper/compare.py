@@ -59,11 +59,12 @@ import numpy as np
 from examples.paper import divergence, paper
 from examples.paper.options import (
     add_data_arguments,
+    add_options,
     add_output_argument,
     check_data,
     existing_file,
-    positive_float,
-    positive_int,
+    layer_seed,
+    seed_everything,
     unit_interval,
 )
 from examples.paper.paper import NETS
@@ -171,9 +172,10 @@ def initialization(init: str, seed: int):
     ``kernel_initializer`` is a spec for :func:`examples.paper.networks.paper_net`:
     ``"normed"`` (ReLU gain, linear on the output layer), a callable ``(index, last) ->
     initializer`` giving layer ``index`` an :class:`EffectiveVarianceScaling` seeded
-    ``seed * 100 + index`` (``glorot``, ``he``), or a Keras initializer name (``paper_net`` seeds
-    it the same way). ``rescale_mode`` is ``"probe"`` (``normed``), ``"analytic"``
-    (``normed-analytic``) or ``None`` (``normed-local``: no model-level step; the baselines).
+    ``layer_seed(seed, index)`` (``glorot``, ``he``), or a Keras initializer name
+    (``paper_net`` seeds it the same way). ``rescale_mode`` is ``"probe"`` (``normed``),
+    ``"analytic"`` (``normed-analytic``) or ``None`` (``normed-local``: no model-level step;
+    the baselines).
     """
     if init in _NORMED:
         return "normed", _NORMED[init]
@@ -181,7 +183,7 @@ def initialization(init: str, seed: int):
         scale, mode = (1.0, "fan_avg") if init == "glorot" else (2.0, "fan_in")
 
         def per_layer(index: int, last: bool = False):
-            return EffectiveVarianceScaling(scale, mode, seed=seed * 100 + index)
+            return EffectiveVarianceScaling(scale, mode, seed=layer_seed(seed, index))
 
         return per_layer, None
     import keras_normed  # noqa: F401 - registers the package's aliases with keras
@@ -299,7 +301,7 @@ def run_one(net: str, init: str, seed: int, data, *, epochs: int = 3, batch_size
         raise ValueError(f"`jit` must be one of {sorted(_JIT)}, got {jit!r}.")
     stream = stream or sys.stdout
     builder = builder or _default_builder
-    keras.utils.set_random_seed(seed)
+    seed_everything(seed)
     start = time.perf_counter()
     kernel_initializer, rescale_mode = initialization(init, seed)
     model = builder(net, kernel_initializer, seed)
@@ -467,24 +469,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="INIT",
                         help="initializations: normed, normed-analytic, glorot, he, or any "
                              "keras.initializers name")
-    parser.add_argument("--seeds", type=positive_int, default=5, metavar="N",
-                        help="number of seeds (0..N-1)")
-    parser.add_argument("--epochs", type=positive_int, default=3, metavar="N",
-                        help="training epochs per run")
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
-                        help="training batch size")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
                         help="sgd, momentum (SGD with momentum 0.9) or adam")
-    parser.add_argument("--lr", type=positive_float, default=None,
-                        help="learning rate (default: sgd 0.05, momentum 0.01, adam 0.001)")
+    add_options(parser, seeds=5, epochs=3, batch_size=64,
+                lr=(None, "learning rate (default: sgd 0.05, momentum 0.01, adam 0.001)"),
+                probe_size=(_PROBE_SIZE, "training images in rescale's probe batch (normed)"))
     parser.add_argument("--smoothing", type=unit_interval, default=0.98, metavar="BETA",
                         help="beta of the debiased exponential moving average of the loss, "
                              "in [0, 1)")
     add_data_arguments(parser)
     add_output_argument(parser, os.path.join("results", "compare"),
                         "folder for compare.json, compare.md and compare.png")
-    parser.add_argument("--probe-size", type=positive_int, default=_PROBE_SIZE, metavar="N",
-                        help="training images in rescale's probe batch (normed)")
     parser.add_argument("--jit", choices=sorted(_JIT), default="auto",
                         help="XLA compilation of the training step (auto: as Keras decides)")
     parser.add_argument("--progress", choices=("bar", "keras", "none"), default="bar",

@@ -21,7 +21,7 @@ import numpy as np
 
 from examples.paper.options import ENV_VAR, SOURCES
 
-__all__ = ["ENV_VAR", "SOURCES", "Digits", "read_idx", "load_digits"]
+__all__ = ["ENV_VAR", "SOURCES", "Digits", "read_idx", "load_digits", "batches"]
 
 
 @dataclasses.dataclass
@@ -151,3 +151,15 @@ def load_digits(source: str = "auto", data_dir: Optional[str] = None,
     if verbose:
         print(f"Data: {data.describe()}")
     return data
+
+
+def batches(n: int, batch_size: int, steps: int, seed: int):
+    """The index arrays of ``steps`` training batches of ``batch_size`` out of ``n`` examples, in
+    an order shuffled by ``seed`` and shuffled again whenever fewer than a batch remain."""
+    rng = np.random.default_rng(seed)
+    order, pos = rng.permutation(n), 0
+    for _ in range(steps):
+        if pos + batch_size > n:
+            order, pos = rng.permutation(n), 0
+        yield order[pos:pos + batch_size]
+        pos += batch_size

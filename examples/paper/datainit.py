@@ -42,20 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", choices=("flatten", "gap"), default="flatten",
                         help="readout: flatten the last maps (trains), or global average pooling "
                              "(at depth 21 nothing passed 40%% in 150 steps)")
-    parser.add_argument("--steps", type=options.positive_int, default=300, metavar="N",
-                        help="training steps per run")
-    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
-                        help="training batch size")
-    parser.add_argument("--lr", type=options.positive_float, default=0.01,
-                        help="SGD learning rate")
-    parser.add_argument("--momentum", type=options.unit_interval, default=0.9,
-                        help="SGD momentum, in [0, 1)")
+    options.add_options(parser, inits=INITS, steps=300, batch_size=64, lr=0.01, momentum=0.9,
+                        seeds=1)
     parser.add_argument("--threshold", type=options.positive_float, default=1.0,
                         help="loss threshold for 'steps to threshold'")
-    parser.add_argument("--inits", type=options.choices(INITS), default=",".join(INITS),
-                        help=f"comma-separated subset of {','.join(INITS)}")
-    parser.add_argument("--seeds", type=options.positive_int, default=1, metavar="N",
-                        help="runs per init (seeds 0..N-1)")
     options.add_data_arguments(parser)
     options.add_output_argument(parser, os.path.join("results", "datainit"),
                                 "folder for datainit.json and datainit.png")
@@ -66,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_model(depth: int, channels: int, seed: int, head: str = "flatten"):
-    """Deep plain ReLU CNN with He-normal kernels (seeded per layer); ``head`` "flatten" or
-    "gap" (global average pooling) before the Dense(10) logits."""
+    """Deep plain ReLU CNN with He-normal kernels (layer ``i``: ``layer_seed(seed, i)``);
+    ``head`` "flatten" or "gap" (global average pooling) before the Dense(10) logits."""
     import keras
 
     if depth < 2:
@@ -79,7 +69,7 @@ def build_model(depth: int, channels: int, seed: int, head: str = "flatten"):
     def conv(c, stride=1, i=0):
         return keras.layers.Conv2D(
             c, 3, strides=stride, padding="same", activation="relu",
-            kernel_initializer=keras.initializers.HeNormal(seed=seed * 1009 + i))
+            kernel_initializer=keras.initializers.HeNormal(seed=options.layer_seed(seed, i)))
 
     h = conv(channels, 2, 0)(inputs)  # 14x14
     half = depth // 2
@@ -90,7 +80,7 @@ def build_model(depth: int, channels: int, seed: int, head: str = "flatten"):
     pool = keras.layers.Flatten() if head == "flatten" else keras.layers.GlobalAveragePooling2D()
     h = pool(h)
     outputs = keras.layers.Dense(10, kernel_initializer=keras.initializers.HeNormal(
-        seed=seed * 1009 + depth))(h)
+        seed=options.layer_seed(seed, depth)))(h)
     return keras.Model(inputs, outputs)
 
 
@@ -158,13 +148,3 @@ def run(args: argparse.Namespace) -> int:
                      f"plain CNN, {args.depth} conv layers, no BN")
     print(f"Results in {args.output}")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -26,7 +26,7 @@ import time
 from typing import Dict, Optional
 
 from examples.paper import options
-from examples.paper.options import ENV_VAR
+from examples.paper.options import ENV_VAR, layer_seed
 
 HIDDEN = 512
 N_CLASSES = 10
@@ -34,24 +34,22 @@ N_CLASSES = 10
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m examples.paper demo``."""
-    parser.add_argument("--epochs", type=options.positive_int, default=10, metavar="N",
-                        help="training epochs")
-    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
-                        help="training batch size")
-    parser.add_argument("--seed", type=options.nonneg_int, default=0, metavar="N",
-                        help="seed of the split and the weights")
+    options.add_options(parser, epochs=(10, "training epochs"), batch_size=64,
+                        seed=(0, "seed of the split and the weights"))
     parser.add_argument("--block-size", type=options.positive_int, default=64, metavar="B",
                         help="block size B of the CirculantDense layer")
     options.add_data_arguments(parser)
 
 
 def build_models(block_size: int = 64, seed: int = 0, hidden: int = HIDDEN) -> Dict[str, object]:
-    """The circulant network and its dense twin, built for 28x28x1 inputs and compiled.
+    """The circulant network and its dense twin, built for 28x28x1 inputs and compiled; the
+    hidden layers' kernels seeded ``layer_seed(seed, 0)``, the heads' ``layer_seed(seed, 1)``.
 
     Returns ``{"circulant": model, "dense": model}``.
     """
     import keras
 
+    from keras_normed.initializers import Normed
     from keras_normed.layers import CirculantDense
 
     def head(name: str, hidden_layer) -> keras.Model:
@@ -60,7 +58,8 @@ def build_models(block_size: int = 64, seed: int = 0, hidden: int = HIDDEN) -> D
             keras.layers.Flatten(),
             hidden_layer,
             keras.layers.Dense(N_CLASSES, activation="softmax",
-                               kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
+                               kernel_initializer=keras.initializers.GlorotUniform(
+                                   layer_seed(seed, 1))),
         ], name=name)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -68,10 +67,11 @@ def build_models(block_size: int = 64, seed: int = 0, hidden: int = HIDDEN) -> D
 
     return {
         "circulant": head("circulant", CirculantDense(
-            hidden, block_size, activation="relu", kernel_initializer="normed")),
+            hidden, block_size, activation="relu",
+            kernel_initializer=Normed("relu", seed=layer_seed(seed, 0)))),
         "dense": head("dense", keras.layers.Dense(
             hidden, activation="relu",
-            kernel_initializer=keras.initializers.GlorotUniform(seed))),
+            kernel_initializer=keras.initializers.GlorotUniform(layer_seed(seed, 0)))),
     }
 
 
@@ -96,9 +96,7 @@ def run_demo(source: str = "auto", data_dir: Optional[str] = None, epochs: int =
     data = load_digits(source, data_dir=data_dir, n_train=n_train, n_test=n_test, seed=seed,
                        verbose=True)
 
-    import keras
-
-    keras.utils.set_random_seed(seed)
+    options.seed_everything(seed)
     models = build_models(block_size=block_size, seed=seed)
     results = {}
     for name, model in models.items():

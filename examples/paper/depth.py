@@ -29,6 +29,7 @@ import numpy as np
 
 from examples.paper import options
 from examples.paper.divergence import is_diverged
+from examples.paper.options import layer_seed
 
 INITS = ("delta_orthogonal", "orthogonal", "glorot", "he")
 _QUICK = {"depths": [10, 50], "train_depth": 20, "steps": 20, "n_train": 1000, "n_test": 200,
@@ -40,29 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depths", type=options.positive_int_list,
                         default="10,50,100,200,500,1000",
                         help="comma-separated depths measured at initialization")
-    parser.add_argument("--inits", type=options.choices(INITS), default=",".join(INITS),
-                        help=f"comma-separated initializers among {','.join(INITS)}")
     parser.add_argument("--train-depth", type=options.nonneg_int, default=200, metavar="N",
                         help="depth of the trained networks (0: skip training)")
-    parser.add_argument("--steps", type=options.positive_int, default=200, metavar="N",
-                        help="SGD steps per initializer")
-    parser.add_argument("--width", type=options.positive_int, default=16, metavar="N",
-                        help="channels of every conv")
-    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
-                        help="training batch size, and test digits measured at init")
-    parser.add_argument("--lr", type=options.positive_float, default=0.001,
-                        help="SGD learning rate (0.01 and 0.05 blow up or stall at depth 200)")
+    options.add_options(
+        parser, inits=INITS, steps=(200, "SGD steps per initializer"),
+        width=(16, "channels of every conv"),
+        batch_size=(64, "training batch size, and test digits measured at init"),
+        lr=(0.001, "SGD learning rate (0.01 and 0.05 blow up or stall at depth 200)"),
+        momentum=0.9, seed=0)
     parser.add_argument("--jit", choices=("on", "off"), default="on",
                         help="XLA for the training step (about 2x faster at depth 200)")
     parser.add_argument("--head", choices=("flatten", "gap"), default="flatten",
                         help="readout: flatten the 7x7 maps, or global average pooling")
-    parser.add_argument("--momentum", type=options.unit_interval, default=0.9,
-                        help="SGD momentum, in [0, 1)")
     parser.add_argument("--sigma-b2", type=options.nonneg_float, default=1e-6,
                         help="bias variance of the delta-orthogonal network (sets sigma_w)")
     options.add_data_arguments(parser)
-    parser.add_argument("--seed", type=options.nonneg_int, default=0, metavar="N",
-                        help="seed of the split, the weights and the batches")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run: depths 10,50, 20-layer training for 20 steps "
                         "(options given explicitly win)")
@@ -75,24 +68,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _initializers(name: str, seed: int, sigma_b2: float):
-    """(kernel initializer factory, bias initializer factory) of one method; factories take a
-    per-layer seed offset."""
+    """(kernel initializer factory, bias initializer factory) of one method; the factories take
+    a conv layer's index ``i``. Layer ``i``'s kernel is seeded ``layer_seed(seed, i)``, or where
+    the bias is random too (delta_orthogonal) ``layer_seed(seed, 2 * i)``, the bias ``2 * i + 1``;
+    build_layers seeds the readout after them all."""
     import keras
 
     from keras_normed.initializers import DeltaOrthogonal, tanh_critical_point
 
-    zeros = lambda i: "zeros"  # noqa: E731
+    kernels = {"orthogonal": keras.initializers.Orthogonal,
+               "glorot": keras.initializers.GlorotNormal, "he": keras.initializers.HeNormal}
     if name == "delta_orthogonal":
         cp = tanh_critical_point(sigma_b2)
-        return ((lambda i: DeltaOrthogonal(gain=cp.sigma_w, seed=seed + 2 * i)),
-                (lambda i: keras.initializers.RandomNormal(stddev=cp.sigma_b,
-                                                           seed=seed + 2 * i + 1)))
-    if name == "orthogonal":
-        return (lambda i: keras.initializers.Orthogonal(seed=seed + i)), zeros
-    if name == "glorot":
-        return (lambda i: keras.initializers.GlorotNormal(seed=seed + i)), zeros
-    if name == "he":
-        return (lambda i: keras.initializers.HeNormal(seed=seed + i)), zeros
+        return ((lambda i: DeltaOrthogonal(gain=cp.sigma_w, seed=layer_seed(seed, 2 * i))),
+                (lambda i: keras.initializers.RandomNormal(
+                    stddev=cp.sigma_b, seed=layer_seed(seed, 2 * i + 1))))
+    if name in kernels:
+        return (lambda i: kernels[name](seed=layer_seed(seed, i))), (lambda i: "zeros")
     raise ValueError(f"Unknown initializer {name!r}; expected one of {INITS}.")
 
 
@@ -111,7 +103,7 @@ def build_layers(init: str, depth: int, width: int, seed: int = 0, sigma_b2: flo
     body = [conv(i + 2) for i in range(depth)]
     pool = keras.layers.Flatten() if head == "flatten" else keras.layers.GlobalAveragePooling2D()
     readout = [pool, keras.layers.Dense(10, kernel_initializer=keras.initializers.GlorotNormal(
-        seed=seed))]
+        seed=layer_seed(seed, 2 * (depth + 2))))]
     return stem, body, readout
 
 
@@ -159,6 +151,8 @@ def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, 
     import keras
     import tensorflow as tf
 
+    from examples.paper.data import batches
+
     stem, body, readout = build_layers(init, depth, width, seed, sigma_b2, head)
     model = keras.Sequential([keras.Input((28, 28, 1))] + stem + body + readout)
     opt = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
@@ -176,17 +170,9 @@ def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, 
                                      tf.float32))
         return loss, acc
 
-    rng = np.random.default_rng(seed)
-    n = len(data.x_train)
     losses, accs = [], []
     start = time.perf_counter()
-    order = rng.permutation(n)
-    pos = 0
-    for _ in range(steps):
-        if pos + batch_size > n:
-            order, pos = rng.permutation(n), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
+    for idx in batches(len(data.x_train), batch_size, steps, seed):
         loss, acc = step(tf.constant(data.x_train[idx]), tf.constant(data.y_train[idx]))
         losses.append(float(loss))
         accs.append(float(acc))
@@ -243,8 +229,6 @@ def _plot(results: Dict, path: str) -> None:
 
 def run(args) -> int:
     """Run the experiment; print the table; write depth.json and depth.png into args.output."""
-    import keras
-
     from examples.paper.data import load_digits
     from keras_normed.initializers import tanh_critical_point
 
@@ -257,18 +241,11 @@ def run(args) -> int:
         for key, value in _QUICK.items():
             if getattr(args, key) == getattr(defaults, key):
                 setattr(args, key, value)
-    depths = args.depths
-    if isinstance(depths, str):  # given programmatically
-        try:
-            depths = options.positive_int_list(depths)
-        except argparse.ArgumentTypeError as err:
-            raise options.OptionError(f"argument --depths: {err}") from None
-    depths = sorted(set(depths))
-    inits = args.inits
-    if isinstance(inits, str):
-        inits = options.choice_list(inits, INITS)
+    # A string is an option given programmatically.
+    depths = sorted(set(options.parsed(args.depths, options.positive_int_list, "--depths")))
+    inits = options.parsed(args.inits, options.choices(INITS), "--inits")
     options.check_data(args.source, args.data_dir)
-    keras.utils.set_random_seed(args.seed)
+    options.seed_everything(args.seed)
     data = load_digits(args.source, args.data_dir, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed)
     cp = tanh_critical_point(args.sigma_b2)
@@ -352,13 +329,3 @@ def _report(results: Dict, output: str) -> int:
     _plot(results, os.path.join(output, "depth.png"))
     print(f"Wrote {os.path.join(output, 'depth.json')} and depth.png")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

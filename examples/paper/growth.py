@@ -9,7 +9,8 @@ Initializations: those of ``compare`` (:func:`examples.paper.compare.initializat
 ``normed`` (probe rescale), ``normed-analytic`` (no data), ``normed-local`` (Normed, no
 model-level step), ``he`` /
 ``glorot`` (effective fans), and Keras names such as ``he_normal`` / ``glorot_normal`` (shape
-fans). Seeds: layer ``i`` of seed ``s`` gets ``s * 100 + i``, as every runner.
+fans). Seeds: :func:`examples.paper.options.seed_everything`, and layer ``i`` of seed ``s``
+gets ``layer_seed(s, i) = s * 100 + i``, as in every runner.
 
 Example::
 
@@ -36,16 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="networks of the paper")
     parser.add_argument("--inits", nargs="+", default=list(DEFAULT_INITS), metavar="INIT",
                         help="initializations, as compare's --inits (and normed-local)")
-    parser.add_argument("--seed", type=options.nonneg_int, default=0, metavar="N",
-                        help="seed of the weights")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                         help="sgd: SGD with --momentum; adam: Adam (--momentum ignored)")
-    parser.add_argument("--lr", type=options.positive_float, default=0.01,
-                        help="learning rate of the measured step")
-    parser.add_argument("--momentum", type=options.unit_interval, default=0.9,
-                        help="SGD momentum")
-    parser.add_argument("--probe-size", type=options.positive_int, default=256, metavar="P",
-                        help="images in the probe batch and in the other batch")
+    options.add_options(parser, seed=(0, "seed of the weights"),
+                        lr=(0.01, "learning rate of the measured step"), momentum=0.9,
+                        probe_size=(256, "images in the probe batch and in the other batch"))
     options.add_data_arguments(parser)
     options.add_output_argument(parser, os.path.join("results", "growth.json"),
                                 "JSON file for the rows", metavar="FILE")
@@ -115,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_digits(args.source, args.data_dir, seed=args.seed,
                        n_train=max(args.n_train, 2 * args.probe_size), n_test=args.n_test)
+    options.seed_everything(args.seed)
     rows = spread(data, args.nets, args.inits, args.seed, optimizer, args.probe_size)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:

@@ -28,6 +28,7 @@ from typing import Callable, Union
 
 import keras
 
+from examples.paper.options import layer_seed
 from examples.paper.paper import NETS
 from keras_normed.initializers import Normed
 from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D
@@ -44,14 +45,14 @@ InitSpec = Union[str, keras.initializers.Initializer, Callable[[int, bool], obje
 
 
 def make_initializer(spec: InitSpec, seed: int, index: int, last: bool = False):
-    """A fresh kernel initializer for the ``index``-th layer (seed ``seed * 100 + index``).
+    """A fresh kernel initializer for the ``index``-th layer, seeded ``layer_seed(seed, index)``.
 
     ``spec``: ``"normed"`` (ReLU gain, linear gain on the output layer), ``"he"`` /
     ``"he_normal"``, ``"glorot"`` / ``"xavier"`` / ``"glorot_normal"``, any other Keras
     initializer name (given the seed), an initializer instance (used as is), or a callable
     ``(index, last) -> initializer``.
     """
-    s = seed * 100 + index
+    s = layer_seed(seed, index)
     if callable(spec) and not isinstance(spec, keras.initializers.Initializer):
         return spec(index, last)
     if isinstance(spec, keras.initializers.Initializer):
@@ -79,7 +80,7 @@ def paper_net(name: str, kernel_initializer: InitSpec = "normed", seed: int = 0,
     Args:
         name: "a", "b", "c" or "d".
         kernel_initializer: see :func:`make_initializer`.
-        seed: seeds every kernel initializer (layer ``i`` gets ``seed * 100 + i``).
+        seed: seeds every kernel initializer (layer ``i`` gets ``layer_seed(seed, i)``).
         softmax: end with a softmax (probabilities) instead of logits.
         size: "paper" (28x28x1 input) or "tiny" (8x8x1, narrow; for tests).
     """

@@ -42,20 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m examples.paper resnet``."""
     parser.add_argument("--blocks", type=options.positive_int, default=50, metavar="N",
                         help="residual blocks")
-    parser.add_argument("--width", type=options.positive_int, default=16, metavar="N",
-                        help="units per layer")
-    parser.add_argument("--steps", type=options.positive_int, default=100, metavar="N",
-                        help="training steps per run")
-    parser.add_argument("--batch-size", type=options.positive_int, default=64, metavar="N",
-                        help="training batch size")
-    parser.add_argument("--lr", type=options.positive_float, default=0.002,
-                        help="SGD learning rate (0.01 diverged at width 32)")
-    parser.add_argument("--momentum", type=options.unit_interval, default=0.9,
-                        help="SGD momentum, in [0, 1)")
-    parser.add_argument("--inits", type=options.choices(INITS), default=",".join(INITS),
-                        help=f"comma-separated subset of {','.join(INITS)}")
-    parser.add_argument("--seeds", type=options.positive_int, default=3, metavar="N",
-                        help="runs per init (seeds 0..N-1)")
+    options.add_options(parser, inits=INITS, width=16, steps=100, batch_size=64,
+                        lr=(0.002, "SGD learning rate (0.01 diverged at width 32)"),
+                        momentum=0.9, seeds=3)
     options.add_data_arguments(parser)
     options.add_output_argument(parser, os.path.join("results", "resnet"),
                                 "folder for resnet.json and resnet.png")
@@ -67,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_model(blocks: int, width: int, init: str, seed: int):
-    """The weight-normalized residual MLP, with ``v`` and ``g`` as ``init`` needs them."""
+    """The weight-normalized residual MLP, with ``v`` and ``g`` as ``init`` needs them; the
+    ``i``-th Dense layer's ``v`` seeded ``layer_seed(seed, i)`` (``i`` from 1)."""
     import keras
 
     from keras_normed.layers import WeightNormalization
@@ -81,7 +71,7 @@ def build_model(blocks: int, width: int, init: str, seed: int):
     def wn(units, activation=None, name=None):
         counter[0] += 1
         init_k = v_init.__class__.from_config({**v_init.get_config(),
-                                               "seed": seed * 100003 + counter[0]})
+                                               "seed": options.layer_seed(seed, counter[0])})
         return WeightNormalization(
             keras.layers.Dense(units, activation=activation, kernel_initializer=init_k),
             g_initializer="ones", name=name)
@@ -117,19 +107,13 @@ def train(model, data, steps: int, batch_size: int, lr: float, momentum: float,
     """
     import keras
 
+    from examples.paper.data import batches
+
     model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], run_eagerly=eager)
-    rng = np.random.default_rng(seed)
-    n = len(data.x_train)
-    order = rng.permutation(n)
     losses: List[float] = []
-    pos = 0
-    for _ in range(steps):
-        if pos + batch_size > n:
-            order, pos = rng.permutation(n), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
+    for idx in batches(len(data.x_train), batch_size, steps, seed):
         loss = model.train_on_batch(data.x_train[idx], data.y_train[idx], return_dict=True)
         losses.append(float(loss["loss"]))
     test = model.evaluate(data.x_test, data.y_test, batch_size=500, verbose=0,
@@ -148,12 +132,10 @@ def train_runs(inits: List[str], data, args: argparse.Namespace,
     ``--quick``) and prints one line. ``annotate(result)`` may add fields to the result and
     returns text for that line. Returns ``{init: [result per seed]}``.
     """
-    import keras
-
     runs: Dict[str, List[Dict]] = {}
     for init in inits:
         for seed in range(args.seeds):
-            keras.utils.set_random_seed(seed)
+            options.seed_everything(seed)
             model = prepare(init, seed)
             start = time.time()
             result = train(model, data, args.steps, args.batch_size, args.lr, args.momentum,
@@ -235,9 +217,7 @@ def plot(runs: Dict[str, List[Dict]], path: str, title: str) -> None:
 
 def _inits(value, allowed) -> List[str]:
     """``--inits`` as parsed (a list), or as a comma-separated string given programmatically."""
-    if isinstance(value, str):
-        return options.choice_list(value, allowed)
-    return list(value)
+    return list(options.parsed(value, options.choices(allowed), "--inits"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -271,13 +251,3 @@ def run(args: argparse.Namespace) -> int:
              f"WN ResNet, {args.blocks} blocks x width {args.width}")
     print(f"Results in {args.output}")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
