@@ -306,7 +306,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     before_out = result.get("output") if batch is not None else None
     layers = [s.layer for s in free]
     with engine.Transaction(variables=[s.variable for s in free],
-                            attributes=[(layer, "kernel_initializer") for layer in layers]):
+                            attributes=[(layer, "kernel_initializer") for layer in layers],
+                            values=base):
         for site, value, c in zip(free, new_values, scales):
             site.variable.assign(keras.ops.cast(value, site.variable.dtype))
             site.layer.kernel_initializer = site.layer.kernel_initializer.rescaled_copy(float(c))

@@ -370,11 +370,11 @@ def optimizer_steps(optimizer, grads: Sequence[Any], values: Sequence[Any]
 def norms(tensors: Sequence[Any]) -> np.ndarray:
     """The Euclidean norm of each tensor (arrays or backend tensors), computed on the backend
     in float32: one host copy of ``len(tensors)`` scalars."""
-    ops = keras.ops
     if not tensors:
         return np.zeros(0)
-    squares = ops.stack([ops.sum(ops.square(_f32(t))) for t in tensors])
-    return np.sqrt(np.asarray(ops.convert_to_numpy(squares), np.float64))
+    # A sum per tensor: faster than one segment sum over their concatenation on TF's CPU.
+    squares = keras.ops.stack([keras.ops.sum(keras.ops.square(_f32(t))) for t in tensors])
+    return np.sqrt(np.asarray(keras.ops.convert_to_numpy(squares), np.float64))
 
 
 def _f32(t):

@@ -14,13 +14,15 @@ class Transaction:
     """Snapshot ``variables`` (and ``(object, attribute)`` pairs); restore them all if the
     block raises, so a model-level step either succeeds or leaves the model as it was."""
 
-    def __init__(self, variables: Sequence[Any], attributes: Sequence[tuple] = ()):
+    def __init__(self, variables: Sequence[Any], attributes: Sequence[tuple] = (),
+                 values: Sequence[Any] = None):
         self.variables = list(variables)
         self.attributes = list(attributes)
+        self.values = None if values is None else list(values)  # a snapshot taken already
 
     def __enter__(self) -> Transaction:
-        # Tensors read from the variables are values: a later assign does not change them.
-        self.values = [keras.ops.copy(v) for v in self.variables]
+        if self.values is None:  # copies: a later assign does not change them
+            self.values = [keras.ops.copy(v) for v in self.variables]
         self.saved = [(obj, name, getattr(obj, name)) for obj, name in self.attributes]
         return self
 
