@@ -33,6 +33,10 @@ QUICK = {"sizes": (128,), "blocks": ("16", "n"), "batch": 8, "repeats": 3, "warm
 # The issue's targets (n = 4096, block 256, batch 256, XLA vs XLA, forward + backward).
 TARGET_CASE = {"n": 4096, "block": 256, "batch": 256}
 TARGET_RATIO = 0.1
+# Tracker issue 13: (case, n, block, batch, XLA, fwd+bwd ratio target), run by --cases targets
+# (and found in the default run): the frequency-domain forms of keras_normed.ops.freq.
+ISSUE13_ROWS = (("conv", 256, 256, 32, False, 0.3), ("conv", 256, 256, 32, True, 0.3),
+                ("dense", 4096, 1024, 256, True, 0.05), ("dense", 4096, 256, 256, True, 0.05))
 
 
 def _conv_shape(text: str) -> List[int]:
@@ -78,9 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(option, type=kind, default=None, metavar=metavar,
                             help=f"{text} (default: {shown})")
-    parser.add_argument("--cases", choices=("all", "dense", "conv", "rescale"), default="all",
+    parser.add_argument("--cases", choices=("all", "dense", "conv", "rescale", "targets"),
+                        default="all",
                         help="which cases to run ('rescale': keras_normed.rescale of a "
-                             "100-layer MLP against its first fit call)")
+                             "100-layer MLP against its first fit call; 'targets': the four "
+                             "rows of issue 13 only, conv 14x14x256 block 256 batch 32 with "
+                             "and without XLA, dense 4096 blocks 1024 and 256 batch 256 "
+                             "under XLA)")
     parser.add_argument("--jit", choices=("both", "on", "off"), default="both",
                         help="XLA: tf.function with jit_compile=True, or jax.jit ('on'); "
                              "without ('off'); or both")
@@ -372,6 +380,15 @@ def run_bench(sizes: Sequence[int] = DEFAULTS["sizes"],
         tf.get_logger().setLevel("ERROR")
     rows: List[dict] = []
     prof: List[dict] = []
+    if cases == "targets":  # the issue-13 rows, whatever the size options say
+        for case, n, block, batch_, jit, _ in ISSUE13_ROWS:
+            if verbose:
+                print(f"  {case} n={n} block {block}, jit_compile={jit} ...", flush=True)
+            if case == "conv":
+                rows += bench_conv((14, 14, n), [block], batch_, jit, repeats, warmup, seed)
+            else:
+                rows += bench_dense(n, [str(block)], batch_, jit, repeats, warmup, seed)
+        jit_modes = ()
     for jit in jit_modes:
         if cases in ("all", "dense"):
             for n in sizes:
@@ -397,6 +414,7 @@ def run_bench(sizes: Sequence[int] = DEFAULTS["sizes"],
         **_backend_versions(backend),
         "keras": keras.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     return {"rows": rows, "profile": prof, "machine": machine,
             "settings": {"repeats": repeats, "warmup": warmup, "seed": seed}}
@@ -467,6 +485,23 @@ def format_profile(prof: Sequence[dict]) -> str:
         lines.append(f"{p['n']}  {p['block']}  {'yes' if p['jit'] else 'no'}  "
                      + "  ".join(f"{p['ms'][k]:.3g}" for k in names))
     return "\n".join(lines)
+
+
+def check_issue13(rows: Sequence[dict]) -> List[str]:
+    """One verdict line per row of :data:`ISSUE13_ROWS` that was measured (fwd+bwd ratio of the
+    circulant layer to Dense / Conv2D in the same run)."""
+    lines = []
+    for case, n, block, batch, jit, target in ISSUE13_ROWS:
+        row = next((r for r in rows if r["case"] == case and r["impl"] == "circulant"
+                    and r["n"] == n and r["block"] == block and r["batch"] == batch
+                    and r["jit"] == jit and (case != "conv" or r["shape"].startswith("14x14"))),
+                   None)
+        if row is not None:
+            ratio = row["fwdbwd_ratio"]
+            lines.append(f"Issue 13: {case} {row['shape']} block {block} batch {batch} "
+                         f"{'XLA' if jit else 'tf.function'}: {ratio:.3f} of Keras's layer "
+                         f"(target <= {target}: {'met' if ratio <= target else 'NOT met'})")
+    return lines
 
 
 def check_targets(rows: Sequence[dict]) -> Optional[str]:
@@ -564,9 +599,12 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(**sizes, cases=args.cases, jit_modes=jit_modes, profile=args.profile,
                        seed=args.seed)
     m = result["machine"]
+    load = m.get("load_average")
     print(f"Machine: {m['processor']}, {m['cpu_count']} CPUs, {m['backend']} "
           f"{m['backend_version']} on {m['device']}, Keras {m['keras']}; median of "
-          f"{result['settings']['repeats']} rounds; base = Dense / Conv2D in the same XLA mode.")
+          f"{result['settings']['repeats']} rounds; base = Dense / Conv2D in the same XLA mode"
+          + (f"; load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end."
+             if load else "."))
     if result["rows"]:
         print(format_table(result["rows"], markdown=args.markdown))
     if args.cases in ("all", "rescale"):
@@ -579,6 +617,8 @@ def run(args: argparse.Namespace) -> int:
     verdict = check_targets(result["rows"])
     if verdict:
         print(verdict)
+    for line in check_issue13(result["rows"]):
+        print(line)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as f:

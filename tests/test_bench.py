@@ -85,3 +85,18 @@ def test_rescale_case_reports_ratios():
     assert row["probe_s"] > 0 and row["first_fit_s"] > 0 and row["analytic_s"] > 0
     assert row["probe_over_first_fit"] == row["probe_s"] / row["first_fit_s"]
     assert "probe / first fit" in format_rescale(row)
+
+
+def test_issue13_verdicts():
+    def row(case, n, block, batch, jit, ratio):
+        return {"case": case, "impl": "circulant", "n": n, "block": block, "batch": batch,
+                "jit": jit, "fwdbwd_ratio": ratio,
+                "shape": "14x14x256->256 k3" if case == "conv" else f"{n}->{n}"}
+
+    lines = bench.check_issue13([row("conv", 256, 256, 32, False, 0.2),
+                                 row("conv", 256, 256, 32, True, 0.5),
+                                 row("dense", 4096, 1024, 256, True, 0.04)])
+    assert len(lines) == 3
+    assert "met" in lines[0] and "NOT met" not in lines[0]
+    assert "NOT met" in lines[1] and "NOT met" not in lines[2]
+    assert bench.check_issue13([]) == []

@@ -186,7 +186,7 @@ def test_circulant_conv2d_method_follows_xla():
 
     def probe(tag):
         def fn(x):
-            seen[tag] = fft.circulant_conv2d_method(1)
+            seen[tag] = fft.circulant_conv2d_method(2)
             return x
         return fn
 
@@ -197,6 +197,10 @@ def test_circulant_conv2d_method_follows_xla():
     assert fft.circulant_conv2d_method(16) == "dense"  # Q > 8: one Conv2D beats the patches
     assert fft.circulant_conv2d_method(16, dense_entries=2 ** 25) == "patches"  # too big
     assert fft.circulant_conv2d_method(1, strides=2, dilation_rate=2) == "patches"
+    # One output block, stride 1: the frequency-domain shift form (ops/freq.py), any mode.
+    assert fft.circulant_conv2d_method(1) == "freq"
+    assert fft.circulant_conv2d_method(1, dilation_rate=2) == "freq"
+    assert fft.circulant_conv2d_method(1, strides=2) != "freq"
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)

@@ -26,7 +26,8 @@ from keras_normed.layers._base import (
     int_pair,
     resolve_data_format,
 )
-from keras_normed.ops.circulant import circulant_conv2d, circulant_matmul, num_blocks
+from keras_normed.ops.circulant import circulant_conv2d, num_blocks
+from keras_normed.ops.freq import circulant_matmul_freq
 
 __all__ = ["CirculantConv2D", "CirculantDense"]
 
@@ -101,7 +102,7 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: n_in})
 
     def call(self, inputs):
-        y = circulant_matmul(self._real_inputs(inputs), self.kernel, self.units)
+        y = circulant_matmul_freq(self._real_inputs(inputs), self.kernel, self.units)
         return self._finish(y)
 
     def compute_output_shape(self, input_shape):

@@ -31,6 +31,7 @@ from keras_normed.ops._common import (
     spatial_sizes,
 )
 from keras_normed.ops.dispatch import circulant_conv2d_method
+from keras_normed.ops.freq import circulant_conv2d_freq
 
 __all__ = ["circulant_conv2d", "circulant_conv2d_dense", "circulant_matmul",
            "circulant_to_dense", "num_blocks"]
@@ -166,7 +167,7 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     padding = padding.lower()
     if padding not in ("valid", "same"):
         raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
-    if method not in ("auto", "depthwise", "patches", "dense"):
+    if method not in ("auto", "depthwise", "patches", "dense", "freq"):
         raise ValueError(
             f"`method` must be 'auto', 'depthwise', 'patches' or 'dense', got {method!r}.")
     if len(x.shape) != 4:
@@ -184,7 +185,7 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     if method == "auto":
         method = circulant_conv2d_method(q, (sh, sw), (dh, dw), kh * kw * c_in * filters,
                                          static_size=static)
-    elif method in ("depthwise", "dense") and both:
+    elif method in ("depthwise", "dense", "freq") and both:
         raise ValueError(f"method={method!r} does not support strides and dilation both > 1.")
     if method == "patches" and not static:
         raise ValueError(
@@ -193,7 +194,9 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
             + ("With strides and dilation both > 1 no other form applies: give the input a "
                "static spatial size, or set strides or dilation_rate to 1." if both else
                "Use method='auto', 'depthwise' or 'dense', which work with unknown sizes."))
-    if method == "dense":
+    if method == "freq" and (sh, sw) == (1, 1):  # stride 1: the taps as shifts of the spectra
+        return circulant_conv2d_freq(x, kernel, filters, padding, (dh, dw), data_format)
+    if method in ("dense", "freq"):  # "freq" with strides > 1: the materialised kernel
         return circulant_conv2d_dense(x, kernel, filters, (sh, sw), padding, (dh, dw),
                                       data_format=data_format)
     dt = fft_dtype(out_dtype, kernel.dtype)

@@ -10,9 +10,12 @@ from keras import backend
 
 from keras_normed.ops._common import IntPair, pair
 
-__all__ = ["DENSE_MAX_ENTRIES", "DEPTHWISE_MAX_Q", "circulant_conv2d_method", "compiled_by_xla",
+__all__ = ["DENSE_MAX_ENTRIES", "DEPTHWISE_MAX_Q", "FREQ_MAX_Q", "circulant_conv2d_method",
+           "compiled_by_xla",
            "periodic_conv2d_cost", "periodic_conv2d_method"]
 
+# Most output blocks for which circulant_conv2d takes the frequency-domain "freq" form (stride 1).
+FREQ_MAX_Q = 1
 # Most output blocks for which circulant_conv2d takes the depthwise form.
 DEPTHWISE_MAX_Q = 8
 # Largest materialised kernel (entries) the "dense" form may build: 64 MB in float32.
@@ -25,7 +28,9 @@ def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair
     """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now.
 
     Strides and dilation both above 1 (which ``keras.ops.conv`` and ``depthwise_conv`` reject):
-    ``"patches"``. Else ``"depthwise"`` when ``Q <= 8`` and the op will not be compiled by XLA
+    ``"patches"``. Stride 1 and ``Q <= FREQ_MAX_Q`` (one output block): ``"freq"``
+    (:func:`keras_normed.ops.freq.circulant_conv2d_freq`). Else ``"depthwise"`` when
+    ``Q <= 8`` and the op will not be compiled by XLA
     (see :func:`compiled_by_xla`); else ``"dense"`` when the materialised kernel has at most
     ``2**24`` entries (``dense_entries = kh * kw * C_in * filters``; ``None``: unknown, taken as
     small) or the height and width are unknown (``static_size=False``: the patches form needs
@@ -34,6 +39,8 @@ def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair
     (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
     if max(sh, sw) > 1 and max(dh, dw) > 1:
         return "patches"
+    if (sh, sw) == (1, 1) and q <= FREQ_MAX_Q:  # ops/freq.py, stride 1, one output block
+        return "freq"
     if q <= DEPTHWISE_MAX_Q and not compiled_by_xla():
         return "depthwise"
     if dense_entries is None or dense_entries <= DENSE_MAX_ENTRIES or not static_size:

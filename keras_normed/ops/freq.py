@@ -1,0 +1,347 @@
+"""Block-circulant products kept in the frequency domain, forward and backward (CirCNN).
+
+The forms of :mod:`keras_normed.ops.circulant` let the backend differentiate through
+``rfft``/``irfft``, transposes and strided views; here the backward pass is written by hand
+in the frequency domain too, where the adjoint of a circulant product is a circulant product
+with the conjugate spectrum:
+
+- ``y = irfft(X K)`` with ``X = rfft(x)``, ``K = rfft(k)`` (per block pair, ``.`` a product
+  per frequency) has ``dx = irfft(G conj(K))`` and ``dk = irfft(conj(X) G)`` with
+  ``G = rfft(dy)``: the gradient of the kernel is the circular cross-correlation of ``x``
+  with ``dy``, summed over the batch in the frequency domain before its one ``irfft``.
+- Each input is transformed once (its spectrum ``X`` is reused by all output blocks and kept
+  for the kernel gradient), each kernel once per call (its spectrum is reused by the
+  backward pass).
+- Convolution ("shift" form): the ``kh x kw`` taps are spatial shifts, which commute with
+  the FFT over channels, so the spectra of the pixels are padded once and the taps summed as
+  shifted views times the tap's spectrum. The input gradient is the same sum over the
+  flipped taps with the conjugate spectrum; the tap gradients are ``sum conj(shift(X)) G``.
+
+The spectra are complex tensors of the backend (``tf.signal`` / ``jnp.fft`` /
+``torch.fft``); everything else is ``keras.ops``, with ``keras.ops.custom_gradient`` (so
+TensorFlow's ``tf.custom_gradient`` and JAX's ``jax.custom_gradient``). Timings and the
+profile: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from keras import backend, ops
+
+from keras_normed.ops._common import check_data_format, fft_dtype, real_operands
+from keras_normed.ops.dispatch import compiled_by_xla
+
+__all__ = ["ceinsum", "circulant_conv2d_freq", "circulant_matmul_freq", "cmatmul", "irfft",
+           "rfft"]
+
+
+def rfft(x, n: int):
+    """Spectrum ``(..., n // 2 + 1)`` (complex) of the last axis of real ``x`` (length ``n``)."""
+    name = backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.signal.rfft(x, fft_length=[n])
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.fft.rfft(x, n=n)
+    if name == "torch":
+        import torch
+
+        return torch.fft.rfft(x, n=n)
+    raise NotImplementedError(f"No complex FFT for backend {name!r}.")
+
+
+def irfft(z, n: int):
+    """Real signal ``(..., n)`` of the half spectrum ``z`` (inverse of :func:`rfft`)."""
+    name = backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.signal.irfft(z, fft_length=[n])
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.fft.irfft(z, n=n)
+    if name == "torch":
+        import torch
+
+        return torch.fft.irfft(z, n=n)
+    raise NotImplementedError(f"No complex FFT for backend {name!r}.")
+
+
+def _native():
+    """The backend's numpy-like namespace: ``keras.ops.matmul``/``einsum`` compute complex128
+    in complex64 on TensorFlow, so the complex contractions call the backend directly."""
+    name = backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.experimental.numpy
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp
+    if name == "torch":
+        import torch
+
+        return torch
+    raise NotImplementedError(f"No complex contraction for backend {name!r}.")
+
+
+def cmatmul(a, b, adjoint_a: bool = False, adjoint_b: bool = False):
+    """Batched complex ``a @ b``, ``adjoint_*``: conjugate-transpose the last two axes first."""
+    if backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.linalg.matmul(a, b, adjoint_a=adjoint_a, adjoint_b=adjoint_b)
+    np_ = _native()
+    if adjoint_a:
+        a = np_.conj(np_.swapaxes(a, -1, -2))
+    if adjoint_b:
+        b = np_.conj(np_.swapaxes(b, -1, -2))
+    return np_.matmul(a, b)
+
+
+def ceinsum(equation: str, *operands):
+    """``einsum`` in the operands' complex dtype (see :func:`cmatmul`)."""
+    return _native().einsum(equation, *operands)
+
+
+def _compiled(product):
+    """``product`` as run here: on TensorFlow inside a ``tf.function`` that XLA does not
+    compile (a plain ``tf.function``, ``model.compile(jit_compile=False)``), the same function
+    compiled by XLA on its own (:func:`_xla`): its taps and complex products are fused
+    elementwise loops there instead of one kernel launch and one full-size temporary each.
+    Eagerly, under XLA already, and on other backends: ``product`` itself."""
+    if backend.backend() != "tensorflow" or compiled_by_xla():
+        return product
+    import tensorflow as tf
+
+    return _xla(product) if tf.inside_function() else product
+
+
+@functools.cache
+def _xla(product):
+    import tensorflow as tf
+
+    return tf.function(product, jit_compile=True, autograph=False, reduce_retracing=True)
+
+
+def _pad_axis(x, axis: int, before: int, after: int):
+    if before == 0 and after == 0:
+        return x
+    pad = [[0, 0]] * len(x.shape)
+    pad[axis] = [before, after]
+    return ops.pad(x, pad)
+
+
+def _upstream(args, upstream):
+    """The upstream gradient, however ``keras.ops.custom_gradient`` passes it."""
+    return args[0] if upstream is None else upstream
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense: y = x @ W, W block-circulant
+
+
+def circulant_matmul_freq(x, kernel, units: int = None):
+    """Same result as :func:`keras_normed.ops.circulant.circulant_matmul` (``x @ W`` with ``W``
+    block-circulant, kernel ``(P, Q, b)``), with the backward pass in the frequency domain.
+
+    Forward: one ``rfft`` per input block, ``Y[m, q] = sum_p X[m, p] K[p, q]`` per frequency
+    (a complex batched matmul, the frequencies as its batch axis), one ``irfft`` per output
+    block. Backward: ``G = rfft(dy)``, ``dx = irfft(sum_q G[q] conj(K[p, q]))``,
+    ``dk = irfft(sum_m conj(X[m, p]) G[m, q])``; ``X`` and ``K`` are those of the forward.
+    float16/bfloat16 compute in float32, float64 in float64; integer inputs as
+    ``circulant_matmul``.
+    """
+    x, kernel, out_dtype = real_operands(x, kernel)
+    p, q, b = (int(d) for d in kernel.shape)
+    units = q * b if units is None else int(units)
+    n_in = x.shape[-1]
+    if n_in is None or -(-int(n_in) // b) != p:
+        raise ValueError(
+            f"Input feature size {n_in} does not match the kernel: a kernel of shape "
+            f"{tuple(kernel.shape)} takes ceil(n_in / {b}) == {p} input blocks.")
+    n_in = int(n_in)
+    dt = fft_dtype(out_dtype, kernel.dtype)
+    lead = ops.shape(x)[:-1]
+    x2 = ops.reshape(ops.cast(x, dt), (-1, n_in))
+    y = _compiled(_dense_product(p, q, b, n_in, units))(x2, ops.cast(kernel, dt))
+    return ops.cast(ops.reshape(y, tuple(lead) + (units,)), out_dtype)
+
+
+def _by_freq(z):
+    """``(A, B, F) -> (F, A, B)``: the frequencies as the batch axis of a matmul."""
+    return ops.transpose(z, (2, 0, 1))
+
+
+@functools.cache
+def _dense_product(p: int, q: int, b: int, n_in: int, units: int):
+    """``(M, n_in), (P, Q, b) -> (M, units)`` with its frequency-domain gradient."""
+
+    @ops.custom_gradient
+    def product(x2, kernel):
+        xf = _by_freq(rfft(ops.reshape(_pad_axis(x2, 1, 0, p * b - n_in), (-1, p, b)), b))
+        xs = ops.concatenate([ops.real(xf), ops.imag(xf)], axis=-1)  # (F, M, 2P)
+        kf = _by_freq(rfft(kernel, b))  # (F, P, Q)
+        kr, ki = ops.real(kf), ops.imag(kf)
+        # [xr, xi] @ [[kr, ki], [-ki, kr]] = [yr, yi]: one real matmul per frequency
+        ks = ops.concatenate([ops.concatenate([kr, ki], axis=-1),
+                              ops.concatenate([-ki, kr], axis=-1)], axis=-2)  # (F, 2P, 2Q)
+        ys = ops.matmul(xs, ks)  # (F, M, 2Q)
+        y = irfft(_complex(ops.transpose(ys[..., :q], (1, 2, 0)),
+                           ops.transpose(ys[..., q:], (1, 2, 0))), b)  # (M, Q, b)
+        y = ops.reshape(y, (-1, q * b))[:, :units]
+
+        def grad(*args, upstream=None):
+            dy = _upstream(args, upstream)
+            dy = ops.reshape(_pad_axis(dy, 1, 0, q * b - units), (-1, q, b))
+            gf = _by_freq(rfft(dy, b))  # (F, M, Q)
+            gs = ops.concatenate([ops.real(gf), ops.imag(gf)], axis=-1)  # (F, M, 2Q)
+            # G conj(K)^T in the real form: the transpose of the forward's real matrix
+            dxs = ops.matmul(gs, ops.transpose(ks, (0, 2, 1)))  # (F, M, 2P)
+            dx = irfft(_complex(ops.transpose(dxs[..., :p], (1, 2, 0)),
+                                ops.transpose(dxs[..., p:], (1, 2, 0))), b)
+            dx = ops.reshape(dx, (-1, p * b))[:, :n_in]
+            c = ops.matmul(ops.transpose(xs, (0, 2, 1)), gs)  # (F, 2P, 2Q): [xr; xi]^T [gr, gi]
+            dkr = c[:, :p, :q] + c[:, p:, q:]  # conj(X)^T G, real and imaginary parts
+            dki = c[:, :p, q:] - c[:, p:, :q]
+            dk = irfft(_complex(ops.transpose(dkr, (1, 2, 0)), ops.transpose(dki, (1, 2, 0))), b)
+            return dx, dk
+
+        return y, grad
+
+    return product
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution, stride 1: the taps as shifts of the spectra
+
+
+def circulant_conv2d_freq(x, kernel, filters: int = None, padding: str = "valid",
+                          dilation_rate=1, data_format: str = "channels_last"):
+    """Same result as :func:`keras_normed.ops.circulant.circulant_conv2d` for stride 1 (the
+    "shift" form), with the backward pass in the frequency domain.
+
+    ``X = rfft`` of every pixel's channel blocks (once), zero-padded spatially;
+    ``Y = sum_{u, v} X[shifted by (u dh, v dw)] K[u, v]`` (contracted over input blocks per
+    frequency); ``y = irfft(Y)``. Backward: ``dx`` is the same sum over the flipped taps of
+    ``G = rfft(dy)`` with ``conj(K)``, ``dk[u, v] = irfft(sum conj(shifted X) G)``.
+    Height, width and batch may be unknown until run time. ``padding``: ``"valid"`` or
+    ``"same"``; ``dilation_rate``: int or pair; ``data_format`` as ``circulant_conv2d``.
+    """
+    x, kernel, out_dtype = real_operands(x, kernel)
+    data_format = check_data_format(data_format)
+    kh, kw, p, q, b = (int(d) for d in kernel.shape)
+    filters = q * b if filters is None else int(filters)
+    dh, dw = (dilation_rate, dilation_rate) if isinstance(dilation_rate, int) else (
+        int(dilation_rate[0]), int(dilation_rate[1]))
+    padding = padding.lower()
+    if padding not in ("valid", "same"):
+        raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
+    if len(x.shape) != 4:
+        raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
+    if data_format == "channels_first":
+        x = ops.transpose(x, (0, 2, 3, 1))
+    c_in = x.shape[-1]
+    if c_in is None or -(-int(c_in) // b) != p:
+        raise ValueError(
+            f"Input channel count {c_in} does not match the kernel: a kernel of shape "
+            f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks.")
+    th, tw = (kh - 1) * dh, (kw - 1) * dw  # padding a 'same' output needs, per axis
+    pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2) if padding == "same" else (0,) * 4
+    dt = fft_dtype(out_dtype, kernel.dtype)
+    y = _compiled(_conv_product(p, q, b, int(c_in), filters, (kh, kw), (dh, dw), pads))(
+        ops.cast(x, dt), ops.cast(kernel, dt))
+    if data_format == "channels_first":
+        y = ops.transpose(y, (0, 3, 1, 2))
+    return ops.cast(y, out_dtype)
+
+
+def _shift(z, top: int, left: int, th: int, tw: int):
+    """``z[:, top : top + H', left : left + W']`` with ``H' = H - th``, ``W' = W - tw``."""
+    return z[:, top: top - th if top < th else None, left: left - tw if left < tw else None]
+
+
+def _mix(z, k):
+    """``(N, H, W, P, F) x (P, Q, F) -> (N, H, W, Q, F)``, a sum over ``P`` per frequency."""
+    p, q = int(k.shape[0]), int(k.shape[1])
+    if p == 1:
+        return z * k[0]  # (N, H, W, 1, F) * (Q, F)
+    if q == 1:
+        return ops.sum(z * k[:, 0], axis=-2, keepdims=True)
+    return ceinsum("nhwpf,pqf->nhwqf", z, k)
+
+
+def _tap_gradient(z, g):
+    """``sum over (n, i, j) of conj(z) g``: ``(N, H, W, P, F), (N, H, W, Q, F) -> (P, Q, F)``.
+    With one block each way, in real arithmetic (XLA's complex reductions measured slower)."""
+    if int(z.shape[3]) * int(g.shape[3]) > 1:
+        return ceinsum("nhwpf,nhwqf->pqf", ops.conj(z), g)
+    zr, zi, gr, gi = ops.real(z), ops.imag(z), ops.real(g), ops.imag(g)
+    re = ops.sum(zr * gr + zi * gi, axis=(0, 1, 2))
+    im = ops.sum(zr * gi - zi * gr, axis=(0, 1, 2))
+    return _complex(re, im)[:, None]  # (1, 1, F)
+
+
+def _complex(re, im):
+    """The complex tensor ``re + i im`` of the backend."""
+    name = backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.complex(re, im)
+    if name == "torch":
+        import torch
+
+        return torch.complex(re, im)
+    return re + 1j * im
+
+
+@functools.cache
+def _conv_product(p, q, b, c_in, filters, size, dilation, pads):
+    """``(N, H, W, C_in), (kh, kw, P, Q, b) -> (N, Ho, Wo, filters)`` with its gradient."""
+    (kh, kw), (dh, dw), (pt, pb, pl, pr) = size, dilation, pads
+    th, tw = (kh - 1) * dh, (kw - 1) * dw
+    taps = [(u, v) for u in range(kh) for v in range(kw)]
+
+    def spectra(z, blocks, channels):
+        z = _pad_axis(z, 3, 0, blocks * b - channels)
+        s = ops.shape(z)
+        return rfft(ops.reshape(z, (s[0], s[1], s[2], blocks, b)), b)
+
+    def signal(z, channels):
+        z = irfft(z, b)
+        s = ops.shape(z)
+        return ops.reshape(z, (s[0], s[1], s[2], s[3] * s[4]))[..., :channels]
+
+    @ops.custom_gradient
+    def product(x, kernel):
+        xs = _pad_axis(_pad_axis(spectra(x, p, c_in), 1, pt, pb), 2, pl, pr)  # (N, Hp, Wp, P, F)
+        ks = rfft(kernel, b)  # (kh, kw, P, Q, F)
+        y = None
+        for u, v in taps:
+            term = _mix(_shift(xs, u * dh, v * dw, th, tw), ks[u, v])
+            y = term if y is None else y + term
+        y = signal(y, filters)
+
+        def grad(*args, upstream=None):
+            g = spectra(_upstream(args, upstream), q, filters)  # (N, Ho, Wo, Q, F)
+            gp = _pad_axis(_pad_axis(g, 1, th - pt, th - pb), 2, tw - pl, tw - pr)
+            kc = ops.conj(ops.transpose(ks, (0, 1, 3, 2, 4)))  # (kh, kw, Q, P, F)
+            dx = None
+            for u, v in taps:
+                term = _mix(_shift(gp, th - u * dh, tw - v * dw, th, tw), kc[u, v])
+                dx = term if dx is None else dx + term
+            dx = signal(dx, c_in)
+            dks = [_tap_gradient(_shift(xs, u * dh, v * dw, th, tw), g) for u, v in taps]
+            dk = irfft(ops.reshape(ops.stack(dks, axis=0), (kh, kw, p, q, -1)), b)
+            return dx, dk
+
+        return y, grad
+
+    return product
