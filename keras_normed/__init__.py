@@ -1,10 +1,6 @@
 """keras-normed: structure-aware initialization and block-circulant FFT layers for Keras 3.
-
-Importing the package registers every public object as a serializable Keras object
-(``"keras_normed>ClassName"``) and the string aliases ``"normed"``, ``"delta_orthogonal"`` and
-``"random_walk"`` (and the class names ``"Normed"``, ``"DeltaOrthogonal"``, ``"RandomWalk"``, as
-``keras.initializers.get("HeNormal")`` works), so ``kernel_initializer="normed"`` works in any
-Keras layer.
+Importing it registers every public object with Keras (``"keras_normed>ClassName"``) and the
+initializers' aliases, so ``kernel_initializer="normed"`` works in any Keras layer.
 """
 
 # First, before Keras loads TensorFlow: when this process is the `keras-normed` command, keep
@@ -32,14 +28,12 @@ from keras_normed.scaling import rescale
 __version__ = "0.1.0"
 
 # `register_keras_serializable` registers "keras_normed>Name" only; the bare aliases need an
-# entry of their own in the global custom objects: the snake_case names and the class names.
-_ALIASES = {}
-for _cls, _snake in ((Normed, "normed"), (initializers.DeltaOrthogonal, "delta_orthogonal"),
-                     (initializers.RandomWalk, "random_walk")):
-    _ALIASES[_snake] = _cls
-    _ALIASES[_cls.__name__] = _cls
-del _cls, _snake
-keras.saving.get_custom_objects().update(_ALIASES)
+# entry of their own in the global custom objects: the snake_case names and the class names (as
+# keras.initializers.get("HeNormal") works).
+_ALIASES = {"normed": Normed, "delta_orthogonal": initializers.DeltaOrthogonal,
+            "random_walk": initializers.RandomWalk}
+keras.saving.get_custom_objects().update(
+    {**_ALIASES, **{cls.__name__: cls for cls in _ALIASES.values()}})
 _quiet.end()
 
 __all__ = [

@@ -1,10 +1,7 @@
-"""The one reader of Keras internals.
-
-Keras 3 has no public API for a model's graph (which layer produced which tensor, how often a
-layer is called), for the list of nested sublayers of a subclassed model, or for whether a
-layer's ``call`` takes ``training``. Every such read goes through this module, and each is
-pinned by a test (tests/test_keras_compat.py), so a Keras release that moves one fails there,
-not silently in the model-level code.
+"""The one reader of Keras internals: a model's graph, nested sublayers, build shapes, whether a
+``call`` takes ``training``, the layer an initializer runs for, the XLA context. Keras 3 has no
+public API for these; each use is pinned by a test (tests/test_keras_compat.py), so a Keras
+release that moves one fails there, not silently in the code that relies on it.
 """
 
 from __future__ import annotations
@@ -15,31 +12,24 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import keras
 
-# Keras 3.15 exports RandomInitializer (the base of its seeded initializers) only from keras.src.
-from keras.src.initializers.random_initializers import RandomInitializer
+# The dtype of the int seeds the backend's random ops take (Keras checks only when drawing).
+from keras.src.backend import random_seed_dtype  # noqa: F401
 
-__all__ = ["RandomInitializer", "random_seed_dtype", "in_xla_context", "all_layers",
-           "build_input_shape", "is_graph_model",
-           "call_takes_training", "producer", "node_inputs", "node_arguments", "node_outputs",
-           "consumers", "layer_calls", "graph_side_effects_undone", "captured_calls",
-           "is_keras_tensor", "is_conv"]
+# Keras 3.15 exports RandomInitializer (the base of its seeded initializers) only from keras.src.
+from keras.src.initializers.random_initializers import RandomInitializer  # noqa: F401
+from keras.src.layers.convolutional.base_conv import BaseConv
 
 
 def all_layers(model) -> List[Any]:
     """``model`` and every layer nested in it (models, wrappers, attributes), each once."""
-    if hasattr(model, "_flatten_layers"):
-        return list(model._flatten_layers(include_self=True, recursive=True))
-    return [model]
+    return list(model._flatten_layers(include_self=True, recursive=True))
 
 
 def build_input_shape(layer) -> Optional[Tuple[Optional[int], ...]]:
     """The (first) input shape Keras recorded when it built ``layer``, or ``None``."""
     shapes = getattr(layer, "_build_shapes_dict", None)
-    if shapes:
-        shape = next(iter(shapes.values()))
-        if shape is not None:
-            return tuple(shape)
-    return None
+    shape = next(iter(shapes.values())) if shapes else None
+    return None if shape is None else tuple(shape)
 
 
 def is_graph_model(model) -> bool:
@@ -50,14 +40,7 @@ def is_graph_model(model) -> bool:
 
 def call_takes_training(layer) -> bool:
     """Whether ``layer.call`` accepts a ``training`` argument (subclassed models may not)."""
-    flag = getattr(layer, "_call_has_training_arg", None)
-    if flag is not None:
-        return bool(flag)
-    try:
-        params = inspect.signature(layer.call).parameters
-    except (TypeError, ValueError):
-        return False
-    return "training" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return bool(layer._call_has_training_arg)
 
 
 def is_keras_tensor(value) -> bool:
@@ -71,9 +54,7 @@ def producer(tensor) -> Optional[Tuple[Any, Any]]:
         return None
     op = history.operation
     node = op._inbound_nodes[history.node_index]
-    if getattr(node, "is_input", False):
-        return None
-    return op, node
+    return None if getattr(node, "is_input", False) else (op, node)
 
 
 def node_inputs(node) -> List[Any]:
@@ -104,16 +85,13 @@ def layer_calls(layer) -> int:
 def graph_side_effects_undone(layers: Sequence[Any]) -> Iterator[None]:
     """Undo the graph nodes a symbolic trace adds to ``layers`` (calling a layer on a
     ``KerasTensor`` appends to its node lists; a trace for analysis must leave no trace)."""
-    saved = [(layer, list(getattr(layer, "_inbound_nodes", [])),
-              list(getattr(layer, "_outbound_nodes", []))) for layer in layers]
+    saved = [(layer, list(layer._inbound_nodes), list(layer._outbound_nodes))
+             for layer in layers]
     try:
         yield
     finally:
         for layer, inbound, outbound in saved:
-            if hasattr(layer, "_inbound_nodes"):
-                layer._inbound_nodes[:] = inbound
-            if hasattr(layer, "_outbound_nodes"):
-                layer._outbound_nodes[:] = outbound
+            layer._inbound_nodes[:], layer._outbound_nodes[:] = inbound, outbound
 
 
 @contextlib.contextmanager
@@ -122,10 +100,17 @@ def captured_calls(layers: Sequence[Any]) -> Iterator[dict]:
     by ``id(layer)``: the inputs a layer really gets inside any model (nested, subclassed),
     where a symbolic sub-model could not reach it."""
     record: dict = {id(layer): [] for layer in layers}
-    patched = []
-    for layer in layers:
-        patched.append((layer, "call" in layer.__dict__, layer.call))
-        layer.call = _spy(layer.call, record[id(layer)])
+
+    def spy(original, calls):
+        def call(*args, **kwargs):
+            out = original(*args, **kwargs)
+            calls.append((args, kwargs, out))
+            return out
+        return call
+
+    patched = [(layer, "call" in layer.__dict__, layer.call) for layer in layers]
+    for layer, _, original in patched:
+        layer.call = spy(original, record[id(layer)])
     try:
         yield record
     finally:
@@ -136,30 +121,37 @@ def captured_calls(layers: Sequence[Any]) -> Iterator[dict]:
                 del layer.call
 
 
-def _spy(original, calls: list):
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        calls.append((args, kwargs, out))
-        return out
-
-    return spy
-
-
 def is_conv(layer) -> bool:
     """A Keras ``Conv1D/2D/3D`` (not transposed): the kernel's last axis is the filters."""
-    from keras.src.layers.convolutional.base_conv import BaseConv
-
     return isinstance(layer, BaseConv)
 
 
-def random_seed_dtype() -> str:
-    """The dtype of the int seeds the backend's random ops take (Keras checks only when
-    drawing)."""
+def building_layer(max_depth: int = 48):
+    """``(layer, weight name)`` of the ``Layer.add_weight`` running on this thread;
+    ``(None, weight name)`` when a Keras variable is initialized outside it (deferred: created
+    in a stateless scope, initialized on leaving it); ``None`` outside any variable's
+    initialization (an initializer called on a bare shape).
+
+    Keras calls an initializer as ``initializer(shape, dtype)``: the variable and the layer are
+    read from the call stack (the variable's own method, then ``add_weight``). Only Keras's own
+    layers need this; the package's layers hand their structure to the initializer.
+    """
+    frame = inspect.currentframe()
+    name = None
     try:
-        from keras.src.backend import random_seed_dtype as dtype
-    except ImportError:  # pragma: no cover - other Keras layouts
-        return "int64"
-    return dtype()
+        frame = frame.f_back if frame is not None else None
+        for _ in range(max_depth):
+            if frame is None:
+                break
+            owner = frame.f_locals.get("self")
+            if name is None and isinstance(owner, keras.Variable):
+                name = owner.name
+            elif frame.f_code.co_name == "add_weight" and isinstance(owner, keras.layers.Layer):
+                return owner, name
+            frame = frame.f_back
+        return None if name is None else (None, name)
+    finally:
+        del frame
 
 
 def in_xla_context() -> bool:

@@ -8,11 +8,9 @@ __all__ = ["NormedScaling", "LSUVInit", "GrowthMonitor"]
 
 
 class NormedScaling(keras.callbacks.Callback):
-    """Applies :func:`keras_normed.rescale` once, at the start of the first training.
-
-    A thin wrapper: all the logic (probe or analytic rule, the rescaled mark saved with the
-    model, refusing trained or loaded weights) is in :func:`keras_normed.rescale`, so a second
-    ``fit`` or a reloaded rescaled model is a no-op. ``report`` holds the last report.
+    """Applies :func:`keras_normed.rescale` at the start of every training: the first one
+    rescales, later ones (or a reloaded rescaled model) are no-ops, as ``rescale`` decides.
+    ``report`` holds the last report.
 
     Example:
         >>> model = keras.Sequential([
@@ -47,10 +45,8 @@ class NormedScaling(keras.callbacks.Callback):
 
 
 class LSUVInit(keras.callbacks.Callback):
-    """Applies :func:`keras_normed.lsuv` once, at the start of the first training.
-
-    A thin wrapper: later ``fit`` calls with the same callback do not re-initialize.
-    ``report`` holds the :class:`keras_normed.engine.Report`.
+    """Applies :func:`keras_normed.lsuv` once, at the start of the first training (later ``fit``
+    calls do not re-initialize). ``report`` holds the :class:`keras_normed.engine.Report`.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -78,18 +74,14 @@ class LSUVInit(keras.callbacks.Callback):
             self.report = lsuv(self.model, self.x_batch, **self.kwargs)
 
 
-
-
 class GrowthMonitor(keras.callbacks.Callback):
     """Per-layer growth ``r_l`` and its spread ``max/min``, measured during training.
 
     Every ``every`` training steps (and before the first), :func:`keras_normed.growth_report`
-    runs on the fixed batch ``data``: one step of a fresh copy of the model's optimizer taken on
-    copies of the kernels, so neither the model (weights, batch-norm statistics, dropout seeds)
-    nor the optimizer's state changes. The values go into the batch ``logs``
-    (``growth_spread`` and ``growth/<kernel path>``), into ``history`` (one dict per
-    measurement, with its ``step``), and, with ``log_dir``, into TensorBoard scalars (one tag per
-    kernel, ``growth/<kernel path>``, plus ``growth_spread``) written with ``tf.summary``.
+    runs on the fixed batch ``data`` (neither the model nor the optimizer's state changes). The
+    values go into the batch ``logs`` (``growth_spread`` and ``growth/<kernel path>``), into
+    ``history`` (one dict per measurement, with its ``step``), and, with ``log_dir``, into
+    TensorBoard scalars of the same names (docs/normed.md).
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),

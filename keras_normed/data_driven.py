@@ -1,21 +1,7 @@
-"""Initializations that look at a batch of data: LSUV and data-dependent init.
-
-Both functions walk every layer with a kernel in forward order, nested models and subclassed
-models included (:mod:`keras_normed.engine`), and rescale it: ``Dense``, convolutions, the
-package's own layers, and :class:`~keras_normed.layers.WeightNormalization`, whose length ``g``
-is rescaled instead of its direction ``v``. A layer's input is the one it really receives in a
-forward pass of the whole model on the batch. A layer called several times (weight tying) has
-no single output variance to set: both functions refuse it with a message. Frozen kernels are
-left alone.
-
-Statistics come from model calls made *outside* any replica context on the whole batch, so
-under ``tf.distribute`` (e.g. ``MirroredStrategy``) they are the statistics of the full batch,
-the same on every replica, and the weights are assigned once from cross-replica context, which
-writes the same value to every replica's copy. Call the functions outside
-``strategy.run`` (inside ``strategy.scope()`` is fine).
-
-On any error every weight is restored to its value before the call: the functions either
-succeed or leave the model as it was.
+"""Initializations that look at a batch of data: LSUV and data-dependent init. Both walk every
+layer with a trainable kernel in forward order (:mod:`keras_normed.engine`), refuse layers called
+more than once, take statistics from full-batch calls outside any replica context, and restore
+every weight on error (docs/lsuv.md, docs/data_dependent.md).
 """
 
 from __future__ import annotations
@@ -30,6 +16,7 @@ import numpy as np
 from keras_normed import _keras_compat as compat
 from keras_normed import engine
 from keras_normed.engine import Report, Row
+from keras_normed.initializers.weight_norm import assign_orthogonal, layer_seeds
 
 __all__ = ["lsuv", "data_dependent_init"]
 
@@ -44,16 +31,14 @@ class _Target:
         self.holder = layer  # the layer with the kernel, bias and activation
         self.name = self.layer.name
         self.path = layer.kernel.path
-        if wrapper is not None:  # WeightNormalization
-            self.direction = layer.kernel  # v: orthonormalized by LSUV, never rescaled
-            self.scale = wrapper.g  # length: one entry per output unit
-            self.per_unit = True
-        else:
-            self.direction = layer.kernel
-            self.scale = layer.kernel
-            # Column scaling means "per output unit" only where the last kernel axis is the
-            # output channel axis; other kernels (e.g. circulant) get one scalar per layer.
-            self.per_unit = isinstance(layer, keras.layers.Dense) or compat.is_conv(layer)
+        # A WeightNormalization's v is orthonormalized by LSUV, never rescaled: its length g
+        # (one entry per output unit) is.
+        self.direction = layer.kernel
+        self.scale = layer.kernel if wrapper is None else wrapper.g
+        # Column scaling means "per output unit" only where the last kernel axis is the output
+        # channel axis; other kernels (e.g. circulant) get one scalar per layer.
+        self.per_unit = (wrapper is not None or isinstance(layer, keras.layers.Dense)
+                         or compat.is_conv(layer))
         bias = getattr(self.holder, "bias", None)
         self.bias = bias if getattr(self.holder, "use_bias", bias is not None) else None
         if self.bias is not None and tuple(self.bias.shape) != (self.units(),):
@@ -63,12 +48,10 @@ class _Target:
         return int(self.direction.shape[-1])
 
     def multiply(self, factor) -> None:
-        """Scale the layer's output (before the bias) by ``factor`` (scalar or per unit)."""
+        """Scale the layer's output (before the bias) by ``factor`` (per unit only when
+        :attr:`per_unit`)."""
         value = keras.ops.convert_to_numpy(self.scale)
-        factor = np.asarray(factor, dtype=np.float64)
-        if factor.ndim and not self.per_unit:
-            raise ValueError(f"Layer {self.name!r} can only be rescaled by one scalar.")
-        self.scale.assign((value * factor).astype(value.dtype))
+        self.scale.assign((value * np.asarray(factor, dtype=np.float64)).astype(value.dtype))
 
     def preactivation(self, args, kwargs):
         """The layer's output on its recorded call, with its activation switched off."""
@@ -109,8 +92,9 @@ def _targets(model, method: str) -> List[_Target]:
 
 def _layer_input(model, target: _Target, x):
     """The arguments ``target`` is called with in a forward pass of ``model`` on ``x``."""
+    kwargs = {"training": False} if compat.call_takes_training(model) else {}
     with compat.captured_calls([target.layer]) as record:
-        _call(model, x)
+        model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), **kwargs)
     calls = record[id(target.layer)]
     if not calls:
         raise ValueError(f"Layer {target.name!r} is not called when the model runs on the "
@@ -119,33 +103,22 @@ def _layer_input(model, target: _Target, x):
     return args, kwargs
 
 
-def _call(model, x):
-    kwargs = {"training": False} if compat.call_takes_training(model) else {}
-    return model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), **kwargs)
-
-
-def _stats(values, per_unit: bool):
-    """Mean and variance per output unit (last axis) or overall, in float64."""
-    z = np.asarray(keras.ops.convert_to_numpy(values), dtype=np.float64)
+def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
+    """Mean and variance of ``t``'s pre-activation output, per output unit (last axis) or
+    overall, in float64; refused when not finite or of zero variance."""
+    z = np.asarray(keras.ops.convert_to_numpy(t.preactivation(args, kwargs)), dtype=np.float64)
     if not np.all(np.isfinite(z)):
-        raise FloatingPointError("non-finite")
-    if per_unit:
-        z = z.reshape(-1, z.shape[-1])
-        return z.mean(axis=0), z.var(axis=0)
-    return np.float64(z.mean()), np.float64(z.var())
-
-
-def _zero_variance_error(name: str, method: str) -> ValueError:
-    return ValueError(
-        f"{method}: the output of layer {name!r} has zero variance on this batch (dead units "
-        "or constant input), so it cannot be scaled to unit variance. Use a batch with "
-        "varied examples, or check the layers before it.")
-
-
-def _nonfinite_error(name: str, method: str) -> ValueError:
-    return ValueError(
-        f"{method}: the output of layer {name!r} is NaN or inf on this batch; check the "
-        "inputs' range and the weights of the layers before it.")
+        raise ValueError(
+            f"{method}: the output of layer {t.name!r} is NaN or inf on this batch; check the "
+            "inputs' range and the weights of the layers before it.")
+    z = z.reshape(-1, z.shape[-1]) if per_unit else z
+    mean, var = (z.mean(axis=0), z.var(axis=0)) if per_unit else (z.mean(), z.var())
+    if np.any(var <= _TINY_VARIANCE):
+        raise ValueError(
+            f"{method}: the output of layer {t.name!r} has zero variance on this batch (dead "
+            "units or constant input), so it cannot be scaled to unit variance. Use a batch "
+            "with varied examples, or check the layers before it.")
+    return mean, var
 
 
 def _real(name: str, value, low: float, high: float = math.inf, *, integer: bool = False,
@@ -162,10 +135,9 @@ def _real(name: str, value, low: float, high: float = math.inf, *, integer: bool
     return value
 
 
-
 def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
          seed: Optional[int] = None, verbose: bool = False) -> Report:
-    """Layer-sequential unit-variance (LSUV) initialization, in place.
+    """Layer-sequential unit-variance (LSUV) initialization, in place (docs/lsuv.md).
 
     1. Pre-initialize every kernel with an orthonormal matrix (``keras.initializers.Orthogonal``
        on the kernel's 2-D reshape ``(prod(shape[:-1]), shape[-1])``), biases zero.
@@ -174,11 +146,9 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
        ``max_iter`` steps. For a WeightNormalization layer ``g`` is rescaled.
 
     Args:
-        model: a built model (Sequential, functional with several inputs, nested,
-            subclassed); layers called more than once are refused.
-        x_batch: a batch of inputs as ``model.fit`` takes ``x`` (array, list or dict; a
-            batched ``tf.data.Dataset`` or ``PyDataset``: its first batch), at least 2
-            examples, all finite.
+        model: a built model (any kind); layers called more than once are refused.
+        x_batch: a batch of inputs as ``model.fit`` takes ``x`` (a batched dataset: its first
+            batch), at least 2 examples, all finite.
         tol: tolerance on the output variance.
         max_iter: most rescaling steps per layer.
         seed: seed of the orthonormal matrices (one seed per layer derived from it).
@@ -189,8 +159,8 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
         ``variance``, ``converged``); ``report.converged`` says whether every layer met ``tol``.
 
     Raises:
-        ValueError: empty batch, batch of one, NaN/inf inputs, a layer whose output has zero
-            variance or is not finite. Weights are left unchanged.
+        ValueError: bad batch, a layer whose output has zero variance or is not finite.
+            Weights are left unchanged.
 
     Example:
 
@@ -205,32 +175,18 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
     _real("max_iter", max_iter, 1, integer=True)
     targets = _targets(model, "lsuv")
     x = engine.as_batch(model, x_batch, need_y=False, arg="x_batch", min_size=2).x
-    from keras_normed.initializers.weight_norm import layer_seeds
-
-    seeds = layer_seeds(seed, len(targets))
     rows = []
     with engine.Transaction(model.weights):
-        for t, layer_seed in zip(targets, seeds):
-            shape = tuple(t.direction.shape)
-            flat = (int(np.prod(shape[:-1])), shape[-1]) if len(shape) > 1 else (1, shape[0])
-            ortho = keras.initializers.Orthogonal(seed=layer_seed)(flat, dtype="float32")
-            value = np.reshape(keras.ops.convert_to_numpy(ortho), shape)
-            t.direction.assign(value.astype(keras.ops.convert_to_numpy(t.direction).dtype))
+        for t, layer_seed in zip(targets, layer_seeds(seed, len(targets))):
+            assign_orthogonal(t.direction, layer_seed)
             if t.scale is not t.direction:
                 t.scale.assign(np.ones(t.scale.shape, dtype=t.scale.dtype))
             if t.bias is not None:
                 t.bias.assign(np.zeros(t.bias.shape, dtype=t.bias.dtype))
         for t in targets:
             args, kwargs = _layer_input(model, t, x)  # earlier layers are final: once
-            var = None
-            iterations = 0
-            for iterations in range(max_iter + 1):
-                try:
-                    _, var = _stats(t.preactivation(args, kwargs), per_unit=False)
-                except FloatingPointError:
-                    raise _nonfinite_error(t.name, "lsuv") from None
-                if var <= _TINY_VARIANCE:
-                    raise _zero_variance_error(t.name, "lsuv")
+            for iterations in range(max_iter + 1):  # max_iter >= 1: runs at least once
+                _, var = _stats(t, args, kwargs, False, "lsuv")
                 if abs(var - 1.0) < tol or iterations == max_iter:
                     break
                 t.multiply(1.0 / math.sqrt(var))
@@ -247,36 +203,26 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
                         between_layer_iters: int = 10, alpha: float = 0.5,
                         mean: float = 0.0, std: float = 1.0, seed: Optional[int] = None,
                         verbose: bool = False) -> Report:
-    """Data-dependent initialization of Krähenbühl et al. (ICLR 2016), in place.
-
-    Starting from the model's current (random) weights:
+    """Data-dependent initialization of Krähenbühl et al. (ICLR 2016), in place, from the
+    model's current weights (docs/data_dependent.md).
 
     1. *Within-layer*: layer by layer in forward order, each output unit ``i`` of the
-       pre-activation ``z_i`` (statistics over batch and spatial positions) gets mean ``mean``
-       and standard deviation ``std``: ``W[..., i] <- W[..., i] * std / sigma_i`` and
-       ``b_i <- mean - (mu_i - b_i) * std / sigma_i``. This is also the data-dependent
-       init of weight normalization (Salimans & Kingma 2016), where ``g`` is scaled.
-    2. *Between-layer*: with ``C_k = ||dL/dW_k||^2 / ||W_k||^2`` the change rate of layer
-       ``k`` (``L``: the loss on ``y_batch``, or a mean-squared loss on random normal targets),
-       kernels are scaled by ``c_k = exp(a_k)`` and each bias by the scale of its layer's
-       output, with ``A a = 0`` the function-keeping constraints of the model's graph
-       (:func:`keras_normed.engine.scale_constraints`; for a chain ``W_k <- r_k W_k``,
-       ``W_{k+1} <- W_{k+1} / r_k``). For layers joined by positively homogeneous functions
-       (ReLU, max-pooling, flatten) the network function is unchanged while ``C_k`` is
-       multiplied by ``c_k^-4`` exactly, so ``a`` solves ``min sum_k (log C_k - 4 a_k - K)^2``
-       under the constraints (:func:`keras_normed.engine.equalize`; ``alpha = 1``: in one
-       step for a chain). Repeated ``between_layer_iters`` times with the damping ``alpha``
-       for networks that are only approximately homogeneous.
+       pre-activation gets mean ``mean`` and standard deviation ``std``:
+       ``W[..., i] <- W[..., i] * std / sigma_i``, ``b_i <- mean - (mu_i - b_i) * std / sigma_i``
+       (for weight normalization ``g`` is scaled: Salimans & Kingma's data-dependent init).
+    2. *Between-layer*: the change rates ``C_k = ||dL/dW_k||^2 / ||W_k||^2`` are equalized by
+       kernel scales ``exp(a_k)`` that keep the function (``A a = 0``,
+       :func:`keras_normed.engine.scale_constraints`; ``C_k`` scales by ``exp(-4 a_k)``:
+       :func:`keras_normed.engine.equalize`), ``between_layer_iters`` times, damped by ``alpha``.
 
     Args:
-        model: a built model (Sequential, functional, nested, subclassed; any backend with
-            gradients: TensorFlow, JAX, PyTorch); layers called more than once are refused.
+        model: a built model (any kind, any backend with gradients); layers called more than
+            once are refused.
         x_batch: a batch of inputs as ``model.fit`` takes ``x`` (at least 2 examples).
-        y_batch: targets for the loss (a list or dict for several outputs); ``None`` draws
-            random normal targets (``seed``) with a mean-squared loss.
-        loss: a Keras loss (name or callable; a list or dict for several outputs); by default
-            the compiled loss, else :func:`keras_normed.engine.default_loss` per output
-            (class indices, integer or float, get sparse categorical cross-entropy).
+        y_batch: targets for the loss; ``None`` draws random normal targets (``seed``) with a
+            mean-squared loss.
+        loss: a Keras loss; by default the compiled loss, else
+            :func:`keras_normed.engine.default_loss` per output.
         within_layer: run step 1.
         between_layer_iters: iterations of step 2 (0 skips it).
         alpha: damping exponent of step 2, in (0, 1].
@@ -310,12 +256,7 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
         if within_layer:
             for t, row in zip(targets, rows):
                 args, kwargs = _layer_input(model, t, batch.x)
-                try:
-                    mu, var = _stats(t.preactivation(args, kwargs), per_unit=t.per_unit)
-                except FloatingPointError:
-                    raise _nonfinite_error(t.name, "data_dependent_init") from None
-                if np.any(var <= _TINY_VARIANCE):
-                    raise _zero_variance_error(t.name, "data_dependent_init")
+                mu, var = _stats(t, args, kwargs, t.per_unit, "data_dependent_init")
                 if not t.per_unit:
                     mu = np.full(t.units(), mu)
                 scale = std / np.sqrt(var)

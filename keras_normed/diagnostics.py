@@ -1,17 +1,6 @@
-"""Per-layer growth diagnostics: what the normed method equalizes, measured on a real batch.
-
-For every layer with a kernel, :func:`growth_report` gives
-
-- ``act_var``: variance of the layer's output on the batch (forward signal, recorded from a
-  forward pass of the whole model: nested and subclassed models too),
-- ``grad_var``: variance of the entries of ``dL/dW`` (backward signal reaching the kernel),
-- ``growth``: relative growth of the layer's operator under one step of the optimizer,
-  ``r = ||step||_T / ||W||_T`` with ``||theta||_T = ||T(theta)||_F = sqrt(sharing) ||theta||``
-  (a fresh copy of the optimizer takes the step; the model is not changed).
-
-``spread = max(growth) / min(growth)`` is the number Yang et al. (2021) ask to keep small: He and
-Xavier leave it over 100 on networks with shared parameters; :func:`keras_normed.rescale` brings it
-to ~1.
+"""Per-layer growth diagnostics: what the normed method equalizes, measured on a real batch
+(forward variance, gradient variance and one-step relative growth ``||step||_T / ||W||_T`` of
+every kernel; docs/normed.md), in the engine's one :class:`~keras_normed.engine.Report`.
 
 Example:
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -22,8 +11,6 @@ Example:
     >>> summary = report.as_dict()    # JSON-ready
     >>> report.plot("growth.png")     # needs matplotlib
     'growth.png'
-
-The report is the engine's one :class:`~keras_normed.engine.Report` (method ``"growth"``).
 """
 
 from __future__ import annotations

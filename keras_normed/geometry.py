@@ -1,12 +1,7 @@
 """Convolution geometry: how Keras/TensorFlow pad and stride one axis, and the per-axis counts of
-the effective operator ``T`` built on it. The one copy of that arithmetic: :mod:`structure`,
+the effective operator ``T`` built on it (products over the axes give the counts of ``T``, which
+is never built; see docs/structure.md). The one copy of that arithmetic: :mod:`structure`,
 :mod:`keras_rules`, :mod:`ops` and :mod:`layers` all call it.
-
-A convolution along one axis pairs output ``j`` with input ``i = j*s + t*d - pad`` through tap
-``t`` (at most one tap per ``(j, i)`` pair). Along several axes the pairs multiply, so row
-counts, column counts and tap uses of the full ``T`` are outer products of the per-axis ones;
-the channels add a constant factor. Hence min/max/sum over ``T`` are products of per-axis
-min/max/sum, and ``T`` is never built.
 """
 
 from __future__ import annotations
@@ -36,11 +31,6 @@ class LinearStructure:
         weight: attribute name of the weight described (``"kernel"`` for most layers).
         shape: ``(rows, columns)`` of ``T`` for one sample (output size, input size), or
             ``None`` when not given.
-
-    Example:
-        >>> s = LinearStructure(fan_in=27, fan_out=27, sharing=49.0, uniform=True, n_params=81)
-        >>> s.nnz
-        3969.0
     """
 
     fan_in: int
@@ -139,18 +129,11 @@ def interior_reach(k: int, stride: int, dilation: int = 1) -> int:
 def assemble(axes: Sequence[Axis], cin_per_row: int, cout_per_col: int, n_params: int,
              positions: int = 1, channel_entries: int = 1, weight: str = "kernel",
              n_rows: Optional[int] = None, n_cols: Optional[int] = None) -> LinearStructure:
-    """A :class:`LinearStructure` from per-axis counts and channel factors.
-
-    Args:
-        axes: the spatial axes.
-        cin_per_row: input channels one output channel sees.
-        cout_per_col: output channels one input channel reaches.
-        n_params: kernel parameters.
-        positions: extra positions the kernel is applied at independently (Dense over a
-            sequence): multiplies nnz.
-        channel_entries: (output channel, input channel) pairs per parameter per position.
-        n_rows, n_cols: the shape of ``T``, when known.
-    """
+    """A :class:`LinearStructure` from per-axis counts (``axes``) and channel factors: input
+    channels one output channel sees (``cin_per_row``), output channels one input channel
+    reaches (``cout_per_col``), kernel parameters, extra positions the kernel is applied at
+    independently (Dense over a sequence), (output, input) channel pairs per parameter per
+    position (``channel_entries``), and the shape of ``T`` when known."""
     prod = math.prod
     fan_in = prod(int(a.rows.max()) for a in axes) * cin_per_row
     fan_out = prod(int(a.cols.max()) for a in axes) * cout_per_col

@@ -1,28 +1,6 @@
-"""``materialize(model)``: the same function, built from Keras's built-in layers only.
-
-The package's layers compute with FFTs (``RFFT``/``IRFFT``/``Complex`` ops), which the TFLite
-runtime has no builtin kernels for, and their classes must be importable wherever the model is
-loaded from a ``.keras`` file. :func:`materialize` returns an equivalent model of built-in
-layers, with the structured kernels expanded ("materialised") to dense ones:
-
-- ``CirculantDense(units, b)`` -> ``Dense(units)`` with the ``(n_in, units)`` block-circulant
-  matrix (:func:`keras_normed.ops.fft.circulant_to_dense`);
-- ``CirculantConv2D`` -> ``Conv2D`` (same strides, padding, dilation) with the
-  ``(kh, kw, C_in, filters)`` kernel;
-- ``PeriodicConv2D`` -> a small functional block named as the layer: wrap padding made of
-  ``Cropping2D`` slices joined by ``Concatenate`` (TFLite ``STRIDED_SLICE`` and
-  ``CONCATENATION``), then a ``"valid"`` ``Conv2D`` with the same kernel;
-- ``WeightNormalization(layer)`` -> a copy of ``layer`` holding the normalized kernel
-  ``g * v / ||v||``;
-- every other layer is cloned with its weights (nested Sequential/functional models are
-  materialised recursively).
-
-The price is the dense kernel: a ``CirculantDense`` stores ``n_in * units / b`` parameters and
-costs ``O(n log b)`` per row, its materialised ``Dense`` ``n_in * units`` of both (see
-docs/deploy.md for numbers). Materialise for targets that cannot run FFTs (TFLite builtins,
-micro-controllers) or that must not depend on this package, when the layers are small enough.
-Layer names are kept, so ``materialized.get_layer(name)`` finds the replacement of ``name``.
-The result is meant for inference and export: it trains as an ordinary dense model.
+"""``materialize(model)``: the same function, built from Keras's built-in layers only, for
+targets without FFTs (TFLite builtins) or without this package: the structured kernels expanded
+("materialised") to dense ones. What each layer becomes, and the cost: docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -38,8 +16,9 @@ from keras_normed.ops.fft import circulant_to_dense
 
 __all__ = ["materialize"]
 
-# (original layer, its replacement, weights to give the replacement once it is built)
-_Pending = List[Tuple[keras.layers.Layer, keras.layers.Layer, Callable[[], list]]]
+# A rule: layer -> (its replacement, the layer in it that takes the weights, those weights to
+# give it once it is built).
+_Replacement = Tuple[keras.layers.Layer, keras.layers.Layer, Callable[[], list]]
 
 
 def _numpy(value) -> np.ndarray:
@@ -60,28 +39,19 @@ def _bias(layer) -> list:
     return [_numpy(layer.bias)] if layer.bias is not None else []
 
 
-def _from_circulant_dense(layer: CirculantDense, pending: _Pending):
-    new = keras.layers.Dense(layer.units, **_dense_args(layer))
-
-    def weights():
-        kernel = circulant_to_dense(_numpy(layer.kernel), layer.n_in, layer.units)
-        return [_numpy(kernel)] + _bias(layer)
-
-    pending.append((layer, new, weights))
-    return new
-
-
-def _from_circulant_conv(layer: CirculantConv2D, pending: _Pending):
-    new = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
-                              padding=layer.padding, dilation_rate=layer.dilation_rate,
-                              **_dense_args(layer))
-
-    def weights():
-        kernel = circulant_to_dense(_numpy(layer.kernel), layer.c_in, layer.filters)
-        return [_numpy(kernel)] + _bias(layer)
-
-    pending.append((layer, new, weights))
-    return new
+def _from_circulant(layer) -> _Replacement:
+    """``CirculantDense`` -> ``Dense``, ``CirculantConv2D`` -> ``Conv2D`` (same strides,
+    padding, dilation), with the materialised kernel."""
+    if isinstance(layer, CirculantDense):
+        new = keras.layers.Dense(layer.units, **_dense_args(layer))
+        n_in, n_out = layer.n_in, layer.units
+    else:
+        new = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                                  padding=layer.padding, dilation_rate=layer.dilation_rate,
+                                  **_dense_args(layer))
+        n_in, n_out = layer.c_in, layer.filters
+    return new, new, lambda: [_numpy(circulant_to_dense(_numpy(layer.kernel), n_in, n_out)),
+                              *_bias(layer)]
 
 
 def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
@@ -89,12 +59,8 @@ def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
     ``(first, last)``: one slice each (several wraps when the kernel is larger than the input).
     """
     idx = np.arange(-before, n + after) % n
-    runs, start = [], 0
-    for i in range(1, len(idx) + 1):
-        if i == len(idx) or idx[i] != idx[i - 1] + 1:
-            runs.append((int(idx[start]), int(idx[i - 1])))
-            start = i
-    return runs
+    runs = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)
+    return [(int(run[0]), int(run[-1])) for run in runs]
 
 
 def _wrap_axis(x, n: int, before: int, after: int, axis: int, name: str, dtype):
@@ -122,7 +88,7 @@ def _input_shape(layer) -> tuple:
             f"({err}). Give the model an Input and call each PeriodicConv2D once.") from None
 
 
-def _from_periodic(layer: PeriodicConv2D, pending: _Pending):
+def _from_periodic(layer: PeriodicConv2D) -> _Replacement:
     _, h, w, c_in = _input_shape(layer)
     kh, kw = layer.kernel_size
     ch, cw = (kh - 1) // 2, (kw - 1) // 2
@@ -135,32 +101,14 @@ def _from_periodic(layer: PeriodicConv2D, pending: _Pending):
                                **{**_dense_args(layer), "name": f"{layer.name}_conv"})
     block = keras.Model(inp, conv(x), name=layer.name)
     block.trainable = layer.trainable
-
-    def weights():
-        return [_numpy(layer.kernel)] + _bias(layer)
-
-    pending.append((layer, conv, weights))
-    return block
+    return block, conv, lambda: [_numpy(layer.kernel), *_bias(layer)]
 
 
-def _from_weight_norm(layer: WeightNormalization, pending: _Pending):
+def _from_weight_norm(layer: WeightNormalization) -> _Replacement:
     inner = layer.layer
-    config = _strip_package_initializers(inner.get_config())
-    config.update(_common(layer))
-    new = inner.__class__.from_config(config)
-
-    def weights():
-        values = [_numpy(layer.normalized_kernel())]
-        if getattr(inner, "bias", None) is not None:
-            values.append(_numpy(inner.bias))
-        return values
-
-    pending.append((layer, new, weights))
-    return new
-
-
-def _is_package_object(value) -> bool:
-    return isinstance(value, dict) and str(value.get("module", "")).startswith("keras_normed")
+    new = inner.__class__.from_config(
+        {**_strip_package_initializers(inner.get_config()), **_common(layer)})
+    return new, new, lambda: [_numpy(layer.normalized_kernel()), *_bias(inner)]
 
 
 def _strip_package_initializers(config):
@@ -169,8 +117,9 @@ def _strip_package_initializers(config):
     materialised model's config then loads without keras_normed."""
     if isinstance(config, dict):
         return {key: _strip_package_initializers(value) for key, value in config.items()
-                if not (key.endswith("_initializer") and
-                        (_is_package_object(value) or value in _ALIAS_NAMES))}
+                if not (key.endswith("_initializer") and (value in _ALIAS_NAMES or (
+                    isinstance(value, dict)
+                    and str(value.get("module", "")).startswith("keras_normed"))))}
     if isinstance(config, list):
         return [_strip_package_initializers(value) for value in config]
     return config
@@ -180,27 +129,25 @@ _ALIAS_NAMES = ("normed", "delta_orthogonal", "random_walk", "Normed", "DeltaOrt
                 "RandomWalk")
 
 
-def _clone_other(layer, pending: _Pending):
+def _clone_other(layer) -> _Replacement:
     module = type(layer).__module__
     if module.startswith("keras_normed"):
         raise TypeError(
             f"materialize does not know the package layer {type(layer).__name__} "
             f"({layer.name!r}); it handles CirculantDense, CirculantConv2D, PeriodicConv2D and "
             "WeightNormalization.")
-    config = _strip_package_initializers(layer.get_config())
-    new = layer.__class__.from_config(config)
-    pending.append((layer, new, layer.get_weights))
-    return new
+    new = layer.__class__.from_config(_strip_package_initializers(layer.get_config()))
+    return new, new, layer.get_weights
 
 
-_RULES = ((CirculantDense, _from_circulant_dense), (CirculantConv2D, _from_circulant_conv),
+_RULES = (((CirculantDense, CirculantConv2D), _from_circulant),
           (PeriodicConv2D, _from_periodic), (WeightNormalization, _from_weight_norm))
 
 
 def materialize(model: keras.Model) -> keras.Model:
     """An equivalent model made of Keras built-in layers only (no FFT, no keras_normed class).
 
-    See the module docstring for what each layer becomes. The returned model has the class of
+    What each layer becomes: docs/deploy.md. The returned model has the class of
     ``model`` (``Sequential`` or functional ``Model``), its name, its input names and layer
     names, and the same outputs (to float32 rounding: ~1e-6 relative).
 
@@ -233,13 +180,13 @@ def materialize(model: keras.Model) -> keras.Model:
             f"`model` {model.name!r} is not built: give it a keras.Input (or call "
             "`model.build(input_shape)` on a Sequential) before materialize.")
 
-    pending: _Pending = []
+    pending = []  # (original layer, the layer that takes its weights, the weights)
 
     def clone_function(layer):
-        for cls, rule in _RULES:
-            if isinstance(layer, cls):
-                return rule(layer, pending)
-        return _clone_other(layer, pending)
+        rule = next((rule for cls, rule in _RULES if isinstance(layer, cls)), _clone_other)
+        replacement, target, weights = rule(layer)
+        pending.append((layer, target, weights))
+        return replacement
 
     new_model = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
     for old, new, weights in pending:

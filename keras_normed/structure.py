@@ -1,46 +1,8 @@
-"""The one place that knows a layer's linear structure.
-
-Every layer whose kernel acts linearly on its input can be written ``y = T(theta) x`` with a
-matrix ``T`` that is linear in the parameters ``theta``: ``T`` maps one flattened input sample
-to one flattened output sample (rows are outputs). Initializers and the model-level scaling
-need four numbers about ``T``, and read them only from here:
-
-- ``fan_in``: the largest number of nonzeros in a row of ``T`` (inputs one output sees),
-- ``fan_out``: the largest number of nonzeros in a column of ``T`` (outputs one input reaches),
-- ``sharing``: ``nnz(T) / n_params``, how many entries of ``T`` one kernel parameter fills on
-  average,
-- ``uniform``: every row has exactly ``fan_in`` nonzeros *and* every parameter fills the same
-  number of entries (the "conditions on T" of Yang et al. 2021).
-
-This module holds the public API and the registry; the counting is in
-:mod:`keras_normed.geometry` and the rules for Keras's own layers in
-:mod:`keras_normed.keras_rules` (registered when the package is imported). Two levels are
-provided:
-
-- :func:`kernel_fans` needs only the layer's configuration and the kernel shape, so an
-  initializer can call it while the layer is still being built. For convolutions it gives the
-  fans of the *interior* (outputs whose window lies inside the input): exact there, an upper
-  bound at the borders.
-- :func:`layer_structure` needs the layer's input shape as well and returns the exact
-  :class:`LinearStructure`, borders included. Counts are computed per spatial axis in closed
-  form (``T`` is never built).
-
-Layers with several kernels (``SeparableConv2D``: a depthwise and a pointwise kernel) are
-described one weight at a time: each weight's ``T`` is the linear map from that weight's own
-input to its own output. ``layer_structure(layer)`` returns the first (main) one,
-``layer_structure(layer, weight=name)`` a given one, :func:`weight_structures` all of them.
-
-Third-party layers declare their structure by implementing two methods (the protocol)::
-
-    class MyLayer(keras.layers.Layer):
-        def normed_fans(self, kernel_shape) -> tuple[int, int]:
-            ...
-        def normed_structure(self, input_shape) -> LinearStructure:
-            ...
-
-or by calling :func:`register_structure` for a class they cannot edit. Either method may take
-an extra ``weight`` keyword (the weight's name) to describe several kernels; such a layer lists
-their names in a ``normed_weights`` attribute. See ``docs/structure.md``.
+"""The one place that knows a layer's linear structure: the effective operator ``y = T(theta) x``
+of a layer's kernel, its ``fan_in``, ``fan_out``, ``sharing`` and ``uniform`` (definitions,
+rules and the third-party protocol: docs/structure.md). This module holds the public API and the
+registry; the counting is in :mod:`keras_normed.geometry` and the rules for Keras's own layers in
+:mod:`keras_normed.keras_rules` (registered when the package is imported).
 
 Reference: H. Yang, X. Ding, R. Chan, H. Hu, Y. Peng, T. Zeng, "A new initialization method
 based on normed statistical spaces in deep networks", Inverse Problems and Imaging 15(1), 2021.
@@ -56,26 +18,14 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 from keras_normed import _keras_compat as compat
 from keras_normed.geometry import LinearStructure
 
-__all__ = [
-    "LinearStructure",
-    "built_input_shape",
-    "building_layer",
-    "kernel_fans",
-    "layer_structure",
-    "register_structure",
-    "shape_fans",
-    "weight_structures",
-]
-
-
-FansFn = Callable[..., Tuple[int, int]]
-StructureFn = Callable[..., LinearStructure]
+__all__ = ["LinearStructure", "bind_initializer", "built_input_shape", "kernel_fans",
+           "layer_structure", "register_structure", "shape_fans", "weight_structures"]
 
 
 @dataclasses.dataclass(frozen=True)
 class _Rule:
-    fans: FansFn
-    structure: StructureFn
+    fans: Callable[..., Tuple[int, int]]
+    structure: Callable[..., LinearStructure]
     # Names of the weights described, main first; None: one weight, rule functions take no
     # `weight` argument.
     weights: Optional[Tuple[str, ...]] = None
@@ -85,9 +35,11 @@ class _Rule:
 _REGISTRY: Dict[type, _Rule] = {}
 
 
-def register_structure(layer_cls: type, fans: FansFn, structure: StructureFn,
+def register_structure(layer_cls: type, fans: Callable[..., Tuple[int, int]],
+                       structure: Callable[..., LinearStructure],
                        weights: Optional[Sequence[str]] = None) -> None:
-    """Declare the structure of a layer class that cannot implement the protocol itself.
+    """Declare the structure of a layer class that cannot implement the protocol itself
+    (example: docs/structure.md).
 
     Args:
         layer_cls: the layer class (subclasses inherit the rule; a later call replaces it).
@@ -99,16 +51,6 @@ def register_structure(layer_cls: type, fans: FansFn, structure: StructureFn,
         weights: names of the weights described, main first, for layers with several
             kernels. When given, both functions are called with an extra ``weight=name``
             keyword (``weight=None`` in ``fans`` when the caller does not know the name).
-
-    Example:
-        >>> class Scale(keras.layers.Layer):  # y = x * w, one weight per feature
-        ...     def build(self, input_shape):
-        ...         self.kernel = self.add_weight(shape=(input_shape[-1],))
-        ...     def call(self, x):
-        ...         return x * self.kernel
-        >>> register_structure(
-        ...     Scale, lambda layer, shape: (1, 1),
-        ...     lambda layer, s: LinearStructure(1, 1, math.prod(s[1:-1]), True, s[-1]))
     """
     if not isinstance(layer_cls, type):
         raise TypeError(f"`layer_cls` must be a class, got {layer_cls!r}.")
@@ -123,10 +65,7 @@ def register_structure(layer_cls: type, fans: FansFn, structure: StructureFn,
 
 
 def _rule(layer) -> Optional[_Rule]:
-    for cls in type(layer).__mro__:
-        if cls in _REGISTRY:
-            return _REGISTRY[cls]
-    return None
+    return next((_REGISTRY[cls] for cls in type(layer).__mro__ if cls in _REGISTRY), None)
 
 
 def _takes_weight(fn) -> bool:
@@ -146,12 +85,8 @@ def shape_fans(shape: Sequence[int]) -> Tuple[int, int]:
     vector gives ``(n, n)`` and a scalar ``(1, 1)``.
     """
     shape = tuple(int(s) for s in shape)
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    if len(shape) == 2:
-        return shape[0], shape[1]
+    if len(shape) < 2:
+        return (shape[0], shape[0]) if shape else (1, 1)
     receptive = math.prod(shape[:-2])
     return shape[-2] * receptive, shape[-1] * receptive
 
@@ -161,9 +96,8 @@ def kernel_fans(layer, kernel_shape: Sequence[int],
     """Effective ``(fan_in, fan_out)`` of ``layer``'s kernel of shape ``kernel_shape``.
 
     Needs only the layer's configuration, so it can run inside ``build``. For convolutions
-    these are the interior fans: ``fan_in = prod(kernel) * C_in / groups`` and ``fan_out`` the
-    number of outputs one interior input reaches (``prod(ceil(k / s)) * C_out / groups`` for
-    dilation 1); exact away from the borders, an upper bound at them.
+    these are the interior fans (docs/structure.md): exact away from the borders, an upper
+    bound at them.
 
     Args:
         layer: the layer owning the kernel, or ``None``.
@@ -174,33 +108,26 @@ def kernel_fans(layer, kernel_shape: Sequence[int],
     Falls back to :func:`shape_fans` when ``layer`` is ``None`` or of an unknown kind, when
     ``weight`` names a weight the layer's rule does not describe, or when the rule returns
     ``None`` (the built-in rules do for a shape that is not their kernel's, e.g. a bias).
-
-    Example:
-        >>> conv = keras.layers.Conv2D(8, 3, strides=2)
-        >>> kernel_fans(conv, (3, 3, 4, 8))
-        (36, 32)
+    Example: ``kernel_fans(keras.layers.Conv2D(8, 3, strides=2), (3, 3, 4, 8)) == (36, 32)``.
     """
     kernel_shape = tuple(int(s) for s in kernel_shape)
-    if layer is not None:
-        method = getattr(layer, "normed_fans", None)
-        if method is not None:
-            if weight is not None and _takes_weight(method):
-                return _as_fans(method(kernel_shape, weight=weight))
-            return _as_fans(method(kernel_shape))
-        rule = _rule(layer)
-        fans = None
-        if rule is not None and rule.weights is None:
-            fans = rule.fans(layer, kernel_shape)
-        elif rule is not None and (weight is None or weight in rule.weights):
-            fans = rule.fans(layer, kernel_shape, weight=weight)
-        if fans is not None:
-            return _as_fans(fans)
-    return shape_fans(kernel_shape)
+    method, rule, fans = getattr(layer, "normed_fans", None), _rule(layer), None
+    if method is not None:
+        fans = method(kernel_shape, **({"weight": weight} if weight is not None
+                                       and _takes_weight(method) else {}))
+    elif rule is not None and rule.weights is None:
+        fans = rule.fans(layer, kernel_shape)
+    elif rule is not None and (weight is None or weight in rule.weights):
+        fans = rule.fans(layer, kernel_shape, weight=weight)
+    return shape_fans(kernel_shape) if fans is None else (int(fans[0]), int(fans[1]))
 
 
-def _as_fans(fans) -> Tuple[int, int]:
-    fan_in, fan_out = fans
-    return int(fan_in), int(fan_out)
+def bind_initializer(initializer, layer, weight: str):
+    """``initializer`` for ``layer``'s weight ``weight``, as the package's layers pass it to
+    ``add_weight``: bound to them when it is structure-aware (has ``normed_bind(layer, weight)``,
+    as the package's initializers), else unchanged (docs/structure.md)."""
+    bind = getattr(initializer, "normed_bind", None)
+    return initializer if bind is None else bind(layer, weight)
 
 
 def built_input_shape(layer) -> Optional[Tuple[Optional[int], ...]]:
@@ -238,89 +165,45 @@ def layer_structure(layer, input_shape: Optional[Sequence[Optional[int]]] = None
         ValueError: the input shape is unknown or lacks a needed size, or ``weight`` is not
             one of the weights the layer's rule describes.
 
-    Example:
-        >>> conv = keras.layers.Conv2D(8, 3, padding="same")
-        >>> layer_structure(conv, (None, 5, 5, 2)).sharing  # each axis: (4 + 5 + 4) / 3 uses
-        18.77777777777778
+    Example: ``layer_structure(keras.layers.Conv2D(8, 3, padding="same"), (None, 5, 5, 2))``
+    has ``sharing`` 18.78, ``((4 + 5 + 4) / 3) ** 2`` (taps used per axis).
     """
-    if not hasattr(layer, "normed_structure") and _rule(layer) is None:
+    method, rule = getattr(layer, "normed_structure", None), _rule(layer)
+    if method is None and rule is None:
         return None
     if input_shape is None:
         input_shape = built_input_shape(layer)
     if input_shape is None:
         raise ValueError(
             f"Layer {layer.name!r} is not built, so its input shape is unknown. "
-            "Build it (call it on data or build the model) or pass `input_shape`."
-        )
+            "Build it (call it on data or build the model) or pass `input_shape`.")
     input_shape = tuple(None if d is None else int(d) for d in input_shape)
     names = _described_weights(layer)
     if weight is not None and names is not None and weight not in names:
         raise ValueError(
             f"Layer {layer.name!r} ({type(layer).__name__}) describes weights {list(names)}, "
-            f"not `weight={weight!r}`."
-        )
-    method = getattr(layer, "normed_structure", None)
+            f"not `weight={weight!r}`.")
     if method is not None:
-        if names is not None and _takes_weight(method):
-            found = method(input_shape, weight=weight or names[0])
-        else:
-            found = method(input_shape)
+        found = (method(input_shape, weight=weight or names[0])
+                 if names is not None and _takes_weight(method) else method(input_shape))
+    elif rule.weights is None:
+        found = rule.structure(layer, input_shape)
     else:
-        rule = _rule(layer)
-        if rule.weights is None:
-            found = rule.structure(layer, input_shape)
-        else:
-            found = rule.structure(layer, input_shape, weight=weight or rule.weights[0])
+        found = rule.structure(layer, input_shape, weight=weight or rule.weights[0])
     if weight is not None and names is None and found is not None and found.weight != weight:
         raise ValueError(
             f"Layer {layer.name!r} ({type(layer).__name__}) describes its weight "
-            f"{found.weight!r}, not `weight={weight!r}`."
-        )
+            f"{found.weight!r}, not `weight={weight!r}`.")
     return found
 
 
 def weight_structures(layer, input_shape: Optional[Sequence[Optional[int]]] = None
                       ) -> Dict[str, LinearStructure]:
     """Structure of every kernel of ``layer``, by weight name, main first; ``{}`` for a layer
-    of unknown structure.
-
-    Example:
-        >>> sep = keras.layers.SeparableConv2D(8, 3, depth_multiplier=2)
-        >>> sorted(weight_structures(sep, (None, 7, 7, 3)))
-        ['depthwise_kernel', 'pointwise_kernel']
+    of unknown structure (a ``SeparableConv2D``: ``depthwise_kernel``, ``pointwise_kernel``).
     """
     names = _described_weights(layer)
     if names is None:
         found = layer_structure(layer, input_shape)
         return {} if found is None else {found.weight: found}
     return {name: layer_structure(layer, input_shape, weight=name) for name in names}
-
-
-def building_layer(max_depth: int = 48):
-    """The Keras layer whose ``add_weight`` is running on this thread, or ``None``.
-
-    Keras calls an initializer as ``initializer(shape, dtype)`` with no reference to the layer.
-    Variables are created synchronously inside ``Layer.add_weight`` (except inside a stateless
-    scope, where creation is deferred), so the layer is found on the call stack. Returns
-    ``(layer, weight_name)`` or ``None``.
-    """
-    import keras
-
-    frame = inspect.currentframe()
-    name = None
-    try:
-        frame = frame.f_back if frame is not None else None
-        depth = 0
-        while frame is not None and depth < max_depth:
-            owner = frame.f_locals.get("self")
-            if frame.f_code.co_name == "__init__" and name is None:
-                local_name = frame.f_locals.get("name")
-                if isinstance(local_name, str):
-                    name = local_name
-            if frame.f_code.co_name == "add_weight" and isinstance(owner, keras.layers.Layer):
-                return owner, name
-            frame = frame.f_back
-            depth += 1
-        return None
-    finally:
-        del frame

@@ -122,3 +122,43 @@ def test_is_graph_model():
     assert compat.is_graph_model(model)
     assert compat.is_graph_model(keras.Sequential([keras.layers.Dense(2)]))
     assert not compat.is_graph_model(Sub())
+
+
+def test_building_layer_names_each_separable_kernel():
+    """Inside a Keras layer's build, an initializer finds the layer and the weight's name (the
+    route of Keras's own layers); the fans it gets are the interior fans of that weight (here
+    valid, stride 1: exact)."""
+    from keras_normed import structure
+
+    seen = {}
+
+    class Recording(keras.initializers.Initializer):
+        def __call__(self, shape, dtype=None):
+            layer, name = compat.building_layer()
+            seen[name] = structure.kernel_fans(layer, shape, weight=name)
+            return keras.ops.zeros(shape, dtype=dtype)
+
+    sep = keras.layers.SeparableConv2D(5, 3, depth_multiplier=2,
+                                       depthwise_initializer=Recording(),
+                                       pointwise_initializer=Recording())
+    sep.build((None, 8, 8, 3))
+    exact = structure.weight_structures(sep)
+    assert seen == {w: (s.fan_in, s.fan_out) for w, s in exact.items()}
+    assert seen == {"depthwise_kernel": (9, 18), "pointwise_kernel": (6, 5)}
+
+
+def test_building_layer_outside_add_weight():
+    """A bare call finds nothing; a variable initialized after its layer's add_weight returned
+    (created in a stateless scope) is named, without a layer."""
+    seen = []
+
+    def recording(shape, dtype=None):
+        seen.append(compat.building_layer())
+        return keras.ops.zeros(shape, dtype=dtype)
+
+    recording((2, 2))
+    with keras.StatelessScope():
+        layer = keras.layers.Dense(3, kernel_initializer=recording)
+        layer.build((None, 4))
+        assert seen == [None]
+    assert seen == [None, (None, "kernel")]

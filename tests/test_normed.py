@@ -243,3 +243,83 @@ def test_rescaled_copy_validates_factor():
             init.rescaled_copy(factor)
     with pytest.raises(ValueError, match="`factor`.*`scale`"):
         init.rescaled_copy(1e308)
+
+
+def _handed_over_cases():
+    from keras_normed.layers import (
+        CirculantConv2D,
+        CirculantDense,
+        PeriodicConv2D,
+        WeightNormalization,
+    )
+
+    return [  # (make(init), input shape, effective fan_in, the layer owning the kernel)
+        (lambda i: CirculantDense(256, block_size=128, kernel_initializer=i), (None, 512), 512,
+         lambda layer: layer),
+        (lambda i: CirculantConv2D(64, 3, block_size=16, kernel_initializer=i),
+         (None, 8, 8, 32), 9 * 32, lambda layer: layer),
+        (lambda i: PeriodicConv2D(8, 5, kernel_initializer=i), (None, 16, 16, 4), 25 * 4,
+         lambda layer: layer),
+        (lambda i: WeightNormalization(keras.layers.Dense(30, kernel_initializer=i)),
+         (None, 40), 40, lambda layer: layer.layer),
+    ]
+
+
+def test_package_layers_hand_their_structure_to_the_initializer(monkeypatch):
+    """The package's layers pass add_weight the initializer bound to the layer and the weight's
+    name: the call stack is not read, the fans are the effective ones, the draw is remembered."""
+    from keras_normed import _keras_compat
+
+    def no_stack(*args, **kwargs):
+        raise AssertionError("the call stack was read")
+
+    monkeypatch.setattr(_keras_compat, "building_layer", no_stack)
+    for make, shape, fan_in, owner in _handed_over_cases():
+        init = Normed(seed=3)
+        layer = owner(_built(make(init), shape))
+        kernel = tuple(layer.kernel.shape)
+        assert init.stddev(kernel, layer, "kernel") == pytest.approx(math.sqrt(2.0 / fan_in))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel),
+                                      keras.ops.convert_to_numpy(init.sample(kernel, layer=layer)))
+        assert init.drew(layer.kernel) is True
+
+
+def test_keras_layers_are_found_on_the_call_stack():
+    init = Normed(seed=4)
+    layer = _built(keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same",
+                                                kernel_initializer=init), (None, 5, 5, 5))
+    fans = keras_normed.structure.kernel_fans(layer, layer.kernel.shape)
+    assert fans == (20, 96) and fans != keras_normed.structure.shape_fans(layer.kernel.shape)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel),
+                                  keras.ops.convert_to_numpy(init.sample(layer.kernel.shape,
+                                                                         layer=layer)))
+    assert init.drew(layer.kernel) is True
+
+
+def test_deferred_initialization_warns_once_and_uses_shape_fans():
+    """A Keras layer built in a stateless scope initializes its variables on leaving it, with
+    no layer on the stack: shape fans, and a warning once per initializer. The package's
+    layers handed their structure over and need no stack."""
+    from keras_normed.layers import CirculantDense
+
+    init, circulant_init = Normed(seed=5), Normed(seed=6)
+    with pytest.warns(UserWarning, match="'kernel'.*stateless scope") as record:
+        with keras.StatelessScope():
+            conv = keras.layers.Conv2DTranspose(6, 4, strides=2, kernel_initializer=init)
+            conv.build((None, 5, 5, 5))
+            circulant = CirculantDense(256, block_size=128, kernel_initializer=circulant_init)
+            circulant.build((None, 512))
+    assert len(record) == 1
+    shape = tuple(conv.kernel.shape)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel),
+                                  keras.ops.convert_to_numpy(init.sample(shape)))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(circulant.kernel), keras.ops.convert_to_numpy(
+            circulant_init.sample(circulant.kernel.shape, layer=circulant)))
+    assert init.drew(conv.kernel) is True and circulant_init.drew(circulant.kernel) is True
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with keras.StatelessScope():  # the same initializer again: no second warning
+            keras.layers.Dense(3, kernel_initializer=init).build((None, 4))

@@ -249,25 +249,6 @@ def test_errors_are_clear():
         structure.register_structure("Dense", lambda *a: (1, 1), lambda *a: None)
 
 
-def test_building_layer_names_each_separable_kernel():
-    """Inside build, an initializer finds the layer and the weight's name; the fans it gets
-    are the interior fans of that weight (here valid, stride 1: exact)."""
-    seen = {}
-
-    class Recording(keras.initializers.Initializer):
-        def __call__(self, shape, dtype=None):
-            layer, name = structure.building_layer()
-            seen[name] = structure.kernel_fans(layer, shape, weight=name)
-            return keras.ops.zeros(shape, dtype=dtype)
-
-    sep = L.SeparableConv2D(5, 3, depth_multiplier=2, depthwise_initializer=Recording(),
-                            pointwise_initializer=Recording())
-    sep.build((None, 8, 8, 3))
-    exact = structure.weight_structures(sep)
-    assert seen == {w: (s.fan_in, s.fan_out) for w, s in exact.items()}
-    assert seen == {"depthwise_kernel": (9, 18), "pointwise_kernel": (6, 5)}
-
-
 # --------------------------------------------------------------------------------------------
 # Third-party layers: the protocol, register_structure, and inheritance.
 

@@ -1,8 +1,5 @@
-"""Initializers of keras-normed. Each family lives in its own module.
-
-Xavier/Glorot, He, LeCun and Orthogonal are Keras's own (``keras.initializers``); this package
-adds what Keras lacks.
-"""
+"""Initializers of keras-normed, one family a module; Xavier/Glorot, He, LeCun and Orthogonal
+are Keras's own (``keras.initializers``)."""
 
 from keras_normed.initializers.delta_orthogonal import (
     CriticalPoint,

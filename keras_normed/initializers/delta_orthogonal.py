@@ -1,5 +1,5 @@
 """Delta-orthogonal initialization for convolutions (Xiao et al., ICML 2018), and the mean-field
-critical point of tanh networks that it is meant to be used at."""
+critical point of tanh networks that it is meant to be used at (docs/delta_orthogonal.md)."""
 
 from __future__ import annotations
 
@@ -21,14 +21,11 @@ class DeltaOrthogonal(SeededInitializer):
         W[centre, :, :] = gain * H,   H H^T = I_{c_in}  (H random orthogonal, c_in x c_out)
         W[x, :, :]      = 0           for every other spatial offset x,
 
-    with ``centre = (k - 1) // 2`` along each spatial axis (the tap that ``padding="same"``
-    aligns with the output pixel). The convolution is then a pixel-wise orthogonal map, so it
-    preserves the norm of every input exactly (under periodic padding, and under "same" zero
-    padding too, since only the centre tap is nonzero) and all singular values of its Jacobian
-    equal ``gain``: the "dynamical isometry" that lets a vanilla tanh CNN of 10,000 layers train
-    when ``gain`` and the bias scale sit at the critical point (see :func:`tanh_critical_point`).
-
+    with ``centre = (k - 1) // 2`` along each spatial axis. Every singular value of the
+    convolution's Jacobian is then ``gain`` (dynamical isometry; docs/delta_orthogonal.md).
     ``H`` comes from ``keras.initializers.Orthogonal(gain, seed)`` with shape ``(c_in, c_out)``.
+    Use it at the critical point: ``gain=cp.sigma_w`` and biases of std ``cp.sigma_b`` for
+    ``cp = tanh_critical_point(sigma_b2)``.
 
     Example:
         >>> sw2, sb2, _ = keras_normed.initializers.tanh_critical_point(sigma_b2=1e-4)
@@ -73,9 +70,7 @@ class DeltaOrthogonal(SeededInitializer):
         return keras.ops.pad(centre, pads)
 
     def get_config(self):
-        base_config = super().get_config()
-        config = {"gain": self.gain}
-        return {**base_config, **config}
+        return {**super().get_config(), "gain": self.gain}
 
 
 class CriticalPoint(NamedTuple):
@@ -116,17 +111,11 @@ def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:
 
     At the critical point the fixed point ``q*`` of
     ``q = sigma_w^2 E[tanh(sqrt(q) z)^2] + sigma_b^2`` has
-    ``chi = sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1``: gradients neither explode nor vanish on
-    average (Poole et al. 2016; Schoenholz et al. 2017; Xiao et al. 2018). Parametrising the
-    line by ``q``: ``sigma_w^2 = 1 / E[tanh'^2]`` and
-    ``sigma_b^2 = q - E[tanh^2] / E[tanh'^2]``, which increases with ``q``, so ``q*`` is found
-    by bisection. As ``sigma_b^2 -> 0``, ``q* -> 0`` and ``sigma_w^2 -> 1``.
+    ``chi = sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1`` (Poole et al. 2016; Schoenholz et al. 2017;
+    Xiao et al. 2018). On that line ``sigma_w^2 = 1 / E[tanh'^2]`` and
+    ``sigma_b^2 = q - E[tanh^2] / E[tanh'^2]``, increasing in ``q``: ``q*`` is found by bisection.
 
-    Example::
-
-        >>> cp = tanh_critical_point(1e-4)
-        >>> round(cp.sigma_w2, 4), round(cp.q_star, 4)
-        (1.086, 0.0457)
+    Example: ``tanh_critical_point(1e-4)`` has ``sigma_w2`` 1.086 and ``q_star`` 0.0457.
 
     Args:
         sigma_b2: variance of the biases, >= 0.

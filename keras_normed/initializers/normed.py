@@ -1,34 +1,27 @@
-"""The normed initialization (Yang, Ding, Chan, Hu, Peng, Zeng, IPI 2021), layer-local part.
-
-A layer's kernel ``theta`` acts through an effective linear operator ``y = T(theta) x``. He and
-Xavier read the fans from the kernel tensor's shape, which is wrong as soon as parameters are
-shared in a non-convolutional way (block-circulant, periodic convolutions, ...). :class:`Normed`
-reads the fans of ``T`` itself from :mod:`keras_normed.structure` and draws
-
-    std = scale * gain / sqrt(fan),   fan = fan_in | fan_out | (fan_in + fan_out) / 2 of T
-
-so every layer starts with the He/Xavier-correct variance of its *effective* operator. The
-between-layer part of the method (equal growth of parameters measured in the norm
-``||theta||_T = ||T(theta)||_F``) needs the whole model and lives in
-:func:`keras_normed.rescale`; it stores its per-layer factor in ``scale`` and sets ``rescaled``.
+"""The normed initialization (Yang, Ding, Chan, Hu, Peng, Zeng, IPI 2021), layer-local part, and
+the seeded, structure-aware base the package's initializers share: the variance comes from the
+fans of the layer's *effective* operator ``T`` (:mod:`keras_normed.structure`), which the
+package's layers hand over and Keras's own layers leave to be found (see docs/normed.md).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import numbers
+import warnings
 from typing import Optional, Sequence, Tuple
 
 import keras
 import ml_dtypes
 import numpy as np
 
+from keras_normed import _keras_compat as compat
 from keras_normed import structure
-from keras_normed._keras_compat import RandomInitializer
 
-__all__ = ["Normed", "EffectiveVarianceScaling", "GAINS", "SeededInitializer", "check_seed",
-           "check_positive", "parse_bool"]
+__all__ = ["Normed", "EffectiveVarianceScaling", "GAINS", "SeededInitializer",
+           "StructuredInitializer", "check_seed", "check_positive", "parse_bool"]
 
 _DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -37,28 +30,17 @@ _MODES = ("fan_in", "fan_out", "fan_avg")
 _KERAS_DISTRIBUTION = {"truncated_normal": "truncated_normal", "normal": "untruncated_normal",
                        "uniform": "uniform"}
 # Largest draw in units of the std: truncated at 2 std of the untruncated normal whose std is
-# std / 0.8796 (as VarianceScaling does); uniform on [-sqrt(3) std, sqrt(3) std]; an untruncated
-# normal reaches 10 std with probability ~1e-23 per value.
-# Std of a unit normal truncated at +-2 std, as keras.initializers.VarianceScaling uses.
-_TRUNCATION_CORRECTION = 0.87962566103423978
-_DRAW_BOUND = {"truncated_normal": 2.0 / _TRUNCATION_CORRECTION, "normal": 10.0,
+# std / 0.8796 (Keras's truncation correction); uniform on [-sqrt(3) std, sqrt(3) std]; an
+# untruncated normal reaches 10 std with probability ~1e-23 per value.
+_DRAW_BOUND = {"truncated_normal": 2.0 / 0.87962566103423978, "normal": 10.0,
                "uniform": math.sqrt(3.0)}
 
 # Gains that keep the forward variance of y = act(T x) constant (He et al. 2015; the values
 # follow torch.nn.init.calculate_gain, with "gelu"/"silu" taken as ReLU-like).
-GAINS = {
-    "linear": 1.0,
-    "identity": 1.0,
-    "sigmoid": 1.0,
-    "tanh": 5.0 / 3.0,
-    "relu": math.sqrt(2.0),
-    "gelu": math.sqrt(2.0),
-    "silu": math.sqrt(2.0),
-    "swish": math.sqrt(2.0),
-    "elu": math.sqrt(2.0),
-    "leaky_relu": math.sqrt(2.0 / (1.0 + 0.2**2)),  # Keras's default slope 0.2
-    "selu": 0.75,
-}
+GAINS = {"linear": 1.0, "identity": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3.0,
+         **dict.fromkeys(("relu", "gelu", "silu", "swish", "elu"), math.sqrt(2.0)),
+         "leaky_relu": math.sqrt(2.0 / (1.0 + 0.2**2)),  # Keras's default slope 0.2
+         "selu": 0.75}
 
 
 def check_positive(name: str, value) -> float:
@@ -77,26 +59,13 @@ def parse_bool(name: str, value) -> bool:
     ``bool("false")`` is True, which would silently flip the meaning."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in ("true", "false"):
-            return word == "true"
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a bool (True or False), got {value!r} of type "
+                        f"{type(value).__name__}.")
+    if value.strip().lower() not in ("true", "false"):
         raise ValueError(f"`{name}` must be a bool or the string 'true' or 'false', got "
                          f"{value!r}. Pass {name}=True or {name}=False.")
-    raise TypeError(f"`{name}` must be a bool (True or False), got {value!r} of type "
-                    f"{type(value).__name__}.")
-
-
-def _seed_bounds() -> Tuple[int, int]:
-    """The int seeds the current backend's random ops accept (Keras checks only when drawing)."""
-    from keras_normed._keras_compat import random_seed_dtype
-
-    dtype = random_seed_dtype()
-    if dtype == "int64":
-        return -(2**63), 2**63 - 1
-    if dtype == "uint32":
-        return 0, 2**32 - 1
-    return -(2**31), 2**32 - 1  # int32 backends reinterpret the bits of a uint32 seed
+    return value.strip().lower() == "true"
 
 
 def check_seed(seed):
@@ -112,16 +81,17 @@ def check_seed(seed):
         raise TypeError(
             f"`seed` must be an int, None or a keras.random.SeedGenerator, got {seed!r} of type "
             f"{type(seed).__name__}. Pass an int (e.g. seed=1) for reproducible values.")
-    seed = int(seed)
-    low, high = _seed_bounds()
-    if not low <= seed <= high:
+    # int32 backends reinterpret the bits of a uint32 seed.
+    low, high = {"int64": (-(2**63), 2**63 - 1), "uint32": (0, 2**32 - 1)}.get(
+        compat.random_seed_dtype(), (-(2**31), 2**32 - 1))
+    if not low <= int(seed) <= high:
         raise ValueError(
             f"`seed` must be an int in [{low}, {high}] (the seeds the {keras.backend.backend()} "
             f"backend's random ops accept), got {seed}. Pass a smaller int, e.g. seed % 2**32.")
-    return seed
+    return int(seed)
 
 
-class SeededInitializer(RandomInitializer):
+class SeededInitializer(compat.RandomInitializer):
     """Seed handling shared by the package's initializers: Keras's ``RandomInitializer``.
 
     ``seed`` is an int (stateless: every call returns the same values, in every process), a
@@ -138,6 +108,73 @@ class SeededInitializer(RandomInitializer):
                             f"{type(self.seed).__name__}.")
 
 
+class StructuredInitializer(SeededInitializer):
+    """A seeded initializer whose std comes from the fans of the layer's effective operator:
+    it draws ``stddev(shape, layer, weight) * u``, ``u`` the unit-std draw of
+    ``keras.initializers.VarianceScaling`` for :attr:`distribution`, seeded by ``self.seed``.
+
+    The package's layers hand the layer and the weight's name over (they pass ``add_weight``
+    :meth:`normed_bind`'s callable); for Keras's own layers they are found on the call stack;
+    a bare call uses the shape's fans, as ``keras.initializers`` does, and so does a variable
+    initialized after its layer's ``add_weight`` returned (created in a stateless scope), with
+    a warning once per initializer (docs/structure.md).
+    """
+
+    distribution = "truncated_normal"
+    mode = "fan_in"
+
+    def fans(self, shape: Sequence[int], layer=None, weight=None) -> Tuple[int, int]:
+        """``(fan_in, fan_out)`` of the effective operator (shape-based if ``layer`` is None)."""
+        return structure.kernel_fans(layer, shape, weight)
+
+    def fan(self, shape: Sequence[int], layer=None, weight=None) -> float:
+        """The fan :attr:`mode` names, at least 1."""
+        fan_in, fan_out = self.fans(shape, layer, weight)
+        return max(1.0, {"fan_in": fan_in, "fan_out": fan_out,
+                         "fan_avg": (fan_in + fan_out) / 2.0}[self.mode])
+
+    def stddev(self, shape: Sequence[int], layer=None, weight=None) -> float:
+        """The std this initializer gives a kernel of ``shape`` in ``layer``."""
+        raise NotImplementedError
+
+    def normed_bind(self, layer, weight: str):
+        """This initializer for ``layer``'s weight ``weight``: a ``(shape, dtype)`` callable
+        that hands the layer over (what the package's layers pass to ``add_weight``)."""
+        return functools.partial(self, layer=layer, weight=weight)
+
+    def sample(self, shape: Sequence[int], dtype=None, layer=None, weight=None):
+        """Draw the values for ``shape`` with the fans of ``layer`` given explicitly (no
+        search for the layer, nothing remembered)."""
+        shape = tuple(int(s) for s in shape)
+        std = self.stddev(shape, layer, weight)
+        self._check_representable(std, shape, dtype)
+        # VarianceScaling's std is sqrt(scale / fan_in) with fan_in read from the shape: with
+        # scale = that fan_in it is exactly 1 (every Keras 3 version).
+        fan = float(max(1, structure.shape_fans(shape)[0]))
+        unit = keras.initializers.VarianceScaling(
+            fan, "fan_in", _KERAS_DISTRIBUTION[self.distribution], seed=self.seed)
+        return unit(shape, dtype=dtype) * std
+
+    def _check_representable(self, std: float, shape, dtype) -> None:
+        """A hook: :class:`Normed` refuses a std its dtype cannot hold."""
+
+    def __call__(self, shape, dtype=None, layer=None, weight=None):
+        if layer is None:
+            found = compat.building_layer()
+            layer, weight = found or (None, None)
+            if found is not None and layer is None and not self.__dict__.get("_warned"):
+                self._warned = True
+                warnings.warn(
+                    f"{type(self).__name__}: variable {weight!r} is initialized after its "
+                    "layer's add_weight returned (Keras deferred it: created in a stateless "
+                    "scope, as when a subclassed model is built by a call), so its layer is "
+                    f"unknown and its fans are read from the shape {tuple(shape)}, as "
+                    "keras.initializers does (exact for Dense and stride-1 Conv kernels only). "
+                    "Build the layers first (layer.build(input_shape)) for the fans of their "
+                    "effective operator.", stacklevel=2)
+        return self.sample(shape, dtype, layer, weight)
+
+
 def _fingerprint(array: np.ndarray) -> tuple:
     flat = array.reshape(-1).astype(np.float64)
     picks = flat[:: max(1, flat.size // 16)][:16]
@@ -145,27 +182,20 @@ def _fingerprint(array: np.ndarray) -> tuple:
 
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="Normed")
-class Normed(SeededInitializer):
+class Normed(StructuredInitializer):
     """Structure-aware initializer: variance from the layer's *effective* operator ``T``.
 
     Formula: ``std = scale * gain / sqrt(fan)``, ``fan`` taken from ``T(theta)``:
+    ``fan_in`` = nonzeros in a row of ``T`` (Dense: ``n_in``; Conv ``k x k`` over ``C``
+    channels: ``k*k*C``; block-circulant ``n_in -> n_out``: ``n_in``; periodic 55x55 conv on one
+    channel: 3025), from :func:`keras_normed.structure.kernel_fans` of the kernel's layer (see
+    :class:`StructuredInitializer`), not from the kernel's shape; ``gain`` from
+    ``nonlinearity`` (``sqrt(2)`` for ReLU: He; ``1`` for linear with ``mode="fan_avg"``:
+    Xavier/Glorot); ``scale`` = 1 until :func:`keras_normed.rescale` sets the layer-consistent
+    factor. On a bare shape ``Normed(seed=s)`` equals ``keras.initializers.HeNormal(seed=s)``.
 
-    - ``fan_in`` = nonzeros in a row of ``T`` (Dense: ``n_in``; Conv ``k x k`` over ``C``
-      channels: ``k*k*C``; block-circulant ``n_in -> n_out``: ``n_in``; periodic 55x55 conv on one
-      channel: 3025), read with :func:`keras_normed.structure.kernel_fans` from the layer being
-      built (found by :func:`keras_normed.structure.building_layer`), not from the kernel's shape;
-    - ``gain`` from ``nonlinearity`` (``sqrt(2)`` for ReLU: He; ``1`` for linear with
-      ``mode="fan_avg"``: Xavier/Glorot), or given explicitly;
-    - ``scale`` = 1 until :func:`keras_normed.rescale` sets the layer-consistent factor.
-
-    Called with a bare shape outside a layer (``Normed()((3, 3, 16, 32))``), there is no layer
-    to ask, so the fans fall back to the kernel shape exactly as ``keras.initializers.HeNormal``
-    computes them (last two axes = input/output channels, leading axes = receptive field).
-
-    Example:
-
-    >>> layer = keras.layers.Dense(64, kernel_initializer="normed")
-    >>> init = Normed("tanh", mode="fan_avg", distribution="uniform", seed=1)
+    Example: ``keras.layers.Dense(64, kernel_initializer="normed")``, or
+    ``Normed("tanh", mode="fan_avg", distribution="uniform", seed=1)``.
 
     Args:
         nonlinearity: activation the layer feeds; one of :data:`GAINS`. Sets the gain.
@@ -173,20 +203,13 @@ class Normed(SeededInitializer):
         mode: ``"fan_in"`` (He, forward variance), ``"fan_out"`` (backward variance) or
             ``"fan_avg"`` (Xavier/Glorot compromise).
         distribution: ``"truncated_normal"`` (truncated at 2 std, std corrected as Keras does),
-            ``"normal"`` or ``"uniform"``. The draws are Keras's own
-            (``keras.initializers.VarianceScaling`` with unit std, times ``std``).
-        seed: as Keras's random initializers (:class:`SeededInitializer`): an int for
-            reproducible values (same seed, same weights, in every process), a
-            ``keras.random.SeedGenerator`` (new values at every call), or ``None`` (a random
-            int is drawn once, so repeated calls of one instance agree; ``get_config`` keeps
-            None).
-        scale: extra factor on the std, written by :func:`keras_normed.rescale` (through
-            :meth:`rescaled_copy`). ``scale * gain`` times the largest draw (about 2.3 std for
-            the truncated normal) must stay finite; a draw that would overflow the kernel's
-            dtype (``inf`` in float32 beyond ~3.4e38) is an error, not ``inf`` weights.
-        rescaled: set by :func:`keras_normed.rescale`; saved in the layer's config, so a saved
-            and reloaded model is known to be rescaled already. A bool, or the string
-            ``"true"``/``"false"`` (any case) as a hand-written config may hold.
+            ``"normal"`` or ``"uniform"``.
+        seed: an int (reproducible), a ``keras.random.SeedGenerator`` (new values at every
+            call) or ``None`` (an int drawn once; ``get_config`` keeps None).
+        scale: extra factor on the std, written by :func:`keras_normed.rescale`; draws that
+            would overflow or underflow the kernel's dtype are an error.
+        rescaled: set by :func:`keras_normed.rescale` and saved in the config; a bool, or the
+            string ``"true"``/``"false"`` (any case).
 
     Reference: H. Yang, X. Ding, R. Chan, H. Hu, Y. Peng, T. Zeng, "A new initialization method
     based on normed statistical spaces in deep networks", Inverse Problems and Imaging 15(1),
@@ -217,13 +240,12 @@ class Normed(SeededInitializer):
     def _check_scale(self, scale: float) -> float:
         """``scale`` such that the largest draw (fan 1, float64) is finite."""
         per_unit = self.effective_gain * _DRAW_BOUND[self.distribution]
-        bound = scale * per_unit
-        if not math.isfinite(bound):
+        if not math.isfinite(scale * per_unit):
             raise ValueError(
                 f"`scale`={scale!r} is too large: with gain {self.effective_gain:.4g} the "
-                f"{self.distribution} draws would reach {bound!r}. Pass a `scale` below "
-                f"{float(np.finfo('float64').max) / per_unit:.3g} (far lower for a float32 "
-                "kernel, whose largest value is 3.4e38).")
+                f"{self.distribution} draws would reach {scale * per_unit!r}. Pass a `scale` "
+                f"below {float(np.finfo('float64').max) / per_unit:.3g} (far lower for a "
+                "float32 kernel, whose largest value is 3.4e38).")
         return scale
 
     @property
@@ -237,16 +259,9 @@ class Normed(SeededInitializer):
         or the ``keras.random.SeedGenerator``. :meth:`rescaled_copy` keeps it."""
         return self.seed
 
-    def fans(self, shape: Sequence[int], layer=None) -> Tuple[int, int]:
-        """``(fan_in, fan_out)`` of the effective operator (shape-based if ``layer`` is None)."""
-        return structure.kernel_fans(layer, shape)
-
-    def stddev(self, shape: Sequence[int], layer=None) -> float:
+    def stddev(self, shape: Sequence[int], layer=None, weight=None) -> float:
         """The std this initializer gives a kernel of ``shape`` in ``layer``."""
-        fan_in, fan_out = self.fans(shape, layer)
-        fan = {"fan_in": fan_in, "fan_out": fan_out,
-               "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
-        return self.scale * self.effective_gain / math.sqrt(max(1.0, fan))
+        return self.scale * self.effective_gain / math.sqrt(self.fan(shape, layer, weight))
 
     def _check_representable(self, std: float, shape, dtype) -> None:
         """Refuse a std whose draws overflow ``dtype`` (inf weights) or underflow it (zeros)."""
@@ -268,41 +283,16 @@ class Normed(SeededInitializer):
                 f"so the weights would be (nearly) zero. Pass a `scale` above "
                 f"{self.scale * float(info.tiny) / std:.4g}.")
 
-    def sample(self, shape: Sequence[int], dtype=None, layer=None):
-        """Draw the values for ``shape`` with the fans of ``layer`` given explicitly.
-
-        ``__call__`` is ``sample(shape, dtype, layer=<the layer being built>)``; this lets
-        :func:`keras_normed.rescale` regenerate a layer's initial kernel to check that the
-        weights were not trained or loaded since. The values are ``std * u`` with ``u`` the
-        unit-std draw of ``keras.initializers.VarianceScaling`` (fans forced to 1), seeded by
-        :attr:`draw_seed`: the same ``u`` for every ``scale``.
-        """
-        shape = tuple(int(s) for s in shape)
-        std = self.stddev(shape, layer)
-        self._check_representable(std, shape, dtype)
-        # VarianceScaling's std is sqrt(scale / fan_in) with fan_in read from the shape: with
-        # scale = that fan_in it is exactly 1, so it draws unit-std values with Keras's own
-        # truncation correction and uniform limit (every Keras 3 version); the
-        # structure-aware std multiplies them.
-        fan = float(max(1, structure.shape_fans(shape)[0]))
-        unit = keras.initializers.VarianceScaling(
-            fan, "fan_in", _KERAS_DISTRIBUTION[self.distribution], seed=self.seed)
-        return unit(shape, dtype=dtype) * std
-
-    def __call__(self, shape, dtype=None):
-        found = structure.building_layer()
-        values = self.sample(shape, dtype, layer=found[0] if found is not None else None)
-        self._remember(values)
-        return values
-
-    def _remember(self, values) -> None:
+    def __call__(self, shape, dtype=None, layer=None, weight=None):
+        values = super().__call__(shape, dtype, layer, weight)
         # What was drawn, so that `drew` can later tell an untouched kernel from a trained,
         # assigned or loaded one without drawing again (a SeedGenerator cannot redraw).
         try:
             array = np.asarray(keras.ops.convert_to_numpy(values))
         except Exception:  # noqa: BLE001 - drawn inside a traced function: nothing to keep
-            return
+            return values
         self.__dict__.setdefault("_draws", []).append(_fingerprint(array))
+        return values
 
     def drew(self, value) -> Optional[bool]:
         """Whether ``value`` is what this initializer drew in this process for a kernel of its
@@ -318,12 +308,8 @@ class Normed(SeededInitializer):
 
     def rescaled_copy(self, factor: float) -> Normed:
         """A copy with ``scale = self.scale * factor`` and ``rescaled=True`` that draws the
-        same underlying values: ``rescaled_copy(c).sample(shape, layer=l)`` equals
-        ``c * self.sample(shape, layer=l)`` (to float rounding).
-
-        The copy keeps :attr:`draw_seed`: the same int (also the one drawn for ``seed=None``,
-        while its config keeps None), or the same ``keras.random.SeedGenerator`` object, so
-        two draws from the same generator state agree. Used by :func:`keras_normed.rescale`.
+        same underlying values (it keeps :attr:`draw_seed`): ``rescaled_copy(c).sample(shape,
+        layer=l)`` equals ``c * self.sample(shape, layer=l)``. Used by :func:`keras_normed.rescale`.
         """
         factor = check_positive("factor", factor)
         new = copy.copy(self)  # shares the seed (int or generator) and the config's seed
@@ -336,16 +322,14 @@ class Normed(SeededInitializer):
         return new
 
     def get_config(self):
-        base_config = super().get_config()
-        config = {"nonlinearity": self.nonlinearity, "gain": self.gain, "mode": self.mode,
-                  "distribution": self.distribution, "scale": self.scale,
-                  "rescaled": self.rescaled}
-        return {**base_config, **config}
+        return {**super().get_config(), "nonlinearity": self.nonlinearity, "gain": self.gain,
+                "mode": self.mode, "distribution": self.distribution, "scale": self.scale,
+                "rescaled": self.rescaled}
 
 
 @keras.saving.register_keras_serializable(package="keras_normed",
                                           name="EffectiveVarianceScaling")
-class EffectiveVarianceScaling(SeededInitializer):
+class EffectiveVarianceScaling(StructuredInitializer):
     """Keras's ``VarianceScaling`` (truncated normal) with the fans of the *effective* operator.
 
     ``std = sqrt(scale / n)``, ``n`` = ``fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2`` of
@@ -365,12 +349,8 @@ class EffectiveVarianceScaling(SeededInitializer):
         self.mode = mode
         super().__init__(seed=seed)
 
-    def __call__(self, shape, dtype=None):
-        found = structure.building_layer()
-        fan_in, fan_out = structure.kernel_fans(found[0] if found else None, shape)
-        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
-        std = math.sqrt(self.scale / max(1.0, n)) / _TRUNCATION_CORRECTION
-        return keras.random.truncated_normal(shape, stddev=std, dtype=dtype, seed=self.seed)
+    def stddev(self, shape: Sequence[int], layer=None, weight=None) -> float:
+        return math.sqrt(self.scale / self.fan(shape, layer, weight))
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "mode": self.mode}

@@ -1,4 +1,5 @@
-"""Random-walk initialization (Sussillo & Abbott, 2014)."""
+"""Random-walk initialization (Sussillo & Abbott, 2014); the derivation and the measurements are
+in docs/random_walk.md."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ from typing import Optional
 
 import keras
 
-from keras_normed import structure
-from keras_normed.initializers.normed import SeededInitializer, check_positive
+from keras_normed.initializers.normed import StructuredInitializer, check_positive
 
 NONLINEARITIES = ("linear", "relu", "tanh")
 # Sussillo & Abbott give closed forms for linear and ReLU layers only; for tanh the constant is
 # numerical: ~1.15 (their section 2.3 as quoted by TensorFlow's uniform_unit_scaling docs; our
 # own 100-layer, width-100 simulation gives zero drift at g ~ 1.16, -2.1 at g = 1.1).
 TANH_GAIN = 1.15
+
+
+def _check_nonlinearity(nonlinearity) -> str:
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(
+            f"Unknown `nonlinearity` {nonlinearity!r}; expected one of {NONLINEARITIES}, "
+            "or pass `gain=` explicitly.")
+    return nonlinearity
 
 
 def random_walk_gain(nonlinearity: str, n: int) -> float:
@@ -27,10 +35,7 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
     With ``W ~ N(0, g^2 / N)`` these make ``E[ln(|delta_{d}|^2 / |delta_{d+1}|^2)] = 0``: the log
     of the back-propagated gradient norm performs an *unbiased* random walk across layers.
     """
-    if nonlinearity not in NONLINEARITIES:
-        raise ValueError(
-            f"Unknown `nonlinearity` {nonlinearity!r}; expected one of {NONLINEARITIES}, "
-            "or pass `gain=` explicitly.")
+    _check_nonlinearity(nonlinearity)
     n = int(n)
     if n < 1:
         raise ValueError(f"The layer width `n` must be >= 1, got {n}.")
@@ -42,21 +47,14 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
 
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="RandomWalk")
-class RandomWalk(SeededInitializer):
+class RandomWalk(StructuredInitializer):
     """Gaussian weights scaled so the log gradient norm is an unbiased random walk over depth.
 
     ``W ~ N(0, g^2 / N)`` with ``N`` the layer's fan-in (read from :mod:`keras_normed.structure`,
-    so structured layers use their effective fan-in) and ``g`` from :func:`random_walk_gain`:
-
-    - linear: ``g = exp(1 / (2N))``,
-    - ReLU: ``g = sqrt(2) exp(1.2 / (max(N, 6) - 2.4))``,
-    - tanh: ``g = 1.15`` (numerical; no closed form in the paper).
-
-    Back-propagation multiplies the error by ``W^T D`` at every layer (``D`` the diagonal of
-    ``phi'``). With ``g = 1`` (Glorot for square linear layers) or ``g = sqrt(2)`` (He for ReLU)
-    the mean of ``ln |W^T D delta|^2 / |delta|^2`` is slightly negative (``~ -1/N`` for linear,
-    ``~ -2.4/N`` for ReLU), so over ``D`` layers the gradient shrinks by ``exp(-c D / N)``; the
-    corrections above cancel that drift, leaving a walk whose variance grows like ``D / N``.
+    so structured layers use their effective fan-in) and ``g`` from :func:`random_walk_gain`
+    (linear: ``exp(1 / (2N))``; ReLU: ``sqrt(2) exp(1.2 / (max(N, 6) - 2.4))``; tanh: 1.15).
+    These cancel the drift ``~ -c / N`` per layer of ``ln |W^T D delta|^2 / |delta|^2`` that
+    Glorot and He leave, so the gradient neither shrinks nor grows on average over depth.
 
     Example:
         >>> layer = keras.layers.Dense(100, activation="relu",
@@ -74,25 +72,18 @@ class RandomWalk(SeededInitializer):
     Feedforward Networks", arXiv:1412.6558, 2014.
     """
 
+    distribution = "normal"
+
     def __init__(self, nonlinearity: str = "linear", gain: Optional[float] = None,
                  seed=None):
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(
-                f"Unknown `nonlinearity` {nonlinearity!r}; expected one of {NONLINEARITIES}, "
-                "or pass `gain=` explicitly.")
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = _check_nonlinearity(nonlinearity)
         self.gain = None if gain is None else check_positive("gain", gain)
         super().__init__(seed=seed)
 
-    def __call__(self, shape, dtype=None):
-        found = structure.building_layer()
-        layer = found[0] if found is not None else None
-        fan_in, _ = structure.kernel_fans(layer, shape)
-        n = max(1, int(fan_in))
+    def stddev(self, shape, layer=None, weight=None) -> float:
+        n = int(self.fan(shape, layer, weight))
         g = self.gain if self.gain is not None else random_walk_gain(self.nonlinearity, n)
-        return keras.random.normal(shape, stddev=g / math.sqrt(n), dtype=dtype, seed=self.seed)
+        return g / math.sqrt(n)
 
     def get_config(self):
-        base_config = super().get_config()
-        config = {"nonlinearity": self.nonlinearity, "gain": self.gain}
-        return {**base_config, **config}
+        return {**super().get_config(), "nonlinearity": self.nonlinearity, "gain": self.gain}

@@ -1,20 +1,5 @@
-"""Robust initialization of weight-normalized networks (Arpit, Campos, Bengio, NeurIPS 2019).
-
-A weight-normalized unit computes ``y_i = g_i <v_i, x> / ||v_i||``. If the directions
-``v_i`` are orthonormal and the input is isotropic, ``E[y_i^2] = g_i^2 ||x||^2 / n_in``, so the
-norm of the layer's output is ``||y||^2 ~ g^2 (n_out / n_in) ||x||^2``, and a ReLU keeps half
-of it. The forward-pass condition of Arpit et al. follows:
-
-- a hidden layer followed by a ReLU: ``g = sqrt(2 n_in / n_out)``,
-- a layer with a linear output (the last layer, the end of a residual branch):
-  ``g = sqrt(n_in / n_out)``,
-
-with ``v`` orthogonal and biases zero (for convolutions ``n_in / n_out`` is the ratio of
-input to output channels: ``fan_in / fan_out`` of the kernel shape). In a residual network
-``h_b = h_{b-1} + r_b(h_{b-1})`` with ``B`` blocks, each branch ``r_b`` initialized as above
-preserves the norm, so it is also scaled by ``1 / sqrt(B)`` (its last layer's ``g``):
-``||h_b||^2 ~ (1 + 1/B) ||h_{b-1}||^2``, hence ``||h_B|| <= sqrt(e) ||h_0||`` for any depth,
-where an unscaled branch would give ``2^(B/2)``.
+"""Robust initialization of weight-normalized networks (Arpit, Campos, Bengio, NeurIPS 2019);
+the forward-pass derivation of its gains is in docs/weight_norm.md.
 
 Reference: D. Arpit, V. Campos, Y. Bengio, "How to Initialize your Network? Robust
 Initialization for WeightNorm & ResNets", NeurIPS 2019.
@@ -31,7 +16,8 @@ import numpy as np
 from keras_normed import _keras_compat as compat
 from keras_normed import structure
 
-__all__ = ["arpit_init", "residual_branch_ends", "weight_norm_layers"]
+__all__ = ["arpit_init", "assign_orthogonal", "layer_seeds", "residual_branch_ends",
+           "weight_norm_layers"]
 
 
 def layer_seeds(seed: Optional[int], n: int) -> List[int]:
@@ -42,6 +28,16 @@ def layer_seeds(seed: Optional[int], n: int) -> List[int]:
     """
     states = np.random.SeedSequence(seed).generate_state(max(n, 1))
     return [int(s % (2**31 - 1)) + 1 for s in states[:n]]
+
+
+def assign_orthogonal(variable, seed: int) -> None:
+    """Set ``variable`` to ``keras.initializers.Orthogonal(seed=seed)`` drawn on its 2-D reshape
+    ``(prod(shape[:-1]), shape[-1])`` (a vector: one row)."""
+    shape = tuple(variable.shape)
+    ortho = keras.initializers.Orthogonal(seed=seed)((int(np.prod(shape[:-1])), shape[-1]),
+                                                     dtype="float32")
+    dtype = keras.ops.convert_to_numpy(variable).dtype
+    variable.assign(np.reshape(keras.ops.convert_to_numpy(ortho), shape).astype(dtype))
 
 
 def _is_wn(layer) -> bool:
@@ -59,10 +55,6 @@ def weight_norm_layers(model) -> List[keras.layers.Layer]:
     return [found[i] for i in order]
 
 
-def _consumers(layer) -> list:
-    return compat.consumers(layer)
-
-
 def residual_branch_ends(model) -> List[str]:
     """Names of the weight-normalized layers that end a residual branch.
 
@@ -70,28 +62,21 @@ def residual_branch_ends(model) -> List[str]:
     (the shortcut's tensor, by contrast, also feeds the branch). Nested models are searched
     too. Pass ``branch_ends=`` to :func:`arpit_init` for graphs this rule does not read.
     """
-    ends = []
-    for layer in compat.all_layers(model):
-        if not _is_wn(layer):
-            continue
-        consumers = _consumers(layer)
-        if len(consumers) == 1 and isinstance(consumers[0], keras.layers.Add):
-            ends.append(layer.name)
-    return ends
+    return [layer.name for layer in compat.all_layers(model)
+            if _is_wn(layer) and isinstance(_only_consumer(layer), keras.layers.Add)]
+
+
+def _only_consumer(layer):
+    consumers = compat.consumers(layer)
+    return consumers[0] if len(consumers) == 1 else None
 
 
 def _relu_follows(layer) -> bool:
-    act = getattr(layer.layer, "activation", None)
-    if act is keras.activations.relu:
-        return True
-    consumers = _consumers(layer)
-    if len(consumers) == 1:
-        nxt = consumers[0]
-        if isinstance(nxt, keras.layers.ReLU):
-            return True
-        if isinstance(nxt, keras.layers.Activation) and nxt.activation is keras.activations.relu:
-            return True
-    return False
+    nxt = _only_consumer(layer)
+    return (getattr(layer.layer, "activation", None) is keras.activations.relu
+            or isinstance(nxt, keras.layers.ReLU)
+            or (isinstance(nxt, keras.layers.Activation)
+                and nxt.activation is keras.activations.relu))
 
 
 def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
@@ -145,12 +130,8 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
     variables = [w for layer in layers for w in layer.weights]
     with engine.Transaction(variables):
         for layer, layer_seed in zip(layers, seeds):
-            v = layer.layer.kernel
-            shape = tuple(v.shape)
-            flat = (int(np.prod(shape[:-1])), shape[-1])
-            ortho = keras.initializers.Orthogonal(seed=layer_seed)(flat, dtype="float32")
-            v.assign(np.reshape(keras.ops.convert_to_numpy(ortho), shape).astype(v.dtype))
-            fan_in, fan_out = structure.shape_fans(shape)
+            assign_orthogonal(layer.layer.kernel, layer_seed)
+            fan_in, fan_out = structure.shape_fans(layer.layer.kernel.shape)
             gain2 = 2.0 if _relu_follows(layer) else 1.0
             g = math.sqrt(gain2 * fan_in / fan_out)
             if layer.name in ends:

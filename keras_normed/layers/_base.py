@@ -8,8 +8,7 @@ from typing import Tuple
 import keras
 from keras import ops
 
-__all__ = ["ImageLayout", "WeightArgs", "check_positive_int", "int_pair",
-           "resolve_data_format"]
+from keras_normed import structure
 
 
 def check_positive_int(value, name: str) -> int:
@@ -42,44 +41,15 @@ def int_pair(value, name: str) -> Tuple[int, int]:
     return tuple(check_positive_int(v, name) for v in value)
 
 
-class WeightArgs:
-    """Shared handling of the Dense-like initializer/regularizer/constraint arguments."""
+# The Dense-like weight arguments, in the layers' argument order, and the Keras module that
+# resolves each.
+_WEIGHT_ARGS = [(f"{weight}_{kind}", module) for kind, module in (
+    ("initializer", keras.initializers), ("regularizer", keras.regularizers),
+    ("constraint", keras.constraints)) for weight in ("kernel", "bias")]
 
-    def _set_weight_args(self, activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, kernel_constraint,
-                         bias_constraint):
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
 
-    def _weight_config(self) -> dict:
-        s = keras.saving.serialize_keras_object
-        return {
-            "activation": s(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": s(self.kernel_initializer),
-            "bias_initializer": s(self.bias_initializer),
-            "kernel_regularizer": s(self.kernel_regularizer),
-            "bias_regularizer": s(self.bias_regularizer),
-            "activity_regularizer": s(self.activity_regularizer),
-            "kernel_constraint": s(self.kernel_constraint),
-            "bias_constraint": s(self.bias_constraint),
-        }
-
-    def _add_kernel_and_bias(self, kernel_shape, n_out: int):
-        self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(n_out,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+class RealInputs:
+    """Refuses complex inputs, eagerly and on the symbolic path."""
 
     def _check_real(self, dtype) -> str:
         dtype = keras.backend.standardize_dtype(dtype)
@@ -91,17 +61,45 @@ class WeightArgs:
                 "(e.g. concatenated on the channel axis), or `keras.ops.real(x)`.")
         return dtype
 
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        # The symbolic path (keras.Input) does not run call(): refuse complex inputs here too.
+        self._check_real(inputs.dtype)
+        return super().compute_output_spec(inputs, *args, **kwargs)
+
+
+class WeightArgs(RealInputs):
+    """Shared handling of the Dense-like initializer/regularizer/constraint arguments."""
+
+    def _set_weight_args(self, activation, use_bias, *weight_args):
+        """``activation``, ``use_bias`` and the six arguments named in ``_WEIGHT_ARGS``."""
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        for (name, module), value in zip(_WEIGHT_ARGS, weight_args):
+            setattr(self, name, module.get(value))
+
+    def _weight_config(self) -> dict:
+        names = ("activation", "activity_regularizer", *(name for name, _ in _WEIGHT_ARGS))
+        return {"use_bias": self.use_bias, **{
+            name: keras.saving.serialize_keras_object(getattr(self, name)) for name in names}}
+
+    def _add_kernel_and_bias(self, kernel_shape, n_out: int):
+        """The kernel and bias, their initializers handed this layer and the weight's name
+        (:func:`keras_normed.structure.bind_initializer`)."""
+        def add(name, shape):
+            init = structure.bind_initializer(getattr(self, f"{name}_initializer"), self, name)
+            return self.add_weight(name=name, shape=shape, initializer=init,
+                                   regularizer=getattr(self, f"{name}_regularizer"),
+                                   constraint=getattr(self, f"{name}_constraint"))
+
+        self.kernel = add("kernel", kernel_shape)
+        self.bias = add("bias", (n_out,)) if self.use_bias else None
+
     def _real_inputs(self, inputs):
         """``inputs`` in the compute dtype: Keras layers compute in it whatever the input dtype
         (integer images would otherwise give truncated outputs); complex inputs are refused."""
         if self._check_real(inputs.dtype) != self.compute_dtype:
             inputs = ops.cast(inputs, self.compute_dtype)
         return inputs
-
-    def compute_output_spec(self, inputs, *args, **kwargs):
-        # The symbolic path (keras.Input) does not run call(): refuse complex inputs here too.
-        self._check_real(inputs.dtype)
-        return super().compute_output_spec(inputs, *args, **kwargs)
 
     def _finish(self, y, channels_first: bool = False):
         if self.bias is not None:

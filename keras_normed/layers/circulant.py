@@ -1,10 +1,5 @@
-"""Block-circulant layers (CirCNN): ``CirculantDense`` and ``CirculantConv2D``.
-
-The weight matrix is a grid of ``b x b`` circulant blocks, each stored as its first column:
-``b`` parameters instead of ``b * b``, and the product costs ``O(n log b)`` through the FFT.
-Convention: output block ``q`` is ``y_q = sum_p C(kernel[p, q]) x_p`` with
-``C(c)[i, j] = c[(i - j) mod b]`` (circular convolution). Sizes that are not multiples of ``b``
-are zero-padded on the input and truncated on the output (CirCNN's choice).
+"""Block-circulant layers (CirCNN): ``CirculantDense`` and ``CirculantConv2D``; the convention,
+padding rule and algorithms are in docs/layers.md, the FFT math in :mod:`keras_normed.ops`.
 
 Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
 block-circulant weight matrices", MICRO 2017.
@@ -36,9 +31,7 @@ def _check_block_size(block_size: int, n_in: int, n_out: int, in_name: str) -> N
     if block_size > max(n_in, n_out):
         raise ValueError(
             f"`block_size`={block_size} is larger than both the {in_name} ({n_in}) and the "
-            f"output size ({n_out}); use a `block_size` <= {max(n_in, n_out)}."
-        )
-
+            f"output size ({n_out}); use a `block_size` <= {max(n_in, n_out)}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_normed")
@@ -47,28 +40,21 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
 
     ``y = activation(x @ W + bias)`` where output block ``q`` of ``x @ W`` is
     ``sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]``. The kernel has shape
-    ``(ceil(n_in / b), ceil(units / b), b)``: ``b`` times fewer parameters than ``Dense``.
-    Computed as an ``rfft`` per input block, a complex multiply-accumulate per frequency and an
-    ``irfft`` per output block (:func:`keras_normed.ops.circulant.circulant_matmul`). When ``n_in``
-    or ``units`` is not a multiple of ``b`` the input is zero-padded and the output truncated.
+    ``(ceil(n_in / b), ceil(units / b), b)``: ``b`` times fewer parameters than ``Dense``;
+    computed by FFTs (:func:`keras_normed.ops.circulant.circulant_matmul`). When ``n_in`` or
+    ``units`` is not a multiple of ``b`` the input is zero-padded and the output truncated.
+    Inputs: rank >= 2, features last, any real dtype (cast to the compute dtype).
 
     Args:
         units: output width.
         block_size: size ``b`` of the circulant blocks; a positive int not larger than
-            ``max(n_in, units)``. Any ``b`` (odd, prime) is exact.
+            ``max(n_in, units)``.
         activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint: as
             ``keras.layers.Dense``. The default ``"normed"`` initializer uses the effective
             fan-in ``n_in`` (not the kernel tensor's shape).
 
-    Input: rank >= 2, features on the last axis. Output: same leading axes, ``units`` features.
-    Inputs of any real dtype (``int32``, ``uint8``, ...) are cast to the layer's compute dtype,
-    and the output has that dtype (as ``keras.layers.Dense``); complex inputs raise
-    ``TypeError``. Under ``mixed_float16``/``mixed_bfloat16`` the FFT runs in float32.
-
-    Example:
-        >>> layer = CirculantDense(64, block_size=16)
-        >>> y = layer(np.ones((8, 128), "float32"))   # kernel shape (8, 4, 16)
+    Example: ``CirculantDense(64, block_size=16)`` on 128 features has an ``(8, 4, 16)`` kernel.
 
     Reference: C. Ding et al., "CirCNN", MICRO 2017.
     """
@@ -117,18 +103,16 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
 
     def normed_structure(self, input_shape) -> LinearStructure:
         n_in = int(input_shape[-1])
-        p, q, b = self.kernel_shape_for(n_in)
-        n_params = p * q * b
-        nnz = n_in * self.units  # every entry of W is a (generically nonzero) parameter
-        uniform = n_in % b == 0 and self.units % b == 0
-        return LinearStructure(fan_in=n_in, fan_out=self.units, sharing=nnz / n_params,
-                               uniform=uniform, n_params=n_params, shape=(self.units, n_in))
+        n_params, b = math.prod(self.kernel_shape_for(n_in)), self.block_size
+        # Every entry of W is a (generically nonzero) parameter: nnz = n_in * units.
+        return LinearStructure(fan_in=n_in, fan_out=self.units,
+                               sharing=n_in * self.units / n_params,
+                               uniform=n_in % b == 0 and self.units % b == 0,
+                               n_params=n_params, shape=(self.units, n_in))
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"units": self.units, "block_size": self.block_size})
-        config.update(self._weight_config())
-        return config
+        return {**super().get_config(), "units": self.units, "block_size": self.block_size,
+                **self._weight_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_normed")
@@ -136,16 +120,11 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
     """2-D convolution whose channel-mixing matrix is block-circulant (CirCNN).
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v] + bias)`` where
-    every ``W[u, v]`` (``C_in x filters``) is block-circulant with the convention of
-    :class:`CirculantDense`: ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)``.
-    Kernel shape ``(kh, kw, ceil(C_in / b), ceil(filters / b), b)``; channels are zero-padded
-    to a multiple of ``b`` and the output truncated to ``filters``.
-
-    Computed in the frequency domain of the channel blocks
-    (:func:`keras_normed.ops.circulant.circulant_conv2d`): one ``rfft`` per pixel and block, a
-    depthwise convolution of the spectra (one group per frequency), one ``irfft`` per output
-    block. With more than 8 output blocks, or under XLA, the kernel is materialised and run as
-    one ordinary convolution instead, which measured faster there (docs/performance.md).
+    every ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)`` is block-circulant as
+    in :class:`CirculantDense`; kernel shape ``(kh, kw, ceil(C_in / b), ceil(filters / b), b)``.
+    Computed in the frequency domain of the channel blocks, or with the kernel materialised
+    (:func:`keras_normed.ops.circulant.circulant_conv2d`; the forms: docs/layers.md). Inputs of
+    any real dtype are cast to the compute dtype; height and width may be unknown.
 
     Args:
         filters: output channels.
@@ -153,19 +132,11 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         block_size: circulant block size ``b``; a positive int ``<= max(C_in, filters)``.
         strides, padding ("valid" or "same"), dilation_rate: as ``keras.layers.Conv2D``.
         activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
-        data_format: ``"channels_last"`` (inputs ``(N, H, W, C)``), ``"channels_first"``
-            (``(N, C, H, W)``) or ``None``: ``keras.config.image_data_format()`` read once, at
-            construction, and stored in ``get_config`` (changing the global setting later does
-            not change the layer). Same weights and results in both layouts.
+        data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
+            (``keras.config.image_data_format()`` read once, at construction).
 
-    Inputs of any real dtype (``uint8`` images, ``int32``) are cast to the compute dtype, which
-    is also the output dtype; complex inputs raise ``TypeError``. Height and width may be
-    unknown (``keras.Input((None, None, C))``): ``predict`` on any size and ``model.export``
-    work (the FFT forms that need static sizes are then not chosen).
-
-    Example:
-        >>> layer = CirculantConv2D(256, 3, block_size=256, padding="same")
-        >>> y = layer(np.ones((2, 7, 7, 256), "float32"))   # kernel (3, 3, 1, 1, 256)
+    Example: ``CirculantConv2D(256, 3, block_size=256, padding="same")`` on ``(2, 7, 7, 256)``
+    inputs has a ``(3, 3, 1, 1, 256)`` kernel.
 
     Reference: C. Ding et al., "CirCNN", MICRO 2017.
     """
@@ -212,15 +183,10 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
                                  data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")
 
-    def _output_hw(self, h, w):
-        out = []
-        for n, k, s, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate):
-            out.append(None if n is None else geometry.conv_output_length(n, k, s, self.padding, d))
-        return tuple(out)
-
     def compute_output_shape(self, input_shape):
-        h, w, _ = self._hwc(input_shape)
-        ho, wo = self._output_hw(h, w)
+        ho, wo = (None if n is None else geometry.conv_output_length(n, k, s, self.padding, d)
+                  for n, k, s, d in zip(self._hwc(input_shape)[:2], self.kernel_size,
+                                        self.strides, self.dilation_rate))
         if self.data_format == "channels_first":
             return (input_shape[0], self.filters, ho, wo)
         return (input_shape[0], ho, wo, self.filters)
@@ -234,27 +200,22 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
 
     def normed_structure(self, input_shape) -> LinearStructure:
         h, w, c_in = (int(d) for d in self._hwc(input_shape))
-        kshape = self.kernel_shape_for(c_in)
-        n_params = math.prod(kshape)
+        n_params = math.prod(self.kernel_shape_for(c_in))
         # Per spatial axis: in-range taps of every output, outputs one input reaches.
         ah, aw = (geometry.conv_axis(n, k, s, self.padding, d) for n, k, s, d in zip(
             (h, w), self.kernel_size, self.strides, self.dilation_rate))
         nnz = int(ah.rows.sum()) * int(aw.rows.sum()) * c_in * self.filters
         full = all((a.rows == k).all() for a, k in zip((ah, aw), self.kernel_size))
-        b = self.block_size
-        uniform = bool(full and c_in % b == 0 and self.filters % b == 0)
+        uniform = full and c_in % self.block_size == 0 and self.filters % self.block_size == 0
         return LinearStructure(
             fan_in=int(ah.rows.max() * aw.rows.max()) * c_in,
             fan_out=int(ah.cols.max() * aw.cols.max()) * self.filters, sharing=nnz / n_params,
-            uniform=uniform, n_params=n_params,
+            uniform=bool(uniform), n_params=n_params,
             shape=(len(ah.rows) * len(aw.rows) * self.filters, h * w * c_in))
 
     def get_config(self):
-        config = super().get_config()
-        config.update({
-            "filters": self.filters, "kernel_size": self.kernel_size,
-            "block_size": self.block_size, "strides": self.strides, "padding": self.padding,
-            "dilation_rate": self.dilation_rate, "data_format": self.data_format,
-        })
-        config.update(self._weight_config())
-        return config
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "block_size": self.block_size,
+                "strides": self.strides, "padding": self.padding,
+                "dilation_rate": self.dilation_rate, "data_format": self.data_format,
+                **self._weight_config()}

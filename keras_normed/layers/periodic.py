@@ -1,9 +1,5 @@
-"""``PeriodicConv2D``: convolution with periodic (circular) padding.
-
-Used by net (b) of Yang et al. 2021 (a 55x55 single-channel kernel on a 56x56 map): with
-circular padding every output sees every kernel entry exactly once and every kernel entry is
-used exactly ``H * W`` times, the "conditions on T" of the normed initialization.
-"""
+"""``PeriodicConv2D``: convolution with periodic (circular) padding, as net (b) of Yang et al.
+2021 uses it (a 55x55 single-channel kernel on a 56x56 map); see docs/layers.md."""
 
 from __future__ import annotations
 
@@ -34,33 +30,21 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
     ``y[n, i, j] = activation(sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W]
     @ kernel[u, v] + bias)``, ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; kernel shape
     ``(kh, kw, C_in, filters)`` as ``keras.layers.Conv2D``. A kernel larger than the input
-    wraps around: taps landing on the same pixel add up (aliasing), identically on both paths.
-
-    Two exact implementations (:func:`keras_normed.ops.periodic.periodic_conv2d`):
-    ``"direct"`` wrap-pads the input (a gather) and runs a valid convolution; ``"fft"``
-    multiplies 2-D real spectra per frequency. ``"auto"`` picks ``"fft"`` when the kernel is
-    larger than 3x3 or the estimated FFT cost ``5 (C_in + C_out) H W log2(H W) +
-    4 H (W/2+1) C_in C_out`` is under half the direct ``H W kh kw C_in C_out``
-    (:func:`~keras_normed.ops.dispatch.periodic_conv2d_method`, calibrated on CPU timings).
+    wraps around (taps landing on the same pixel add up). Inputs of any real dtype are cast to
+    the compute dtype; height and width may be unknown.
 
     Args:
         filters: output channels.
         kernel_size: int or pair.
         strides: only 1 is supported (a periodic convolution keeps the spatial size).
-        method: ``"auto"``, ``"fft"`` or ``"direct"``.
+        method: ``"direct"`` (wrap-pad by a gather, then a valid convolution), ``"fft"`` (2-D
+            real FFT) or ``"auto"`` (:func:`~keras_normed.ops.dispatch.periodic_conv2d_method`
+            decides from an estimated cost; docs/layers.md).
         activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
-        data_format: ``"channels_last"`` (inputs ``(N, H, W, C)``), ``"channels_first"``
-            (``(N, C, H, W)``) or ``None``: ``keras.config.image_data_format()`` read once, at
-            construction, and stored in ``get_config``.
+        data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
+            (``keras.config.image_data_format()`` read once, at construction).
 
-    Inputs of any real dtype (``uint8`` images, ``int32``) are cast to the compute dtype, which
-    is also the output dtype; complex inputs raise ``TypeError``. Height and width may be
-    unknown (``keras.Input((None, None, C))``): both methods then work on run-time sizes, and
-    ``"auto"`` decides from the kernel size alone (``"fft"`` above 3x3, else ``"direct"``).
-
-    Example:
-        >>> layer = PeriodicConv2D(1, 55)
-        >>> y = layer(np.ones((2, 56, 56, 1), "float32"))   # y.shape == (2, 56, 56, 1)
+    Example: ``PeriodicConv2D(1, 55)`` on ``(2, 56, 56, 1)`` inputs gives ``(2, 56, 56, 1)``.
 
     Reference: H. Yang et al., "A new initialization method based on normed statistical spaces
     in deep networks", Inverse Problems and Imaging 15(1), 2021.
@@ -98,10 +82,8 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         layer's ``data_format``; ``None`` height or width allowed)."""
         if self.method != "auto":
             return self.method
-        h, w, c_in = self._hwc(input_shape)
-        return dispatch.periodic_conv2d_method(None if h is None else int(h),
-                                          None if w is None else int(w),
-                                          *self.kernel_size, int(c_in), self.filters)
+        h, w, c_in = (None if d is None else int(d) for d in self._hwc(input_shape))
+        return dispatch.periodic_conv2d_method(h, w, *self.kernel_size, c_in, self.filters)
 
     def call(self, inputs):
         y = periodic_conv2d(self._real_inputs(inputs), self.kernel,
@@ -134,10 +116,7 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
                                shape=(h * w * self.filters, h * w * c_in))
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"filters": self.filters, "kernel_size": self.kernel_size,
-                       "strides": self.strides, "method": self.method,
-                       "data_format": self.data_format})
-        config.update(self._weight_config())
-        return config
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides,
+                "method": self.method, "data_format": self.data_format, **self._weight_config()}
 

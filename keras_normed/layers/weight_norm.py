@@ -9,14 +9,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_normed import _keras_compat
+from keras_normed import _keras_compat, structure
+from keras_normed.layers._base import RealInputs
 
 __all__ = ["WeightNormalization"]
-
-
-def _is_supported(layer) -> bool:
-    # Conv1D/2D/3D subclass BaseConv; transposed, depthwise and separable ones do not.
-    return isinstance(layer, keras.layers.Dense) or _keras_compat.is_conv(layer)
 
 
 def _describe(value) -> str:
@@ -65,31 +61,24 @@ def _check_built_dtype(layer, policy) -> None:
 
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="WeightNormalization")
-class WeightNormalization(keras.layers.Wrapper):
+class WeightNormalization(RealInputs, keras.layers.Wrapper):
     """Weight normalization of a ``Dense`` or ``Conv1D/2D/3D`` layer.
 
     Each output unit ``i`` of the wrapped layer uses the kernel column
-
-        ``w_i = g_i * v_i / ||v_i||``
-
-    where ``v`` (the wrapped layer's own ``kernel`` variable) sets the direction and the
-    trainable vector ``g`` (one entry per output unit) sets the length: ``||w_i|| = g_i``
-    exactly, whatever ``v`` is. The bias and activation of the wrapped layer are kept.
+    ``w_i = g_i * v_i / ||v_i||``: ``v`` (the wrapped layer's own ``kernel`` variable) sets the
+    direction, the trainable ``g`` (one entry per output unit) the length. The bias and
+    activation of the wrapped layer are kept (dtype policies, epsilon: docs/weight_norm.md).
 
     Args:
-        layer: a ``keras.layers.Dense`` or convolution (``Conv1D``, ``Conv2D``, ``Conv3D``)
-            layer; transposed, depthwise and separable convolutions are not supported.
+        layer: a ``keras.layers.Dense`` or ``Conv1D``/``Conv2D``/``Conv3D`` layer
+            (channels_last); transposed, depthwise and separable convolutions are refused.
         g_initializer: ``"norm"`` (default) sets ``g = ||v||`` at build time, so the wrapper
-            starts as the unwrapped layer; any Keras initializer (e.g. ``"ones"``) is
-            used as given.
-        epsilon: a float >= 0 added to ``||v||^2`` under the square root. The sum is also
-            floored at the smallest normal float, so even ``epsilon=0`` gives a zero column
-            ``w_i = 0`` (not NaN). The norm is computed in float32 (float64 for float64
-            variables), also under float16 policies.
-        dtype: the dtype policy of the wrapper *and* of the wrapped layer (applied to it, as
-            for Keras's own wrappers), e.g. ``"mixed_float16"``: float16 compute and output,
-            float32 variables (``g`` included). Not given: the wrapped layer's policy is used.
-            A wrapped layer that is already built must have matching variable dtypes.
+            starts as the unwrapped layer; any Keras initializer (e.g. ``"ones"``) is used as
+            given.
+        epsilon: a float >= 0 added to ``||v||^2`` under the square root (floored at the
+            smallest normal float: a zero column gives ``w_i = 0``, not NaN).
+        dtype: the dtype policy of the wrapper *and* of the wrapped layer; not given: the
+            wrapped layer's. A wrapped layer already built must have its variable dtype.
 
     Example:
 
@@ -106,14 +95,13 @@ class WeightNormalization(keras.layers.Wrapper):
     """
 
     def __init__(self, layer, g_initializer="norm", epsilon: float = 1e-12, **kwargs):
-        if not isinstance(layer, keras.layers.Layer) or not _is_supported(layer):
+        # Conv1D/2D/3D subclass BaseConv; transposed, depthwise and separable ones do not.
+        if not isinstance(layer, keras.layers.Dense) and not _keras_compat.is_conv(layer):
             raise TypeError(
                 "`layer` must be a keras.layers.Dense or Conv1D/Conv2D/Conv3D layer instance, "
                 f"got {_describe(layer)}. Wrap one of those layers (e.g. "
-                "WeightNormalization(keras.layers.Dense(64))), or use a plain layer instead."
-            )
-        if getattr(layer, "data_format", "channels_last") != "channels_last" and not isinstance(
-                layer, keras.layers.Dense):
+                "WeightNormalization(keras.layers.Dense(64))), or use a plain layer instead.")
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise ValueError(
                 "WeightNormalization supports data_format='channels_last' only, got `layer` "
                 f"with data_format={layer.data_format!r}; build the wrapped layer with "
@@ -137,13 +125,16 @@ class WeightNormalization(keras.layers.Wrapper):
     def v(self):
         return self.layer.kernel
 
-    def _units(self) -> int:
-        return int(self.layer.kernel.shape[-1])
-
     def build(self, input_shape):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        units = self._units()
+        inner = self.layer
+        if not inner.built:  # its kernel initializer handed the wrapped layer, as ours are
+            init = inner.kernel_initializer
+            inner.kernel_initializer = structure.bind_initializer(init, inner, "kernel")
+            try:
+                inner.build(input_shape)
+            finally:
+                inner.kernel_initializer = init
+        units = int(inner.kernel.shape[-1])
         self.g = self.add_weight(name="g", shape=(units,), initializer="ones",
                                  trainable=True, dtype=self.layer.kernel.dtype)
         if self._g_initializer is None:
@@ -174,18 +165,6 @@ class WeightNormalization(keras.layers.Wrapper):
         w = v * (ops.cast(self.g, dtype) / self._v_norm())
         return ops.cast(w, self.layer.kernel.dtype)
 
-    def _check_real(self, dtype) -> None:
-        dtype = keras.backend.standardize_dtype(dtype)
-        if "complex" in dtype:
-            raise TypeError(
-                f"WeightNormalization {self.name!r} takes real inputs, got `inputs` of dtype "
-                f"{dtype}; casting would drop the imaginary part. Pass the real and imaginary "
-                "parts as separate features, or `keras.ops.real(x)`.")
-
-    def compute_output_spec(self, inputs, *args, **kwargs):
-        self._check_real(inputs.dtype)  # the symbolic path does not run call()
-        return super().compute_output_spec(inputs, *args, **kwargs)
-
     def call(self, inputs):
         inner = self.layer
         self._check_real(inputs.dtype)
@@ -206,13 +185,9 @@ class WeightNormalization(keras.layers.Wrapper):
 
     # Structure for keras_normed.structure: the effective operator is the wrapped layer's.
     def normed_fans(self, kernel_shape):
-        from keras_normed import structure
-
         return structure.kernel_fans(self.layer, kernel_shape)
 
     def normed_structure(self, input_shape):
-        from keras_normed import structure
-
         return structure.layer_structure(self.layer, input_shape)
 
     def get_config(self):

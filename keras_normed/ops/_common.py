@@ -7,8 +7,6 @@ from typing import Sequence, Tuple, Union
 
 from keras import backend, ops
 
-FFT_DTYPES = ("float32", "float64")
-
 
 def fft_dtype(*dtypes) -> str:
     """float64 if any operand dtype is float64, else float32 (FFTs reject half precision)."""
@@ -16,13 +14,9 @@ def fft_dtype(*dtypes) -> str:
 
 
 def real_operands(x, kernel, name: str = "x"):
-    """``(x, kernel, dtype)``: both as tensors and the floating dtype the result is given in.
-
-    A float input keeps its dtype. Integer and bool inputs compute in the kernel's float dtype
-    (``floatx()`` if the kernel is not float either): the result must not be cast back to an
-    integer (truncation) nor the kernel cast down to one. Complex inputs are refused: the
-    kernels are real and the FFTs here take real data, so the imaginary part would be lost.
-    """
+    """``(x, kernel, dtype)``: both as tensors and the floating dtype of the result: a float
+    input's own; for integer and bool inputs the kernel's float dtype (else ``floatx()``), never
+    an integer (truncation). Complex inputs are refused: their imaginary part would be lost."""
     x = ops.convert_to_tensor(x)
     kernel = ops.convert_to_tensor(kernel)
     dtype = backend.standardize_dtype(x.dtype)
@@ -38,11 +32,8 @@ def real_operands(x, kernel, name: str = "x"):
     return x, kernel, dtype
 
 
-DATA_FORMATS = ("channels_last", "channels_first")
-
-
 def check_data_format(data_format) -> str:
-    if data_format not in DATA_FORMATS:
+    if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
             f"`data_format` must be 'channels_last' (N, H, W, C) or 'channels_first' "
             f"(N, C, H, W), got {data_format!r}.")
@@ -83,12 +74,9 @@ def freq_contract(xr, xi, kr, ki):
     """Complex multiply-accumulate over input blocks, all frequencies in one batched matmul.
 
     ``xr, xi``: ``(M, P, F)``; ``kr, ki``: ``(P, Q, F)``. Returns ``(yr, yi)`` of shape
-    ``(M, Q, F)`` with ``y[m, q, f] = sum_p x[m, p, f] * k[p, q, f]`` (complex).
-
-    The complex product is written as one real matmul per frequency,
-    ``[xr, xi] @ [[kr, ki], [-ki, kr]] = [yr, yi]``, batched over the ``F`` frequencies.
-    For tiny contractions (``P * Q <= 16``, e.g. one output block) a broadcast multiply and
-    sum over ``P`` avoids the transposes (timings of both: docs/performance.md).
+    ``(M, Q, F)`` with ``y[m, q, f] = sum_p x[m, p, f] * k[p, q, f]`` (complex), as the real
+    matmul ``[xr, xi] @ [[kr, ki], [-ki, kr]]`` batched over the frequencies; for
+    ``P * Q <= 16`` a broadcast multiply and sum (timings: docs/performance.md).
     """
     p, q = kr.shape[0], kr.shape[1]
     if p * q <= 16:
@@ -106,6 +94,4 @@ IntPair = Union[int, Sequence[int]]
 
 
 def pair(v: IntPair) -> Tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    return tuple(int(a) for a in v)
+    return (v, v) if isinstance(v, int) else tuple(int(a) for a in v)

@@ -1,13 +1,8 @@
-"""Block-circulant products (CirCNN): dense, and the 2-D convolution in three forms.
-
-*Circulant block.* ``C(c)`` is the ``b x b`` circulant matrix with first column ``c``:
-``C(c)[i, j] = c[(i - j) mod b]``, so ``C(c) x`` is the circular convolution ``c * x`` and
-``FFT(C(c) x) = FFT(c) . FFT(x)``.
-
-*Block-circulant matrix.* A kernel of shape ``(P, Q, b)`` defines the ``n_in x units`` matrix
-``W`` (applied as ``y = x @ W``, like ``keras.layers.Dense``) whose output block ``q`` is
-``y_q = sum_p C(kernel[p, q]) x_p``. When ``n_in`` or ``units`` is not a multiple of ``b`` the
-input is zero-padded to ``P * b`` and the output truncated to ``units`` (CirCNN's choice).
+"""Block-circulant products (CirCNN): dense, and the 2-D convolution in three forms. A kernel
+``(P, Q, b)`` defines the ``n_in x units`` matrix ``W`` whose output block ``q`` is
+``y_q = sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]`` (circulant with first
+column ``c``, so ``FFT(C(c) x) = FFT(c) . FFT(x)``); inputs are zero-padded to ``P * b`` and
+outputs truncated (CirCNN's choice; docs/layers.md).
 
 Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
 block-circulant weight matrices", MICRO 2017.
@@ -42,17 +37,13 @@ def num_blocks(n: int, block_size: int) -> int:
     return -(-int(n) // int(block_size))
 
 
-def _kernel_spectrum(kernel, block_size: int):
-    """``rfft`` of every circulant block's first column: ``(..., b) -> (..., b // 2 + 1)``."""
-    return ops.rfft(kernel, fft_length=block_size)
-
-
 def circulant_matmul(x, kernel, units: int = None):
     """Product ``x @ W`` with ``W`` the block-circulant matrix defined by ``kernel``.
 
     ``y_q = sum_p C(kernel[p, q]) x_p`` computed as one ``rfft`` per input block, a complex
     multiply-accumulate over input blocks for every frequency, and one ``irfft`` per output
-    block: ``O(n log b)`` per row instead of ``O(n_in * units)``.
+    block: ``O(n log b)`` per row instead of ``O(n_in * units)``. Equals
+    ``x @ circulant_to_dense(kernel, n_in, units)``.
 
     Args:
         x: tensor ``(..., n_in)``, any rank >= 1; features on the last axis.
@@ -62,12 +53,6 @@ def circulant_matmul(x, kernel, units: int = None):
     Returns:
         Tensor ``(..., units)`` in the dtype of ``x`` when it is float; integer and bool inputs
         give the kernel's float dtype (never a truncated integer). Complex ``x``: ``TypeError``.
-
-    Example:
-        >>> import numpy as np
-        >>> k = np.random.rand(2, 1, 3).astype("float32")
-        >>> x = np.random.rand(4, 6).astype("float32")
-        >>> y = circulant_matmul(x, k)          # == x @ circulant_to_dense(k, 6, 3)
     """
     x, kernel, out_dtype = real_operands(x, kernel)
     p, q, b = (int(d) for d in kernel.shape)
@@ -76,26 +61,14 @@ def circulant_matmul(x, kernel, units: int = None):
     if n_in is None or num_blocks(n_in, b) != p:
         raise ValueError(
             f"Input feature size {n_in} does not match the kernel: a kernel of shape "
-            f"{tuple(kernel.shape)} takes ceil(n_in / {b}) == {p} input blocks."
-        )
+            f"{tuple(kernel.shape)} takes ceil(n_in / {b}) == {p} input blocks.")
     dt = fft_dtype(out_dtype, kernel.dtype)
-    x = ops.cast(x, dt)
-    kernel = ops.cast(kernel, dt)
+    x, kernel = ops.cast(x, dt), ops.cast(kernel, dt)
     lead = ops.shape(x)[:-1]
-    xb = ops.reshape(pad_last(x, p * b), (-1, p, b))
-    xr, xi = ops.rfft(xb, fft_length=b)
-    kr, ki = _kernel_spectrum(kernel, b)
-    yr, yi = freq_contract(xr, xi, kr, ki)
-    y = ops.irfft((yr, yi), fft_length=b)  # (M, Q, b)
-    y = ops.reshape(y, (-1, q * b))[:, :units]
-    y = ops.reshape(y, tuple(lead) + (units,))
+    xr, xi = ops.rfft(ops.reshape(pad_last(x, p * b), (-1, p, b)), fft_length=b)
+    y = ops.irfft(freq_contract(xr, xi, *ops.rfft(kernel, fft_length=b)), fft_length=b)
+    y = ops.reshape(ops.reshape(y, (-1, q * b))[:, :units], tuple(lead) + (units,))
     return ops.cast(y, out_dtype)
-
-
-def _circulant_index(block_size: int) -> np.ndarray:
-    """``idx[j, i] = (i - j) mod b``: entry ``(j, i)`` of ``C(c)^T`` is ``c[idx[j, i]]``."""
-    r = np.arange(block_size)
-    return (r[None, :] - r[:, None]) % block_size
 
 
 def circulant_to_dense(kernel, n_in: int, units: int):
@@ -108,9 +81,11 @@ def circulant_to_dense(kernel, n_in: int, units: int):
     """
     kernel = ops.convert_to_tensor(kernel)
     *lead, p, q, b = (int(d) for d in kernel.shape)
-    idx = ops.convert_to_tensor(_circulant_index(b).reshape(-1), dtype="int32")
-    w = ops.take(kernel, idx, axis=-1)  # (..., P, Q, b*b) laid out as [j, i]
-    w = ops.reshape(w, tuple(lead) + (p, q, b, b))
+    # idx[j, i] = (i - j) mod b: entry (j, i) of C(c)^T is c[idx[j, i]].
+    idx = ops.convert_to_tensor(((np.arange(b)[None, :] - np.arange(b)[:, None]) % b)
+                                .reshape(-1), dtype="int32")
+    # (..., P, Q, b*b) laid out as [j, i]
+    w = ops.reshape(ops.take(kernel, idx, axis=-1), tuple(lead) + (p, q, b, b))
     nl = len(lead)
     perm = tuple(range(nl)) + (nl, nl + 2, nl + 1, nl + 3)  # (..., P, j, Q, i)
     w = ops.reshape(ops.transpose(w, perm), tuple(lead) + (p * b, q * b))
@@ -124,28 +99,14 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     ``y[n, i, j] = sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v]`` with
     ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)`` (CirCNN's convolution).
 
-    Computed in the frequency domain of the channel blocks: ``rfft`` of each input block of
-    ``b`` channels (once per pixel, not once per patch), a spatial convolution of the spectra
-    that is independent for every frequency, then one ``irfft`` per output block. The middle
-    step has two forms (``method``):
-
-    - ``"depthwise"``: one depthwise convolution over ``(frequency, input block, re/im)``
-      channels with ``2 Q`` outputs each, summed over the input blocks. No patch copies, so
-      its gradient is cheap; its intermediate grows with ``P * Q``.
-    - ``"patches"``: the ``kh * kw`` shifted views of the spectrum stacked as extra input
-      blocks and contracted per frequency by one batched matmul.
-
-    A third, ``"dense"``, skips the FFTs: it materialises the ``(kh, kw, C_in, filters)``
-    kernel (:func:`circulant_conv2d_dense`) and runs an ordinary convolution; the parameters
-    stay compressed, the compute is that of ``Conv2D``.
-
-    ``"auto"`` asks :func:`~keras_normed.ops.dispatch.circulant_conv2d_method` (timings of
-    the three forms: docs/performance.md).
-
-    Height and width may be unknown until run time (``None`` in the static shape, e.g. a
-    ``SavedModel`` serving any image size): ``"depthwise"`` and ``"dense"`` work with them;
-    ``"patches"`` needs them static, so ``"auto"`` takes ``"dense"`` instead of it there, and
-    ``method="patches"`` (or strides and dilation both > 1, which only it supports) raises.
+    ``method`` (the forms, all with the same result, and their timings: docs/layers.md,
+    docs/performance.md): ``"depthwise"`` (the spectra of the channel blocks convolved by one
+    depthwise convolution), ``"patches"`` (their shifted views contracted per frequency by one
+    batched matmul; needs a static height and width, and is the only form for strides and
+    dilation both > 1), ``"dense"`` (the ``(kh, kw, C_in, filters)`` kernel materialised,
+    :func:`circulant_conv2d_dense`) or ``"auto"``
+    (:func:`~keras_normed.ops.dispatch.circulant_conv2d_method`). Height and width may be
+    unknown until run time, except for ``"patches"``.
 
     Args:
         x: ``(N, H, W, C_in)`` (``"channels_last"``) or ``(N, C_in, H, W)``
@@ -162,8 +123,7 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     data_format = check_data_format(data_format)
     kh, kw, p, q, b = (int(d) for d in kernel.shape)
     filters = q * b if filters is None else int(filters)
-    sh, sw = pair(strides)
-    dh, dw = pair(dilation_rate)
+    (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
     padding = padding.lower()
     if padding not in ("valid", "same"):
         raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
@@ -176,14 +136,12 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     if c_in is None or num_blocks(c_in, b) != p:
         raise ValueError(
             f"Input channel count {c_in} does not match the kernel: a kernel of shape "
-            f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks."
-        )
-    c_in = int(c_in)
+            f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks.")
     h, w = spatial_sizes(x, data_format)
     static = h is not None and w is not None
     both = max(sh, sw) > 1 and max(dh, dw) > 1
     if method == "auto":
-        method = circulant_conv2d_method(q, (sh, sw), (dh, dw), kh * kw * c_in * filters,
+        method = circulant_conv2d_method(q, (sh, sw), (dh, dw), kh * kw * int(c_in) * filters,
                                          static_size=static)
     elif method in ("depthwise", "dense", "freq") and both:
         raise ValueError(f"method={method!r} does not support strides and dilation both > 1.")
@@ -200,24 +158,22 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
         return circulant_conv2d_dense(x, kernel, filters, (sh, sw), padding, (dh, dw),
                                       data_format=data_format)
     dt = fft_dtype(out_dtype, kernel.dtype)
-    x = ops.cast(x, dt)
-    kernel = ops.cast(kernel, dt)
+    x, kernel = ops.cast(x, dt), ops.cast(kernel, dt)
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))  # the FFT runs over the channel blocks, last axis
     xb = pad_last(x, p * b)
-    kr, ki = _kernel_spectrum(kernel, b)  # (kh, kw, P, Q, F)
+    kr, ki = ops.rfft(kernel, fft_length=b)  # (kh, kw, P, Q, F)
     if method == "depthwise":
         s = ops.shape(xb)
         xr, xi = ops.rfft(ops.reshape(xb, (s[0], s[1], s[2], p, b)), fft_length=b)
         yr, yi = _depthwise_contract(xr, xi, kr, ki, (sh, sw), padding, (dh, dw))
     else:
-        if padding == "same":
-            (pt, pb), (pl, pr) = (conv_padding(h, kh, sh, "same", dh)[1:],
-                                  conv_padding(w, kw, sw, "same", dw)[1:])
-            xb = ops.pad(xb, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
-            h, w = h + pt + pb, w + pl + pr
-        ho = conv_output_length(h, kh, sh, "valid", dh)
-        wo = conv_output_length(w, kw, sw, "valid", dw)
+        axes = ((h, kh, sh, dh), (w, kw, sw, dw))
+        pads = [list(conv_padding(n, k, st, padding, d)[1:]) for n, k, st, d in axes]
+        xb = ops.pad(xb, [[0, 0], *pads, [0, 0]]) if padding == "same" else xb
+        h, w = h + sum(pads[0]), w + sum(pads[1])
+        ho, wo = (conv_output_length(n, k, st, "valid", d)
+                  for n, (_, k, st, d) in zip((h, w), axes))
         xr, xi = ops.rfft(ops.reshape(xb, (-1, h, w, p, b)), fft_length=b)
         yr, yi = _patch_contract(xr, xi, kr, ki, (ho, wo), (sh, sw), (dh, dw))
     y = ops.irfft((yr, yi), fft_length=b)  # (N, Ho, Wo, Q, b)
@@ -248,14 +204,10 @@ def _patch_contract(xr, xi, kr, ki, out_hw, strides, dilation):
 
 
 def _depthwise_contract(xr, xi, kr, ki, strides, padding, dilation):
-    """The same contraction as :func:`_patch_contract`, as one depthwise convolution.
-
-    Channels ``(f, p, re/im)`` of the spectra ``(N, H, W, P, F)`` each get ``2 Q`` outputs, the
-    complex product written as ``re -> [kr, ki]`` and ``im -> [-ki, kr]``; summing over
-    ``(p, re/im)`` gives ``[yr, yi]``. ``padding`` goes to the convolution: zero pixels have a
-    zero spectrum, so padding the spectra equals padding the input. Works with height and width
-    unknown until run time. Returns ``(yr, yi)`` of shape ``(N, Ho, Wo, Q, F)``.
-    """
+    """The same contraction as :func:`_patch_contract`, as one depthwise convolution: channels
+    ``(f, p, re/im)`` each get ``2 Q`` outputs (``re -> [kr, ki]``, ``im -> [-ki, kr]``), summed
+    over ``(p, re/im)``. Zero pixels have a zero spectrum, so padding the spectra is padding the
+    input; sizes may be run-time ones. Returns ``(yr, yi)`` of shape ``(N, Ho, Wo, Q, F)``."""
     kh, kw, p, q, f = (int(d) for d in kr.shape)
     s = ops.shape(xr)
     z = ops.stack([xr, xi], axis=-1)  # (N, H, W, P, F, 2)

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 
 from keras import backend
 
+from keras_normed import _keras_compat
 from keras_normed.ops._common import IntPair, pair
 
 __all__ = ["DENSE_MAX_ENTRIES", "DEPTHWISE_MAX_Q", "FREQ_MAX_Q", "circulant_conv2d_method",
@@ -25,17 +26,13 @@ DENSE_MAX_ENTRIES = 2 ** 24
 def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair = 1,
                             dense_entries: Optional[int] = None,
                             static_size: bool = True) -> str:
-    """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now.
-
-    Strides and dilation both above 1 (which ``keras.ops.conv`` and ``depthwise_conv`` reject):
-    ``"patches"``. Stride 1 and ``Q <= FREQ_MAX_Q`` (one output block): ``"freq"``
-    (:func:`keras_normed.ops.freq.circulant_conv2d_freq`). Else ``"depthwise"`` when
-    ``Q <= 8`` and the op will not be compiled by XLA
-    (see :func:`compiled_by_xla`); else ``"dense"`` when the materialised kernel has at most
-    ``2**24`` entries (``dense_entries = kh * kw * C_in * filters``; ``None``: unknown, taken as
-    small) or the height and width are unknown (``static_size=False``: the patches form needs
-    them); else ``"patches"``.
-    """
+    """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now:
+    ``"patches"`` for strides and dilation both above 1; else ``"freq"`` at stride 1 with
+    ``Q <= FREQ_MAX_Q`` (:func:`keras_normed.ops.freq.circulant_conv2d_freq`); else
+    ``"depthwise"`` when ``Q <= 8`` and not :func:`compiled_by_xla`; else ``"dense"`` when the
+    materialised kernel has at most ``2**24`` entries (``dense_entries = kh * kw * C_in *
+    filters``; ``None``: small) or the sizes are unknown (``static_size=False``); else
+    ``"patches"``."""
     (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
     if max(sh, sw) > 1 and max(dh, dw) > 1:
         return "patches"
@@ -51,27 +48,16 @@ def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair
 def compiled_by_xla() -> bool:
     """Whether the ops being built now will be compiled by XLA: always on the JAX backend; on
     TensorFlow, inside ``tf.function(jit_compile=True)`` (``model.compile(jit_compile=True)``);
-    never on PyTorch. Reads TensorFlow's XLA context through its internal
-    ``control_flow_util``; if that moves, answers False (the faster form without XLA)."""
+    never on PyTorch."""
     name = backend.backend()
-    if name == "jax":
-        return True
-    if name != "tensorflow":
-        return False
-    from keras_normed import _keras_compat
-
-    return _keras_compat.in_xla_context()
+    return name == "jax" or (name == "tensorflow" and _keras_compat.in_xla_context())
 
 
 def periodic_conv2d_cost(height: int, width: int, kh: int, kw: int, c_in: int,
                          c_out: int) -> Tuple[float, float]:
-    """Estimated per-image cost ``(direct, fft)`` of a periodic convolution, in flop-like units.
-
-    ``direct = H W kh kw C_in C_out`` multiply-adds. ``fft = 5 (C_in + C_out) H W log2(H W)``
-    for the forward and inverse transforms of inputs and outputs plus ``4 H (W/2 + 1) C_in
-    C_out`` for the complex products (the kernel's transform is shared by the batch and left
-    out). See :func:`periodic_conv2d_method` for the rule built on it.
-    """
+    """Estimated per-image cost ``(direct, fft)`` of a periodic convolution, in flop-like units:
+    ``direct = H W kh kw C_in C_out``; ``fft = 5 (C_in + C_out) H W log2(H W)`` (transforms)
+    ``+ 4 H (W/2 + 1) C_in C_out`` (products; the kernel's transform is left out)."""
     hw = height * width
     direct = float(hw * kh * kw * c_in * c_out)
     fft = 5.0 * (c_in + c_out) * hw * math.log2(max(hw, 2)) + 4.0 * height * (
@@ -86,9 +72,7 @@ def periodic_conv2d_method(height: Optional[int], width: Optional[int], kh: int,
     else ``"direct"``. With the height or width unknown (``None``: known only at run time) the
     cost cannot be estimated and only the kernel-size test decides.
 
-    Calibrated by forward+backward timings under XLA on CPU (docs/performance.md): the direct
-    convolution loses for few channels and large kernels, and wins only for small kernels with
-    many channels.
+    Calibrated by forward+backward timings under XLA on CPU (docs/performance.md).
     """
     if kh * kw > 9:
         return "fft"

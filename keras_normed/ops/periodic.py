@@ -1,11 +1,6 @@
-"""Periodic (circular) 2-D convolution, direct (wrap-pad by a gather) or by 2-D FFT.
-
-``y[i, j] = sum_{u, v} x[(i + u - ch) mod H, (j + v - cw) mod W] @ kernel[u, v]`` with
-``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; a kernel larger than the input wraps around
-(aliasing: taps landing on the same pixel add up). ``keras.ops`` has ``rfft``/``irfft`` over
-the last axis and a complex ``fft``, but no ``rfft2``/``ifft``: the 2-D transform is composed
-from 1-D ones, and the inverse complex FFT uses ``ifft(z) = conj(fft(conj(z))) / n``.
-"""
+"""Periodic (circular) 2-D convolution, direct (wrap-pad by a gather) or by 2-D FFT, composed
+from ``keras.ops``'s 1-D ``rfft`` and complex ``fft`` (``ifft(z) = conj(fft(conj(z))) / n``);
+see docs/layers.md."""
 
 from __future__ import annotations
 
@@ -46,20 +41,6 @@ def _periodic_direct(x, kernel, data_format: str):
     return conv(xp, kernel, data_format, strides=1, padding="valid")
 
 
-def _complex_mul(ar, ai, br, bi):
-    return ar * br - ai * bi, ar * bi + ai * br
-
-
-def _fft_last(zr, zi):
-    return ops.fft((zr, zi))
-
-
-def _ifft_last(zr, zi):
-    n = ops.cast(size(zr, -1), zr.dtype)
-    yr, yi = ops.fft((zr, -zi))
-    return yr / n, -yi / n
-
-
 def _torus_placement(n, k: int, center: int, dtype):
     """``(n, k)`` 0/1 matrix ``E[a, u] = [a == (center - u) mod n]`` for a static or run-time
     ``n``: ``E @ t`` puts tap ``u`` of ``t`` at ``(center - u) mod n``, summing taps that wrap
@@ -88,27 +69,21 @@ def _periodic_fft(x, kernel):
     """Periodic convolution of ``x`` in ``(N, C_in, H, W)`` layout; returns ``(N, C_out, H,
     W)``. ``H`` and ``W`` may be run-time sizes."""
     h, w = size(x, 2), size(x, 3)
-    c_in, c_out = int(x.shape[1]), int(kernel.shape[3])
-    g = _periodic_kernel_grid(kernel, h, w)
-    # 2-D rfft = rfft over W, then complex fft over H; H is moved to the last axis.
-    xr, xi = ops.rfft(x, fft_length=w)  # (N, C, H, Wf)
-    xr, xi = _fft_last(ops.transpose(xr, (0, 1, 3, 2)), ops.transpose(xi, (0, 1, 3, 2)))
-    gr, gi = ops.rfft(ops.transpose(g, (2, 3, 0, 1)), fft_length=w)  # (C, O, H, Wf)
-    gr, gi = _fft_last(ops.transpose(gr, (0, 1, 3, 2)), ops.transpose(gi, (0, 1, 3, 2)))
+    c_in, c_out, wf = int(x.shape[1]), int(kernel.shape[3]), w // 2 + 1
+
+    def fft2(z):  # rfft over W, then complex fft over H (moved to the last axis)
+        zr, zi = ops.rfft(z, fft_length=w)
+        return ops.fft((ops.transpose(zr, (0, 1, 3, 2)), ops.transpose(zi, (0, 1, 3, 2))))
+
+    xr, xi = fft2(x)  # (N, C, Wf, H)
+    gr, gi = fft2(ops.transpose(_periodic_kernel_grid(kernel, h, w), (2, 3, 0, 1)))  # (C, O, ..)
     # Contract channels per frequency: (N, C, Wf, H) x (C, O, Wf, H) -> (N, O, Wf, H).
-    if c_in == 1 and c_out == 1:
-        yr, yi = _complex_mul(xr, xi, gr, gi)
-    else:
-        wf = w // 2 + 1
-        nf = wf * h
-        xr2 = ops.reshape(xr, (-1, c_in, nf))
-        xi2 = ops.reshape(xi, (-1, c_in, nf))
-        yr, yi = freq_contract(xr2, xi2, ops.reshape(gr, (c_in, c_out, nf)),
-                                ops.reshape(gi, (c_in, c_out, nf)))
-        yr = ops.reshape(yr, (-1, c_out, wf, h))
-        yi = ops.reshape(yi, (-1, c_out, wf, h))
-    yr, yi = _ifft_last(yr, yi)  # over H
-    return ops.irfft((ops.transpose(yr, (0, 1, 3, 2)), ops.transpose(yi, (0, 1, 3, 2))),
+    yr, yi = freq_contract(*(ops.reshape(z, (-1, c_in, wf * h)) for z in (xr, xi)),
+                           *(ops.reshape(z, (c_in, c_out, wf * h)) for z in (gr, gi)))
+    # Inverse fft over H as conj(fft(conj(z))) / H, then irfft over W.
+    yr, yi = ops.fft((ops.reshape(yr, (-1, c_out, wf, h)), -ops.reshape(yi, (-1, c_out, wf, h))))
+    n = ops.cast(h, yr.dtype)
+    return ops.irfft((ops.transpose(yr / n, (0, 1, 3, 2)), ops.transpose(-yi / n, (0, 1, 3, 2))),
                      fft_length=w)  # (N, O, H, W)
 
 
