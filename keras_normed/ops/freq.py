@@ -36,45 +36,9 @@ __all__ = ["ceinsum", "circulant_conv2d_freq", "circulant_matmul_freq", "cmatmul
            "rfft"]
 
 
-def rfft(x, n: int):
-    """Spectrum ``(..., n // 2 + 1)`` (complex) of the last axis of real ``x`` (length ``n``)."""
-    name = backend.backend()
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        return tf.signal.rfft(x, fft_length=[n])
-    if name == "jax":
-        import jax.numpy as jnp
-
-        return jnp.fft.rfft(x, n=n)
-    if name == "torch":
-        import torch
-
-        return torch.fft.rfft(x, n=n)
-    raise NotImplementedError(f"No complex FFT for backend {name!r}.")
-
-
-def irfft(z, n: int):
-    """Real signal ``(..., n)`` of the half spectrum ``z`` (inverse of :func:`rfft`)."""
-    name = backend.backend()
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        return tf.signal.irfft(z, fft_length=[n])
-    if name == "jax":
-        import jax.numpy as jnp
-
-        return jnp.fft.irfft(z, n=n)
-    if name == "torch":
-        import torch
-
-        return torch.fft.irfft(z, n=n)
-    raise NotImplementedError(f"No complex FFT for backend {name!r}.")
-
-
 def _native():
     """The backend's numpy-like namespace: ``keras.ops.matmul``/``einsum`` compute complex128
-    in complex64 on TensorFlow, so the complex contractions call the backend directly."""
+    in complex64 on TensorFlow, so the complex contractions and FFTs call the backend."""
     name = backend.backend()
     if name == "tensorflow":
         import tensorflow as tf
@@ -88,7 +52,25 @@ def _native():
         import torch
 
         return torch
-    raise NotImplementedError(f"No complex contraction for backend {name!r}.")
+    raise NotImplementedError(f"No complex contraction or FFT for backend {name!r}.")
+
+
+def _fft(op: str, x, n: int):
+    if backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return getattr(tf.signal, op)(x, fft_length=[n])
+    return getattr(_native().fft, op)(x, n=n)
+
+
+def rfft(x, n: int):
+    """Spectrum ``(..., n // 2 + 1)`` (complex) of the last axis of real ``x`` (length ``n``)."""
+    return _fft("rfft", x, n)
+
+
+def irfft(z, n: int):
+    """Real signal ``(..., n)`` of the half spectrum ``z`` (inverse of :func:`rfft`)."""
+    return _fft("irfft", z, n)
 
 
 def cmatmul(a, b, adjoint_a: bool = False, adjoint_b: bool = False):
