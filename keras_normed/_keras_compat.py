@@ -127,29 +127,37 @@ def is_conv(layer) -> bool:
 
 
 def building_layer(max_depth: int = 48):
-    """``(layer, weight name)`` of the ``Layer.add_weight`` running on this thread;
-    ``(None, weight name)`` when a Keras variable is initialized outside it (deferred: created
-    in a stateless scope, initialized on leaving it); ``None`` outside any variable's
-    initialization (an initializer called on a bare shape).
+    """``(layer, weight name)`` of the ``Layer.add_weight`` running on this thread, or, for a
+    variable whose initialization Keras deferred (created in a stateless scope, as when a
+    subclassed model is built by its first call), of the layer that owns it, found inside a
+    layer further up the stack; ``(None, weight name)`` when no owner is found; ``None``
+    outside any variable's initialization (an initializer called on a bare shape).
 
     Keras calls an initializer as ``initializer(shape, dtype)``: the variable and the layer are
     read from the call stack (the variable's own method, then ``add_weight``). Only Keras's own
     layers need this; the package's layers hand their structure to the initializer.
     """
     frame = inspect.currentframe()
-    name = None
+    variable = None
     try:
         frame = frame.f_back if frame is not None else None
         for _ in range(max_depth):
             if frame is None:
                 break
             owner = frame.f_locals.get("self")
-            if name is None and isinstance(owner, keras.Variable):
-                name = owner.name
+            if variable is None and isinstance(owner, keras.Variable):
+                variable = owner
             elif frame.f_code.co_name == "add_weight" and isinstance(owner, keras.layers.Layer):
-                return owner, name
+                return owner, None if variable is None else variable.name
+            elif variable is not None and isinstance(owner, keras.layers.Layer):
+                # Deferred: the layer that owns the variable is inside the layer (a subclassed
+                # model's first call) whose call initializes it now.
+                for layer in all_layers(owner):
+                    if any(v is variable for v in layer._trainable_variables
+                           + layer._non_trainable_variables):
+                        return layer, variable.name
             frame = frame.f_back
-        return None if name is None else (None, name)
+        return None if variable is None else (None, variable.name)
     finally:
         del frame
 

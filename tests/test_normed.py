@@ -296,6 +296,35 @@ def test_keras_layers_are_found_on_the_call_stack():
     assert init.drew(layer.kernel) is True
 
 
+def test_subclassed_model_built_by_its_call_gets_layer_fans():
+    """Keras defers the variables of a subclassed model built by its first call; the layer
+    owning each one is found inside the model on the stack: effective fans, no warning."""
+    import warnings
+
+    init = Normed(seed=7)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.up = keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same",
+                                                   kernel_initializer=init)
+
+        def call(self, x):
+            return self.up(x)
+
+    net = Net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        net(np.zeros((1, 5, 5, 5), "float32"))
+    conv, shape = net.up, tuple(net.up.kernel.shape)
+    assert keras_normed.structure.kernel_fans(conv, shape) != \
+        keras_normed.structure.shape_fans(shape)
+    drawn = keras.ops.convert_to_numpy(conv.kernel)
+    np.testing.assert_array_equal(drawn, keras.ops.convert_to_numpy(
+        init.sample(shape, layer=conv)))
+    assert not np.allclose(drawn, keras.ops.convert_to_numpy(init.sample(shape)))
+
+
 def test_deferred_initialization_warns_once_and_uses_shape_fans():
     """A Keras layer built in a stateless scope initializes its variables on leaving it, with
     no layer on the stack: shape fans, and a warning once per initializer. The package's
