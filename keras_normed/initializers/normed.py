@@ -114,10 +114,11 @@ class StructuredInitializer(SeededInitializer):
     ``keras.initializers.VarianceScaling`` for :attr:`distribution`, seeded by ``self.seed``.
 
     The package's layers hand the layer and the weight's name over (they pass ``add_weight``
-    :meth:`normed_bind`'s callable); for Keras's own layers they are found on the call stack;
-    a bare call uses the shape's fans, as ``keras.initializers`` does, and so does a variable
-    initialized after its layer's ``add_weight`` returned (created in a stateless scope), with
-    a warning once per initializer (docs/structure.md).
+    :meth:`normed_bind`'s callable); for Keras's own layers they are found on the call stack
+    (also for variables whose initialization Keras deferred, as in a subclassed model built by
+    its call); a bare call uses the shape's fans, as ``keras.initializers`` does, and so does a
+    deferred variable whose layer is not found, with a warning once per initializer
+    (docs/structure.md).
     """
 
     distribution = "truncated_normal"
