@@ -30,7 +30,6 @@ import functools
 from keras import backend, ops
 
 from keras_normed.ops._common import check_data_format, fft_dtype, real_operands
-from keras_normed.ops.dispatch import compiled_by_xla
 
 __all__ = ["ceinsum", "circulant_conv2d_freq", "circulant_matmul_freq", "cmatmul", "irfft",
            "rfft"]
@@ -92,26 +91,6 @@ def ceinsum(equation: str, *operands):
     return _native().einsum(equation, *operands)
 
 
-def _compiled(product):
-    """``product`` as run here: on TensorFlow inside a ``tf.function`` that XLA does not
-    compile (a plain ``tf.function``, ``model.compile(jit_compile=False)``), the same function
-    compiled by XLA on its own (:func:`_xla`): its taps and complex products are fused
-    elementwise loops there instead of one kernel launch and one full-size temporary each.
-    Eagerly, under XLA already, and on other backends: ``product`` itself."""
-    if backend.backend() != "tensorflow" or compiled_by_xla():
-        return product
-    import tensorflow as tf
-
-    return _xla(product) if tf.inside_function() else product
-
-
-@functools.cache
-def _xla(product):
-    import tensorflow as tf
-
-    return tf.function(product, jit_compile=True, autograph=False, reduce_retracing=True)
-
-
 def _pad_axis(x, axis: int, before: int, after: int):
     if before == 0 and after == 0:
         return x
@@ -152,7 +131,7 @@ def circulant_matmul_freq(x, kernel, units: int = None):
     dt = fft_dtype(out_dtype, kernel.dtype)
     lead = ops.shape(x)[:-1]
     x2 = ops.reshape(ops.cast(x, dt), (-1, n_in))
-    y = _compiled(_dense_product(p, q, b, n_in, units))(x2, ops.cast(kernel, dt))
+    y = _dense_product(p, q, b, n_in, units)(x2, ops.cast(kernel, dt))
     return ops.cast(ops.reshape(y, tuple(lead) + (units,)), out_dtype)
 
 
@@ -237,7 +216,7 @@ def circulant_conv2d_freq(x, kernel, filters: int = None, padding: str = "valid"
     th, tw = (kh - 1) * dh, (kw - 1) * dw  # padding a 'same' output needs, per axis
     pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2) if padding == "same" else (0,) * 4
     dt = fft_dtype(out_dtype, kernel.dtype)
-    y = _compiled(_conv_product(p, q, b, int(c_in), filters, (kh, kw), (dh, dw), pads))(
+    y = _conv_product(p, q, b, int(c_in), filters, (kh, kw), (dh, dw), pads)(
         ops.cast(x, dt), ops.cast(kernel, dt))
     if data_format == "channels_first":
         y = ops.transpose(y, (0, 3, 1, 2))
