@@ -107,6 +107,9 @@ class GrowthMonitor(keras.callbacks.Callback):
         if log_dir is not None and not isinstance(log_dir, (str, bytes)) and \
                 not hasattr(log_dir, "__fspath__"):
             raise TypeError(f"`log_dir` must be a folder path or None, got {log_dir!r}.")
+        if data is None:
+            raise ValueError("GrowthMonitor: `data` is None; pass the batch to measure on, "
+                             "with targets, as `model.fit` takes it: `(x, y)`.")
         self.data = data
         self.every = every
         self.log_dir = None if log_dir is None else str(log_dir)
@@ -130,6 +133,9 @@ class GrowthMonitor(keras.callbacks.Callback):
                                  "extra); or pass log_dir=None.")
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.step == 0:
+            from keras_normed import engine
+
+            engine.as_batch(self.model, self.data, need_y=True, arg="GrowthMonitor(data=...)")
             self._measure(logs)
 
     def on_train_batch_end(self, batch, logs=None):

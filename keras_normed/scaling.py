@@ -213,7 +213,9 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         A :class:`~keras_normed.engine.Report` (method ``"rescale"``): per layer its uses,
         fans, sharing, ``growth_before``, ``growth_after`` and ``scale``; in the summary the
         rule, exponent ``p``, number of constraints, ``spread_allowed``, the relative
-        ``output_change`` on the probe batch, and ``notes`` naming what is not homogeneous.
+        ``output_change`` on the probe batch, ``notes`` naming what is not homogeneous, and
+        ``moving_statistics``: the BatchNormalization layers whose moving mean and variance
+        were scaled with their input (so ``predict`` is kept too).
         ``applied=False`` with a ``reason`` when it was a no-op.
 
     Raises:
@@ -305,12 +307,16 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     # The function check reuses the probe's own forward pass as "before".
     before_out = result.get("output") if batch is not None else None
     layers = [s.layer for s in free]
-    with engine.Transaction(variables=[s.variable for s in free],
+    moving, summary["moving_statistics"] = _moving_statistics(
+        constraints, _embed(np.log(scales), keep, n_all))
+    with engine.Transaction(variables=[s.variable for s in free] + [v for v, _ in moving],
                             attributes=[(layer, "kernel_initializer") for layer in layers],
-                            values=base):
+                            values=base + [keras.ops.copy(v) for v, _ in moving]):
         for site, value, c in zip(free, new_values, scales):
             site.variable.assign(keras.ops.cast(value, site.variable.dtype))
             site.layer.kernel_initializer = site.layer.kernel_initializer.rescaled_copy(float(c))
+        for var, factor in moving:
+            var.assign(keras.ops.multiply(var, factor))
         notes = constraints.notes_for(_embed(np.log(scales), keep, n_all)) + unused
         if before_out is not None:
             change = engine.relative_change(before_out, engine.predict(model, batch, training))
@@ -348,6 +354,20 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                       f"{result['iterations']} rounds.", stacklevel=2)
     return _done(report, verbose)
 
+
+
+def _moving_statistics(constraints, log_scales: np.ndarray) -> list:
+    """``(variable, factor)`` pairs for the moving statistics of each BatchNormalization whose
+    input scale moves by ``exp(s)`` (mean times ``exp(s)``, variance times ``exp(2 s)``, so
+    that the inference-mode function is kept as well as the training-mode one), and the names
+    of those layers."""
+    pairs, names = [], []
+    for bn, form in constraints.moving_forms:
+        shift = float(form @ log_scales)
+        if abs(shift) > 1e-12:
+            pairs += [(bn.moving_mean, math.exp(shift)), (bn.moving_variance, math.exp(2 * shift))]
+            names.append(bn.name)
+    return pairs, names
 
 
 def _tie_plain_layers(rows: np.ndarray, layers) -> np.ndarray:

@@ -567,7 +567,17 @@ def test_data_shapes_checked_against_the_model():
         keras_normed.rescale(model, (x, bad))
     with pytest.raises(ValueError, match="x has shape"):
         keras_normed.rescale(model, (x[:, :8], y))
+    with pytest.raises(ValueError, match=r"y\['cls'\] holds class indices from 100 to 109, "
+                                         r"but the output it is for has 10 units"):
+        keras_normed.rescale(model, (x, {"cls": y["cls"] % 10 + 100, "reg": y["reg"]}))
     assert_unchanged(model, before)
+    dict_model = dict_inputs()  # a dict input of the wrong width is named by its key
+    xd, yd = data("dict_inputs")
+    before = weights(dict_model)
+    with pytest.raises(ValueError, match=r"`data`: x\['b'\] has shape \(128, 8\), but input "
+                                         r"'b' expects \(None, 16\)"):
+        keras_normed.rescale(dict_model, ({"a": xd["a"], "b": xd["a"]}, yd))
+    assert_unchanged(dict_model, before)
     # Per-output sample weights on an uncompiled model, and nested Python lists.
     sw = {"cls": np.ones(128, "float32"), "reg": np.full(128, 0.5, "float32")}
     assert keras_normed.rescale(model, (x, y, sw)).applied

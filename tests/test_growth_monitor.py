@@ -97,3 +97,16 @@ def test_docs_figure_script_quick(tmp_path):
     curves = json.loads((tmp_path / "gm.json").read_text())
     assert out.stat().st_size > 1000 and set(curves) == {"he", "glorot", "normed"}
     assert curves["normed"][0][1] < 1.5 < min(curves["he"][0][1], curves["glorot"][0][1])
+
+
+def test_bad_data_is_named_before_training_changes_anything():
+    with pytest.raises(ValueError, match="`data` is None"):
+        GrowthMonitor(None)
+    model = _model()
+    x, y = _data()
+    before = _state(model)
+    for bad, message in (((x[:, :5], y), r"`GrowthMonitor\(data=\.\.\.\)`: x has shape"),
+                         (x, r"`GrowthMonitor\(data=\.\.\.\)` holds inputs only")):
+        with pytest.raises(ValueError, match=message):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[GrowthMonitor(bad, every=1)])
+        assert all(np.array_equal(a, b) for a, b in zip(before, _state(model)))

@@ -72,6 +72,52 @@ def test_residual_batchnorm_net():
     assert len(report.layers) == 6  # stem, 2 x 2 block convs, head
 
 
+def test_batchnorm_moving_statistics_follow_the_kernel_scale():
+    """A kernel before BatchNormalization is free in training mode; its moving statistics are
+    scaled with it, so inference (``predict``) keeps its function too (up to BN's epsilon),
+    after a few training-mode updates as well."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16)).astype("float32")
+    y = rng.integers(0, 10, 64)
+    model = keras.Sequential([
+        keras.Input((16,)), keras.layers.Dense(32, kernel_initializer=Normed(seed=1)),
+        keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.Dense(32, activation="relu", kernel_initializer=Normed(seed=2)),
+        keras.layers.Dense(10, kernel_initializer=Normed("linear", seed=3))])
+    bn = model.layers[1]
+    bn.moving_mean.assign(rng.standard_normal(32).astype("float32"))  # as after some steps
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, 32).astype("float32"))
+    mean0, var0 = (keras.ops.convert_to_numpy(v) for v in (bn.moving_mean, bn.moving_variance))
+    before = keras.ops.convert_to_numpy(model(x, training=False))
+    report = keras_normed.rescale(model, (x, y))
+    c = report.scales[model.layers[0].kernel.path]
+    assert report.applied and abs(c - 1.0) > 0.05
+    assert report.summary["moving_statistics"] == [bn.name]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), c * mean0, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), c**2 * var0,
+                               rtol=1e-5)
+    after = keras.ops.convert_to_numpy(model(x, training=False))
+    change = np.linalg.norm(after - before) / np.linalg.norm(before)
+    assert change < 5e-3, change  # BN's epsilon (1e-3) against variances ~c**2
+
+
+def test_separable_conv_is_read_as_a_linear_layer():
+    """SeparableConv2D has depthwise and pointwise kernels but no `kernel`: linear with a zero
+    bias, it is homogeneous (no note), as DepthwiseConv2D is."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 4, 32)
+    for middle in (keras.layers.SeparableConv2D(8, 3), keras.layers.DepthwiseConv2D(3)):
+        model = keras.Sequential([
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu", kernel_initializer=Normed(seed=1)),
+            middle, keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, kernel_initializer=Normed("linear", seed=2))])
+        report = keras_normed.rescale(model, (x, y))
+        assert report.applied and report.notes == [], (type(middle).__name__, report.notes)
+        assert report.output_change < 1e-5
+
+
 def test_adam_sign_step_exponent():
     model = paper_net("c", "normed", seed=0, size="tiny")
     x, y = _batch(128, 4)

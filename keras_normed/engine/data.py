@@ -102,20 +102,22 @@ def _check_x(model, x, arg: str) -> None:
             f"`{arg}`: x holds {len(leaves)} array(s), but model {model.name!r} has {len(inputs)} "
             f"input(s) ({_names(inputs)}). Pass one array per input (a list in the order of "
             "`model.inputs`, or a dict keyed by input name).")
-    if not isinstance(x, dict):
-        for leaf, spec in zip(leaves, inputs):
-            want = len(spec.shape)
-            if leaf.ndim == want - 1:
-                raise ValueError(
-                    f"`{arg}`: x has shape {leaf.shape}, but input {_names([spec])[0]!r} "
-                    f"expects {tuple(spec.shape)}: the batch axis is missing (an unbatched "
-                    "tf.data.Dataset? call `dataset.batch(n)`).")
-            if leaf.ndim != want or any(
-                    d is not None and d != n for d, n in zip(spec.shape[1:], leaf.shape[1:])):
-                raise ValueError(
-                    f"`{arg}`: x has shape {leaf.shape}, but input {_names([spec])[0]!r} "
-                    f"expects {tuple(spec.shape)} (batch first). Pass arrays of that shape, in "
-                    "the order of `model.inputs`.")
+    if isinstance(x, dict):  # checked by name, in the model's input order
+        leaves = [x[n] for n in _names(inputs)]
+    for leaf, spec in zip(leaves, inputs):
+        want, name = len(spec.shape), _names([spec])[0]
+        what = "x" if len(inputs) == 1 else f"x[{name!r}]"
+        if leaf.ndim == want - 1:
+            raise ValueError(
+                f"`{arg}`: {what} has shape {leaf.shape}, but input {name!r} expects "
+                f"{tuple(spec.shape)}: the batch axis is missing (an unbatched "
+                "tf.data.Dataset? call `dataset.batch(n)`).")
+        if leaf.ndim != want or any(
+                d is not None and d != n for d, n in zip(spec.shape[1:], leaf.shape[1:])):
+            raise ValueError(
+                f"`{arg}`: {what} has shape {leaf.shape}, but input {name!r} expects "
+                f"{tuple(spec.shape)} (batch first). Pass arrays of that shape, one per input "
+                "(a list in the order of `model.inputs`, or a dict keyed by input name).")
 
 
 def _check_y(model, y, arg: str) -> None:
@@ -148,6 +150,15 @@ def _check_y(model, y, arg: str) -> None:
                 f"{want} in model {model.name!r}. Pass targets of the output's shape (or class "
                 "indices), each for its output (a list in the order of `model.outputs`, or a "
                 "dict keyed by output name).")
+        units = want[-1] if len(want) >= 2 else None
+        index_shaped = leaf is not None and (leaf.ndim == len(want) - 1 or (
+            leaf.ndim == len(want) and leaf.shape[-1] == 1))
+        if units and units > 1 and index_shaped and np.issubdtype(leaf.dtype, np.integer) \
+                and leaf.size and (leaf.min() < 0 or leaf.max() >= units):
+            raise ValueError(
+                f"`{arg}`: {label} holds class indices from {leaf.min()} to {leaf.max()}, but "
+                f"the output it is for has {units} units in model {model.name!r}. Pass "
+                f"indices in [0, {units}) (or one-hot rows of the output's shape).")
 
 
 def _symbolic(model, attr: str) -> Optional[list]:

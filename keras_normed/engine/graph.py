@@ -61,7 +61,9 @@ class ScaleConstraints:
     order); ``output_forms[i]``: coefficients of ``a`` in the log-scale of the output of
     kernel ``i``'s layer (a nonzero bias there must be scaled by ``exp(output_forms[i] @ a)``
     to keep the function); ``note_forms``: what is not positively homogeneous, each with the
-    log-scale form at that place (``None``: everywhere)."""
+    log-scale form at that place (``None``: everywhere); ``moving_forms``: each
+    BatchNormalization whose input scale moves, with that form (its moving mean must be scaled
+    by ``exp(form @ a)`` and its moving variance by ``exp(2 form @ a)``)."""
 
     rows: np.ndarray
     uses: List[Optional[int]]
@@ -69,6 +71,7 @@ class ScaleConstraints:
     graph: str  # "functional", "traced" or "unknown"
     order: List[int] = dataclasses.field(default_factory=list)
     output_forms: List[np.ndarray] = dataclasses.field(default_factory=list)
+    moving_forms: List[Tuple[Any, np.ndarray]] = dataclasses.field(default_factory=list)
 
     @property
     def notes(self) -> List[str]:
@@ -130,6 +133,7 @@ class _Propagation:
         self.calls: Dict[int, int] = {}
         self.order: List[Any] = []  # operations in the order of their first call
         self.out_forms: Dict[int, Form] = {}  # a kernel layer's output form (first call)
+        self.moving: Dict[int, Tuple[Any, Form]] = {}  # BatchNormalization -> input form
         self.training = training
 
     # -- forms -----------------------------------------------------------------------------
@@ -150,6 +154,15 @@ class _Propagation:
             self.rows.append({i: 1.0})
         if indices:
             self.notes.append((text, {}))
+
+    def _moving_input(self, op, form: Form) -> None:
+        """A BatchNormalization's input form: its moving statistics must follow the input's
+        scale for the inference-mode function to be kept too."""
+        seen = self.moving.setdefault(id(op), (op, form))[1]
+        if seen != form:
+            self._note(_union([seen, form]), f"{op.name}: BatchNormalization called on inputs "
+                                              "of different scales; its moving statistics "
+                                              "follow the first")
 
     def _tracked_inside(self, op) -> set:
         return {self.index[id(v)] for v in getattr(op, "weights", []) if id(v) in self.index}
@@ -206,6 +219,8 @@ class _Propagation:
             self.out_forms.setdefault(id(op), _add(first, own))
             return [_add(first, own)] * n_out
         if name in _NORMALIZATIONS:
+            if name == "BatchNormalization":
+                self._moving_input(op, first)
             if name == "BatchNormalization" and not self.training:
                 self._note(first, f"{op.name}: BatchNormalization in inference mode (moving "
                                   "statistics) is not scale-invariant")
@@ -225,7 +240,8 @@ class _Propagation:
                 return outs[:n_out] + [{}] * max(0, n_out - len(outs))
             return self._opaque(op, forms, n_out)
         own = self._own(op)
-        if own or isinstance(getattr(op, "kernel", None), keras.Variable):
+        if own or any(isinstance(getattr(op, k, None), keras.Variable)
+                      for k in ("kernel", "pointwise_kernel")):
             self._equal(forms)
             out = _add(first, own)
             self.out_forms.setdefault(id(op), out)
@@ -413,7 +429,8 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
     order = sorted(range(prop.n), key=lambda i: rank.get(id(callers[i]), len(rank) + i))
     forms = [_vector(prop.out_forms.get(id(c), {}), prop.n) for c in callers]
     notes = [(text, None if not form else _vector(form, prop.n)) for text, form in prop.notes]
-    return ScaleConstraints(rows, uses, notes, graph, order, forms)
+    moving = [(op, _vector(form, prop.n)) for op, form in prop.moving.values() if form]
+    return ScaleConstraints(rows, uses, notes, graph, order, forms, moving)
 
 
 def _vector(form: Form, n: int) -> np.ndarray:
