@@ -237,7 +237,7 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
 
     Raises:
         ValueError: bad batch or arguments, zero-variance or non-finite layer outputs.
-        Weights are left unchanged.
+            Weights are left unchanged.
 
     Reference: P. Krähenbühl, C. Doersch, J. Donahue, T. Darrell, "Data-dependent
     Initializations of Convolutional Neural Networks", ICLR 2016.

@@ -49,10 +49,11 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
         units: output width.
         block_size: size ``b`` of the circulant blocks; a positive int not larger than
             ``max(n_in, units)``.
-        activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-        bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint: as
-            ``keras.layers.Dense``. The default ``"normed"`` initializer uses the effective
-            fan-in ``n_in`` (not the kernel tensor's shape).
+        activation: as ``keras.layers.Dense``; so are ``use_bias``, ``kernel_initializer``,
+            ``bias_initializer``, ``kernel_regularizer``, ``bias_regularizer``,
+            ``activity_regularizer``, ``kernel_constraint`` and ``bias_constraint``. The
+            default ``"normed"`` initializer uses the effective fan-in ``n_in`` (not the
+            kernel tensor's shape).
 
     Example: ``CirculantDense(64, block_size=16)`` on 128 features has an ``(8, 4, 16)`` kernel.
 
