@@ -67,7 +67,7 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
     structures = [scaling.kernel_structure(s.layer) for s in sites]
     optimizer = engine.resolve_optimizer(model, optimizer)
     m = scaling.measure_growth(model, batch, [s.variable for s in sites], optimizer=optimizer,
-                               loss=loss, training=training, structures=structures)
+                               loss=loss, training=training)
     act = _activation_variances(model, [s.layer for s in sites], batch.x)
     rows = []
     for site, st, u, g, r, a in zip(sites, structures, constraints.uses, m["grads"],

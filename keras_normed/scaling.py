@@ -100,8 +100,10 @@ def _fresh_weights_mismatch(layers) -> List[str]:
 
 
 def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, loss=None,
-                   training: bool = True, structures=None) -> dict:
-    """Relative growth ``r_l = ||step||_T / ||W_l||_T`` of ``kernels`` under one optimizer step.
+                   training: bool = True) -> dict:
+    """Relative growth ``r_l = ||step||_T / ||W_l||_T`` of ``kernels`` under one optimizer step
+    (``||.||_T = sqrt(sharing) ||.||`` for a uniformly shared kernel, so the ratio is the plain
+    norms' ratio).
 
     Args:
         model: a built Keras model.
@@ -111,8 +113,6 @@ def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, lo
         optimizer: whose first step to use (default: the compiled one, else ``SGD(0.01)``).
         loss: default the compiled loss, else :func:`keras_normed.engine.default_loss`.
         training: call the model in training mode (batch statistics, dropout).
-        structures: the :class:`~keras_normed.structure.LinearStructure` of each kernel, for the
-            ``T``-norm (default ``sharing = 1``: the ratio does not depend on it when uniform).
 
     Returns a dict with ``growth`` (list), ``loss``, ``grads`` (float64 arrays), the step's
     ``exponent`` (see :func:`keras_normed.engine.step_exponent`) and the model's ``output``.

@@ -387,10 +387,9 @@ def _flat(tensors: Sequence[Any]):
     return keras.ops.concatenate([keras.ops.reshape(t, (-1,)) for t in tensors])
 
 
-def _exponent_probe(grads: Sequence[Any], values: Sequence[Any]):
+def _exponent_probe(flat_g, flat_v):
     # About 8k entries spread over every tensor: two strided slices of the concatenations
     # (one slice per tensor costs more than the whole optimizer step at 100 layers).
-    flat_g, flat_v = _flat(grads), _flat(values)
     stride = max(1, int(flat_g.shape[0]) // 8192)
     sample_g, sample_v = flat_g[::stride], flat_v[::stride]
     return [sample_g, 2.0 * sample_g], [sample_v, sample_v]
@@ -413,16 +412,15 @@ def step_norms_and_exponent(optimizer, grads: Sequence[Any], values: Sequence[An
     on the backend: what the growth needs, without copying the steps to the host."""
     ops = keras.ops
     grads, values = [_f32(g) for g in grads], [_f32(v) for v in values]
+    flat_g, flat_v = _flat(grads), _flat(values)
+    pair_g, pair_v = _exponent_probe(flat_g, flat_v)
     if not (_fusable(optimizer) and len(values) > 1):
-        pair_g, pair_v = _exponent_probe(grads, values)
         found = norms(_step_tensors(optimizer, grads + pair_g, values + pair_v))
         return found[:-2], _exponent(*found[-2:])
-    # One flat variable holds every entry and the exponent's two samples; the steps' norms
-    # are taken on its slices (no reshape back).
-    flat_g, flat_v = _flat(grads), _flat(values)
-    (sample_g, double_g), (sample_v, _) = _exponent_probe([flat_g], [flat_v])
-    step, step_1, step_2 = _step_tensors(optimizer, [flat_g, sample_g, double_g],
-                                         [flat_v, sample_v, sample_v], fuse=False)
+    # The flat copies are the one variable of the step, beside the exponent's two samples;
+    # the steps' norms are taken on its slices (no reshape back).
+    step, step_1, step_2 = _step_tensors(optimizer, [flat_g] + pair_g, [flat_v] + pair_v,
+                                         fuse=False)
     sizes = [int(np.prod(ops.shape(v))) for v in values]
     found = norms(ops.split(step, [int(i) for i in np.cumsum(sizes)[:-1]]) + [step_1, step_2])
     return found[:-2], _exponent(*found[-2:])
@@ -432,5 +430,6 @@ def step_exponent(optimizer, grads: Sequence[Any], values: Sequence[Any]) -> flo
     """``p`` in ``growth ~ c**-p`` after ``W -> c W``: 2 for a step proportional to the
     gradient (SGD, momentum), 1 for a sign-like step (Adam's first step). Measured on a sample
     of the entries by stepping with ``g`` and ``2 g`` (as two variables of one apply)."""
-    pair_g, pair_v = _exponent_probe(grads, values)
+    pair_g, pair_v = _exponent_probe(_flat([_f32(g) for g in grads]),
+                                     _flat([_f32(v) for v in values]))
     return _exponent(*norms(_step_tensors(optimizer, pair_g, pair_v)))
