@@ -27,28 +27,14 @@ from keras_normed.scaling import rescale
 
 __version__ = "0.1.0"
 
-# `register_keras_serializable` registers "keras_normed>Name" only; the bare aliases need an
-# entry of their own in the global custom objects: the snake_case names and the class names (as
-# keras.initializers.get("HeNormal") works).
+# `register_keras_serializable` registers "keras_normed>Name" only: the bare aliases (snake_case
+# and class names, as keras.initializers.get("HeNormal") works) need their own entries.
 _ALIASES = {"normed": Normed, "delta_orthogonal": initializers.DeltaOrthogonal,
             "random_walk": initializers.RandomWalk}
 keras.saving.get_custom_objects().update(
     {**_ALIASES, **{cls.__name__: cls for cls in _ALIASES.values()}})
 _quiet.end()
 
-__all__ = [
-    "Normed",
-    "rescale",
-    "materialize",
-    "lsuv",
-    "data_dependent_init",
-    "growth_report",
-    "callbacks",
-    "diagnostics",
-    "engine",
-    "initializers",
-    "layers",
-    "scaling",
-    "structure",
-    "__version__",
-]
+__all__ = ["Normed", "rescale", "materialize", "lsuv", "data_dependent_init", "growth_report",
+           "callbacks", "diagnostics", "engine", "initializers", "layers", "scaling", "structure",
+           "__version__"]
