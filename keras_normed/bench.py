@@ -1,13 +1,6 @@
 """Speed benchmark: block-circulant layers against Dense / Conv2D and against materialising;
 and what ``keras_normed.rescale`` costs next to a model's first ``fit`` call (``--cases
-rescale``).
-
-Per case, the Keras baseline (ratio 1), ``CirculantDense`` / ``CirculantConv2D`` and
-"materialise" (the same circulant kernel expanded by ``ops.fft.circulant_to_dense``, then an
-ordinary matmul / convolution) are timed forward and forward + backward, interleaved round by
-round, with and without XLA (``tf.function`` or ``jax.jit``): ``keras-normed bench --quick``.
-The method, the parameter-byte formulas and the results: docs/performance.md; the options:
-docs/cli.md.
+rescale``). The method and the results: docs/performance.md; the options: docs/cli.md.
 """
 
 from __future__ import annotations
@@ -30,11 +23,10 @@ DEFAULTS = {"sizes": (1024, 4096), "blocks": ("16", "64", "256", "1024", "n"), "
 QUICK = {"sizes": (128,), "blocks": ("16", "n"), "batch": 8, "repeats": 3, "warmup": 1,
          "conv_shape": (6, 6, 32), "conv_blocks": (8,), "conv_batch": 2}
 
-# The issue's targets (n = 4096, block 256, batch 256, XLA vs XLA, forward + backward).
-TARGET_CASE = {"n": 4096, "block": 256, "batch": 256}
+# The issue's target: dense n = 4096, block 256, batch 256, XLA, fwd+bwd ratio (and faster than
+# materialise). Tracker issue 13: (case, n, block, batch, XLA, fwd+bwd ratio target), run by
+# --cases targets (and found in the default run).
 TARGET_RATIO = 0.1
-# Tracker issue 13: (case, n, block, batch, XLA, fwd+bwd ratio target), run by --cases targets
-# (and found in the default run): the frequency-domain forms of keras_normed.ops.freq.
 ISSUE13_ROWS = (("conv", 256, 256, 32, False, 0.3), ("conv", 256, 256, 32, True, 0.3),
                 ("dense", 4096, 1024, 256, True, 0.05), ("dense", 4096, 256, 256, True, 0.05))
 
@@ -83,12 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(option, type=kind, default=None, metavar=metavar,
                             help=f"{text} (default: {shown})")
     parser.add_argument("--cases", choices=("all", "dense", "conv", "rescale", "targets"),
-                        default="all",
-                        help="which cases to run ('rescale': keras_normed.rescale of a "
-                             "100-layer MLP against its first fit call; 'targets': the four "
-                             "rows of issue 13 only, conv 14x14x256 block 256 batch 32 with "
-                             "and without XLA, dense 4096 blocks 1024 and 256 batch 256 "
-                             "under XLA)")
+                        default="all", help="which cases to run ('rescale': keras_normed.rescale "
+                        "of a 100-layer MLP against its first fit call; 'targets': only the four "
+                        "rows of issue 13, conv 14x14x256 and dense 4096; docs/performance.md)")
     parser.add_argument("--jit", choices=("both", "on", "off"), default="both",
                         help="XLA: tf.function with jit_compile=True, or jax.jit ('on'); "
                              "without ('off'); or both")
@@ -104,9 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of inputs and weights")
 
 
-# ---------------------------------------------------------------------------------------------
-# Parameter bytes (exact formulas, used by the tests)
-
+# Parameter bytes (exact formulas, checked by the tests)
 
 def dense_param_bytes(n_in: int, units: int, dtype_bytes: int = 4) -> int:
     """Bytes of a ``Dense(units)`` kernel and bias: ``dtype_bytes * (n_in * units + units)``."""
@@ -138,10 +125,6 @@ def _weight_bytes(layer) -> int:
     return int(sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in layer.weights))
 
 
-# ---------------------------------------------------------------------------------------------
-# Timing
-
-
 def _time_interleaved(fns: Dict[str, Callable], repeats: int, warmup: int) -> Dict[str, float]:
     """Median wall time (seconds) of each zero-argument function, measured round-robin."""
     for _ in range(max(warmup, 1)):  # the first call traces and compiles
@@ -157,13 +140,9 @@ def _time_interleaved(fns: Dict[str, Callable], repeats: int, warmup: int) -> Di
 
 
 def _compiled(apply: Callable, x, upstream, variables, jit: bool):
-    """``(forward, forward_backward)`` of ``apply(x)``, compiled by the backend: on
-    TensorFlow ``tf.function`` (``jit_compile=jit``), on JAX ``jax.jit`` when ``jit`` (else
-    op by op); each returns only once its result is computed.
-
-    The loss ``sum(apply(x) * upstream)`` with a random ``upstream`` keeps XLA from simplifying
-    the backward matmuls away (as it could for an all-ones upstream gradient).
-    """
+    """``(forward, forward_backward)`` of ``apply(x)``: ``tf.function(jit_compile=jit)``, or on
+    JAX ``jax.jit`` when ``jit`` (else op by op); each returns once its result is computed. The
+    random ``upstream`` keeps XLA from simplifying the backward matmuls away."""
     import keras
 
     name = keras.backend.backend()
@@ -292,35 +271,21 @@ def bench_conv(shape: Sequence[int], blocks: Sequence[int], batch: int, jit: boo
                        seed)
 
 
-# ---------------------------------------------------------------------------------------------
-# Profile of the circulant product's parts
-
-
 def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: int,
                       warmup: int, seed: int = 0) -> Dict[str, float]:
-    """Median milliseconds of the parts of ``x @ W`` for a block-circulant ``n x n`` ``W``.
-
-    Parts: ``rfft`` of the input blocks, the frequency-domain contraction as implemented in
-    ``keras_normed.ops.fft`` (``stacked``), ``irfft`` of the output blocks, the whole forward;
-    and alternative contractions of the same spectra: ``complex_matmul`` (complex64 batched
-    matmul over frequencies), ``real4`` (four real batched matmuls), ``einsum`` (complex einsum
-    without transposes).
-    """
+    """Median milliseconds of the parts of ``x @ W`` for a block-circulant ``n x n`` ``W``: the
+    ``rfft``s, the package's contraction (``stacked``), ``irfft``, the whole forward, and
+    alternative contractions of the same spectra (complex matmul, four real matmuls, einsum)."""
     import tensorflow as tf
 
     from keras_normed.ops import fft as fft_ops
     from keras_normed.ops._common import freq_contract
 
-    b = block_size
-    p = q = n // b
     rng = tf.random.Generator.from_seed(seed)
-    x = rng.normal((batch, n))
-    kernel = rng.normal((p, q, b))
-    xb = tf.reshape(x, (batch, p, b))
-    xs = tf.signal.rfft(xb)
-    xr, xi = tf.math.real(xs), tf.math.imag(xs)
-    ks = tf.signal.rfft(kernel)
-    kr, ki = tf.math.real(ks), tf.math.imag(ks)
+    x, kernel = rng.normal((batch, n)), rng.normal((n // block_size,) * 2 + (block_size,))
+    xb = tf.reshape(x, (batch, -1, block_size))
+    xs, ks = tf.signal.rfft(xb), tf.signal.rfft(kernel)
+    xr, xi, kr, ki = (part(z) for z in (xs, ks) for part in (tf.math.real, tf.math.imag))
     ys = tf.complex(*freq_contract(xr, xi, kr, ki))
     w_dense = rng.normal((n, n))
 
@@ -351,10 +316,6 @@ def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: i
     return {name: 1e3 * s for name, s in _time_interleaved(fns, repeats, warmup).items()}
 
 
-# ---------------------------------------------------------------------------------------------
-# Driver and output
-
-
 def run_bench(sizes: Sequence[int] = DEFAULTS["sizes"],
               blocks: Sequence[str] = DEFAULTS["blocks"], batch: int = 256, repeats: int = 10,
               warmup: int = 2, conv_shape: Sequence[int] = DEFAULTS["conv_shape"],
@@ -380,42 +341,31 @@ def run_bench(sizes: Sequence[int] = DEFAULTS["sizes"],
         tf.get_logger().setLevel("ERROR")
     rows: List[dict] = []
     prof: List[dict] = []
-    if cases == "targets":  # the issue-13 rows, whatever the size options say
-        for case, n, block, batch_, jit, _ in ISSUE13_ROWS:
-            if verbose:
-                print(f"  {case} n={n} block {block}, jit_compile={jit} ...", flush=True)
-            if case == "conv":
-                rows += bench_conv((14, 14, n), [block], batch_, jit, repeats, warmup, seed)
-            else:
-                rows += bench_dense(n, [str(block)], batch_, jit, repeats, warmup, seed)
-        jit_modes = ()
-    for jit in jit_modes:
-        if cases in ("all", "dense"):
-            for n in sizes:
-                if verbose:
-                    print(f"  dense {n}->{n}, jit_compile={jit} ...", flush=True)
-                rows += bench_dense(n, blocks, batch, jit, repeats, warmup, seed)
-                if profile:
-                    for b in _blocks_for(n, blocks):
-                        parts = profile_circulant(n, b, batch, jit, repeats, warmup, seed)
-                        prof.append({"n": n, "block": b, "batch": batch, "jit": jit,
-                                     "ms": parts})
+
+    def measure(label: str, fn: Callable, *args) -> List[dict]:
+        if verbose:
+            print(f"  {label}, jit_compile={args[3]} ...", flush=True)
+        return fn(*args, repeats, warmup, seed)
+
+    for case, n, block, batch_, jit, _ in ISSUE13_ROWS if cases == "targets" else ():
+        fn, size, blocks_ = ((bench_conv, (14, 14, n), [block]) if case == "conv"
+                             else (bench_dense, n, [str(block)]))
+        rows += measure(f"{case} n={n} block {block}", fn, size, blocks_, batch_, jit)
+    for jit in () if cases == "targets" else jit_modes:
+        for n in sizes if cases in ("all", "dense") else ():
+            rows += measure(f"dense {n}->{n}", bench_dense, n, blocks, batch, jit)
+            for b in _blocks_for(n, blocks) if profile else ():
+                prof.append({"n": n, "block": b, "batch": batch, "jit": jit,
+                             "ms": profile_circulant(n, b, batch, jit, repeats, warmup, seed)})
         if cases in ("all", "conv"):
-            if verbose:
-                print(f"  conv {'x'.join(map(str, conv_shape))}, jit_compile={jit} ...",
-                      flush=True)
-            rows += bench_conv(conv_shape, conv_blocks, conv_batch, jit, repeats, warmup, seed)
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "backend": backend,
-        **_backend_versions(backend),
-        "keras": keras.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
+            rows += measure(f"conv {'x'.join(map(str, conv_shape))}", bench_conv, conv_shape,
+                            conv_blocks, conv_batch, jit)
+    machine = {"platform": platform.platform(),
+               "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "python": platform.python_version(),
+               "backend": backend, **_backend_versions(backend), "keras": keras.__version__,
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     return {"rows": rows, "profile": prof, "machine": machine,
             "settings": {"repeats": repeats, "warmup": warmup, "seed": seed}}
 
@@ -487,15 +437,19 @@ def format_profile(prof: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def _find(rows: Sequence[dict], impl: str, case: str, n: int, block: int, batch: int,
+          jit: bool) -> Optional[dict]:
+    return next((r for r in rows if (r["impl"], r["case"], r["n"], r["block"], r["batch"],
+                                     r["jit"]) == (impl, case, n, block, batch, jit)
+                 and (case != "conv" or r["shape"].startswith("14x14"))), None)
+
+
 def check_issue13(rows: Sequence[dict]) -> List[str]:
     """One verdict line per row of :data:`ISSUE13_ROWS` that was measured (fwd+bwd ratio of the
     circulant layer to Dense / Conv2D in the same run)."""
     lines = []
     for case, n, block, batch, jit, target in ISSUE13_ROWS:
-        row = next((r for r in rows if r["case"] == case and r["impl"] == "circulant"
-                    and r["n"] == n and r["block"] == block and r["batch"] == batch
-                    and r["jit"] == jit and (case != "conv" or r["shape"].startswith("14x14"))),
-                   None)
+        row = _find(rows, "circulant", case, n, block, batch, jit)
         if row is not None:
             ratio = row["fwdbwd_ratio"]
             lines.append(f"Issue 13: {case} {row['shape']} block {block} batch {batch} "
@@ -506,11 +460,8 @@ def check_issue13(rows: Sequence[dict]) -> List[str]:
 
 def check_targets(rows: Sequence[dict]) -> Optional[str]:
     """Verdict on the issue's targets when the target case was measured, else ``None``."""
-    def find(impl):
-        return next((r for r in rows if r["case"] == "dense" and r["jit"] and r["impl"] == impl
-                     and all(r[k] == v for k, v in TARGET_CASE.items())), None)
-
-    circ, mat = find("circulant"), find("materialise")
+    circ, mat = (_find(rows, impl, "dense", 4096, 256, 256, True)
+                 for impl in ("circulant", "materialise"))
     if circ is None or mat is None:
         return None
     ok_ratio = circ["fwdbwd_ratio"] <= TARGET_RATIO
@@ -520,10 +471,6 @@ def check_targets(rows: Sequence[dict]) -> Optional[str]:
             f"{'met' if ok_ratio else 'NOT met'}); "
             f"{circ['fwdbwd_ms']:.3g} ms vs materialise {mat['fwdbwd_ms']:.3g} ms "
             f"({'met' if ok_mat else 'NOT met'}).")
-
-
-# ---------------------------------------------------------------------------------------------
-# What rescale costs
 
 
 def _mlp(depth: int, width: int, seed: int):
@@ -544,12 +491,10 @@ def _mlp(depth: int, width: int, seed: int):
 
 def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats: int = 3,
                   seed: int = 0) -> dict:
-    """What ``rescale`` costs next to training: a ``depth``-layer ReLU MLP of ``width`` units,
-    batch ``batch``. Each round builds a fresh model, times ``rescale`` with a probe batch,
-    then the first ``fit`` call on the same model (one step: tracing included, as a user's
-    first fit pays it); and ``rescale`` by the analytic rule on another fresh model. Medians
-    over ``repeats`` rounds after a warm-up round on a small model, in wall time and in CPU
-    time of this process (less disturbed by other processes)."""
+    """What ``rescale`` costs next to training a ``depth``-layer ReLU MLP of ``width`` units:
+    per round on fresh models, ``rescale`` with a probe batch, then the first ``fit`` call (one
+    step, tracing included), and ``rescale`` by the analytic rule. Medians over ``repeats``
+    rounds after a warm-up, in wall time and in this process's CPU time."""
     import numpy as np
 
     import keras_normed
