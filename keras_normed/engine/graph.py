@@ -27,13 +27,10 @@ _MERGE_EQUAL = ("Add", "Subtract", "Average", "Maximum", "Minimum", "Concatenate
                 "Append", "Where")
 _MERGE_SUM = ("Multiply", "Dot", "Matmul", "Einsum", "Tensordot")
 _PASS = ("InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Dropout",
-         "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
-         "AlphaDropout", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
-         "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-         "GlobalMaxPooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-         "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-         "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
-         "UpSampling3D", "Identity", "ActivityRegularization", "LeakyReLU", "PReLU",
+         "GaussianDropout", "AlphaDropout", "Identity", "ActivityRegularization", "LeakyReLU",
+         "PReLU", *(f"{kind}{rank}D" for rank in "123" for kind in (
+             "SpatialDropout", "MaxPooling", "AveragePooling", "GlobalMaxPooling",
+             "GlobalAveragePooling", "ZeroPadding", "Cropping", "UpSampling")),
          # keras.ops recorded by a trace
          "Relu", "LeakyRelu", "Transpose", "MaxPool", "AveragePool", "Mean", "Sum", "Max",
          "Min", "GetItem", "Squeeze", "ExpandDims", "Cast", "Abs", "Negative", "Pad",
@@ -113,8 +110,11 @@ def kernel_sites(model, select=None) -> List[KernelSite]:
     return sites
 
 
-def _activation_name(fn) -> str:
-    return getattr(fn, "__name__", type(fn).__name__).lower()
+def _activation_reason(fn) -> str:
+    """Why activation ``fn`` breaks positive homogeneity, or "" (also for ``None``)."""
+    name = "linear" if fn is None else getattr(fn, "__name__", type(fn).__name__).lower()
+    return "" if name in _HOMOGENEOUS_ACTIVATIONS else \
+        f"activation {name} is not positively homogeneous"
 
 
 def _nonzero_bias(layer) -> bool:
@@ -239,17 +239,15 @@ class _Propagation:
                 outs = self.run(in_tensors, traced, forms)
                 return outs[:n_out] + [{}] * max(0, n_out - len(outs))
             return self._opaque(op, forms, n_out)
-        own = self._own(op)
+        own = dict.fromkeys(inside, 1.0)
         if own or any(isinstance(getattr(op, k, None), keras.Variable)
                       for k in ("kernel", "pointwise_kernel")):
             self._equal(forms)
             out = _add(first, own)
             self.out_forms.setdefault(id(op), out)
-            activation = getattr(op, "activation", None)
-            if activation is not None and \
-                    _activation_name(activation) not in _HOMOGENEOUS_ACTIVATIONS:
-                self._note(out, f"{op.name}: activation {_activation_name(activation)} is not "
-                                "positively homogeneous")
+            reason = _activation_reason(getattr(op, "activation", None))
+            if reason:
+                self._note(out, f"{op.name}: {reason}")
             if _nonzero_bias(op):
                 self._note(out, f"{op.name}: nonzero bias")
             return [out] * n_out
@@ -277,15 +275,13 @@ class _Propagation:
             reason = self._not_homogeneous(op, name)
             if reason:
                 self._note(first, f"{op.name}: {reason}")
-            if len(forms) > 1:
-                self._equal(forms)
+            self._equal(forms)
             if _nonzero_bias(op):
                 self._note(first, f"{op.name} ({name}): nonzero bias")
             return [first] * n_out
         self._note(_union(forms), f"{op.name} ({name}): not known to be positively "
                                   "homogeneous")
-        if len(forms) > 1:
-            self._equal(forms)
+        self._equal(forms)
         return [first] * n_out
 
     def _opaque(self, op, forms: List[Form], n_out: int) -> List[Form]:
@@ -297,18 +293,13 @@ class _Propagation:
                                   "assumed scale-equivariant")
         return [_union(forms)] * n_out
 
-    def _own(self, op) -> Form:
-        return dict.fromkeys(self._tracked_inside(op), 1.0)
-
     @staticmethod
     def _not_homogeneous(op, name: str) -> str:
         if name == "Activation":
-            act = _activation_name(op.activation)
-            return "" if act in _HOMOGENEOUS_ACTIVATIONS else f"activation {act} is not " \
-                                                              "positively homogeneous"
-        if name == "ReLU":
-            if getattr(op, "max_value", None) is not None or getattr(op, "threshold", 0):
-                return "ReLU with max_value/threshold is not positively homogeneous"
+            return _activation_reason(op.activation)
+        if name == "ReLU" and (getattr(op, "max_value", None) is not None
+                               or getattr(op, "threshold", 0)):
+            return "ReLU with max_value/threshold is not positively homogeneous"
         return ""
 
 
@@ -373,6 +364,16 @@ def _trace(model, structure, training: bool):
     return None if outputs is None else (inputs, outputs)
 
 
+def _built_input(model):
+    """A symbolic input of the shape ``model`` was built with, or None."""
+    from keras_normed import structure
+
+    shape = structure.built_input_shape(model)
+    if shape is None or not all(d is None or isinstance(d, int) for d in shape):
+        return None
+    return keras.KerasTensor(shape, dtype=model.input_dtype)
+
+
 def _inner_graph(model, in_tensors, training: bool):
     return _symbolic_io(model) or _trace(
         model, in_tensors[0] if len(in_tensors) == 1 else list(in_tensors), training)
@@ -386,27 +387,15 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
     prop = _Propagation(variables, training)
     layers = compat.all_layers(model)
     with compat.graph_side_effects_undone(layers):
-        io = _symbolic_io(model)
-        graph = "functional"
-        structure = None
-        if io is None and x is not None:
-            structure = x
-        elif io is None:
-            from keras_normed import structure as structures
-
-            shape = structures.built_input_shape(model)
-            if shape is not None and all(d is None or isinstance(d, int) for d in shape):
-                structure = keras.KerasTensor(shape, dtype=model.input_dtype)
-        if structure is not None:
-            io = _trace(model, structure, training)
+        io, graph = _symbolic_io(model), "functional"
+        if io is None:
+            structure = x if x is not None else _built_input(model)
+            io = None if structure is None else _trace(model, structure, training)
             graph = "traced"
         if io is None:
             graph = "unknown"
         else:
-            outs = prop.run(io[0], io[1], [{}] * len(io[0]))
-            for form in outs:
-                if form:
-                    prop.rows.append(form)
+            prop.rows += [form for form in prop.run(io[0], io[1], [{}] * len(io[0])) if form]
     layer_of = {}
     for layer in layers:  # pre-order: a sublayer comes after its parent and overrides it
         if not isinstance(layer, keras.Model):
@@ -419,10 +408,7 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
             [(f"{model.name}: graph not readable (a subclassed model whose call is not "
               "symbolic-traceable): one product-of-scales constraint, as for a chain",
               None)], graph, list(range(n)), list(np.tril(np.ones((n, n)))))
-    rows = np.zeros((len(prop.rows), prop.n))
-    for r, form in enumerate(prop.rows):
-        for i, v in form.items():
-            rows[r, i] = v
+    rows = np.array([_vector(form, prop.n) for form in prop.rows]).reshape(len(prop.rows), prop.n)
     callers = [_caller(layer_of.get(id(var)), layers, prop.calls) for var in variables]
     uses = [0 if c is None else prop.calls[id(c)] for c in callers]
     rank = {id(op): k for k, op in enumerate(prop.order)}
