@@ -1,7 +1,6 @@
-"""Initializations that look at a batch of data: LSUV and data-dependent init. Both walk every
-layer with a trainable kernel in forward order (:mod:`keras_normed.engine`), refuse layers called
-more than once, take statistics from full-batch calls outside any replica context, and restore
-every weight on error (docs/lsuv.md, docs/data_dependent.md).
+"""Initializations that look at a batch of data: LSUV and data-dependent init (docs/lsuv.md,
+docs/data_dependent.md). Both walk the layers with a trainable kernel in forward order, refuse
+layers called more than once, and restore every weight on error.
 """
 
 from __future__ import annotations
@@ -29,27 +28,21 @@ class _Target:
     def __init__(self, layer, wrapper=None):
         self.layer = wrapper or layer  # what the model calls
         self.holder = layer  # the layer with the kernel, bias and activation
-        self.name = self.layer.name
-        self.path = layer.kernel.path
-        # A WeightNormalization's v is orthonormalized by LSUV, never rescaled: its length g
-        # (one entry per output unit) is.
+        self.name, self.path = self.layer.name, layer.kernel.path
+        # A WeightNormalization's direction v is never rescaled: its length g is.
         self.direction = layer.kernel
         self.scale = layer.kernel if wrapper is None else wrapper.g
-        # Column scaling means "per output unit" only where the last kernel axis is the output
-        # channel axis; other kernels (e.g. circulant) get one scalar per layer.
+        # Per output unit only where the kernel's last axis is the output channel (a circulant
+        # kernel's is not: one scalar per layer).
         self.per_unit = (wrapper is not None or isinstance(layer, keras.layers.Dense)
                          or compat.is_conv(layer))
         bias = getattr(self.holder, "bias", None)
         self.bias = bias if getattr(self.holder, "use_bias", bias is not None) else None
-        if self.bias is not None and tuple(self.bias.shape) != (self.units(),):
+        if self.bias is not None and tuple(self.bias.shape) != self.direction.shape[-1:]:
             self.bias = None
 
-    def units(self) -> int:
-        return int(self.direction.shape[-1])
-
     def multiply(self, factor) -> None:
-        """Scale the layer's output (before the bias) by ``factor`` (per unit only when
-        :attr:`per_unit`)."""
+        """Scale the layer's output (before the bias) by ``factor`` (a scalar or per unit)."""
         value = keras.ops.convert_to_numpy(self.scale)
         self.scale.assign((value * np.asarray(factor, dtype=np.float64)).astype(value.dtype))
 
@@ -104,8 +97,7 @@ def _layer_input(model, target: _Target, x):
 
 
 def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
-    """Mean and variance of ``t``'s pre-activation output, per output unit (last axis) or
-    overall, in float64; refused when not finite or of zero variance."""
+    """Mean and variance of ``t``'s pre-activation output, per output unit or overall."""
     z = np.asarray(keras.ops.convert_to_numpy(t.preactivation(args, kwargs)), dtype=np.float64)
     if not np.all(np.isfinite(z)):
         raise ValueError(
@@ -139,16 +131,14 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
          seed: Optional[int] = None, verbose: bool = False) -> Report:
     """Layer-sequential unit-variance (LSUV) initialization, in place (docs/lsuv.md).
 
-    1. Pre-initialize every kernel with an orthonormal matrix (``keras.initializers.Orthogonal``
-       on the kernel's 2-D reshape ``(prod(shape[:-1]), shape[-1])``), biases zero.
-    2. Layer by layer in forward order, with ``z`` the layer's pre-activation output on
-       ``x_batch``, repeat ``W <- W / sqrt(Var(z))`` until ``|Var(z) - 1| < tol`` or
-       ``max_iter`` steps. For a WeightNormalization layer ``g`` is rescaled.
+    Every kernel is set orthonormal (``keras.initializers.Orthogonal`` on its 2-D reshape),
+    biases zero; then layer by layer in forward order ``W <- W / sqrt(Var(z))`` (``z``: the
+    pre-activation output on ``x_batch``; ``g`` is rescaled for a WeightNormalization layer)
+    until ``|Var(z) - 1| < tol`` or ``max_iter`` steps.
 
     Args:
         model: a built model (any kind); layers called more than once are refused.
-        x_batch: a batch of inputs as ``model.fit`` takes ``x`` (a batched dataset: its first
-            batch), at least 2 examples, all finite.
+        x_batch: a batch of inputs as ``model.fit`` takes ``x`` (at least 2 examples).
         tol: tolerance on the output variance.
         max_iter: most rescaling steps per layer.
         seed: seed of the orthonormal matrices (one seed per layer derived from it).
@@ -156,11 +146,10 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
 
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"lsuv"``; per layer ``iterations``,
-        ``variance``, ``converged``); ``report.converged`` says whether every layer met ``tol``.
+        ``variance``, ``converged``; ``report.converged``: every layer met ``tol``).
 
     Raises:
-        ValueError: bad batch, a layer whose output has zero variance or is not finite.
-            Weights are left unchanged.
+        ValueError: bad batch, a layer output of zero variance or not finite (weights kept).
 
     Example:
 
@@ -206,13 +195,11 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
     """Data-dependent initialization of Krähenbühl et al. (ICLR 2016), in place, from the
     model's current weights (docs/data_dependent.md).
 
-    1. *Within-layer*: layer by layer in forward order, each output unit ``i`` of the
-       pre-activation gets mean ``mean`` and standard deviation ``std``:
-       ``W[..., i] <- W[..., i] * std / sigma_i``, ``b_i <- mean - (mu_i - b_i) * std / sigma_i``
-       (for weight normalization ``g`` is scaled: Salimans & Kingma's data-dependent init).
+    1. *Within-layer*, in forward order: ``W[..., i] <- W[..., i] * std / sigma_i``,
+       ``b_i <- mean - (mu_i - b_i) * std / sigma_i`` per output unit ``i`` of the
+       pre-activation (``g`` for weight normalization).
     2. *Between-layer*: the change rates ``C_k = ||dL/dW_k||^2 / ||W_k||^2`` are equalized by
-       kernel scales ``exp(a_k)`` that keep the function (``A a = 0``,
-       :func:`keras_normed.engine.scale_constraints`; ``C_k`` scales by ``exp(-4 a_k)``:
+       function-keeping kernel scales ``exp(a_k)`` (``C_k`` scales by ``exp(-4 a_k)``:
        :func:`keras_normed.engine.equalize`), ``between_layer_iters`` times, damped by ``alpha``.
 
     Args:
@@ -231,13 +218,13 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
         verbose: print the change rates.
 
     Returns:
-        A :class:`~keras_normed.engine.Report` (method ``"data_dependent"``; per layer: scale
-        of step 1 and final change rate; the spread ``max C_k / min C_k`` before and after
-        step 2; the relative output change of step 2).
+        A :class:`~keras_normed.engine.Report` (method ``"data_dependent"``; per layer the
+        scale of step 1 and the final change rate; the spread ``max C_k / min C_k`` before and
+        after step 2 and its relative output change).
 
     Raises:
-        ValueError: bad batch or arguments, zero-variance or non-finite layer outputs.
-            Weights are left unchanged.
+        ValueError: bad batch or arguments, layer outputs of zero variance or not finite
+            (weights kept).
 
     Reference: P. Krähenbühl, C. Doersch, J. Donahue, T. Darrell, "Data-dependent
     Initializations of Convolutional Neural Networks", ICLR 2016.
@@ -258,7 +245,7 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
                 args, kwargs = _layer_input(model, t, batch.x)
                 mu, var = _stats(t, args, kwargs, t.per_unit, "data_dependent_init")
                 if not t.per_unit:
-                    mu = np.full(t.units(), mu)
+                    mu = np.full(t.direction.shape[-1], mu)
                 scale = std / np.sqrt(var)
                 t.multiply(scale)
                 if t.bias is not None:
@@ -282,8 +269,7 @@ def _between_layer(model, targets, batch, loss, iters, alpha, seed, report, verb
     loss_fn = engine.resolve_loss(model, batch, loss)
     variables = [t.scale for t in targets]
     constraints = engine.scale_constraints(model, variables, batch.x, training=False)
-    # Same forward order as `targets`: the constraints were read for the same variables.
-    forms = np.asarray(constraints.output_forms)
+    forms = np.asarray(constraints.output_forms)  # in the order of `variables`
 
     def change_rates():
         values = [np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in variables]
@@ -302,11 +288,8 @@ def _between_layer(model, targets, batch, loss, iters, alpha, seed, report, verb
     if np.any(rates <= 0):
         raise ValueError("data_dependent_init: a layer has zero gradient (dead units?).")
     before = float(rates.max() / rates.min())
-    for _ in range(iters):
-        # C_k = ||dL/dW_k||^2 / ||W_k||^2 is multiplied by c_k^-4 when the kernels are scaled
-        # by c = exp(a) with the function kept (A a = 0, biases scaled with their outputs).
-        a, _ = engine.equalize(np.log(rates), constraints.rows, 4.0)
-        a = alpha * a
+    for _ in range(iters):  # C_k scales by c_k^-4 (biases scaled with their outputs)
+        a = alpha * engine.equalize(np.log(rates), constraints.rows, 4.0)[0]
         for t, form, ak in zip(targets, forms, a):
             t.multiply(math.exp(ak))
             if t.bias is not None:
