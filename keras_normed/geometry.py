@@ -1,7 +1,6 @@
 """Convolution geometry: how Keras/TensorFlow pad and stride one axis, and the per-axis counts of
-the effective operator ``T`` built on it (products over the axes give the counts of ``T``, which
-is never built; see docs/structure.md). The one copy of that arithmetic: :mod:`structure`,
-:mod:`keras_rules`, :mod:`ops` and :mod:`layers` all call it.
+the effective operator ``T`` (never built: products over the axes give its counts; see
+docs/structure.md). The one copy of that arithmetic in the package.
 """
 
 from __future__ import annotations
@@ -49,13 +48,10 @@ class LinearStructure:
 
 def conv_padding(n: int, k: int, stride: int, padding: str,
                  dilation: int = 1) -> Tuple[int, int, int]:
-    """``(output length, cells padded before, cells padded after)`` of one axis of a
-    convolution of an input of length ``n``, as TensorFlow and ``keras.ops.conv`` pad it.
-
-    ``"valid"``: no padding (the output length is <= 0 when the input is shorter than the
-    dilated kernel); ``"same"``: ``ceil(n / stride)`` outputs, the odd padded cell after;
-    ``"causal"`` (Conv1D): ``k_eff - 1`` cells before, then valid.
-    """
+    """``(output length, cells padded before, after)`` of one axis of a convolution of an input
+    of length ``n``, as ``keras.ops.conv`` pads it: ``"valid"``, none (the length is <= 0 for an
+    input shorter than the dilated kernel); ``"same"``, ``ceil(n / stride)`` outputs, the odd
+    cell after; ``"causal"`` (Conv1D), ``k_eff - 1`` cells before."""
     k_eff = (k - 1) * dilation + 1
     if padding == "valid":
         return (n - k_eff) // stride + 1, 0, 0
@@ -101,11 +97,8 @@ def conv_axis(n: int, k: int, stride: int, padding: str, dilation: int = 1) -> A
 
 def transpose_axis(n: int, k: int, stride: int, padding: str, dilation: int = 1,
                    output_padding: Optional[int] = None) -> Axis:
-    """One axis of a transposed convolution of an input of length ``n``.
-
-    It is the adjoint of a forward convolution from the output length ``m`` to ``n`` (TF's
-    ``conv_transpose`` is the gradient of ``conv``), so rows and columns swap.
-    """
+    """One axis of a transposed convolution of an input of length ``n``: the adjoint of the
+    forward one from the output length to ``n``, so rows and columns swap."""
     k_eff = (k - 1) * dilation + 1
     if padding == "valid":
         op = max(k_eff, stride) - k_eff if output_padding is None else output_padding
@@ -127,22 +120,21 @@ def interior_reach(k: int, stride: int, dilation: int = 1) -> int:
 
 
 def assemble(axes: Sequence[Axis], cin_per_row: int, cout_per_col: int, n_params: int,
-             positions: int = 1, channel_entries: int = 1, weight: str = "kernel",
-             n_rows: Optional[int] = None, n_cols: Optional[int] = None) -> LinearStructure:
-    """A :class:`LinearStructure` from per-axis counts (``axes``) and channel factors: input
-    channels one output channel sees (``cin_per_row``), output channels one input channel
-    reaches (``cout_per_col``), kernel parameters, extra positions the kernel is applied at
-    independently (Dense over a sequence), (output, input) channel pairs per parameter per
-    position (``channel_entries``), and the shape of ``T`` when known."""
+             shape: Tuple[int, int], positions: int = 1, weight: str = "kernel"
+             ) -> LinearStructure:
+    """A :class:`LinearStructure` from per-axis counts and channel factors: input channels one
+    output channel sees, output channels one input channel reaches, kernel parameters, the
+    ``(rows, columns)`` of ``T``, and positions the kernel is applied at independently (Dense
+    over a sequence)."""
     prod = math.prod
     fan_in = prod(int(a.rows.max()) for a in axes) * cin_per_row
     fan_out = prod(int(a.cols.max()) for a in axes) * cout_per_col
     rows_even = prod(int(a.rows.min()) for a in axes) == prod(int(a.rows.max()) for a in axes)
     uses_even = prod(int(a.uses.min()) for a in axes) == prod(int(a.uses.max()) for a in axes)
-    # Every parameter fills (sum over its taps of uses) entries per position and channel pair.
-    nnz = prod(int(a.uses.sum()) for a in axes) * positions * channel_entries * (
+    # Every parameter fills (sum over its taps of uses) entries per position.
+    nnz = prod(int(a.uses.sum()) for a in axes) * positions * (
         n_params // max(1, prod(len(a.uses) for a in axes)))
-    shape = None if n_rows is None or n_cols is None else (int(n_rows), int(n_cols))
     return LinearStructure(fan_in=int(fan_in), fan_out=int(fan_out), sharing=nnz / n_params,
                            uniform=bool(rows_even and uses_even and fan_in > 0),
-                           n_params=int(n_params), weight=weight, shape=shape)
+                           n_params=int(n_params), weight=weight,
+                           shape=(int(shape[0]), int(shape[1])))

@@ -1,7 +1,6 @@
 """Structure rules for Keras's own layer families (Dense, EinsumDense, Embedding, Conv,
 DepthwiseConv, SeparableConv, ConvTranspose), registered into :mod:`keras_normed.structure` when
-the package is imported (structure itself never imports this module). The formulas are in
-docs/structure.md; the per-axis counts come from :mod:`keras_normed.geometry`.
+the package is imported (structure never imports this module). Formulas: docs/structure.md.
 """
 
 from __future__ import annotations
@@ -11,13 +10,8 @@ from typing import Optional, Tuple
 
 import keras
 
-from keras_normed.geometry import (
-    LinearStructure,
-    assemble,
-    conv_axis,
-    interior_reach,
-    transpose_axis,
-)
+from keras_normed import geometry
+from keras_normed.geometry import LinearStructure, assemble
 from keras_normed.structure import register_structure
 
 __all__ = ["register_keras_layers"]
@@ -55,22 +49,21 @@ def _axes(layer, spatial, transposed: bool = False):
     args = zip(spatial, layer.kernel_size, layer.strides, layer.dilation_rate)
     if transposed:
         out_pad = layer.output_padding or (None,) * layer.rank
-        return [transpose_axis(n, k, s, padding.lower(), d, op)
+        return [geometry.transpose_axis(n, k, s, padding.lower(), d, op)
                 for (n, k, s, d), op in zip(args, out_pad)]
-    return [conv_axis(n, k, s, padding.lower(), d) for n, k, s, d in args]
+    return [geometry.conv_axis(n, k, s, padding.lower(), d) for n, k, s, d in args]
 
 
 def _reach(layer, spatial) -> int:
     """Outputs an interior input reaches, over the spatial axes of the kernel."""
-    return math.prod(interior_reach(k, s, d)
+    return math.prod(geometry.interior_reach(k, s, d)
                      for k, s, d in zip(spatial, layer.strides, layer.dilation_rate))
 
 
 def _conv_like(axes, spatial, c_in, cin_per_row, cout_per_col, c_out, n_params,
                weight="kernel"):
-    return assemble(axes, cin_per_row, cout_per_col, n_params, weight=weight,
-                    n_rows=math.prod(len(a.rows) for a in axes) * c_out,
-                    n_cols=math.prod(spatial) * c_in)
+    return assemble(axes, cin_per_row, cout_per_col, n_params, weight=weight, shape=(
+        math.prod(len(a.rows) for a in axes) * c_out, math.prod(spatial) * c_in))
 
 
 def _dense_fans(layer, kernel_shape, weight=None):
@@ -82,8 +75,8 @@ def _dense_structure(layer, input_shape, weight="kernel"):
     _known(layer, input_shape)
     n_in, n_out = int(input_shape[-1]), int(layer.units)
     positions = math.prod(input_shape[1:-1])
-    return assemble([], n_in, n_out, n_in * n_out, positions=positions,
-                    n_rows=positions * n_out, n_cols=positions * n_in)
+    return assemble([], n_in, n_out, n_in * n_out, (positions * n_out, positions * n_in),
+                    positions)
 
 
 def _conv_fans(layer, kernel_shape, weight=None):
@@ -139,8 +132,8 @@ def _separable_structure(layer, input_shape, weight="depthwise_kernel"):
     spatial, c_in = _spatial(layer, input_shape, layer.rank)
     positions = math.prod(len(a.rows) for a in _axes(layer, spatial))
     c_mid, c_out = c_in * int(layer.depth_multiplier), int(layer.filters)
-    return assemble([], c_mid, c_out, c_mid * c_out, positions=positions, weight=weight,
-                    n_rows=positions * c_out, n_cols=positions * c_mid)
+    return assemble([], c_mid, c_out, c_mid * c_out, (positions * c_out, positions * c_mid),
+                    positions, weight)
 
 
 def _transpose_fans(layer, kernel_shape, weight=None):

@@ -1,8 +1,7 @@
 """The one place that knows a layer's linear structure: the effective operator ``y = T(theta) x``
-of a layer's kernel, its ``fan_in``, ``fan_out``, ``sharing`` and ``uniform`` (definitions,
-rules and the third-party protocol: docs/structure.md). This module holds the public API and the
-registry; the counting is in :mod:`keras_normed.geometry` and the rules for Keras's own layers in
-:mod:`keras_normed.keras_rules` (registered when the package is imported).
+of a layer's kernel, its ``fan_in``, ``fan_out``, ``sharing`` and ``uniform`` (docs/structure.md).
+The API and the registry; the counting is in :mod:`keras_normed.geometry`, the rules for Keras's
+own layers in :mod:`keras_normed.keras_rules`.
 
 Reference: H. Yang, X. Ding, R. Chan, H. Hu, Y. Peng, T. Zeng, "A new initialization method
 based on normed statistical spaces in deep networks", Inverse Problems and Imaging 15(1), 2021.
@@ -26,13 +25,10 @@ __all__ = ["LinearStructure", "bind_initializer", "built_input_shape", "kernel_f
 class _Rule:
     fans: Callable[..., Tuple[int, int]]
     structure: Callable[..., LinearStructure]
-    # Names of the weights described, main first; None: one weight, rule functions take no
-    # `weight` argument.
-    weights: Optional[Tuple[str, ...]] = None
+    weights: Optional[Tuple[str, ...]] = None  # None: one weight, no `weight` argument
 
 
-# layer class -> _Rule; looked up along the MRO so subclasses inherit.
-_REGISTRY: Dict[type, _Rule] = {}
+_REGISTRY: Dict[type, _Rule] = {}  # looked up along the MRO: subclasses inherit
 
 
 def register_structure(layer_cls: type, fans: Callable[..., Tuple[int, int]],
@@ -44,13 +40,11 @@ def register_structure(layer_cls: type, fans: Callable[..., Tuple[int, int]],
     Args:
         layer_cls: the layer class (subclasses inherit the rule; a later call replaces it).
         fans: ``fans(layer, kernel_shape) -> (fan_in, fan_out)``, from the configuration and
-            kernel shape only (it runs while the layer is being built); ``None`` for a shape
-            that is not a kernel it describes (then :func:`shape_fans` is used).
-        structure: ``structure(layer, input_shape) -> LinearStructure``; ``input_shape``
-            includes the batch axis.
-        weights: names of the weights described, main first, for layers with several
-            kernels. When given, both functions are called with an extra ``weight=name``
-            keyword (``weight=None`` in ``fans`` when the caller does not know the name).
+            kernel shape only (it runs inside ``build``); ``None``: not a kernel it describes.
+        structure: ``structure(layer, input_shape) -> LinearStructure`` (batch axis included).
+        weights: names of the weights described, main first, for layers with several kernels;
+            then both functions get a ``weight=name`` keyword (``None`` in ``fans`` when
+            unknown).
     """
     if not isinstance(layer_cls, type):
         raise TypeError(f"`layer_cls` must be a class, got {layer_cls!r}.")
@@ -78,12 +72,9 @@ def _takes_weight(fn) -> bool:
 
 
 def shape_fans(shape: Sequence[int]) -> Tuple[int, int]:
-    """Fans from a bare kernel shape, as ``keras.initializers`` computes them.
-
-    The last two axes are (input, output) channels and any leading axes are a receptive field:
+    """Fans from a bare kernel shape, as ``keras.initializers`` computes them:
     ``fan_in = prod(shape[:-2]) * shape[-2]``, ``fan_out = prod(shape[:-2]) * shape[-1]``; a
-    vector gives ``(n, n)`` and a scalar ``(1, 1)``.
-    """
+    vector gives ``(n, n)`` and a scalar ``(1, 1)``."""
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
         return (shape[0], shape[0]) if shape else (1, 1)
@@ -93,11 +84,8 @@ def shape_fans(shape: Sequence[int]) -> Tuple[int, int]:
 
 def kernel_fans(layer, kernel_shape: Sequence[int],
                 weight: Optional[str] = None) -> Tuple[int, int]:
-    """Effective ``(fan_in, fan_out)`` of ``layer``'s kernel of shape ``kernel_shape``.
-
-    Needs only the layer's configuration, so it can run inside ``build``. For convolutions
-    these are the interior fans (docs/structure.md): exact away from the borders, an upper
-    bound at them.
+    """Effective ``(fan_in, fan_out)`` of ``layer``'s kernel of shape ``kernel_shape``, from the
+    layer's configuration only (it runs inside ``build``); for convolutions the interior fans.
 
     Args:
         layer: the layer owning the kernel, or ``None``.
@@ -105,10 +93,9 @@ def kernel_fans(layer, kernel_shape: Sequence[int],
         weight: the weight's name (``"kernel"``, ``"depthwise_kernel"``, ...), when known;
             without it a layer with several kernels is told by the shape.
 
-    Falls back to :func:`shape_fans` when ``layer`` is ``None`` or of an unknown kind, when
-    ``weight`` names a weight the layer's rule does not describe, or when the rule returns
-    ``None`` (the built-in rules do for a shape that is not their kernel's, e.g. a bias).
-    Example: ``kernel_fans(keras.layers.Conv2D(8, 3, strides=2), (3, 3, 4, 8)) == (36, 32)``.
+    Falls back to :func:`shape_fans` for an unknown layer or ``weight``, or when the rule
+    returns ``None`` (as for a shape that is not its kernel's). Example:
+    ``kernel_fans(keras.layers.Conv2D(8, 3, strides=2), (3, 3, 4, 8)) == (36, 32)``.
     """
     kernel_shape = tuple(int(s) for s in kernel_shape)
     method, rule, fans = getattr(layer, "normed_fans", None), _rule(layer), None
@@ -123,9 +110,9 @@ def kernel_fans(layer, kernel_shape: Sequence[int],
 
 
 def bind_initializer(initializer, layer, weight: str):
-    """``initializer`` for ``layer``'s weight ``weight``, as the package's layers pass it to
-    ``add_weight``: bound to them when it is structure-aware (has ``normed_bind(layer, weight)``,
-    as the package's initializers), else unchanged (docs/structure.md)."""
+    """``initializer`` bound to ``layer``'s weight ``weight`` when it is structure-aware (has
+    ``normed_bind(layer, weight)``), else unchanged: what the package's layers give
+    ``add_weight``."""
     bind = getattr(initializer, "normed_bind", None)
     return initializer if bind is None else bind(layer, weight)
 
@@ -151,19 +138,18 @@ def _described_weights(layer) -> Optional[Tuple[str, ...]]:
 
 def layer_structure(layer, input_shape: Optional[Sequence[Optional[int]]] = None,
                     weight: Optional[str] = None) -> Optional[LinearStructure]:
-    """Full :class:`LinearStructure` of a built layer, or ``None`` if the layer has no kernel
-    of known linear structure (pooling, activations, normalization, unknown layers).
+    """Full :class:`LinearStructure` of a built layer, or ``None`` for a layer without a kernel
+    of known linear structure.
 
     Args:
         layer: a Keras layer.
-        input_shape: the input shape including the batch axis (its value is ignored);
-            defaults to the shape the layer was built with.
-        weight: which kernel to describe, for layers with several (``"depthwise_kernel"`` or
-            ``"pointwise_kernel"`` of a ``SeparableConv2D``); defaults to the main one.
+        input_shape: the input shape with the batch axis; defaults to the built one.
+        weight: which kernel to describe, for layers with several (``"pointwise_kernel"`` of a
+            ``SeparableConv2D``); defaults to the main one.
 
     Raises:
-        ValueError: the input shape is unknown or lacks a needed size, or ``weight`` is not
-            one of the weights the layer's rule describes.
+        ValueError: the input shape is unknown or lacks a needed size, or the layer's rule does
+            not describe ``weight``.
 
     Example: ``layer_structure(keras.layers.Conv2D(8, 3, padding="same"), (None, 5, 5, 2))``
     has ``sharing`` 18.78, ``((4 + 5 + 4) / 3) ** 2`` (taps used per axis).
@@ -199,9 +185,7 @@ def layer_structure(layer, input_shape: Optional[Sequence[Optional[int]]] = None
 
 def weight_structures(layer, input_shape: Optional[Sequence[Optional[int]]] = None
                       ) -> Dict[str, LinearStructure]:
-    """Structure of every kernel of ``layer``, by weight name, main first; ``{}`` for a layer
-    of unknown structure (a ``SeparableConv2D``: ``depthwise_kernel``, ``pointwise_kernel``).
-    """
+    """Structure of every kernel of ``layer`` by weight name, main first (``{}``: unknown)."""
     names = _described_weights(layer)
     if names is None:
         found = layer_structure(layer, input_shape)
