@@ -3,7 +3,7 @@ contraction. Written with ``keras.ops`` only."""
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from keras import backend, ops
 
@@ -14,9 +14,8 @@ def fft_dtype(*dtypes) -> str:
 
 
 def real_operands(x, kernel, name: str = "x"):
-    """``(x, kernel, dtype)``: both as tensors and the floating dtype of the result: a float
-    input's own; for integer and bool inputs the kernel's float dtype (else ``floatx()``), never
-    an integer (truncation). Complex inputs are refused: their imaginary part would be lost."""
+    """``(x, kernel, dtype)``: tensors and the result's dtype, a float input's own, else the
+    kernel's float dtype (or ``floatx()``), never an integer; complex inputs are refused."""
     x = ops.convert_to_tensor(x)
     kernel = ops.convert_to_tensor(kernel)
     dtype = backend.standardize_dtype(x.dtype)
@@ -40,10 +39,14 @@ def check_data_format(data_format) -> str:
     return data_format
 
 
-def spatial_sizes(x, data_format: str):
-    """Static ``(H, W)`` as ints, or ``None`` for an axis unknown at trace time."""
-    axes = (1, 2) if data_format == "channels_last" else (2, 3)
-    return tuple(None if x.shape[a] is None else int(x.shape[a]) for a in axes)
+def image_sizes(x, data_format: str) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+    """``(H, W, C)`` of a rank-4 image in ``data_format``, ``None`` where known only at run
+    time (the layout and the rank are checked)."""
+    check_data_format(data_format)
+    if len(x.shape) != 4:
+        raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
+    h, w, c = x.shape[1:] if data_format == "channels_last" else (*x.shape[2:], x.shape[1])
+    return tuple(None if d is None else int(d) for d in (h, w, c))
 
 
 def size(x, axis: int):
@@ -53,9 +56,8 @@ def size(x, axis: int):
 
 
 def conv(x, kernel, data_format: str, **kwargs):
-    """``keras.ops.conv`` run in channels_last: TensorFlow's CPU convolution rejects NCHW
-    (eagerly for float64, in any ``tf.function``), so channels_first inputs are transposed
-    around it. The layout is passed explicitly, never read from the global setting."""
+    """``keras.ops.conv`` run in channels_last (TensorFlow's CPU convolution rejects NCHW):
+    channels_first inputs are transposed around it."""
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))
     y = ops.conv(x, kernel, data_format="channels_last", **kwargs)
@@ -71,13 +73,9 @@ def pad_last(x, target: int):
 
 
 def freq_contract(xr, xi, kr, ki):
-    """Complex multiply-accumulate over input blocks, all frequencies in one batched matmul.
-
-    ``xr, xi``: ``(M, P, F)``; ``kr, ki``: ``(P, Q, F)``. Returns ``(yr, yi)`` of shape
-    ``(M, Q, F)`` with ``y[m, q, f] = sum_p x[m, p, f] * k[p, q, f]`` (complex), as the real
-    matmul ``[xr, xi] @ [[kr, ki], [-ki, kr]]`` batched over the frequencies; for
-    ``P * Q <= 16`` a broadcast multiply and sum (timings: docs/performance.md).
-    """
+    """``y[m, q, f] = sum_p x[m, p, f] * k[p, q, f]`` (complex; ``x`` ``(M, P, F)``, ``k``
+    ``(P, Q, F)``) as ``(yr, yi)``: the real matmul ``[xr, xi] @ [[kr, ki], [-ki, kr]]`` batched
+    over frequencies, or for ``P * Q <= 16`` a broadcast multiply and sum."""
     p, q = kr.shape[0], kr.shape[1]
     if p * q <= 16:
         xr, xi = xr[:, :, None], xi[:, :, None]  # (M, P, 1, F) against (P, Q, F)

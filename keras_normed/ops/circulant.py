@@ -1,8 +1,8 @@
 """Block-circulant products (CirCNN): dense, and the 2-D convolution in three forms. A kernel
-``(P, Q, b)`` defines the ``n_in x units`` matrix ``W`` whose output block ``q`` is
-``y_q = sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]`` (circulant with first
-column ``c``, so ``FFT(C(c) x) = FFT(c) . FFT(x)``); inputs are zero-padded to ``P * b`` and
-outputs truncated (CirCNN's choice; docs/layers.md).
+``(P, Q, b)`` defines the ``n_in x units`` matrix ``W`` with output blocks
+``y_q = sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]`` (so
+``FFT(C(c) x) = FFT(c) . FFT(x)``); inputs zero-padded to ``P * b``, outputs truncated
+(docs/layers.md).
 
 Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
 block-circulant weight matrices", MICRO 2017.
@@ -16,14 +16,13 @@ from keras import ops
 from keras_normed.geometry import conv_output_length, conv_padding
 from keras_normed.ops._common import (
     IntPair,
-    check_data_format,
     conv,
     fft_dtype,
     freq_contract,
+    image_sizes,
     pad_last,
     pair,
     real_operands,
-    spatial_sizes,
 )
 from keras_normed.ops.dispatch import circulant_conv2d_method
 from keras_normed.ops.freq import circulant_conv2d_freq
@@ -38,12 +37,9 @@ def num_blocks(n: int, block_size: int) -> int:
 
 
 def circulant_matmul(x, kernel, units: int = None):
-    """Product ``x @ W`` with ``W`` the block-circulant matrix defined by ``kernel``.
-
-    ``y_q = sum_p C(kernel[p, q]) x_p`` computed as one ``rfft`` per input block, a complex
-    multiply-accumulate over input blocks for every frequency, and one ``irfft`` per output
-    block: ``O(n log b)`` per row instead of ``O(n_in * units)``. Equals
-    ``x @ circulant_to_dense(kernel, n_in, units)``.
+    """Product ``x @ W`` with ``W`` the block-circulant matrix defined by ``kernel``: one
+    ``rfft`` per input block, a complex multiply-accumulate per frequency, one ``irfft`` per
+    output block (``O(n log b)`` per row). Equals ``x @ circulant_to_dense(kernel, n_in, units)``.
 
     Args:
         x: tensor ``(..., n_in)``, any rank >= 1; features on the last axis.
@@ -51,8 +47,8 @@ def circulant_matmul(x, kernel, units: int = None):
         units: output width (``<= Q * b``); defaults to ``Q * b``.
 
     Returns:
-        Tensor ``(..., units)`` in the dtype of ``x`` when it is float; integer and bool inputs
-        give the kernel's float dtype (never a truncated integer). Complex ``x``: ``TypeError``.
+        Tensor ``(..., units)`` in the dtype of ``x`` when it is float, else the kernel's float
+        dtype. Complex ``x``: ``TypeError``.
     """
     x, kernel, out_dtype = real_operands(x, kernel)
     p, q, b = (int(d) for d in kernel.shape)
@@ -72,20 +68,16 @@ def circulant_matmul(x, kernel, units: int = None):
 
 
 def circulant_to_dense(kernel, n_in: int, units: int):
-    """Materialise the ``(n_in, units)`` matrix ``W`` of a block-circulant kernel.
-
-    ``W[p * b + j, q * b + i] = kernel[p, q, (i - j) mod b]`` (then cropped to
-    ``n_in x units``), so that ``x @ W == circulant_matmul(x, kernel, units)``. Works on
-    kernels with leading axes too: ``(..., P, Q, b) -> (..., n_in, units)``. Differentiable
-    (a gather); a reference for tests and the "materialise" baseline of benchmarks.
-    """
+    """Materialise the ``(n_in, units)`` matrix ``W`` of a block-circulant kernel:
+    ``W[p * b + j, q * b + i] = kernel[p, q, (i - j) mod b]``, cropped, so that
+    ``x @ W == circulant_matmul(x, kernel, units)``; ``(..., P, Q, b) -> (..., n_in, units)``.
+    Differentiable (a gather)."""
     kernel = ops.convert_to_tensor(kernel)
     *lead, p, q, b = (int(d) for d in kernel.shape)
     # idx[j, i] = (i - j) mod b: entry (j, i) of C(c)^T is c[idx[j, i]].
     idx = ops.convert_to_tensor(((np.arange(b)[None, :] - np.arange(b)[:, None]) % b)
                                 .reshape(-1), dtype="int32")
-    # (..., P, Q, b*b) laid out as [j, i]
-    w = ops.reshape(ops.take(kernel, idx, axis=-1), tuple(lead) + (p, q, b, b))
+    w = ops.reshape(ops.take(kernel, idx, axis=-1), tuple(lead) + (p, q, b, b))  # [.., j, i]
     nl = len(lead)
     perm = tuple(range(nl)) + (nl, nl + 2, nl + 1, nl + 3)  # (..., P, j, Q, i)
     w = ops.reshape(ops.transpose(w, perm), tuple(lead) + (p * b, q * b))
@@ -99,28 +91,25 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     ``y[n, i, j] = sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v]`` with
     ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)`` (CirCNN's convolution).
 
-    ``method`` (the forms, all with the same result, and their timings: docs/layers.md,
-    docs/performance.md): ``"depthwise"`` (the spectra of the channel blocks convolved by one
-    depthwise convolution), ``"patches"`` (their shifted views contracted per frequency by one
-    batched matmul; needs a static height and width, and is the only form for strides and
-    dilation both > 1), ``"dense"`` (the ``(kh, kw, C_in, filters)`` kernel materialised,
-    :func:`circulant_conv2d_dense`) or ``"auto"``
-    (:func:`~keras_normed.ops.dispatch.circulant_conv2d_method`). Height and width may be
-    unknown until run time, except for ``"patches"``.
+    The forms (same result; docs/layers.md): ``"depthwise"`` (the spectra of the channel blocks
+    convolved by one depthwise convolution), ``"patches"`` (their shifted views contracted per
+    frequency by one batched matmul; needs a static height and width, the only form for strides
+    and dilation both > 1), ``"dense"`` (:func:`circulant_conv2d_dense`), ``"freq"``
+    (:func:`~keras_normed.ops.freq.circulant_conv2d_freq` at stride 1, else ``"dense"``) or
+    ``"auto"`` (:func:`~keras_normed.ops.dispatch.circulant_conv2d_method`).
 
     Args:
-        x: ``(N, H, W, C_in)`` (``"channels_last"``) or ``(N, C_in, H, W)``
-            (``"channels_first"``). Integer and bool inputs compute in the kernel's float dtype;
-            complex ones raise ``TypeError``.
+        x: ``(N, H, W, C_in)`` or ``(N, C_in, H, W)``; integer and bool inputs compute in the
+            kernel's float dtype, complex ones raise ``TypeError``.
         kernel: ``(kh, kw, P, Q, b)`` with ``P = ceil(C_in / b)``.
         filters: output channels (``<= Q * b``); defaults to ``Q * b``.
         strides, padding, dilation_rate: as ``keras.ops.conv`` (``"valid"``/``"same"``).
-        method: ``"auto"``, ``"depthwise"``, ``"patches"`` or ``"dense"`` (same result).
-        data_format: ``"channels_last"`` (default) or ``"channels_first"``; explicit, never
-            read from ``keras.config.image_data_format()``. The output uses the same layout.
+        method: ``"auto"``, ``"depthwise"``, ``"patches"``, ``"dense"`` or ``"freq"``.
+        data_format: ``"channels_last"`` or ``"channels_first"`` (never the global setting),
+            for the input and the output.
     """
     x, kernel, out_dtype = real_operands(x, kernel)
-    data_format = check_data_format(data_format)
+    h, w, c_in = image_sizes(x, data_format)
     kh, kw, p, q, b = (int(d) for d in kernel.shape)
     filters = q * b if filters is None else int(filters)
     (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
@@ -129,19 +118,15 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
         raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
     if method not in ("auto", "depthwise", "patches", "dense", "freq"):
         raise ValueError(
-            f"`method` must be 'auto', 'depthwise', 'patches' or 'dense', got {method!r}.")
-    if len(x.shape) != 4:
-        raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
-    c_in = x.shape[-1 if data_format == "channels_last" else 1]
+            f"`method` must be 'auto', 'depthwise', 'patches', 'dense' or 'freq', got {method!r}.")
     if c_in is None or num_blocks(c_in, b) != p:
         raise ValueError(
             f"Input channel count {c_in} does not match the kernel: a kernel of shape "
             f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks.")
-    h, w = spatial_sizes(x, data_format)
     static = h is not None and w is not None
     both = max(sh, sw) > 1 and max(dh, dw) > 1
     if method == "auto":
-        method = circulant_conv2d_method(q, (sh, sw), (dh, dw), kh * kw * int(c_in) * filters,
+        method = circulant_conv2d_method(q, (sh, sw), (dh, dw), kh * kw * c_in * filters,
                                          static_size=static)
     elif method in ("depthwise", "dense", "freq") and both:
         raise ValueError(f"method={method!r} does not support strides and dilation both > 1.")
@@ -185,9 +170,9 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
 
 
 def _patch_contract(xr, xi, kr, ki, out_hw, strides, dilation):
-    """``y[m, q, f] = sum_{u, v, p} x[shift_uv(m), p, f] k[u, v, p, q, f]`` (complex) by stacking
-    the shifted views of the spectra ``(N, H, W, P, F)`` and one batched matmul per frequency.
-    Needs static ``out_hw``. Returns ``(yr, yi)`` of shape ``(N, Ho, Wo, Q, F)``."""
+    """``y[m, q, f] = sum_{u, v, p} x[shift_uv(m), p, f] k[u, v, p, q, f]`` (complex): the
+    shifted views of the spectra ``(N, H, W, P, F)`` stacked, one batched matmul per frequency.
+    Returns ``(yr, yi)``, ``(N, Ho, Wo, Q, F)``."""
     kh, kw, p, q, f = (int(d) for d in kr.shape)
     (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
 
@@ -227,14 +212,12 @@ def _depthwise_contract(xr, xi, kr, ki, strides, padding, dilation):
 def circulant_conv2d_dense(x, kernel, filters: int = None, strides: IntPair = 1,
                            padding: str = "valid", dilation_rate: IntPair = 1,
                            data_format: str = "channels_last"):
-    """Same result as :func:`circulant_conv2d`, by materialising the ``(kh, kw, C_in,
-    filters)`` kernel (a differentiable gather) and calling ``keras.ops.conv`` (any height and
-    width; ``data_format`` as in :func:`circulant_conv2d`)."""
+    """:func:`circulant_conv2d` by materialising the ``(kh, kw, C_in, filters)`` kernel (a
+    differentiable gather), then ``keras.ops.conv``."""
     x, kernel, out_dtype = real_operands(x, kernel)
-    data_format = check_data_format(data_format)
+    c_in = image_sizes(x, data_format)[2]
     b = int(kernel.shape[-1])
     filters = int(kernel.shape[-2]) * b if filters is None else int(filters)
-    c_in = x.shape[-1 if data_format == "channels_last" else 1]
     dense = ops.cast(circulant_to_dense(kernel, c_in, filters), out_dtype)
     return conv(x, dense, data_format, strides=strides, padding=padding,
                  dilation_rate=dilation_rate)

@@ -12,15 +12,11 @@ from keras_normed import _keras_compat
 from keras_normed.ops._common import IntPair, pair
 
 __all__ = ["DENSE_MAX_ENTRIES", "DEPTHWISE_MAX_Q", "FREQ_MAX_Q", "circulant_conv2d_method",
-           "compiled_by_xla",
-           "periodic_conv2d_cost", "periodic_conv2d_method"]
+           "compiled_by_xla", "periodic_conv2d_cost", "periodic_conv2d_method"]
 
-# Most output blocks for which circulant_conv2d takes the frequency-domain "freq" form (stride 1).
-FREQ_MAX_Q = 1
-# Most output blocks for which circulant_conv2d takes the depthwise form.
-DEPTHWISE_MAX_Q = 8
-# Largest materialised kernel (entries) the "dense" form may build: 64 MB in float32.
-DENSE_MAX_ENTRIES = 2 ** 24
+FREQ_MAX_Q = 1  # most output blocks for the "freq" form (stride 1)
+DEPTHWISE_MAX_Q = 8  # most output blocks for the "depthwise" form
+DENSE_MAX_ENTRIES = 2 ** 24  # largest kernel the "dense" form materialises: 64 MB in float32
 
 
 def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair = 1,
@@ -28,15 +24,13 @@ def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair
                             static_size: bool = True) -> str:
     """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now:
     ``"patches"`` for strides and dilation both above 1; else ``"freq"`` at stride 1 with
-    ``Q <= FREQ_MAX_Q`` (:func:`keras_normed.ops.freq.circulant_conv2d_freq`); else
-    ``"depthwise"`` when ``Q <= 8`` and not :func:`compiled_by_xla`; else ``"dense"`` when the
-    materialised kernel has at most ``2**24`` entries (``dense_entries = kh * kw * C_in *
-    filters``; ``None``: small) or the sizes are unknown (``static_size=False``); else
-    ``"patches"``."""
+    ``Q <= FREQ_MAX_Q``; else ``"depthwise"`` when ``Q <= 8`` and not :func:`compiled_by_xla`;
+    else ``"dense"`` when the kernel has at most ``2**24`` entries (``dense_entries``; ``None``:
+    small) or the sizes are unknown (``static_size=False``); else ``"patches"``."""
     (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
     if max(sh, sw) > 1 and max(dh, dw) > 1:
         return "patches"
-    if (sh, sw) == (1, 1) and q <= FREQ_MAX_Q:  # ops/freq.py, stride 1, one output block
+    if (sh, sw) == (1, 1) and q <= FREQ_MAX_Q:
         return "freq"
     if q <= DEPTHWISE_MAX_Q and not compiled_by_xla():
         return "depthwise"
@@ -67,13 +61,10 @@ def periodic_conv2d_cost(height: int, width: int, kh: int, kw: int, c_in: int,
 
 def periodic_conv2d_method(height: Optional[int], width: Optional[int], kh: int, kw: int,
                            c_in: int, c_out: int) -> str:
-    """The ``"auto"`` rule: ``"fft"`` when the kernel is larger than 3x3 (``kh * kw > 9``) or
-    the FFT's estimated cost (:func:`periodic_conv2d_cost`) is under half the direct cost,
-    else ``"direct"``. With the height or width unknown (``None``: known only at run time) the
-    cost cannot be estimated and only the kernel-size test decides.
-
-    Calibrated by forward+backward timings under XLA on CPU (docs/performance.md).
-    """
+    """The ``"auto"`` rule: ``"fft"`` when the kernel is larger than 3x3 or the FFT's estimated
+    cost (:func:`periodic_conv2d_cost`) is under half the direct one, else ``"direct"``; with
+    the height or width unknown (``None``) only the kernel size decides. Calibration:
+    docs/performance.md."""
     if kh * kw > 9:
         return "fft"
     if height is None or width is None:

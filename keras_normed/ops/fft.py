@@ -1,7 +1,6 @@
-"""FFT kernels: block-circulant products (CirCNN) and periodic (circular) 2-D convolution, one
-import for :mod:`~keras_normed.ops.circulant`, :mod:`~keras_normed.ops.periodic` and
-:mod:`~keras_normed.ops.dispatch`. Written with ``keras.ops`` only (any backend); dtypes,
-layouts and run-time sizes as docs/layers.md says.
+"""FFT kernels (``keras.ops`` only, any backend), one import for
+:mod:`~keras_normed.ops.circulant`, :mod:`~keras_normed.ops.periodic` and
+:mod:`~keras_normed.ops.dispatch`; dtypes, layouts and run-time sizes: docs/layers.md.
 """
 
 from keras_normed.geometry import conv_output_length

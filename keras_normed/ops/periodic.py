@@ -1,6 +1,5 @@
-"""Periodic (circular) 2-D convolution, direct (wrap-pad by a gather) or by 2-D FFT, composed
-from ``keras.ops``'s 1-D ``rfft`` and complex ``fft`` (``ifft(z) = conj(fft(conj(z))) / n``);
-see docs/layers.md."""
+"""Periodic (circular) 2-D convolution, direct (wrap-pad by a gather) or by a 2-D FFT made of
+``keras.ops``'s 1-D ``rfft`` and complex ``fft`` (docs/layers.md)."""
 
 from __future__ import annotations
 
@@ -8,13 +7,12 @@ import numpy as np
 from keras import backend, ops
 
 from keras_normed.ops._common import (
-    check_data_format,
     conv,
     fft_dtype,
     freq_contract,
+    image_sizes,
     real_operands,
     size,
-    spatial_sizes,
 )
 from keras_normed.ops.dispatch import periodic_conv2d_method
 
@@ -22,8 +20,7 @@ __all__ = ["periodic_conv2d"]
 
 
 def _wrap_index(n, before: int, after: int):
-    """Indices ``-before .. n + after - 1`` modulo ``n`` (int32), for a static or run-time
-    ``n``; several wraps when ``before`` or ``after`` exceed ``n``."""
+    """Indices ``-before .. n + after - 1`` modulo ``n`` (int32; ``n`` static or run-time)."""
     if isinstance(n, int):
         return ops.convert_to_tensor(np.arange(-before, n + after) % n, dtype="int32")
     n = ops.cast(n, "int32")
@@ -34,7 +31,6 @@ def _periodic_direct(x, kernel, data_format: str):
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     ha, wa = (1, 2) if data_format == "channels_last" else (2, 3)
     ch, cw = (kh - 1) // 2, (kw - 1) // 2
-    # Wrap padding by a gather handles any kernel size (several wraps when kernel > input).
     rows = _wrap_index(size(x, ha), ch, kh - 1 - ch)
     cols = _wrap_index(size(x, wa), cw, kw - 1 - cw)
     xp = ops.take(ops.take(x, rows, axis=ha), cols, axis=wa)
@@ -42,9 +38,8 @@ def _periodic_direct(x, kernel, data_format: str):
 
 
 def _torus_placement(n, k: int, center: int, dtype):
-    """``(n, k)`` 0/1 matrix ``E[a, u] = [a == (center - u) mod n]`` for a static or run-time
-    ``n``: ``E @ t`` puts tap ``u`` of ``t`` at ``(center - u) mod n``, summing taps that wrap
-    onto the same position (a kernel longer than the input)."""
+    """``(n, k)`` 0/1 matrix ``E[a, u] = [a == (center - u) mod n]`` (``n`` static or run-time):
+    ``E @ t`` puts tap ``u`` at ``(center - u) mod n``, summing taps that wrap onto one place."""
     if isinstance(n, int):
         e = np.arange(n)[:, None] == (center - np.arange(k))[None, :] % n
         return ops.convert_to_tensor(e.astype(dtype))
@@ -54,9 +49,8 @@ def _torus_placement(n, k: int, center: int, dtype):
 
 
 def _periodic_kernel_grid(kernel, h, w):
-    """Place the (flipped) kernel on the ``H x W`` torus: ``G[(ch - u) mod H, (cw - v) mod W]
-    += kernel[u, v]``, so that the correlation above is the circular convolution ``x * G``.
-    Two small matmuls with 0/1 placement matrices, so ``H`` and ``W`` may be run-time sizes."""
+    """The (flipped) kernel on the ``H x W`` torus, ``G[(ch - u) mod H, (cw - v) mod W] +=
+    kernel[u, v]``, so that the correlation is the circular convolution ``x * G``."""
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     dtype = backend.standardize_dtype(kernel.dtype)
     eh = _torus_placement(h, kh, (kh - 1) // 2, dtype)
@@ -66,8 +60,7 @@ def _periodic_kernel_grid(kernel, h, w):
 
 
 def _periodic_fft(x, kernel):
-    """Periodic convolution of ``x`` in ``(N, C_in, H, W)`` layout; returns ``(N, C_out, H,
-    W)``. ``H`` and ``W`` may be run-time sizes."""
+    """Periodic convolution of ``x`` ``(N, C_in, H, W)``; returns ``(N, C_out, H, W)``."""
     h, w = size(x, 2), size(x, 3)
     c_in, c_out, wf = int(x.shape[1]), int(kernel.shape[3]), w // 2 + 1
 
@@ -91,33 +84,26 @@ def periodic_conv2d(x, kernel, method: str = "auto", data_format: str = "channel
     """Convolution with periodic (circular) padding; output of the input's spatial size.
 
     ``y[n, i, j] = sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W] @ kernel[u, v]``,
-    ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``. Kernels larger than the input wrap around
-    (taps on the same pixel add up). Height and width may be unknown until run time (both
-    methods handle it; ``"auto"`` then decides from the kernel size alone).
+    ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; taps of a kernel larger than the input
+    that wrap onto one pixel add up. Height and width may be known only at run time.
 
     Args:
-        x: ``(N, H, W, C_in)`` (``"channels_last"``) or ``(N, C_in, H, W)``
-            (``"channels_first"``). Integer and bool inputs compute in the kernel's float dtype;
-            complex ones raise ``TypeError``.
+        x: ``(N, H, W, C_in)`` or ``(N, C_in, H, W)``; integer and bool inputs compute in the
+            kernel's float dtype, complex ones raise ``TypeError``.
         kernel: ``(kh, kw, C_in, C_out)``.
         method: ``"direct"`` (wrap-pad by a gather, then a valid ``keras.ops.conv``),
-            ``"fft"`` (2-D real FFT, products per frequency, inverse FFT) or ``"auto"``
-            (:func:`periodic_conv2d_method` decides from the shapes).
-        data_format: ``"channels_last"`` (default) or ``"channels_first"``; explicit, never
-            read from ``keras.config.image_data_format()``. The output uses the same layout.
+            ``"fft"`` (2-D real FFT) or ``"auto"`` (:func:`periodic_conv2d_method`).
+        data_format: ``"channels_last"`` or ``"channels_first"`` (never the global setting),
+            for the input and the output.
     """
     x, kernel, out_dtype = real_operands(x, kernel)
     if method not in ("auto", "fft", "direct"):
         raise ValueError(f"`method` must be 'auto', 'fft' or 'direct', got {method!r}.")
-    data_format = check_data_format(data_format)
+    h, w, x_c = image_sizes(x, data_format)
     kh, kw, c_in, c_out = (int(d) for d in kernel.shape)
-    if len(x.shape) != 4:
-        raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
-    x_c = x.shape[-1 if data_format == "channels_last" else 1]
     if x_c != c_in:
         raise ValueError(f"Input channel count {x_c} does not match the kernel's C_in = {c_in} "
                          f"(kernel shape {tuple(kernel.shape)}, data_format={data_format!r}).")
-    h, w = spatial_sizes(x, data_format)
     if method == "auto":
         method = periodic_conv2d_method(h, w, kh, kw, c_in, c_out)
     if method == "direct":
