@@ -12,4 +12,5 @@ from keras_normed.initializers.random_walk import RandomWalk, random_walk_gain
 from keras_normed.initializers.weight_norm import arpit_init
 
 __all__ = ["Normed", "EffectiveVarianceScaling", "DeltaOrthogonal", "CriticalPoint",
-           "critical_sigma_w", "tanh_critical_point", "RandomWalk", "random_walk_gain", "arpit_init"]
+           "critical_sigma_w", "tanh_critical_point", "RandomWalk", "random_walk_gain",
+           "arpit_init"]

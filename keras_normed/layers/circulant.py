@@ -1,8 +1,5 @@
-"""Block-circulant layers (CirCNN): ``CirculantDense`` and ``CirculantConv2D``; the convention,
-padding rule and algorithms are in docs/layers.md, the FFT math in :mod:`keras_normed.ops`.
-
-Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
-block-circulant weight matrices", MICRO 2017.
+"""Block-circulant layers (CirCNN, Ding et al., MICRO 2017): ``CirculantDense`` and
+``CirculantConv2D`` (docs/layers.md; the FFT math in :mod:`keras_normed.ops`).
 """
 
 from __future__ import annotations
@@ -38,25 +35,21 @@ def _check_block_size(block_size: int, n_in: int, n_out: int, in_name: str) -> N
 class CirculantDense(WeightArgs, keras.layers.Layer):
     """Dense layer whose ``n_in x units`` weight matrix is block-circulant (CirCNN).
 
-    ``y = activation(x @ W + bias)`` where output block ``q`` of ``x @ W`` is
-    ``sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]``. The kernel has shape
-    ``(ceil(n_in / b), ceil(units / b), b)``: ``b`` times fewer parameters than ``Dense``;
-    computed by FFTs (:func:`keras_normed.ops.circulant.circulant_matmul`). When ``n_in`` or
-    ``units`` is not a multiple of ``b`` the input is zero-padded and the output truncated.
+    ``y = activation(x @ W + bias)``, output block ``q`` of ``x @ W`` being
+    ``sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]``; kernel
+    ``(ceil(n_in / b), ceil(units / b), b)`` (``b`` times fewer parameters than ``Dense``),
+    computed by FFTs, the input zero-padded and the output truncated to multiples of ``b``.
     Inputs: rank >= 2, features last, any real dtype (cast to the compute dtype).
 
     Args:
         units: output width.
         block_size: size ``b`` of the circulant blocks; a positive int not larger than
             ``max(n_in, units)``.
-        activation: as ``keras.layers.Dense``; so are ``use_bias``, ``kernel_initializer``,
-            ``bias_initializer``, ``kernel_regularizer``, ``bias_regularizer``,
-            ``activity_regularizer``, ``kernel_constraint`` and ``bias_constraint``. The
-            default ``"normed"`` initializer uses the effective fan-in ``n_in`` (not the
-            kernel tensor's shape).
+        activation: as ``keras.layers.Dense``, and so are ``use_bias`` and the initializers
+            (the default ``"normed"`` uses the effective fan-in ``n_in``), regularizers and
+            constraints.
 
     Example: ``CirculantDense(64, block_size=16)`` on 128 features has an ``(8, 4, 16)`` kernel.
-
     Reference: C. Ding et al., "CirCNN", MICRO 2017.
     """
 
@@ -84,7 +77,7 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
                              f"defined; got input shape {tuple(input_shape)}.")
         n_in = int(n_in)
         _check_block_size(self.block_size, n_in, self.units, "input size")
-        self.n_in = n_in  # read by normed_fans while the kernel is being initialized
+        self.n_in = n_in  # read by normed_fans while the kernel is initialized
         self._add_kernel_and_bias(self.kernel_shape_for(n_in), self.units)
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: n_in})
 
@@ -95,7 +88,6 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    # structure protocol (keras_normed.structure) -----------------------------------------
     def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
         """Effective fans of ``W``: each output sees all ``n_in`` inputs, each input reaches
         all ``units`` outputs."""
@@ -105,8 +97,7 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
     def normed_structure(self, input_shape) -> LinearStructure:
         n_in = int(input_shape[-1])
         n_params, b = math.prod(self.kernel_shape_for(n_in)), self.block_size
-        # Every entry of W is a (generically nonzero) parameter: nnz = n_in * units.
-        return LinearStructure(fan_in=n_in, fan_out=self.units,
+        return LinearStructure(fan_in=n_in, fan_out=self.units,  # nnz = n_in * units
                                sharing=n_in * self.units / n_params,
                                uniform=n_in % b == 0 and self.units % b == 0,
                                n_params=n_params, shape=(self.units, n_in))
@@ -120,12 +111,11 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
 class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
     """2-D convolution whose channel-mixing matrix is block-circulant (CirCNN).
 
-    ``y[n, i, j] = activation(sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v] + bias)`` where
-    every ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)`` is block-circulant as
-    in :class:`CirculantDense`; kernel shape ``(kh, kw, ceil(C_in / b), ceil(filters / b), b)``.
-    Computed in the frequency domain of the channel blocks, or with the kernel materialised
-    (:func:`keras_normed.ops.circulant.circulant_conv2d`; the forms: docs/layers.md). Inputs of
-    any real dtype are cast to the compute dtype; height and width may be unknown.
+    ``y[n, i, j] = activation(sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v] + bias)``, every
+    ``W[u, v]`` block-circulant as in :class:`CirculantDense`; kernel
+    ``(kh, kw, ceil(C_in / b), ceil(filters / b), b)``; computed by
+    :func:`keras_normed.ops.circulant.circulant_conv2d`. Inputs of any real dtype are cast to
+    the compute dtype; height and width may be unknown.
 
     Args:
         filters: output channels.
@@ -137,9 +127,7 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
             (``keras.config.image_data_format()`` read once, at construction).
 
     Example: ``CirculantConv2D(256, 3, block_size=256, padding="same")`` on ``(2, 7, 7, 256)``
-    inputs has a ``(3, 3, 1, 1, 256)`` kernel.
-
-    Reference: C. Ding et al., "CirCNN", MICRO 2017.
+    inputs has a ``(3, 3, 1, 1, 256)`` kernel. Reference: C. Ding et al., "CirCNN", MICRO 2017.
     """
 
     def __init__(self, filters: int, kernel_size, block_size: int, strides=1,
@@ -192,7 +180,6 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
             return (input_shape[0], self.filters, ho, wo)
         return (input_shape[0], ho, wo, self.filters)
 
-    # structure protocol ----------------------------------------------------------------------
     def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
         """Like a ``Conv2D`` with a dense channel matrix: ``kh*kw*C_in`` and ``kh*kw*filters``."""
         kh, kw = self.kernel_size

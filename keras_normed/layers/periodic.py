@@ -28,18 +28,17 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
     """2-D convolution with periodic padding; output of the input's size.
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W]
-    @ kernel[u, v] + bias)``, ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; kernel shape
-    ``(kh, kw, C_in, filters)`` as ``keras.layers.Conv2D``. A kernel larger than the input
-    wraps around (taps landing on the same pixel add up). Inputs of any real dtype are cast to
-    the compute dtype; height and width may be unknown.
+    @ kernel[u, v] + bias)``, ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; kernel
+    ``(kh, kw, C_in, filters)`` as ``Conv2D``'s (taps of a larger kernel that wrap onto one
+    pixel add up). Inputs of any real dtype are cast to the compute dtype; height and width may
+    be unknown.
 
     Args:
         filters: output channels.
         kernel_size: int or pair.
         strides: only 1 is supported (a periodic convolution keeps the spatial size).
-        method: ``"direct"`` (wrap-pad by a gather, then a valid convolution), ``"fft"`` (2-D
-            real FFT) or ``"auto"`` (:func:`~keras_normed.ops.dispatch.periodic_conv2d_method`
-            decides from an estimated cost; docs/layers.md).
+        method: ``"direct"`` (wrap-pad, then a valid convolution), ``"fft"`` (2-D real FFT)
+            or ``"auto"`` (:func:`~keras_normed.ops.dispatch.periodic_conv2d_method`).
         activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
         data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
             (``keras.config.image_data_format()`` read once, at construction).
@@ -95,17 +94,14 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         shape[self._channel_axis] = self.filters
         return tuple(shape)
 
-    # structure protocol ----------------------------------------------------------------------
     def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
         """``kh*kw*C_in`` and ``kh*kw*filters`` (exact when the kernel fits in the input)."""
         kh, kw, c_in, c_out = (int(d) for d in kernel_shape)
         return kh * kw * c_in, kh * kw * c_out
 
     def normed_structure(self, input_shape) -> LinearStructure:
-        """Each kernel entry fills exactly ``H*W`` entries of ``T`` and every row has the same
-        nonzeros (uniform). When the kernel fits in the input each output sees each entry once
-        and ``sharing = H*W``; a larger kernel aliases (several taps on one entry of ``T``),
-        so ``sharing = nnz(T) / n_params`` falls below ``H*W``."""
+        """Uniform; ``sharing = H*W`` when the kernel fits in the input, below it for a larger
+        kernel (several taps on one entry of ``T``)."""
         h, w, c_in = (int(d) for d in self._hwc(input_shape))
         kh, kw = self.kernel_size
         n_params = kh * kw * c_in * self.filters

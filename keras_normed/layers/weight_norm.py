@@ -64,21 +64,19 @@ def _check_built_dtype(layer, policy) -> None:
 class WeightNormalization(RealInputs, keras.layers.Wrapper):
     """Weight normalization of a ``Dense`` or ``Conv1D/2D/3D`` layer.
 
-    Each output unit ``i`` of the wrapped layer uses the kernel column
-    ``w_i = g_i * v_i / ||v_i||``: ``v`` (the wrapped layer's own ``kernel`` variable) sets the
-    direction, the trainable ``g`` (one entry per output unit) the length. The bias and
-    activation of the wrapped layer are kept (dtype policies, epsilon: docs/weight_norm.md).
+    Output unit ``i`` of the wrapped layer uses the kernel column ``w_i = g_i * v_i / ||v_i||``:
+    ``v`` (the wrapped layer's ``kernel``) sets the direction, the trainable ``g`` the length;
+    the wrapped layer's bias and activation are kept (docs/weight_norm.md).
 
     Args:
         layer: a ``keras.layers.Dense`` or ``Conv1D``/``Conv2D``/``Conv3D`` layer
             (channels_last); transposed, depthwise and separable convolutions are refused.
-        g_initializer: ``"norm"`` (default) sets ``g = ||v||`` at build time, so the wrapper
-            starts as the unwrapped layer; any Keras initializer (e.g. ``"ones"``) is used as
-            given.
+        g_initializer: ``"norm"`` (default: ``g = ||v||`` at build time, so the wrapper starts
+            as the unwrapped layer) or a Keras initializer (e.g. ``"ones"``).
         epsilon: a float >= 0 added to ``||v||^2`` under the square root (floored at the
             smallest normal float: a zero column gives ``w_i = 0``, not NaN).
-        dtype: the dtype policy of the wrapper *and* of the wrapped layer; not given: the
-            wrapped layer's. A wrapped layer already built must have its variable dtype.
+        dtype: the dtype policy of the wrapper and the wrapped layer (default: the wrapped
+            layer's); a wrapped layer already built must have its variable dtype.
 
     Example:
 
@@ -87,15 +85,12 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
     >>> tuple(layer.g.shape)
     (3,)
 
-    To initialize a whole network as Arpit et al. (2019) propose, see
-    :func:`keras_normed.initializers.weight_norm.arpit_init`.
-
+    A whole network as Arpit et al. (2019): :func:`keras_normed.initializers.arpit_init`.
     Reference: T. Salimans, D. P. Kingma, "Weight Normalization: A Simple Reparameterization
     to Accelerate Training of Deep Neural Networks", NeurIPS 2016.
     """
 
     def __init__(self, layer, g_initializer="norm", epsilon: float = 1e-12, **kwargs):
-        # Conv1D/2D/3D subclass BaseConv; transposed, depthwise and separable ones do not.
         if not isinstance(layer, keras.layers.Dense) and not _keras_compat.is_conv(layer):
             raise TypeError(
                 "`layer` must be a keras.layers.Dense or Conv1D/Conv2D/Conv3D layer instance, "
@@ -108,9 +103,8 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
                 "data_format='channels_last'.")
         self.epsilon = _check_epsilon(epsilon)
         self._g_initializer = _check_g_initializer(g_initializer)
-        # One dtype policy for wrapper and wrapped layer (else the symbolic output dtype, from
-        # the wrapper, and the eager one, from the inner layer, differ): the wrapper's `dtype`
-        # when given, else the wrapped layer's.
+        # One dtype policy for both, else the symbolic (wrapper's) and eager (inner layer's)
+        # output dtypes differ.
         explicit_dtype = kwargs.get("dtype") is not None
         if not explicit_dtype:
             kwargs["dtype"] = layer.dtype_policy
@@ -120,9 +114,9 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
             layer.dtype_policy = self.dtype_policy
         self.g_initializer = g_initializer
 
-    # The wrapped layer's kernel plays the role of v.
     @property
     def v(self):
+        """The direction ``v``: the wrapped layer's kernel."""
         return self.layer.kernel
 
     def build(self, input_shape):
@@ -144,8 +138,7 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
         self.built = True
 
     def _norm_dtype(self) -> str:
-        # The norm is taken in float32 at least: in float16 the squares underflow (a column
-        # with entries below ~2e-4 would get norm 0, and epsilon=1e-12 is 0 in float16).
+        # float32 at least: in float16 entries below ~2e-4 square to 0, as epsilon=1e-12 is.
         dtype = keras.backend.standardize_dtype(self.layer.kernel.dtype)
         return "float64" if dtype == "float64" else "float32"
 
@@ -154,8 +147,7 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
         v = ops.cast(self.layer.kernel, dtype)
         axes = tuple(range(len(v.shape) - 1))
         squares = ops.sum(ops.square(v), axis=axes) + self.epsilon
-        # Floor at the dtype's smallest normal number: with epsilon=0 a zero column gives
-        # 0 / sqrt(tiny) = 0 (a zero kernel column), not 0 / 0 = NaN.
+        # Floored at the smallest normal number: a zero column gives 0 / sqrt(tiny) = 0, not NaN.
         return ops.sqrt(ops.maximum(squares, float(np.finfo(dtype).tiny)))
 
     def normalized_kernel(self):
@@ -183,7 +175,6 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
-    # Structure for keras_normed.structure: the effective operator is the wrapped layer's.
     def normed_fans(self, kernel_shape):
         return structure.kernel_fans(self.layer, kernel_shape)
 
