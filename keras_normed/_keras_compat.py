@@ -1,7 +1,6 @@
-"""The one reader of Keras internals: a model's graph, nested sublayers, build shapes, whether a
-``call`` takes ``training``, the layer an initializer runs for, the XLA context. Keras 3 has no
-public API for these; each use is pinned by a test (tests/test_keras_compat.py), so a Keras
-release that moves one fails there, not silently in the code that relies on it.
+"""The one reader of Keras internals (a model's graph, nested sublayers, build shapes, whether a
+``call`` takes ``training``, the layer an initializer runs for, the XLA context): Keras 3 has no
+public API for these. Each use is pinned by tests/test_keras_compat.py.
 """
 
 from __future__ import annotations
@@ -33,8 +32,7 @@ def build_input_shape(layer) -> Optional[Tuple[Optional[int], ...]]:
 
 
 def is_graph_model(model) -> bool:
-    """Whether ``model`` runs a layer graph: Sequential or functional (a Functional model,
-    or a subclass built with ``keras.Model(inputs, outputs)``), not a subclassed ``call``."""
+    """Whether ``model`` runs a layer graph (Sequential or functional), not its own ``call``."""
     return isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")
 
 
@@ -83,8 +81,7 @@ def layer_calls(layer) -> int:
 
 @contextlib.contextmanager
 def graph_side_effects_undone(layers: Sequence[Any]) -> Iterator[None]:
-    """Undo the graph nodes a symbolic trace adds to ``layers`` (calling a layer on a
-    ``KerasTensor`` appends to its node lists; a trace for analysis must leave no trace)."""
+    """Undo the graph nodes a symbolic trace (for analysis) adds to ``layers``."""
     saved = [(layer, list(layer._inbound_nodes), list(layer._outbound_nodes))
              for layer in layers]
     try:
@@ -96,9 +93,8 @@ def graph_side_effects_undone(layers: Sequence[Any]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def captured_calls(layers: Sequence[Any]) -> Iterator[dict]:
-    """Record ``(args, kwargs, output)`` of every eager call of ``layers`` made in the block,
-    by ``id(layer)``: the inputs a layer really gets inside any model (nested, subclassed),
-    where a symbolic sub-model could not reach it."""
+    """Record ``(args, kwargs, output)`` of every eager call of ``layers`` in the block, by
+    ``id(layer)``: what a layer gets inside any model (nested, subclassed)."""
     record: dict = {id(layer): [] for layer in layers}
 
     def spy(original, calls):
@@ -127,16 +123,10 @@ def is_conv(layer) -> bool:
 
 
 def building_layer(max_depth: int = 48):
-    """``(layer, weight name)`` of the ``Layer.add_weight`` running on this thread, or, for a
-    variable whose initialization Keras deferred (created in a stateless scope, as when a
-    subclassed model is built by its first call), of the layer that owns it, found inside a
-    layer further up the stack; ``(None, weight name)`` when no owner is found; ``None``
-    outside any variable's initialization (an initializer called on a bare shape).
-
-    Keras calls an initializer as ``initializer(shape, dtype)``: the variable and the layer are
-    read from the call stack (the variable's own method, then ``add_weight``). Only Keras's own
-    layers need this; the package's layers hand their structure to the initializer.
-    """
+    """``(layer, weight name)`` of the ``Layer.add_weight`` running on this thread, read from
+    the call stack (Keras calls ``initializer(shape, dtype)``), or for a deferred variable (a
+    subclassed model built by its first call) of the layer that owns it; ``(None, weight
+    name)`` when no owner is found; ``None`` outside any variable's initialization."""
     frame = inspect.currentframe()
     variable = None
     try:
@@ -150,8 +140,7 @@ def building_layer(max_depth: int = 48):
             elif frame.f_code.co_name == "add_weight" and isinstance(owner, keras.layers.Layer):
                 return owner, None if variable is None else variable.name
             elif variable is not None and isinstance(owner, keras.layers.Layer):
-                # Deferred: the layer that owns the variable is inside the layer (a subclassed
-                # model's first call) whose call initializes it now.
+                # Deferred: the owner is inside the layer whose call initializes it now.
                 for layer in all_layers(owner):
                     if any(v is variable for v in layer._trainable_variables
                            + layer._non_trainable_variables):
@@ -163,9 +152,8 @@ def building_layer(max_depth: int = 48):
 
 
 def in_xla_context() -> bool:
-    """Whether TensorFlow ops being built now are inside ``tf.function(jit_compile=True)``.
-    Reads TensorFlow's XLA context through its internal ``control_flow_util``; if that moves,
-    answers False."""
+    """Whether TensorFlow ops being built now are inside ``tf.function(jit_compile=True)``
+    (False if TensorFlow's internal ``control_flow_util`` moves)."""
     try:
         from tensorflow.python.framework import ops as tf_ops
         from tensorflow.python.ops import control_flow_util

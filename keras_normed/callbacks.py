@@ -8,9 +8,8 @@ __all__ = ["NormedScaling", "LSUVInit", "GrowthMonitor"]
 
 
 class NormedScaling(keras.callbacks.Callback):
-    """Applies :func:`keras_normed.rescale` at the start of every training: the first one
-    rescales, later ones (or a reloaded rescaled model) are no-ops, as ``rescale`` decides.
-    ``report`` holds the last report.
+    """Applies :func:`keras_normed.rescale` at the start of every training (later ones, and a
+    reloaded rescaled model, are no-ops as ``rescale`` decides); ``report``: the last report.
 
     Example:
         >>> model = keras.Sequential([
@@ -25,8 +24,7 @@ class NormedScaling(keras.callbacks.Callback):
         data: probe batch ``(x, y)``, or ``None`` for the analytic rule.
         verbose: print the per-layer table.
         **kwargs: passed to :func:`keras_normed.rescale` (``force``, ``tol``, ``max_iter``,
-            ``rule``, ``loss``, ``optimizer``). The model's compiled optimizer and loss are the
-            defaults.
+            ``rule``, ``loss``, ``optimizer``; by default the compiled ones).
     """
 
     def __init__(self, data=None, verbose: bool = False, **kwargs):
@@ -45,8 +43,8 @@ class NormedScaling(keras.callbacks.Callback):
 
 
 class LSUVInit(keras.callbacks.Callback):
-    """Applies :func:`keras_normed.lsuv` once, at the start of the first training (later ``fit``
-    calls do not re-initialize). ``report`` holds the :class:`keras_normed.engine.Report`.
+    """Applies :func:`keras_normed.lsuv` once, at the start of the first training; ``report``
+    holds its :class:`keras_normed.engine.Report`.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -77,11 +75,10 @@ class LSUVInit(keras.callbacks.Callback):
 class GrowthMonitor(keras.callbacks.Callback):
     """Per-layer growth ``r_l`` and its spread ``max/min``, measured during training.
 
-    Every ``every`` training steps (and before the first), :func:`keras_normed.growth_report`
-    runs on the fixed batch ``data`` (neither the model nor the optimizer's state changes). The
-    values go into the batch ``logs`` (``growth_spread`` and ``growth/<kernel path>``), into
-    ``history`` (one dict per measurement, with its ``step``), and, with ``log_dir``, into
-    TensorBoard scalars of the same names (docs/normed.md).
+    :func:`keras_normed.growth_report` on the fixed batch ``data`` before the first training
+    step and every ``every`` steps (the model and optimizer are unchanged), into the batch
+    ``logs`` (``growth_spread``, ``growth/<kernel path>``), ``history`` (one dict a measurement,
+    with its ``step``) and, with ``log_dir``, TensorBoard scalars (docs/normed.md).
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),

@@ -1,6 +1,5 @@
-"""Per-layer growth diagnostics: what the normed method equalizes, measured on a real batch
-(forward variance, gradient variance and one-step relative growth ``||step||_T / ||W||_T`` of
-every kernel; docs/normed.md), in the engine's one :class:`~keras_normed.engine.Report`.
+"""Per-layer growth diagnostics (docs/normed.md): forward variance, gradient variance and
+one-step relative growth ``||step||_T / ||W||_T`` of every kernel, measured on a real batch.
 
 Example:
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -46,8 +45,7 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
 
     Args:
         model: a built Keras model (any kind: several inputs/outputs, nested, subclassed).
-        x, y: a real batch; or ``x`` alone holding data as ``model.fit`` takes it
-            (``(x, y)``, ``(x, y, sample_weight)``, a batched ``tf.data.Dataset``, ...).
+        x, y: a batch; or ``x`` alone holding data as ``model.fit`` takes it.
         optimizer: whose first step defines growth (default: compiled one, else SGD(0.01)).
         loss: default: compiled loss, else :func:`keras_normed.engine.default_loss`.
         training: run the forward pass of the step in training mode.

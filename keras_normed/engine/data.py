@@ -86,7 +86,7 @@ def _names(tensors) -> List[str]:
 
 
 def _check_x(model, x, arg: str) -> None:
-    inputs = _symbolic(model, "inputs")
+    inputs = symbolic(model, "inputs")
     if inputs is None:
         return
     leaves = keras.tree.flatten(x)
@@ -121,7 +121,7 @@ def _check_x(model, x, arg: str) -> None:
 
 
 def _check_y(model, y, arg: str) -> None:
-    outputs = _symbolic(model, "outputs")
+    outputs = symbolic(model, "outputs")
     if outputs is None or y is None:
         return
     names = list(getattr(model, "output_names", None) or _names(outputs))
@@ -161,7 +161,8 @@ def _check_y(model, y, arg: str) -> None:
                 f"indices in [0, {units}) (or one-hot rows of the output's shape).")
 
 
-def _symbolic(model, attr: str) -> Optional[list]:
+def symbolic(model, attr: str) -> Optional[list]:
+    """``model.inputs`` or ``model.outputs`` (``attr``) as a list, or None when Keras has none."""
     try:
         value = getattr(model, attr)
     except (AttributeError, ValueError):
@@ -184,7 +185,7 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
             raise ValueError(f"`{arg}` is a sequence of {len(element)} items; a batch is `x`, "
                              f"`(x, y)` or `(x, y, sample_weight)`. {_WHAT_TO_PASS}.")
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(element))
-        n_inputs = len(_symbolic(model, "inputs") or [])
+        n_inputs = len(symbolic(model, "inputs") or [])
         if n_inputs > 1 and len(element) == n_inputs and isinstance(element, list):
             # fit(x=[a, b]) means two inputs, not (x, y).
             x, y, sample_weight = list(element), None, None

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_normed import _keras_compat as compat
+from keras_normed.engine.data import symbolic
 
 __all__ = ["KernelSite", "ScaleConstraints", "kernel_sites", "scale_constraints",
            "trainable_ids"]
@@ -327,13 +328,8 @@ def _union(forms: List[Form]) -> Form:
 
 
 def _symbolic_io(model):
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or not outputs:
-        return None
-    return list(inputs), list(outputs)
+    inputs, outputs = symbolic(model, "inputs"), symbolic(model, "outputs")
+    return None if inputs is None or outputs is None else (inputs, outputs)
 
 
 def _trace_call(layer, args, kwargs) -> Optional[List[Any]]:

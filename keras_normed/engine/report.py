@@ -9,6 +9,14 @@ from typing import Any, Dict, List, Optional, Sequence
 __all__ = ["Row", "Report", "spread"]
 
 
+def _field(obj, mapping: str, name: str):
+    """``obj.<mapping>[name]`` as an attribute (the dataclass's own fields come first)."""
+    values = obj.__dict__.get(mapping, {})
+    if name in values:
+        return values[name]
+    raise AttributeError(f"{type(obj).__name__} has no field {name!r}")
+
+
 def spread(values: Sequence[float]) -> float:
     """``max / min`` of the positive finite values (NaN when there are none)."""
     vals = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
@@ -29,10 +37,7 @@ class Row:
     values: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __getattr__(self, name: str):
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+        return _field(self, "values", name)
 
     def __getitem__(self, key: str):
         if key == "name":
@@ -70,10 +75,7 @@ class Report:
     summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __getattr__(self, name: str):
-        summary = self.__dict__.get("summary", {})
-        if name in summary:
-            return summary[name]
-        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+        return _field(self, "summary", name)
 
     @property
     def layers(self) -> List[Row]:
@@ -109,10 +111,10 @@ class Report:
     def as_dict(self) -> Dict[str, Any]:
         out = {"method": self.method, "applied": self.applied, "reason": self.reason,
                **self.summary, "layers": [row.as_dict() for row in self.rows]}
-        for key in ("growth_before", "growth_after", "growth"):
+        for key, name in (("growth_before", "spread_before"), ("growth_after", "spread_after"),
+                          ("growth", "spread")):
             if any(key in row.values for row in self.rows):
-                out[{"growth_before": "spread_before", "growth_after": "spread_after",
-                     "growth": "spread"}[key]] = spread(self.column(key))
+                out[name] = spread(self.column(key))
         return out
 
     def __str__(self) -> str:

@@ -22,14 +22,9 @@ def null_space(rows: np.ndarray, n: int) -> np.ndarray:
 def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
              ) -> Tuple[np.ndarray, float]:
     """Log-scales ``a`` with ``rows @ a = 0`` making ``log_growth - exponent * a`` as equal as
-    possible (least squares around a free common level ``K``), and the spread
-    ``max/min`` of growth that the constraints leave.
-
-    ``growth_l -> growth_l * c_l**-exponent`` when kernel ``l`` is scaled by ``c_l = exp(a_l)``
-    and the function is kept, so the minimizer of
-    ``sum_l (log r_l - p a_l - K)**2`` over ``a = N z`` (``N``: null space of ``rows``) and ``K``
-    is one linear least-squares problem. Of its minimizers the one of least ``||a||`` is taken
-    (the minimum-norm solution): kernels that need not move do not.
+    possible, and the spread ``max/min`` of growth the constraints leave: the minimum-norm
+    minimizer of ``sum_l (log r_l - p a_l - K)**2`` over ``a = N z`` (``N``: null space of
+    ``rows``) and a free level ``K`` (kernels that need not move do not).
     """
     log_growth = np.asarray(log_growth, np.float64)
     n = log_growth.size
@@ -37,11 +32,9 @@ def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
     b = log_growth - log_growth.mean()
     if basis.shape[1] == 0:
         return np.zeros(n), float(math.exp(np.ptp(b))) if n else 1.0
-    # The normal equations of [p N, 1] [z; K] = b (N orthonormal, u = N^T 1) solved by hand:
-    # p z = N^T b - u K and (n - u.u) K = 1.b - u.N^T b. When 1 lies in N's span (nothing
-    # ties the scales to a level) K is free and both sides vanish: K = 0, the minimum-norm
-    # choice. Only matrix-vector products, in einsum: next to TensorFlow's threads, OpenBLAS
-    # took 0.1 s for a 100 x 100 solve here.
+    # The normal equations of [p N, 1] [z; K] = b (N orthonormal, u = N^T 1) by hand:
+    # p z = N^T b - u K and (n - u.u) K = 1.b - u.N^T b; when 1 lies in N's span K is free
+    # (K = 0, the minimum norm). In einsum, not BLAS (slow next to TensorFlow's threads).
     u = np.einsum("ik,i->k", basis, np.ones(n))
     nb = np.einsum("ik,i->k", basis, b)
     level = (b.sum() - float(u @ nb)) / (n - float(u @ u) + 1e-9 * n)
@@ -52,8 +45,7 @@ def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
 
 
 def norm(x) -> float:
-    """Euclidean norm of all entries, in float64. ``einsum`` rather than BLAS: OpenBLAS's dot
-    on a loaded machine was 100x slower for the kernels' sizes."""
+    """Euclidean norm of all entries, in float64 (``einsum``, not BLAS: see docs/performance.md)."""
     flat = np.ravel(np.asarray(x, np.float64))
     return math.sqrt(float(np.einsum("i,i->", flat, flat)))
 

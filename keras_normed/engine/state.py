@@ -55,18 +55,11 @@ def _strategy(variables: Sequence[Any] = ()):
 
 def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any] = ()
           ) -> tuple:
-    """``(values of replica 0, whether any replica failed)``, the same on every replica.
-
-    On JAX under a ``keras.distribution`` (e.g. ``DataParallel``) spanning several processes
-    (``jax.distributed.initialize``), process 0's values are broadcast to every process and the
-    failure flags are gathered, so every process takes the same decision; every process must
-    call it at the same point, as with any collective.
-
-    Under a ``tf.distribute`` strategy with several replicas (``MultiWorkerMirroredStrategy``
-    included) every worker calls this at the same point: one all-reduce makes every worker
-    take the same decision and the same numbers, whatever each drew or measured locally (the
-    workers' variables hold worker 0's initial values, which TensorFlow broadcasts). Without
-    a strategy it returns its arguments.
+    """``(values of replica 0, whether any replica failed)``, the same on every replica, so all
+    take the same decision: under a ``tf.distribute`` strategy of several replicas (one
+    all-reduce), or on JAX under a ``keras.distribution`` spanning several processes (a
+    broadcast and a gather). A collective: every worker calls it at the same point. Without
+    either it returns its arguments.
     """
     values = np.asarray(values, np.float64).reshape(-1)
     if keras.backend.backend() == "jax":
@@ -103,8 +96,7 @@ def _agree_jax_processes(values: np.ndarray, failed: bool) -> tuple:
         return values, failed
     from jax.experimental import multihost_utils
 
-    # float64 needs jax_enable_x64: carry the values as float32 pairs (hi + lo) instead, so
-    # the broadcast is exact to float64 rounding of the sum.
+    # float64 needs jax_enable_x64: float32 pairs (hi + lo) carry the values instead.
     hi = values.astype(np.float32)
     lo = (values - hi.astype(np.float64)).astype(np.float32)
     flag = np.array([1.0 if failed else 0.0], np.float32)
