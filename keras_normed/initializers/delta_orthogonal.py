@@ -21,11 +21,10 @@ class DeltaOrthogonal(SeededInitializer):
         W[centre, :, :] = gain * H,   H H^T = I_{c_in}  (H random orthogonal, c_in x c_out)
         W[x, :, :]      = 0           for every other spatial offset x,
 
-    with ``centre = (k - 1) // 2`` along each spatial axis. Every singular value of the
-    convolution's Jacobian is then ``gain`` (dynamical isometry; docs/delta_orthogonal.md).
-    ``H`` comes from ``keras.initializers.Orthogonal(gain, seed)`` with shape ``(c_in, c_out)``.
-    Use it at the critical point: ``gain=cp.sigma_w`` and biases of std ``cp.sigma_b`` for
-    ``cp = tanh_critical_point(sigma_b2)``.
+    with ``centre = (k - 1) // 2`` per spatial axis and ``H`` from
+    ``keras.initializers.Orthogonal(gain, seed)``: every singular value of the convolution's
+    Jacobian is ``gain`` (docs/delta_orthogonal.md). Use it at the critical point
+    ``cp = tanh_critical_point(sigma_b2)``: ``gain=cp.sigma_w``, biases of std ``cp.sigma_b``.
 
     Example:
         >>> sw2, sb2, _ = keras_normed.initializers.tanh_critical_point(sigma_b2=1e-4)
@@ -109,11 +108,10 @@ def _dtanh2(x):
 def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:
     """The mean-field critical ``(sigma_w^2, sigma_b^2)`` of a tanh network for a bias variance.
 
-    At the critical point the fixed point ``q*`` of
-    ``q = sigma_w^2 E[tanh(sqrt(q) z)^2] + sigma_b^2`` has
+    There the fixed point ``q*`` of ``q = sigma_w^2 E[tanh(sqrt(q) z)^2] + sigma_b^2`` has
     ``chi = sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1`` (Poole et al. 2016; Schoenholz et al. 2017;
-    Xiao et al. 2018). On that line ``sigma_w^2 = 1 / E[tanh'^2]`` and
-    ``sigma_b^2 = q - E[tanh^2] / E[tanh'^2]``, increasing in ``q``: ``q*`` is found by bisection.
+    Xiao et al. 2018): ``sigma_w^2 = 1 / E[tanh'^2]`` and
+    ``sigma_b^2 = q - E[tanh^2] / E[tanh'^2]``, increasing in ``q`` (``q*`` by bisection).
 
     Example: ``tanh_critical_point(1e-4)`` has ``sigma_w2`` 1.086 and ``q_star`` 0.0457.
 

@@ -11,9 +11,7 @@ import keras
 from keras_normed.initializers.normed import StructuredInitializer, check_positive
 
 NONLINEARITIES = ("linear", "relu", "tanh")
-# Sussillo & Abbott give closed forms for linear and ReLU layers only; for tanh the constant is
-# numerical: ~1.15 (their section 2.3 as quoted by TensorFlow's uniform_unit_scaling docs; our
-# own 100-layer, width-100 simulation gives zero drift at g ~ 1.16, -2.1 at g = 1.1).
+# No closed form for tanh: ~1.15 numerically (Sussillo & Abbott, section 2.3; docs/random_walk.md).
 TANH_GAIN = 1.15
 
 
@@ -33,7 +31,7 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
     - tanh:   ``g = 1.15`` (numerical, no closed form).
 
     With ``W ~ N(0, g^2 / N)`` these make ``E[ln(|delta_{d}|^2 / |delta_{d+1}|^2)] = 0``: the log
-    of the back-propagated gradient norm performs an *unbiased* random walk across layers.
+    gradient norm performs an *unbiased* random walk across layers.
     """
     _check_nonlinearity(nonlinearity)
     n = int(n)
@@ -50,11 +48,10 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
 class RandomWalk(StructuredInitializer):
     """Gaussian weights scaled so the log gradient norm is an unbiased random walk over depth.
 
-    ``W ~ N(0, g^2 / N)`` with ``N`` the layer's fan-in (read from :mod:`keras_normed.structure`,
-    so structured layers use their effective fan-in) and ``g`` from :func:`random_walk_gain`
-    (linear: ``exp(1 / (2N))``; ReLU: ``sqrt(2) exp(1.2 / (max(N, 6) - 2.4))``; tanh: 1.15).
-    These cancel the drift ``~ -c / N`` per layer of ``ln |W^T D delta|^2 / |delta|^2`` that
-    Glorot and He leave, so the gradient neither shrinks nor grows on average over depth.
+    ``W ~ N(0, g^2 / N)`` with ``N`` the layer's effective fan-in (:mod:`keras_normed.structure`)
+    and ``g`` from :func:`random_walk_gain` (linear: ``exp(1 / (2N))``; ReLU:
+    ``sqrt(2) exp(1.2 / (max(N, 6) - 2.4))``; tanh: 1.15), cancelling the drift ``~ -c / N`` per
+    layer of ``ln |W^T D delta|^2 / |delta|^2`` that Glorot and He leave.
 
     Example:
         >>> layer = keras.layers.Dense(100, activation="relu",

@@ -1,8 +1,5 @@
 """Robust initialization of weight-normalized networks (Arpit, Campos, Bengio, NeurIPS 2019);
-the forward-pass derivation of its gains is in docs/weight_norm.md.
-
-Reference: D. Arpit, V. Campos, Y. Bengio, "How to Initialize your Network? Robust
-Initialization for WeightNorm & ResNets", NeurIPS 2019.
+the derivation of its gains: docs/weight_norm.md.
 """
 
 from __future__ import annotations
@@ -21,11 +18,8 @@ __all__ = ["arpit_init", "assign_orthogonal", "layer_seeds", "residual_branch_en
 
 
 def layer_seeds(seed: Optional[int], n: int) -> List[int]:
-    """``n`` independent int seeds derived from ``seed`` (random when ``None``).
-
-    Drawn from ``numpy.random.SeedSequence`` so that seeds ``s`` and ``s + 1`` share no layer
-    seed (``seed + i`` would shift the same matrices by one layer).
-    """
+    """``n`` independent int seeds derived from ``seed`` (random when ``None``) by
+    ``numpy.random.SeedSequence``: seeds ``s`` and ``s + 1`` share no layer seed."""
     states = np.random.SeedSequence(seed).generate_state(max(n, 1))
     return [int(s % (2**31 - 1)) + 1 for s in states[:n]]
 
@@ -56,12 +50,9 @@ def weight_norm_layers(model) -> List[keras.layers.Layer]:
 
 
 def residual_branch_ends(model) -> List[str]:
-    """Names of the weight-normalized layers that end a residual branch.
-
-    A branch end is a weight-normalized layer whose output goes only into an ``Add`` layer
-    (the shortcut's tensor, by contrast, also feeds the branch). Nested models are searched
-    too. Pass ``branch_ends=`` to :func:`arpit_init` for graphs this rule does not read.
-    """
+    """Names of the weight-normalized layers (nested models included) whose output goes only
+    into an ``Add`` layer: the ends of residual branches (else pass ``branch_ends=`` to
+    :func:`arpit_init`)."""
     return [layer.name for layer in compat.all_layers(model)
             if _is_wn(layer) and isinstance(_only_consumer(layer), keras.layers.Add)]
 
@@ -84,10 +75,9 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
                seed: Optional[int] = None):
     """Initialize every WeightNormalization layer of ``model`` as Arpit et al. (2019), in place.
 
-    ``v`` orthogonal (``keras.initializers.Orthogonal`` on the 2-D reshape, one seed per
-    layer derived from ``seed``), bias zero, and ``g = gain * sqrt(fan_in / fan_out)`` with
-    ``gain = sqrt(2)`` before a ReLU and 1 otherwise; the last layer of each residual
-    branch also gets the factor ``1 / sqrt(residual_blocks)``.
+    ``v`` orthogonal (``keras.initializers.Orthogonal`` on the 2-D reshape), bias zero, and
+    ``g = gain * sqrt(fan_in / fan_out)``, ``gain = sqrt(2)`` before a ReLU and 1 otherwise,
+    times ``1 / sqrt(residual_blocks)`` for the last layer of each residual branch.
 
     Args:
         model: a built model containing :class:`~keras_normed.layers.WeightNormalization`.
@@ -95,7 +85,7 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
             branch ends found (0 for a plain network).
         branch_ends: names of the layers ending a residual branch; ``None`` finds them with
             :func:`residual_branch_ends`.
-        seed: seed of the orthogonal directions.
+        seed: seed of the orthogonal directions (one derived per layer).
 
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"arpit"``): per layer ``g`` and
@@ -108,6 +98,9 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
     ...     keras.Input((8,)), WeightNormalization(keras.layers.Dense(16, activation="relu")),
     ...     WeightNormalization(keras.layers.Dense(4))])
     >>> report = arpit_init(model, seed=0)  # plain or residual weight-normalized network
+
+    Reference: D. Arpit, V. Campos, Y. Bengio, "How to Initialize your Network? Robust
+    Initialization for WeightNorm & ResNets", NeurIPS 2019.
     """
     if not model.built:
         raise ValueError("`model` is not built: call it on data or build it first.")
