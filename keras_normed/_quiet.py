@@ -1,10 +1,7 @@
-"""A quiet start for the command-line tools: TensorFlow's C++ start-up log lines stay hidden.
-
-``keras_normed/__init__.py`` imports this module first, before Keras loads TensorFlow, and calls
-:func:`end` once the package is imported. Only in the command-line tool (:func:`is_cli`): an
-unset ``TF_CPP_MIN_LOG_LEVEL`` becomes ``"2"``, and what TensorFlow writes to file descriptor 2
-while it loads (before it applies that level) is caught, then written back less the lines
-:func:`keep_line` drops. A library import changes nothing. Why and how: docs/cli.md.
+"""A quiet start for the command-line tools (:func:`is_cli`; a library import changes nothing):
+an unset ``TF_CPP_MIN_LOG_LEVEL`` becomes ``"2"``, and what TensorFlow writes to fd 2 while it
+loads is caught until :func:`end`, then written back less what :func:`keep_line` drops. Imported
+first by ``keras_normed/__init__.py``. Why: docs/cli.md.
 """
 
 from __future__ import annotations
@@ -21,11 +18,9 @@ DEFAULT_LEVEL = "2"
 CLI_MODULES = ("keras_normed", "keras_normed.cli", "examples.paper")
 SCRIPT = "keras-normed"
 
-# An absl / TensorFlow C++ log line: severity letter, MMDD, time (before absl is initialized it
-# reads "00:00:<epoch seconds>"), thread id, file:line] message.
+# An absl C++ log line: severity, MMDD, time (or "00:00:<epoch seconds>"), thread, file:line].
 _LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]\s]+:\d+\] ")
-# Lines without that form but of INFO level: absl's notice before it is initialized, and the
-# second line of the CPU feature guard's message.
+# INFO lines of another form: absl's pre-initialization notice, the CPU feature guard's second.
 _INFO_LINES = ("WARNING: All log messages before absl::InitializeLog() is called",
                "To enable the following instructions:")
 _SEVERITIES = "IWEF"  # INFO, WARNING, ERROR, FATAL: levels 0 to 3
@@ -59,9 +54,8 @@ def is_cli(argv: Optional[Sequence[str]] = None,
 
 
 def keep_line(line: str, level: int) -> bool:
-    """Whether a line TensorFlow wrote while loading stays visible at ``TF_CPP_MIN_LOG_LEVEL``
-    ``level``: C++ log lines below the level, and absl's pre-initialization notice and the CPU
-    feature guard's second line when INFO is hidden, are dropped; any other line is kept."""
+    """Whether a line TensorFlow wrote while loading stays at ``TF_CPP_MIN_LOG_LEVEL`` ``level``
+    (log lines below it are dropped, and the INFO lines of another form when INFO is hidden)."""
     text = line.rstrip("\r\n")
     match = _LOG_LINE.match(text)
     if match:

@@ -1,11 +1,7 @@
-"""Command-line entry point: ``keras-normed <command> [options]``, and the argparse types its
-commands share.
-
-A thin dispatcher (also the one behind ``python -m examples.paper``, with its own table): a
-command is a module with ``add_arguments(parser)`` and ``run(args) -> int``, imported only when
-that command runs or shows its help. A bad value (the types below) or a bad combination of
-options (:class:`OptionError`) ends in one argparse error line and exit status 2. Design and
-examples: docs/cli.md.
+"""Command-line entry point: ``keras-normed <command> [options]`` (docs/cli.md), and the
+argparse types its commands share. A thin dispatcher (also behind ``python -m examples.paper``):
+a command is a module with ``add_arguments(parser)`` and ``run(args) -> int``, imported only when
+it runs or shows its help; bad values and combinations end in one error line, exit status 2.
 """
 
 from __future__ import annotations
@@ -17,16 +13,11 @@ import importlib.util
 import sys
 from typing import Callable, Dict, List, Optional
 
-# command -> module with add_arguments(parser) and run(args) -> int. One line per command.
-# The paper's experiments are commands of `python -m examples.paper` (a clone's examples/).
-COMMANDS = {
+COMMANDS = {  # command -> module with add_arguments(parser) and run(args) -> int
     "bench": "keras_normed.bench",
 }
-
 PROG = "keras-normed"
 
-
-# --------------------------------------------------------------------------- argparse types
 
 class OptionError(ValueError):
     """A bad combination of options; ``keras-normed`` prints it as a usage error (exit 2)."""
@@ -66,9 +57,6 @@ def positive_int_list(text: str) -> List[int]:
     if not values or min(values) < 1:
         raise _fail("comma-separated integers >= 1", text)
     return values
-
-
-# --------------------------------------------------------------------------- the dispatcher
 
 
 def _summary(module_name: str) -> str:
@@ -142,12 +130,8 @@ def _command_parser(prog: str, module) -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None, commands: Optional[Dict[str, str]] = None,
          prog: str = PROG, description: Optional[str] = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit code.
-
-    ``commands`` (default :data:`COMMANDS`) maps a command to its module; ``prog`` names the
-    tool in usage and errors. Unknown commands, bad option values and bad combinations of
-    options (an :class:`OptionError` from the command) end in a one-line argparse error
-    (``SystemExit(2)``).
-    """
+    ``commands`` (default :data:`COMMANDS`) maps a command to its module; ``prog`` names the tool.
+    Unknown commands, bad values and an :class:`OptionError` end in ``SystemExit(2)``."""
     commands = COMMANDS if commands is None else commands
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _TopParser(commands, prog, description or

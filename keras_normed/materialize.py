@@ -1,6 +1,5 @@
-"""``materialize(model)``: the same function, built from Keras's built-in layers only, for
-targets without FFTs (TFLite builtins) or without this package: the structured kernels expanded
-("materialised") to dense ones. What each layer becomes, and the cost: docs/deploy.md.
+"""``materialize(model)``: the same function of Keras's built-in layers only (structured kernels
+expanded to dense ones), for targets without FFTs or this package (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from keras_normed.ops.fft import circulant_to_dense
 
 __all__ = ["materialize"]
 
-# A rule: layer -> (its replacement, the layer in it that takes the weights, those weights to
-# give it once it is built).
+# A rule: layer -> (its replacement, the layer in it that takes the weights, those weights).
 _Replacement = Tuple[keras.layers.Layer, keras.layers.Layer, Callable[[], list]]
 
 
@@ -40,8 +38,7 @@ def _bias(layer) -> list:
 
 
 def _from_circulant(layer) -> _Replacement:
-    """``CirculantDense`` -> ``Dense``, ``CirculantConv2D`` -> ``Conv2D`` (same strides,
-    padding, dilation), with the materialised kernel."""
+    """``CirculantDense`` -> ``Dense``, ``CirculantConv2D`` -> ``Conv2D``, kernel materialised."""
     if isinstance(layer, CirculantDense):
         new = keras.layers.Dense(layer.units, **_dense_args(layer))
         n_in, n_out = layer.n_in, layer.units
@@ -55,9 +52,8 @@ def _from_circulant(layer) -> _Replacement:
 
 
 def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
-    """Indices ``(i - before) mod n`` for ``i < n + before + after``, as contiguous runs
-    ``(first, last)``: one slice each (several wraps when the kernel is larger than the input).
-    """
+    """Indices ``(i - before) mod n`` for ``i < n + before + after`` as contiguous runs
+    ``(first, last)``, one slice each."""
     idx = np.arange(-before, n + after) % n
     runs = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)
     return [(int(run[0]), int(run[-1])) for run in runs]
@@ -112,9 +108,8 @@ def _from_weight_norm(layer: WeightNormalization) -> _Replacement:
 
 
 def _strip_package_initializers(config):
-    """Drop ``*_initializer`` entries that name an initializer of this package (recursively),
-    so the clone falls back to the layer's default: the weights are copied anyway, and the
-    materialised model's config then loads without keras_normed."""
+    """Drop ``*_initializer`` entries naming this package's initializers (recursively): the
+    weights are copied anyway, and the config then loads without keras_normed."""
     if isinstance(config, dict):
         return {key: _strip_package_initializers(value) for key, value in config.items()
                 if not (key.endswith("_initializer") and (value in _ALIAS_NAMES or (
@@ -147,13 +142,11 @@ _RULES = (((CirculantDense, CirculantConv2D), _from_circulant),
 def materialize(model: keras.Model) -> keras.Model:
     """An equivalent model made of Keras built-in layers only (no FFT, no keras_normed class).
 
-    What each layer becomes: docs/deploy.md. The returned model has the class of
-    ``model`` (``Sequential`` or functional ``Model``), its name, its input names and layer
-    names, and the same outputs (to float32 rounding: ~1e-6 relative).
+    What each layer becomes: docs/deploy.md. The result has the class, name, input and layer
+    names of ``model`` and the same outputs (to float32 rounding: ~1e-6 relative).
 
     Args:
-        model: a built ``keras.Sequential`` or functional ``keras.Model`` (subclassed models
-            have no layer graph to rewrite).
+        model: a built ``keras.Sequential`` or functional ``keras.Model``.
 
     Returns:
         A new ``keras.Model``; ``model`` is left unchanged.

@@ -97,13 +97,12 @@ def _check_x(model, x, arg: str) -> None:
             raise ValueError(
                 f"`{arg}`: x is a dict with keys {sorted(x)}, but model {model.name!r} has inputs "
                 f"named {names}: missing {missing}. Key the dict by the model's input names.")
+        leaves = [x[n] for n in names]  # checked by name, in the model's input order
     elif len(leaves) != len(inputs):
         raise ValueError(
             f"`{arg}`: x holds {len(leaves)} array(s), but model {model.name!r} has {len(inputs)} "
             f"input(s) ({_names(inputs)}). Pass one array per input (a list in the order of "
             "`model.inputs`, or a dict keyed by input name).")
-    if isinstance(x, dict):  # checked by name, in the model's input order
-        leaves = [x[n] for n in _names(inputs)]
     for leaf, spec in zip(leaves, inputs):
         want, name = len(spec.shape), _names([spec])[0]
         what = "x" if len(inputs) == 1 else f"x[{name!r}]"
