@@ -159,8 +159,12 @@ def test_effective_variance_scaling_matches_keras_outside_a_layer():
 
 
 def test_initialization_specs():
-    assert compare.initialization("normed", 3) == ("normed", "probe")
-    assert compare.initialization("normed-analytic", 3) == ("normed", "analytic")
+    assert compare.initialization("normed", 3) == ("normed", ("probe", "all"))
+    assert compare.initialization("normed-analytic", 3) == ("normed", ("analytic", "all"))
+    assert compare.initialization("normed-structured", 3) == ("normed", ("probe", "structured"))
+    assert compare.initialization("normed-structured-analytic", 3) == (
+        "normed", ("analytic", "structured"))
+    assert compare.initialization("normed-local", 3) == ("normed", None)
     assert compare.initialization("glorot_uniform", 7) == ("glorot_uniform", None)
     he, mode = compare.initialization("he", 7)
     assert mode is None
@@ -168,6 +172,28 @@ def test_initialization_specs():
     assert compare.initialization("glorot", 7)[0](0, True).get_config()["mode"] == "fan_avg"
     with pytest.raises(ValueError, match="--inits"):
         compare.initialization("no_such_init", 0)
+
+
+def test_structured_move_keeps_the_draw_of_a_net_without_structured_layers():
+    """``normed-structured`` on net (a) (plain Conv2D/Dense only) is the Normed draw unchanged,
+    i.e. He with a linear-gain output layer; ``normed`` (move="all") changes every kernel."""
+    from examples.paper import networks
+
+    rng = np.random.default_rng(0)
+    probe = (rng.random((32, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 32))
+    kernels = {}
+    for init in ("normed-structured", "normed"):
+        spec, mode = compare.initialization(init, 0)
+        model = networks.paper_net("a", kernel_initializer=spec, seed=0, size="tiny")
+        before = [np.array(w) for w in model.trainable_weights]
+        report = compare.apply_rescale(model, mode, probe, compare.make_optimizer("momentum"))
+        assert report.applied and report.summary["move"] == mode[1]
+        kernels[init] = (before, [np.array(w) for w in model.trainable_weights])
+    before, after = kernels["normed-structured"]
+    assert all(np.array_equal(b, a) for b, a in zip(before, after))
+    before, after = kernels["normed"]
+    changed = [not np.allclose(b, a) for b, a in zip(before, after) if b.ndim > 1]
+    assert sum(changed) >= 2, changed
 
 
 def test_table_holds_paper_numbers():

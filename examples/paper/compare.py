@@ -99,7 +99,9 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 _DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3}
 _PROBE_SIZE = 256
 # The Normed variants -> the rescale that follows (None: the layer-local part only).
-_NORMED = {"normed": "probe", "normed-analytic": "analytic", "normed-local": None}
+_NORMED = {"normed": ("probe", "all"), "normed-analytic": ("analytic", "all"),
+           "normed-structured": ("probe", "structured"),
+           "normed-structured-analytic": ("analytic", "structured"), "normed-local": None}
 # --quick: small subset, one epoch, two seeds; 32 steps, so a 10-step smoothing window.
 # XLA off: compiling each of the 32 small models costs more than its 32 steps save.
 _QUICK = {"n_train": 1024, "n_test": 256, "epochs": 1, "seeds": 2, "batch_size": 32,
@@ -173,9 +175,9 @@ def initialization(init: str, seed: int):
     ``"normed"`` (ReLU gain, linear on the output layer), a callable ``(index, last) ->
     initializer`` giving layer ``index`` an :class:`EffectiveVarianceScaling` seeded
     ``layer_seed(seed, index)`` (``glorot``, ``he``), or a Keras initializer name
-    (``paper_net`` seeds it the same way). ``rescale_mode`` is ``"probe"`` (``normed``),
-    ``"analytic"`` (``normed-analytic``) or ``None`` (``normed-local``: no model-level step;
-    the baselines).
+    (``paper_net`` seeds it the same way). ``rescale_mode`` is ``(rule, move)`` of :func:`keras_normed.rescale` (``("probe", "all")`` for ``normed``,
+    ``("analytic", "structured")`` for ``normed-structured-analytic``, ...) or ``None``
+    (``normed-local``: no model-level step; the baselines).
     """
     if init in _NORMED:
         return "normed", _NORMED[init]
@@ -220,14 +222,16 @@ def _default_builder(net: str, kernel_initializer, seed: int):
                               softmax=False)
 
 
-def apply_rescale(model, mode: str, probe, optimizer, loss=None):
-    """The model-level step of a Normed initialization: ``mode`` from :func:`initialization`
-    (``"probe"`` on the ``probe`` batch, ``"analytic"``). ``rescale``
-    copies the optimizer: the probe step leaves no state in the one that trains."""
+def apply_rescale(model, mode, probe, optimizer, loss=None):
+    """The model-level step of a Normed initialization: ``mode`` is ``(rule, move)`` from
+    :func:`initialization` (or a rule name alone, ``move="all"``); the probe rule runs on the
+    ``probe`` batch. ``rescale`` copies the optimizer: the probe step leaves no state in the
+    one that trains."""
     from keras_normed import rescale
 
-    return rescale(model, data=probe if mode == "probe" else None, optimizer=optimizer,
-                   loss=loss, rule=mode)
+    rule, move = (mode, "all") if isinstance(mode, str) else mode
+    return rescale(model, data=probe if rule == "probe" else None, optimizer=optimizer,
+                   loss=loss, rule=rule, move=move)
 
 
 class BatchLossRecorder(keras.callbacks.Callback):

@@ -22,6 +22,8 @@ import argparse
 import json
 import math
 import os
+import resource
+import sys
 import time
 from typing import Dict, List
 
@@ -154,6 +156,9 @@ def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, 
     from examples.paper.data import batches
 
     stem, body, readout = build_layers(init, depth, width, seed, sigma_b2, head)
+    # Keras maps a model's graph recursively (keras.src.ops.function._build_map_helper): a few
+    # frames per layer, so ~1,000 layers pass Python's default limit of 1,000 frames.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * (depth + 10) + 1000))
     model = keras.Sequential([keras.Input((28, 28, 1))] + stem + body + readout)
     opt = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -172,10 +177,12 @@ def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, 
 
     losses, accs = [], []
     start = time.perf_counter()
+    first = None  # the first step: tracing and (with jit) XLA compilation
     for idx in batches(len(data.x_train), batch_size, steps, seed):
         loss, acc = step(tf.constant(data.x_train[idx]), tf.constant(data.y_train[idx]))
         losses.append(float(loss))
         accs.append(float(acc))
+        first = time.perf_counter() - start if first is None else first
         if not math.isfinite(losses[-1]):
             break
     seconds = time.perf_counter() - start
@@ -184,7 +191,10 @@ def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, 
         logits = np.concatenate([np.asarray(model(data.x_test[i:i + 500]))
                                  for i in range(0, len(data.x_test), 500)])
         test_acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
+    steady = (seconds - first) / max(len(losses) - 1, 1) if first is not None else float("nan")
     return {"loss": losses, "train_acc": accs, "test_acc": test_acc, "seconds": seconds,
+            "first_step_seconds": first, "step_seconds": steady,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "diverged": is_diverged(losses)}
 
 
