@@ -30,7 +30,7 @@ PAGES = [
     ("home", "", "h1#keras-normed", "keras-normed"),
     ("normed-api", "api/initializers/#keras_normed.initializers.Normed",
      "[id='keras_normed.initializers.Normed']", "keras_normed.initializers - keras-normed"),
-    ("results", "results/", "img[src$='figures/compare-all.png']", "Results - keras-normed"),
+    ("results", "results/", "img[src$='figures/compare-bcd.png']", "Results - keras-normed"),
 ]
 
 

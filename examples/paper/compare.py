@@ -175,7 +175,8 @@ def initialization(init: str, seed: int):
     ``"normed"`` (ReLU gain, linear on the output layer), a callable ``(index, last) ->
     initializer`` giving layer ``index`` an :class:`EffectiveVarianceScaling` seeded
     ``layer_seed(seed, index)`` (``glorot``, ``he``), or a Keras initializer name
-    (``paper_net`` seeds it the same way). ``rescale_mode`` is ``(rule, move)`` of :func:`keras_normed.rescale` (``("probe", "all")`` for ``normed``,
+    (``paper_net`` seeds it the same way). ``rescale_mode`` is ``(rule, move)`` of
+    :func:`keras_normed.rescale` (``("probe", "all")`` for ``normed``,
     ``("analytic", "structured")`` for ``normed-structured-analytic``, ...) or ``None``
     (``normed-local``: no model-level step; the baselines).
     """

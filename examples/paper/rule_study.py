@@ -1,0 +1,140 @@
+"""The rules tried for issue 15 besides ``rescale``'s own moves (docs/results.md, "The rule").
+
+Each one runs ``compare``'s training loop with the model-level step replaced; nets (a)-(d) are
+chains, so the function-keeping constraint is one: the product of the scales is 1.
+
+- ``--rule cap --kappa K``: the least change from the Normed draw (``min sum log(c)^2``) with
+  every layer's growth ``<= K`` times the geometric-mean growth (``K = 1`` is ``move="all"``);
+- ``--rule cap --rabs R``: the same with the bound ``max(R, geometric mean)``, an absolute cap;
+- ``--rule calibrate --tau T``: ``rescale`` (``--inits`` move), then every kernel times the
+  same factor so that the logits' RMS on the probe batch is ``T`` (changes the function);
+- ``--rule dc``: every circulant/periodic block's zero-frequency gain (the sum of its entries)
+  set to its RMS, sign kept, before ``rescale``.
+
+Example::
+
+    python -m examples.paper.rule_study --rule cap --kappa 2 --nets b c d \\
+        --data-dir ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from examples.paper import compare
+
+
+def least_change(log_r: np.ndarray, log_cap: float, p: float) -> np.ndarray:
+    """``log c`` minimizing ``sum (log c)^2`` subject to ``sum log c = 0`` and
+    ``log r - p log c <= log_cap`` (growth law ``r c^-p``): ``max(lower bound, lam)`` with the
+    ``lam`` that makes the sum zero (bisection). Needs ``mean(log r) <= log_cap``."""
+    lower = (np.asarray(log_r, float) - log_cap) / p
+    if lower.sum() > 1e-9:
+        raise ValueError("infeasible: the cap is below the geometric-mean growth")
+    lo, hi = lower.min() - 1.0, 1.0
+    for _ in range(200):
+        lam = (lo + hi) / 2
+        lo, hi = (lam, hi) if np.maximum(lower, lam).sum() < 0 else (lo, lam)
+    return np.maximum(lower, (lo + hi) / 2)
+
+
+def _cap(model, report: dict, args) -> None:
+    layers, p = report["layers"], report["exponent"]
+    log_r = np.log([row["growth_before"] for row in layers])
+    log_g = float(np.mean(log_r))
+    log_cap = max(log_g, np.log(args.rabs)) if args.rabs else log_g + np.log(args.kappa)
+    scales = np.exp(least_change(log_r, log_cap, p))
+    done = {row["path"]: (c / row["scale"], row) for row, c in zip(layers, scales)}
+    for variable in model.trainable_variables:
+        if variable.path in done:
+            factor, row = done[variable.path]
+            variable.assign(variable * factor)
+            row["scale"] = float(row["scale"] * factor)
+            row["growth_after"] = float(row["growth_before"] * row["scale"] ** -p)
+
+
+def _calibrate(model, report: dict, probe, tau: float) -> None:
+    kernels = [layer.kernel for layer in model.layers
+               if getattr(layer, "kernel", None) is not None and layer.trainable]
+    rms = float(np.sqrt(np.mean(np.asarray(model(probe[0], training=False)) ** 2)))
+    factor = (tau / rms) ** (1.0 / len(kernels))
+    for kernel in kernels:
+        kernel.assign(kernel * factor)
+    report.update(logit_rms_before=rms, calibration=factor)
+
+
+def _fix_zero_frequency(model) -> None:
+    from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D
+
+    axes_of = {PeriodicConv2D: (0, 1), CirculantDense: (2,), CirculantConv2D: (0, 1, 4)}
+    for layer in model.layers:
+        axes = axes_of.get(type(layer))
+        if axes is None:
+            continue
+        w = np.asarray(layer.kernel)
+        n = int(np.prod([w.shape[i] for i in axes]))
+        total = w.sum(axis=axes, keepdims=True)
+        rms = np.sqrt((w ** 2).mean(axis=axes, keepdims=True)) * np.sqrt(n)
+        layer.kernel.assign(w + (np.where(total >= 0, rms, -rms) - total) / n)
+
+
+class _Report:
+    def __init__(self, summary: dict):
+        self.summary = summary
+
+    def as_dict(self) -> dict:
+        return self.summary
+
+
+def step_for(args):
+    """The replacement for :func:`examples.paper.compare.apply_rescale`."""
+    from keras_normed import rescale
+
+    def step(model, mode, probe, optimizer, loss=None):
+        rule, move = mode
+        if args.rule == "dc":
+            _fix_zero_frequency(model)
+        report = rescale(model, data=probe, optimizer=optimizer, loss=loss, rule=rule,
+                         move=move, force=args.rule == "dc").as_dict()
+        if args.rule == "cap":
+            _cap(model, report, args)
+        elif args.rule == "calibrate":
+            _calibrate(model, report, probe, args.tau)
+        return _Report(report)
+
+    return step
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rule", choices=("cap", "calibrate", "dc"), required=True)
+    parser.add_argument("--kappa", type=float, default=1.0)
+    parser.add_argument("--rabs", type=float, default=0.0)
+    parser.add_argument("--tau", type=float, default=1.0)
+    parser.add_argument("--nets", nargs="+", default=["a", "b", "c", "d"])
+    parser.add_argument("--inits", nargs="+", default=["normed"],
+                        choices=("normed", "normed-structured"))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", default=None, help="JSON file for every run")
+    args = parser.parse_args(argv)
+    from examples.paper.data import load_digits
+
+    compare.apply_rescale = step_for(args)
+    data = load_digits("auto", args.data_dir, seed=0)
+    runs = [compare.run_one(net, init, seed, data, epochs=args.epochs)
+            for net in args.nets for init in args.inits for seed in range(args.seeds)]
+    summary = compare.summarize(runs)
+    print(compare.format_table(summary))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"settings": vars(args), "runs": runs, "summary": summary}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

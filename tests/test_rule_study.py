@@ -1,0 +1,46 @@
+"""examples/paper/rule_study.py: the least-change solve and the capped step on a paper net."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from examples.paper import compare, networks, rule_study
+
+
+def test_least_change_solves_the_capped_problem():
+    log_r = np.log([1e-4, 7e-4, 3e-3, 2e-3])
+    mean = log_r.mean()
+    # cap at the geometric mean: every growth equal to it (move="all")
+    x = rule_study.least_change(log_r, mean, 2.0)
+    assert abs(x.sum()) < 1e-9 and np.allclose(log_r - 2 * x, mean)
+    # a loose cap: nothing moves
+    assert np.allclose(rule_study.least_change(log_r, mean + 10, 2.0), 0, atol=1e-9)
+    # in between: the bound holds, the sum is zero, and the layers below the cap share one
+    # scale (the least squares part)
+    cap = mean + np.log(2)
+    x = rule_study.least_change(log_r, cap, 2.0)
+    assert abs(x.sum()) < 1e-9 and np.all(log_r - 2 * x <= cap + 1e-9)
+    free = log_r - 2 * x < cap - 1e-9
+    assert free.any() and np.ptp(x[free]) < 1e-9
+    with pytest.raises(ValueError, match="infeasible"):
+        rule_study.least_change(log_r, mean - 1, 2.0)
+
+
+def test_capped_step_keeps_the_function_and_bounds_the_growth():
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 1)).astype("float32")
+    probe = (x, rng.integers(0, 10, 32))
+    spec, mode = compare.initialization("normed", 0)
+    model = networks.paper_net("a", kernel_initializer=spec, seed=0, size="tiny")
+    before = np.asarray(model(x))
+    args = argparse.Namespace(rule="cap", kappa=2.0, rabs=0.0, tau=1.0)
+    report = rule_study.step_for(args)(model, mode, probe,
+                                       compare.make_optimizer("momentum")).as_dict()
+    after = np.asarray(model(x))
+    assert np.linalg.norm(after - before) <= 1e-5 * np.linalg.norm(before)
+    growth = np.array([row["growth_after"] for row in report["layers"]])
+    scales = np.array([row["scale"] for row in report["layers"]])
+    g = np.exp(np.mean(np.log([row["growth_before"] for row in report["layers"]])))
+    assert np.all(growth <= 2.0 * g * (1 + 1e-6)) and abs(np.log(scales).sum()) < 1e-6
+    assert np.ptp(np.log(growth)) > 0.1  # not move="all": the layers below the cap keep ratios
