@@ -14,9 +14,9 @@ with the conjugate spectrum:
   backward pass).
 - Convolution: the ``kh x kw`` taps are spatial shifts, which commute with the FFT over
   channels: the spectra of the pixels are padded once and convolved per frequency, in plain
-  TensorFlow (and torch) as one depthwise convolution (its kernel gradient the backend's),
-  under XLA as shifted views times the tap's spectrum (XLA's CPU depthwise convolution is
-  slow). ``dx`` is the same sum over the flipped taps with ``conj(K)``, ``dk[u, v] =
+  TensorFlow as one depthwise convolution (its kernel gradient TensorFlow's), under XLA and on
+  the other backends as shifted views times the tap's spectrum (XLA's CPU depthwise
+  convolution is slow). ``dx`` is the same sum over the flipped taps with ``conj(K)``, ``dk[u, v] =
   sum conj(shift(X)) G``.
 
 The spectra are complex tensors of the backend (``tf.signal`` / ``jnp.fft`` /
@@ -213,8 +213,10 @@ def circulant_conv2d_freq(x, kernel, filters: int = None, padding: str = "valid"
     th, tw = (kh - 1) * dh, (kw - 1) * dw  # padding a 'same' output needs, per axis
     pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2) if padding == "same" else (0,) * 4
     dt = fft_dtype(out_dtype, kernel.dtype)
-    product = _conv_product(p, q, b, int(c_in), filters, (kh, kw), (dh, dw), pads,
-                            not compiled_by_xla())
+    # One depthwise convolution in plain TensorFlow; shifted views under XLA (its CPU
+    # depthwise convolution is slow) and on the other backends.
+    depthwise = backend.backend() == "tensorflow" and not compiled_by_xla()
+    product = _conv_product(p, q, b, int(c_in), filters, (kh, kw), (dh, dw), pads, depthwise)
     y = product(ops.cast(x, dt), ops.cast(kernel, dt))
     if data_format == "channels_first":
         y = ops.transpose(y, (0, 3, 1, 2))
@@ -268,23 +270,14 @@ def _depthwise(z, k, dilation):
 
 
 def _depthwise_kernel_grad(z, g, shape, dilation):
-    """The vjp of ``g`` through ``depthwise_conv(z, k)`` (valid) to ``k`` of ``shape``: the
-    backend's kernel (no keras.ops form), TensorFlow's DepthwiseConv2dNativeBackpropFilter."""
-    def conv(k):
-        return ops.depthwise_conv(z, k, 1, "valid", "channels_last", dilation)
-
-    if backend.backend() == "torch":
-        import torch
-
-        with torch.enable_grad():
-            k = torch.zeros(shape, dtype=z.dtype, device=z.device, requires_grad=True)
-            return torch.autograd.grad(conv(k), k, g)[0]
+    """The vjp of ``g`` through ``depthwise_conv(z, k)`` (valid) to ``k`` of ``shape``:
+    TensorFlow's DepthwiseConv2dNativeBackpropFilter (no keras.ops form)."""
     import tensorflow as tf
 
     k = tf.zeros(shape, z.dtype)
     with tf.GradientTape() as tape:  # the unused forward is pruned in graphs
         tape.watch(k)
-        y = conv(k)
+        y = ops.depthwise_conv(z, k, 1, "valid", "channels_last", dilation)
     return tape.gradient(y, k, output_gradients=g)
 
 
