@@ -127,6 +127,47 @@ def test_conv2d_freq_channels_first_and_auto_route():
                      for u in range(3)]), 2, "same", 1), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_conv2d_freq_channels_first_dilated_same_grads(mode):
+    """Both tap-sum forms (depthwise convolution in eager and plain graphs, shifted views under
+    XLA / on JAX) with channels_first, dilation 2, an even kernel and 'same' padding."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 7, 6, 8))
+    k = rng.standard_normal((2, 3, 1, 1, 8))
+    up = rng.standard_normal((2, 7, 6, 8))
+
+    def fn(x, k):
+        y = freq.circulant_conv2d_freq(keras.ops.transpose(x, (0, 3, 1, 2)), k, 8, "same", 2,
+                                       "channels_first")
+        return keras.ops.transpose(y, (0, 2, 3, 1))
+
+    got = _value_and_grads(fn, x, k, up, mode)
+    for g, want in zip(got, _conv_reference_grads(x, k, up, 8, "same", 2)):
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("jit", [False, True])
+def test_conv2d_freq_form_by_xla(jit):
+    """A plain tf.function runs the taps as a depthwise convolution (and its native kernel
+    gradient); XLA the shifted views."""
+    import tensorflow as tf
+
+    k = tf.constant(np.ones((3, 3, 1, 1, 8)))
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(k)
+            y = freq.circulant_conv2d_freq(x, k, padding="same")
+        return tape.gradient(y, k)
+
+    graph = tf.function(run, jit_compile=jit).get_concrete_function(
+        tf.TensorSpec((2, 5, 5, 8), tf.float64)).graph.as_graph_def()
+    ops_ = {n.op for n in graph.node} | {n.op for f in graph.library.function
+                                         for n in f.node_def}
+    assert ("DepthwiseConv2dNativeBackpropFilter" in ops_) is not jit
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_computes_in_float32(dtype):
     rng = np.random.default_rng(2)
@@ -155,18 +196,22 @@ def test_unknown_batch_and_spatial_sizes():
                                   tf.TensorSpec((None, 8), tf.float64)])
     def run(x, xd):
         with tf.GradientTape() as tape:
-            tape.watch([x, xd])
+            tape.watch([x, xd, k])
             y = freq.circulant_conv2d_freq(x, k, padding="same")
             yd = freq.circulant_matmul_freq(xd, kd, 10)
-            loss = tf.reduce_sum(y ** 2) + tf.reduce_sum(yd ** 2)
-        return y, yd, tape.gradient(loss, [x, xd])
+            loss = tf.reduce_sum(y * up) + tf.reduce_sum(yd ** 2)
+        return y, yd, tape.gradient(loss, [x, xd, k])
 
     x = rng.standard_normal((2, 6, 5, 8))
     xd = rng.standard_normal((3, 8))
-    y, yd, (dx, dxd) = run(tf.constant(x), tf.constant(xd))
+    up = tf.constant(rng.standard_normal((2, 6, 5, 8)))
+    y, yd, (dx, dxd, dk) = run(tf.constant(x), tf.constant(xd))
     w = np.stack([np.stack([dense_reference(k.numpy()[u, v], 8, 8) for v in range(3)])
                   for u in range(3)])
     np.testing.assert_allclose(y.numpy(), conv_reference(x, w, 1, "same", 1), atol=1e-10)
     np.testing.assert_allclose(yd.numpy(), xd @ dense_reference(kd.numpy(), 8, 10),
                                atol=1e-10)
-    assert dx.shape == x.shape and dxd.shape == xd.shape
+    _, dx_ref, dk_ref = _conv_reference_grads(x, k.numpy(), up.numpy(), 8, "same", 1)
+    np.testing.assert_allclose(dx.numpy(), dx_ref, atol=1e-10)
+    np.testing.assert_allclose(dk.numpy(), dk_ref, atol=1e-10)
+    assert dxd.shape == xd.shape

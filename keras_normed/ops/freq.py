@@ -12,10 +12,12 @@ with the conjugate spectrum:
 - Each input is transformed once (its spectrum ``X`` is reused by all output blocks and kept
   for the kernel gradient), each kernel once per call (its spectrum is reused by the
   backward pass).
-- Convolution ("shift" form): the ``kh x kw`` taps are spatial shifts, which commute with
-  the FFT over channels, so the spectra of the pixels are padded once and the taps summed as
-  shifted views times the tap's spectrum. The input gradient is the same sum over the
-  flipped taps with the conjugate spectrum; the tap gradients are ``sum conj(shift(X)) G``.
+- Convolution: the ``kh x kw`` taps are spatial shifts, which commute with the FFT over
+  channels: the spectra of the pixels are padded once and convolved per frequency, in plain
+  TensorFlow as one depthwise convolution (its kernel gradient TensorFlow's), under XLA and on
+  the other backends as shifted views times the tap's spectrum (XLA's CPU depthwise
+  convolution is slow). ``dx`` is the same sum over the flipped taps with ``conj(K)``, ``dk[u, v] =
+  sum conj(shift(X)) G``.
 
 The spectra are complex tensors of the backend (``tf.signal`` / ``jnp.fft`` /
 ``torch.fft``); everything else is ``keras.ops``, with ``keras.ops.custom_gradient`` (so
@@ -30,6 +32,7 @@ import functools
 from keras import backend, ops
 
 from keras_normed.ops._common import check_data_format, fft_dtype, real_operands
+from keras_normed.ops.dispatch import compiled_by_xla
 
 __all__ = ["ceinsum", "circulant_conv2d_freq", "circulant_matmul_freq", "cmatmul", "irfft",
            "rfft"]
@@ -185,16 +188,10 @@ def _dense_product(p: int, q: int, b: int, n_in: int, units: int):
 
 def circulant_conv2d_freq(x, kernel, filters: int = None, padding: str = "valid",
                           dilation_rate=1, data_format: str = "channels_last"):
-    """Same result as :func:`keras_normed.ops.circulant.circulant_conv2d` for stride 1 (the
-    "shift" form), with the backward pass in the frequency domain.
-
-    ``X = rfft`` of every pixel's channel blocks (once), zero-padded spatially;
-    ``Y = sum_{u, v} X[shifted by (u dh, v dw)] K[u, v]`` (contracted over input blocks per
-    frequency); ``y = irfft(Y)``. Backward: ``dx`` is the same sum over the flipped taps of
-    ``G = rfft(dy)`` with ``conj(K)``, ``dk[u, v] = irfft(sum conj(shifted X) G)``.
-    Height, width and batch may be unknown until run time. ``padding``: ``"valid"`` or
-    ``"same"``; ``dilation_rate``: int or pair; ``data_format`` as ``circulant_conv2d``.
-    """
+    """:func:`keras_normed.ops.circulant.circulant_conv2d` at stride 1, forward and backward
+    in the frequency domain: ``y = irfft(sum_{u, v} shift_{u dh, v dw}(X) K[u, v])`` (see the
+    module). Batch, height and width may be unknown until run time. ``padding``: ``"valid"``
+    or ``"same"``; ``dilation_rate``: int or pair; ``data_format`` as ``circulant_conv2d``."""
     x, kernel, out_dtype = real_operands(x, kernel)
     data_format = check_data_format(data_format)
     kh, kw, p, q, b = (int(d) for d in kernel.shape)
@@ -216,8 +213,11 @@ def circulant_conv2d_freq(x, kernel, filters: int = None, padding: str = "valid"
     th, tw = (kh - 1) * dh, (kw - 1) * dw  # padding a 'same' output needs, per axis
     pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2) if padding == "same" else (0,) * 4
     dt = fft_dtype(out_dtype, kernel.dtype)
-    y = _conv_product(p, q, b, int(c_in), filters, (kh, kw), (dh, dw), pads)(
-        ops.cast(x, dt), ops.cast(kernel, dt))
+    # One depthwise convolution in plain TensorFlow; shifted views under XLA (its CPU
+    # depthwise convolution is slow) and on the other backends.
+    depthwise = backend.backend() == "tensorflow" and not compiled_by_xla()
+    product = _conv_product(p, q, b, int(c_in), filters, (kh, kw), (dh, dw), pads, depthwise)
+    y = product(ops.cast(x, dt), ops.cast(kernel, dt))
     if data_format == "channels_first":
         y = ops.transpose(y, (0, 3, 1, 2))
     return ops.cast(y, out_dtype)
@@ -249,6 +249,38 @@ def _tap_gradient(z, g):
     return _complex(re, im)[:, None]  # (1, 1, F)
 
 
+def _depthwise(z, k, dilation):
+    """The tap sum of the shift form, ``(N, Hp, Wp, A, F), (kh, kw, A, R, F) -> (N, Ho, Wo, R,
+    F)``, as one depthwise convolution of multiplier 1 (TensorFlow's CPU kernel is ~4x slower
+    with 2): channels ``(part, r, a, f)`` ``[zr, zr, zi, zi]`` against ``[kr, ki, -ki, kr]``,
+    the result's halves summed, then ``a``. Also returns the depthwise input."""
+    kh, kw, a, r, f = (int(d) for d in k.shape)
+    s, zr, zi = ops.shape(z), ops.real(z), ops.imag(z)
+    z = ops.reshape(ops.concatenate([zr] * (2 * r) + [zi] * (2 * r), axis=3),
+                    (s[0], s[1], s[2], 4 * r * a * f))
+    k = ops.transpose(k, (0, 1, 3, 2, 4))
+    kr, ki = ops.real(k), ops.imag(k)
+    k = ops.reshape(ops.concatenate([kr, ki, -ki, kr], axis=2), (kh, kw, 4 * r * a * f, 1))
+    y = ops.depthwise_conv(z, k, 1, "valid", "channels_last", dilation)
+    y = y[..., :2 * r * a * f] + y[..., 2 * r * a * f:]  # (part, r, a, f): [re, im]
+    s = ops.shape(y)
+    y = ops.reshape(y, (s[0], s[1], s[2], 2 * r, a, f))
+    y = ops.sum(y, axis=4) if a > 1 else ops.reshape(y, (s[0], s[1], s[2], 2 * r, f))
+    return _complex(y[:, :, :, :r], y[:, :, :, r:]), z
+
+
+def _depthwise_kernel_grad(z, g, shape, dilation):
+    """The vjp of ``g`` through ``depthwise_conv(z, k)`` (valid) to ``k`` of ``shape``:
+    TensorFlow's DepthwiseConv2dNativeBackpropFilter (no keras.ops form)."""
+    import tensorflow as tf
+
+    k = tf.zeros(shape, z.dtype)
+    with tf.GradientTape() as tape:  # the unused forward is pruned in graphs
+        tape.watch(k)
+        y = ops.depthwise_conv(z, k, 1, "valid", "channels_last", dilation)
+    return tape.gradient(y, k, output_gradients=g)
+
+
 def _complex(re, im):
     """The complex tensor ``re + i im`` of the backend."""
     name = backend.backend()
@@ -264,8 +296,9 @@ def _complex(re, im):
 
 
 @functools.cache
-def _conv_product(p, q, b, c_in, filters, size, dilation, pads):
-    """``(N, H, W, C_in), (kh, kw, P, Q, b) -> (N, Ho, Wo, filters)`` with its gradient."""
+def _conv_product(p, q, b, c_in, filters, size, dilation, pads, depthwise):
+    """``(N, H, W, C_in), (kh, kw, P, Q, b) -> (N, Ho, Wo, filters)`` with its gradient: the
+    sums over taps as one depthwise convolution (``depthwise``) or as shifted views."""
     (kh, kw), (dh, dw), (pt, pb, pl, pr) = size, dilation, pads
     th, tw = (kh - 1) * dh, (kw - 1) * dw
     taps = [(u, v) for u in range(kh) for v in range(kw)]
@@ -280,28 +313,41 @@ def _conv_product(p, q, b, c_in, filters, size, dilation, pads):
         s = ops.shape(z)
         return ops.reshape(z, (s[0], s[1], s[2], s[3] * s[4]))[..., :channels]
 
+    def tap_sum(z, k):  # (N, Hp, Wp, A, F), (kh, kw, A, R, F) -> (N, Ho, Wo, R, F), valid
+        if depthwise:
+            return _depthwise(z, k, dilation)
+        y = None
+        for u, v in taps:
+            term = _mix(_shift(z, u * dh, v * dw, th, tw), k[u, v])
+            y = term if y is None else y + term
+        return y, None
+
     @ops.custom_gradient
     def product(x, kernel):
         xs = _pad_axis(_pad_axis(spectra(x, p, c_in), 1, pt, pb), 2, pl, pr)  # (N, Hp, Wp, P, F)
         ks = rfft(kernel, b)  # (kh, kw, P, Q, F)
-        y = None
-        for u, v in taps:
-            term = _mix(_shift(xs, u * dh, v * dw, th, tw), ks[u, v])
-            y = term if y is None else y + term
+        y, z = tap_sum(xs, ks)
         y = signal(y, filters)
 
         def grad(*args, upstream=None):
             g = spectra(_upstream(args, upstream), q, filters)  # (N, Ho, Wo, Q, F)
             gp = _pad_axis(_pad_axis(g, 1, th - pt, th - pb), 2, tw - pl, tw - pr)
-            kc = ops.conj(ops.transpose(ks, (0, 1, 3, 2, 4)))  # (kh, kw, Q, P, F)
-            dx = None
-            for u, v in taps:
-                term = _mix(_shift(gp, th - u * dh, tw - v * dw, th, tw), kc[u, v])
-                dx = term if dx is None else dx + term
-            dx = signal(dx, c_in)
-            dks = [_tap_gradient(_shift(xs, u * dh, v * dw, th, tw), g) for u, v in taps]
-            dk = irfft(ops.reshape(ops.stack(dks, axis=0), (kh, kw, p, q, -1)), b)
-            return dx, dk
+            kc = ops.conj(ops.flip(ops.transpose(ks, (0, 1, 3, 2, 4)), (0, 1)))  # flipped taps
+            dx = signal(tap_sum(gp, kc)[0], c_in)
+            if depthwise:  # the upstream of the channels (part, q, p, f): [gr, gi, gr, gi]
+                gr, gi = (ops.repeat(t, p, axis=3) if p > 1 else t
+                          for t in (ops.real(g), ops.imag(g)))
+                g4 = ops.concatenate([gr, gi, gr, gi], axis=3)
+                s, f = ops.shape(g4), b // 2 + 1
+                d = _depthwise_kernel_grad(z, ops.reshape(g4, (s[0], s[1], s[2], -1)),
+                                           (kh, kw, 4 * q * p * f, 1), dilation)
+                d = ops.reshape(d, (kh, kw, 4, q, p, f))  # conj(X) G, real and imaginary:
+                dk = ops.transpose(_complex(d[:, :, 0] + d[:, :, 3], d[:, :, 1] - d[:, :, 2]),
+                                   (0, 1, 3, 2, 4))
+            else:
+                dk = ops.stack([_tap_gradient(_shift(xs, u * dh, v * dw, th, tw), g)
+                                for u, v in taps], axis=0)
+            return dx, irfft(ops.reshape(dk, (kh, kw, p, q, -1)), b)
 
         return y, grad
 
