@@ -45,7 +45,7 @@ def _from_circulant(layer) -> _Replacement:
     else:
         new = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
                                   padding=layer.padding, dilation_rate=layer.dilation_rate,
-                                  **_dense_args(layer))
+                                  data_format=layer.data_format, **_dense_args(layer))
         n_in, n_out = layer.c_in, layer.filters
     return new, new, lambda: [_numpy(circulant_to_dense(_numpy(layer.kernel), n_in, n_out)),
                               *_bias(layer)]
@@ -59,18 +59,21 @@ def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
     return [(int(run[0]), int(run[-1])) for run in runs]
 
 
-def _wrap_axis(x, n: int, before: int, after: int, axis: int, name: str, dtype):
-    """Wrap-pad ``x`` along spatial ``axis`` (1: rows, 2: columns) with slices + concatenation."""
-    pieces = []
+def _wrap_axis(x, n: int, before: int, after: int, rows: bool, name: str, layer):
+    """Wrap-pad ``x`` along its rows or columns with slices + concatenation, in ``layer``'s
+    data_format (given explicitly: the defaults follow the global setting)."""
+    pieces, fmt, dtype = [], layer.data_format, layer.dtype_policy
     for j, (first, last) in enumerate(_wrap_runs(n, before, after)):
         if first == 0 and last == n - 1:
             pieces.append(x)
             continue
         crop = (first, n - 1 - last)
-        cropping = (crop, (0, 0)) if axis == 1 else ((0, 0), crop)
-        pieces.append(keras.layers.Cropping2D(cropping, name=f"{name}_{j}", dtype=dtype)(x))
+        cropping = (crop, (0, 0)) if rows else ((0, 0), crop)
+        pieces.append(keras.layers.Cropping2D(cropping, data_format=fmt, name=f"{name}_{j}",
+                                              dtype=dtype)(x))
     if len(pieces) == 1:
         return pieces[0]
+    axis = (1 if rows else 2) + (fmt == "channels_first")
     return keras.layers.Concatenate(axis=axis, name=name, dtype=dtype)(pieces)
 
 
@@ -85,15 +88,16 @@ def _input_shape(layer) -> tuple:
 
 
 def _from_periodic(layer: PeriodicConv2D) -> _Replacement:
-    _, h, w, c_in = _input_shape(layer)
+    shape = _input_shape(layer)
+    h, w = shape[1:3] if layer.data_format == "channels_last" else shape[2:4]
     kh, kw = layer.kernel_size
     ch, cw = (kh - 1) // 2, (kw - 1) // 2
-    dtype = layer.dtype_policy
-    inp = keras.Input(batch_shape=(None, h, w, c_in), dtype=layer.compute_dtype,
+    inp = keras.Input(batch_shape=(None, *shape[1:]), dtype=layer.compute_dtype,
                       name=f"{layer.name}_input")
-    x = _wrap_axis(inp, h, ch, kh - 1 - ch, 1, f"{layer.name}_wrap_rows", dtype)
-    x = _wrap_axis(x, w, cw, kw - 1 - cw, 2, f"{layer.name}_wrap_cols", dtype)
+    x = _wrap_axis(inp, h, ch, kh - 1 - ch, True, f"{layer.name}_wrap_rows", layer)
+    x = _wrap_axis(x, w, cw, kw - 1 - cw, False, f"{layer.name}_wrap_cols", layer)
     conv = keras.layers.Conv2D(layer.filters, layer.kernel_size, padding="valid",
+                               data_format=layer.data_format,
                                **{**_dense_args(layer), "name": f"{layer.name}_conv"})
     block = keras.Model(inp, conv(x), name=layer.name)
     block.trainable = layer.trainable

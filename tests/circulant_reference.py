@@ -17,22 +17,24 @@ def dense_reference(kernel, n_in, units):
 
 
 def conv_reference(x, w, stride=1, padding="valid", dilation=1):
-    """Direct (cross-correlation) convolution in numpy, TF's SAME padding."""
+    """Direct (cross-correlation) convolution in numpy, TF's SAME padding; ``stride`` an int
+    or a pair."""
     kh, kw = w.shape[:2]
+    sh, sw = (stride, stride) if np.isscalar(stride) else stride
     if padding == "same":
         pads = []
-        for n, k in zip(x.shape[1:3], (kh, kw)):
-            out = -(-n // stride)
-            total = max((out - 1) * stride + (k - 1) * dilation + 1 - n, 0)
+        for n, k, s in zip(x.shape[1:3], (kh, kw), (sh, sw)):
+            out = -(-n // s)
+            total = max((out - 1) * s + (k - 1) * dilation + 1 - n, 0)
             pads.append((total // 2, total - total // 2))
         x = np.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
     h, wd = x.shape[1:3]
-    ho = (h - (kh - 1) * dilation - 1) // stride + 1
-    wo = (wd - (kw - 1) * dilation - 1) // stride + 1
+    ho = (h - (kh - 1) * dilation - 1) // sh + 1
+    wo = (wd - (kw - 1) * dilation - 1) // sw + 1
     y = np.zeros((x.shape[0], ho, wo, w.shape[3]), x.dtype)
     for u in range(kh):
         for v in range(kw):
-            patch = x[:, u * dilation: u * dilation + (ho - 1) * stride + 1: stride,
-                      v * dilation: v * dilation + (wo - 1) * stride + 1: stride]
+            patch = x[:, u * dilation: u * dilation + (ho - 1) * sh + 1: sh,
+                      v * dilation: v * dilation + (wo - 1) * sw + 1: sw]
             y += patch @ w[u, v]
     return y

@@ -7,6 +7,7 @@ CirculantDense *layer* (argument checks + agreement with a numpy block-circulant
 The op-level property test is tests/test_fft_ops.py::test_property_random_shapes.
 """
 
+import functools
 import math
 import resource
 import tracemalloc
@@ -171,6 +172,65 @@ def test_wrong_input_rank_and_channels(shared_model):
     with pytest.raises(ValueError, match="axis -1|incompatible"):
         shared_model.get_layer("cd")(np.zeros((2, 10), "float32"))
     assert_unchanged(shared_model, before)
+
+
+# --- op arguments ----------------------------------------------------------------------------
+
+X4 = np.random.default_rng(0).standard_normal((2, 6, 6, 8)).astype("float32")
+K5 = np.ones((3, 3, 2, 2, 4), "float32")  # 5..8 input channels, Q * b = 8 outputs
+K3 = np.ones((2, 2, 4), "float32")
+OPS = keras_normed.ops.fft
+CONVS = {"auto": OPS.circulant_conv2d, "dense": OPS.circulant_conv2d_dense,
+         **{m: functools.partial(OPS.circulant_conv2d, method=m)
+            for m in ("depthwise", "patches", "freq")}}
+ALL_CONVS = {**CONVS, "conv2d_freq": keras_normed.ops.freq.circulant_conv2d_freq}
+MATMULS = {"matmul": OPS.circulant_matmul,
+           "matmul_freq": keras_normed.ops.freq.circulant_matmul_freq}
+OP_CASES = [  # (ops, kwargs, exception, match: the argument and the value received)
+    (ALL_CONVS, dict(x=X4[..., :3]), ValueError, r"`x` has 3 channels.*`kernel`.*\(3, 3, 2"),
+    (ALL_CONVS, dict(filters=20), ValueError, r"`filters`.*at most Q \* b = 8.*got 20"),
+    (ALL_CONVS, dict(filters=0), ValueError, r"`filters`.*positive.*got 0"),
+    (ALL_CONVS, dict(kernel=K5[0]), ValueError,
+     r"`kernel` must have rank 5.*\(kh, kw, P, Q, b\).*\(3, 2, 2, 4\)"),
+    (ALL_CONVS, dict(padding=None), ValueError, r"`padding`.*'valid' or 'same'.*None"),
+    (ALL_CONVS, dict(dilation_rate=0), ValueError, r"`dilation_rate`.*positive.*0"),
+    (CONVS, dict(strides=(1, 1, 1)), ValueError, r"`strides`.*pair.*\(1, 1, 1\)"),
+    (CONVS, dict(strides=0), ValueError, r"`strides`.*positive.*got 0"),
+    (CONVS, dict(strides=1.5), TypeError, r"`strides`.*int.*1\.5"),
+    (MATMULS, dict(units=20), ValueError,
+     r"`units`.*at most Q \* b = 8.*got 20"),
+    (MATMULS, dict(units=0), ValueError, r"`units`.*got 0"),
+    (MATMULS, dict(x=X4[0, 0, :, :3]), ValueError,
+     r"`x` has 3 features.*`kernel` of shape \(2, 2, 4\).*5 to 8"),
+    (MATMULS, dict(kernel=K3[0]), ValueError,
+     r"`kernel` must have rank 3.*\(P, Q, b\).*\(2, 4\)"),
+    ({"periodic": OPS.periodic_conv2d}, dict(kernel=K5), ValueError,
+     r"`kernel` must have rank 4.*\(kh, kw, C_in, C_out\).*\(3, 3, 2, 2, 4\)"),
+    ({"periodic": OPS.periodic_conv2d}, dict(kernel=np.ones((3, 3, 3, 2))), ValueError,
+     r"`x` has 8 channels.*`kernel` of shape \(3, 3, 3, 2\).*C_in = 3"),
+]
+
+
+@pytest.mark.parametrize("ops,kwargs,exc,match", OP_CASES,
+                         ids=[f"{i}-{next(iter(k))}-{next(iter(w))}"
+                              for i, (k, w, *_) in enumerate(OP_CASES)])
+def test_op_arguments(ops, kwargs, exc, match):
+    """The ops check their arguments, every form alike (they used to return a wrong-shaped
+    result, or fail inside TF or with a bare unpacking error)."""
+    for name, op in ops.items():
+        kernel = K3 if name in MATMULS else np.ones((3, 3, 8, 2), "float32") \
+            if name == "periodic" else K5
+        args = {"x": X4[0, 0] if name in MATMULS else X4, "kernel": kernel, **kwargs}
+        with pytest.raises(exc, match=match):
+            op(**args)
+
+
+def test_numpy_integer_strides_accepted():
+    expected = keras.ops.convert_to_numpy(OPS.circulant_conv2d(X4, K5, strides=2))
+    for strides in (np.int64(2), (np.int32(2), 2)):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(OPS.circulant_conv2d(X4, K5, strides=strides)), expected)
+    assert CirculantConv2D(4, 3, block_size=2, strides=np.int64(2)).strides == (2, 2)
 
 
 # --- rescale ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """keras_normed.ops.fft against independent numpy/scipy references."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,6 +8,7 @@ from circulant_reference import conv_reference, dense_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keras_normed.layers import CirculantConv2D
 from keras_normed.ops import fft
 
 
@@ -115,6 +117,32 @@ def test_circulant_conv2d_method_errors():
     for method in ("depthwise", "dense"):
         with pytest.raises(ValueError, match="strides and dilation"):
             fft.circulant_conv2d(x, k, strides=2, dilation_rate=2, method=method)
+
+
+@pytest.mark.parametrize("strides", [(2, 1), (1, 3)])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_circulant_conv2d_unequal_strides(strides, padding):
+    """"auto" never takes the depthwise form (TensorFlow's takes equal strides only: it raised
+    from inside TF); asked for, it is refused naming `strides`."""
+    rng = np.random.default_rng(7)
+    k = rng.standard_normal((3, 3, 2, 2, 4))
+    x = rng.standard_normal((2, 8, 9, 8))
+    w = np.stack([np.stack([dense_reference(k[u, v], 8, 8) for v in range(3)]) for u in range(3)])
+    ref = conv_reference(x, w, strides, padding)
+    assert fft.circulant_conv2d_method(2, strides) != "depthwise"
+    for method in ("auto", "patches", "dense", "freq"):
+        y = np.asarray(fft.circulant_conv2d(x, k, 8, strides, padding, method=method))
+        np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+    layer = CirculantConv2D(8, 3, block_size=4, strides=strides, padding=padding,
+                            dtype="float64")  # as the trial met it
+    y = keras.ops.convert_to_numpy(layer(x))
+    lk = keras.ops.convert_to_numpy(layer.kernel)
+    lw = np.stack([np.stack([dense_reference(lk[u, v], 8, 8) for v in range(3)])
+                   for u in range(3)])
+    np.testing.assert_allclose(y, conv_reference(x, lw, strides, padding), rtol=1e-10,
+                               atol=1e-10)
+    with pytest.raises(ValueError, match=r"method='depthwise'.*`strides`.*\(\d, \d\)"):
+        fft.circulant_conv2d(x, k, 8, strides, padding, method="depthwise")
 
 
 @pytest.mark.parametrize("h,w,kh,kw,c_in,c_out", [

@@ -194,3 +194,28 @@ def test_refuses_what_it_cannot_rewrite():
         keras_normed.materialize(keras.Sequential([CirculantDense(4, 2)]))
     with pytest.raises(TypeError, match="`model` must be a keras.Model"):
         keras_normed.materialize(CirculantDense(4, 2))
+
+
+@pytest.mark.parametrize("at_materialize", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("kind", ["circulant", "periodic"])
+def test_data_format_kept_whatever_the_global_setting(kind, data_format, at_materialize):
+    """The replacements keep the layer's layout: the global setting at materialize time and
+    at call time changes nothing (it used to build channels_last blocks, or follow the global)."""
+    shape = (3, 6, 5) if data_format == "channels_first" else (6, 5, 3)
+    layers = ([CirculantConv2D(8, 3, block_size=4, padding="same", data_format=data_format),
+               CirculantConv2D(4, 2, block_size=2, strides=2, data_format=data_format)]
+              if kind == "circulant" else
+              [PeriodicConv2D(4, 3, method="fft", data_format=data_format),
+               PeriodicConv2D(2, (4, 7), method="direct", data_format=data_format)])
+    model = keras.Sequential([keras.Input(shape), *layers])
+    x = _inputs(model)
+    expected = keras.ops.convert_to_numpy(model(x))
+    try:
+        keras.config.set_image_data_format(at_materialize)
+        small = keras_normed.materialize(model)
+        for at_call in ("channels_last", "channels_first"):
+            keras.config.set_image_data_format(at_call)
+            _close(keras.ops.convert_to_numpy(small(x)), expected)
+    finally:
+        keras.config.set_image_data_format("channels_last")

@@ -3,21 +3,10 @@ arguments (initializers, regularizers, constraints, bias, activation) and the im
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import keras
 from keras import ops
 
 from keras_normed import structure
-
-
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"`{name}` must be a positive int, got {value!r}.")
-    value = int(value.__index__())
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value}.")
-    return value
 
 
 def resolve_data_format(value) -> str:
@@ -30,15 +19,6 @@ def resolve_data_format(value) -> str:
             f"`data_format` must be 'channels_last' (inputs (N, H, W, C)), 'channels_first' "
             f"(inputs (N, C, H, W)) or None (keras.config.image_data_format()), got {value!r}.")
     return value.lower()
-
-
-def int_pair(value, name: str) -> Tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2:
-        raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
-    return tuple(check_positive_int(v, name) for v in value)
 
 
 # The Dense-like weight arguments, in the layers' argument order, and the Keras module that

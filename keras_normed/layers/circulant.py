@@ -14,10 +14,9 @@ from keras_normed.geometry import LinearStructure
 from keras_normed.layers._base import (
     ImageLayout,
     WeightArgs,
-    check_positive_int,
-    int_pair,
     resolve_data_format,
 )
+from keras_normed.ops._common import check_positive_int, int_pair
 from keras_normed.ops.circulant import circulant_conv2d, num_blocks
 from keras_normed.ops.freq import circulant_matmul_freq
 

@@ -11,11 +11,10 @@ from keras_normed.geometry import LinearStructure
 from keras_normed.layers._base import (
     ImageLayout,
     WeightArgs,
-    check_positive_int,
-    int_pair,
     resolve_data_format,
 )
 from keras_normed.ops import dispatch
+from keras_normed.ops._common import check_positive_int, int_pair
 from keras_normed.ops.periodic import periodic_conv2d
 
 __all__ = ["PeriodicConv2D"]

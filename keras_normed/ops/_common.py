@@ -3,6 +3,7 @@ contraction. Written with ``keras.ops`` only."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 from keras import backend, ops
@@ -91,5 +92,54 @@ def freq_contract(xr, xi, kr, ki):
 IntPair = Union[int, Sequence[int]]
 
 
-def pair(v: IntPair) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(int(a) for a in v)
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints too
+
+
+def check_positive_int(value, name: str) -> int:
+    if not _is_int(value):
+        raise TypeError(f"`{name}` must be a positive int, got {value!r}.")
+    if value <= 0:
+        raise ValueError(f"`{name}` must be a positive int, got {value}.")
+    return int(value)
+
+
+def int_pair(value, name: str) -> Tuple[int, int]:
+    """``value`` (a positive int or a pair of them) as a pair of Python ints."""
+    msg = f"`{name}` must be a positive int or a pair of them, got {value!r}."
+    try:
+        pair = (value, value) if _is_int(value) else tuple(value)
+    except TypeError:  # not iterable: a float, None, ...
+        raise TypeError(msg) from None
+    if len(pair) != 2:
+        raise ValueError(msg)
+    return tuple(check_positive_int(v, name) for v in pair)
+
+
+def conv_args(strides, padding, dilation_rate) -> Tuple[Tuple[int, int], str, Tuple[int, int]]:
+    """``(strides, padding, dilation_rate)`` of a convolution op, checked and normalised."""
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
+    return int_pair(strides, "strides"), padding.lower(), int_pair(dilation_rate, "dilation_rate")
+
+
+def circulant_sizes(x_size, kernel, units, units_name: str) -> Tuple[int, ...]:
+    """The kernel's shape ``(P, Q, b)`` or ``(kh, kw, P, Q, b)`` followed by the output width
+    (``units``, default ``Q * b``), checked against ``x_size`` (the input's feature or channel
+    count; ``None``: unknown, refused: the blocks are fixed by it)."""
+    rank = 3 if units_name == "units" else 5
+    if len(kernel.shape) != rank:
+        raise ValueError(
+            f"`kernel` must have rank {rank}, {'(P, Q, b)' if rank == 3 else '(kh, kw, P, Q, b)'}"
+            f", got shape {tuple(kernel.shape)}.")
+    *_, p, q, b = shape = tuple(int(d) for d in kernel.shape)
+    if x_size is None or -(-int(x_size) // b) != p:
+        what = "features (last axis)" if rank == 3 else "channels"
+        raise ValueError(
+            f"`x` has {x_size} {what}, but `kernel` of shape {shape} takes ceil(n / {b}) == {p} "
+            f"input blocks: pass `x` with {(p - 1) * b + 1} to {p * b} {what}.")
+    units = q * b if units is None else check_positive_int(units, units_name)
+    if units > q * b:
+        raise ValueError(f"`{units_name}` must be at most Q * b = {q * b} for `kernel` of shape "
+                         f"{shape}, got {units}: pass a kernel with more output blocks.")
+    return (*shape, units)

@@ -16,12 +16,13 @@ from keras import ops
 from keras_normed.geometry import conv_output_length, conv_padding
 from keras_normed.ops._common import (
     IntPair,
+    circulant_sizes,
     conv,
+    conv_args,
     fft_dtype,
     freq_contract,
     image_sizes,
     pad_last,
-    pair,
     real_operands,
 )
 from keras_normed.ops.dispatch import circulant_conv2d_method
@@ -51,13 +52,7 @@ def circulant_matmul(x, kernel, units: int = None):
         dtype. Complex ``x``: ``TypeError``.
     """
     x, kernel, out_dtype = real_operands(x, kernel)
-    p, q, b = (int(d) for d in kernel.shape)
-    units = q * b if units is None else int(units)
-    n_in = x.shape[-1]
-    if n_in is None or num_blocks(n_in, b) != p:
-        raise ValueError(
-            f"Input feature size {n_in} does not match the kernel: a kernel of shape "
-            f"{tuple(kernel.shape)} takes ceil(n_in / {b}) == {p} input blocks.")
+    p, q, b, units = circulant_sizes(x.shape[-1], kernel, units, "units")
     dt = fft_dtype(out_dtype, kernel.dtype)
     x, kernel = ops.cast(x, dt), ops.cast(kernel, dt)
     lead = ops.shape(x)[:-1]
@@ -110,19 +105,11 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     """
     x, kernel, out_dtype = real_operands(x, kernel)
     h, w, c_in = image_sizes(x, data_format)
-    kh, kw, p, q, b = (int(d) for d in kernel.shape)
-    filters = q * b if filters is None else int(filters)
-    (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
-    padding = padding.lower()
-    if padding not in ("valid", "same"):
-        raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
+    kh, kw, p, q, b, filters = circulant_sizes(c_in, kernel, filters, "filters")
+    ((sh, sw), padding, (dh, dw)) = conv_args(strides, padding, dilation_rate)
     if method not in ("auto", "depthwise", "patches", "dense", "freq"):
         raise ValueError(
             f"`method` must be 'auto', 'depthwise', 'patches', 'dense' or 'freq', got {method!r}.")
-    if c_in is None or num_blocks(c_in, b) != p:
-        raise ValueError(
-            f"Input channel count {c_in} does not match the kernel: a kernel of shape "
-            f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks.")
     static = h is not None and w is not None
     both = max(sh, sw) > 1 and max(dh, dw) > 1
     if method == "auto":
@@ -130,6 +117,9 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
                                          static_size=static)
     elif method in ("depthwise", "dense", "freq") and both:
         raise ValueError(f"method={method!r} does not support strides and dilation both > 1.")
+    if method == "depthwise" and sh != sw:  # TensorFlow's depthwise convolution refuses them
+        raise ValueError(f"method='depthwise' needs equal `strides`, got {(sh, sw)}: use "
+                         "method='auto', 'dense' or 'patches'.")
     if method == "patches" and not static:
         raise ValueError(
             f"method='patches' needs a known height and width, got input shape "
@@ -216,8 +206,8 @@ def circulant_conv2d_dense(x, kernel, filters: int = None, strides: IntPair = 1,
     differentiable gather), then ``keras.ops.conv``."""
     x, kernel, out_dtype = real_operands(x, kernel)
     c_in = image_sizes(x, data_format)[2]
-    b = int(kernel.shape[-1])
-    filters = int(kernel.shape[-2]) * b if filters is None else int(filters)
+    filters = circulant_sizes(c_in, kernel, filters, "filters")[-1]
+    strides, padding, dilation_rate = conv_args(strides, padding, dilation_rate)
     dense = ops.cast(circulant_to_dense(kernel, c_in, filters), out_dtype)
     return conv(x, dense, data_format, strides=strides, padding=padding,
                  dilation_rate=dilation_rate)

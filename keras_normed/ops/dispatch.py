@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 from keras import backend
 
 from keras_normed import _keras_compat
-from keras_normed.ops._common import IntPair, pair
+from keras_normed.ops._common import IntPair, int_pair
 
 __all__ = ["DENSE_MAX_ENTRIES", "DEPTHWISE_MAX_Q", "FREQ_MAX_Q", "circulant_conv2d_method",
            "compiled_by_xla", "periodic_conv2d_cost", "periodic_conv2d_method"]
@@ -24,15 +24,16 @@ def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair
                             static_size: bool = True) -> str:
     """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now:
     ``"patches"`` for strides and dilation both above 1; else ``"freq"`` at stride 1 with
-    ``Q <= FREQ_MAX_Q``; else ``"depthwise"`` when ``Q <= 8`` and not :func:`compiled_by_xla`;
-    else ``"dense"`` when the kernel has at most ``2**24`` entries (``dense_entries``; ``None``:
-    small) or the sizes are unknown (``static_size=False``); else ``"patches"``."""
-    (sh, sw), (dh, dw) = pair(strides), pair(dilation_rate)
+    ``Q <= FREQ_MAX_Q``; else ``"depthwise"`` when ``Q <= 8``, the strides are equal
+    (TensorFlow's depthwise convolution takes no others) and not :func:`compiled_by_xla`; else
+    ``"dense"`` when the kernel has at most ``2**24`` entries (``dense_entries``; ``None``: small)
+    or the sizes are unknown (``static_size=False``); else ``"patches"``."""
+    (sh, sw), (dh, dw) = int_pair(strides, "strides"), int_pair(dilation_rate, "dilation_rate")
     if max(sh, sw) > 1 and max(dh, dw) > 1:
         return "patches"
     if (sh, sw) == (1, 1) and q <= FREQ_MAX_Q:
         return "freq"
-    if q <= DEPTHWISE_MAX_Q and not compiled_by_xla():
+    if q <= DEPTHWISE_MAX_Q and sh == sw and not compiled_by_xla():
         return "depthwise"
     if dense_entries is None or dense_entries <= DENSE_MAX_ENTRIES or not static_size:
         return "dense"

@@ -31,7 +31,13 @@ import functools
 
 from keras import backend, ops
 
-from keras_normed.ops._common import check_data_format, fft_dtype, real_operands
+from keras_normed.ops._common import (
+    circulant_sizes,
+    conv_args,
+    fft_dtype,
+    image_sizes,
+    real_operands,
+)
 from keras_normed.ops.dispatch import compiled_by_xla
 
 __all__ = ["ceinsum", "circulant_conv2d_freq", "circulant_matmul_freq", "cmatmul", "irfft",
@@ -123,14 +129,8 @@ def circulant_matmul_freq(x, kernel, units: int = None):
     ``circulant_matmul``.
     """
     x, kernel, out_dtype = real_operands(x, kernel)
-    p, q, b = (int(d) for d in kernel.shape)
-    units = q * b if units is None else int(units)
-    n_in = x.shape[-1]
-    if n_in is None or -(-int(n_in) // b) != p:
-        raise ValueError(
-            f"Input feature size {n_in} does not match the kernel: a kernel of shape "
-            f"{tuple(kernel.shape)} takes ceil(n_in / {b}) == {p} input blocks.")
-    n_in = int(n_in)
+    p, q, b, units = circulant_sizes(x.shape[-1], kernel, units, "units")
+    n_in = int(x.shape[-1])
     dt = fft_dtype(out_dtype, kernel.dtype)
     lead = ops.shape(x)[:-1]
     x2 = ops.reshape(ops.cast(x, dt), (-1, n_in))
@@ -193,23 +193,11 @@ def circulant_conv2d_freq(x, kernel, filters: int = None, padding: str = "valid"
     module). Batch, height and width may be unknown until run time. ``padding``: ``"valid"``
     or ``"same"``; ``dilation_rate``: int or pair; ``data_format`` as ``circulant_conv2d``."""
     x, kernel, out_dtype = real_operands(x, kernel)
-    data_format = check_data_format(data_format)
-    kh, kw, p, q, b = (int(d) for d in kernel.shape)
-    filters = q * b if filters is None else int(filters)
-    dh, dw = (dilation_rate, dilation_rate) if isinstance(dilation_rate, int) else (
-        int(dilation_rate[0]), int(dilation_rate[1]))
-    padding = padding.lower()
-    if padding not in ("valid", "same"):
-        raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
-    if len(x.shape) != 4:
-        raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
+    c_in = image_sizes(x, data_format)[2]
+    kh, kw, p, q, b, filters = circulant_sizes(c_in, kernel, filters, "filters")
+    _, padding, (dh, dw) = conv_args(1, padding, dilation_rate)
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))
-    c_in = x.shape[-1]
-    if c_in is None or -(-int(c_in) // b) != p:
-        raise ValueError(
-            f"Input channel count {c_in} does not match the kernel: a kernel of shape "
-            f"{tuple(kernel.shape)} takes ceil(C_in / {b}) == {p} channel blocks.")
     th, tw = (kh - 1) * dh, (kw - 1) * dw  # padding a 'same' output needs, per axis
     pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2) if padding == "same" else (0,) * 4
     dt = fft_dtype(out_dtype, kernel.dtype)

@@ -100,10 +100,14 @@ def periodic_conv2d(x, kernel, method: str = "auto", data_format: str = "channel
     if method not in ("auto", "fft", "direct"):
         raise ValueError(f"`method` must be 'auto', 'fft' or 'direct', got {method!r}.")
     h, w, x_c = image_sizes(x, data_format)
+    if len(kernel.shape) != 4:
+        raise ValueError(f"`kernel` must have rank 4, (kh, kw, C_in, C_out), got shape "
+                         f"{tuple(kernel.shape)}.")
     kh, kw, c_in, c_out = (int(d) for d in kernel.shape)
     if x_c != c_in:
-        raise ValueError(f"Input channel count {x_c} does not match the kernel's C_in = {c_in} "
-                         f"(kernel shape {tuple(kernel.shape)}, data_format={data_format!r}).")
+        raise ValueError(f"`x` has {x_c} channels, but `kernel` of shape {tuple(kernel.shape)} "
+                         f"takes C_in = {c_in} (data_format={data_format!r}): pass `x` with "
+                         f"{c_in} channels.")
     if method == "auto":
         method = periodic_conv2d_method(h, w, kh, kw, c_in, c_out)
     if method == "direct":
