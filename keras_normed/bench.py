@@ -1,5 +1,6 @@
-"""Speed benchmark: block-circulant layers against Dense / Conv2D and against materialising;
-and what ``keras_normed.rescale`` costs next to a model's first ``fit`` call (``--cases
+"""Speed benchmark of the block-circulant layers against Dense / Conv2D and materialising.
+
+Also what ``keras_normed.rescale`` costs next to a model's first ``fit`` call (``--cases
 rescale``). The method and the results: docs/performance.md; the options: docs/cli.md.
 """
 

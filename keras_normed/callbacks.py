@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 
 __all__ = ["NormedScaling", "LSUVInit", "GrowthMonitor"]
+
+
+def _check_kwargs(owner: str, fn, kwargs: dict, own=()) -> dict:
+    """``kwargs`` if ``fn`` takes each of them, else a TypeError naming the first that it does
+    not: at construction, not at ``fit``."""
+    takes = [p for p in inspect.signature(fn).parameters if p not in ("model", *own)]
+    for key in kwargs:
+        if key not in takes:
+            raise TypeError(f"{owner}: unknown keyword argument `{key}`={kwargs[key]!r}; pass "
+                            f"only arguments of {fn.__name__}: {', '.join(takes)}.")
+    return kwargs
 
 
 class NormedScaling(keras.callbacks.Callback):
@@ -29,9 +42,11 @@ class NormedScaling(keras.callbacks.Callback):
 
     def __init__(self, data=None, verbose: bool = False, **kwargs):
         super().__init__()
+        from keras_normed.scaling import rescale
+
         self.data = data
         self.verbose = verbose
-        self.kwargs = kwargs
+        self.kwargs = _check_kwargs("NormedScaling", rescale, kwargs, ("data", "verbose"))
         self.report = None
         self.calls = 0
 
@@ -61,8 +76,10 @@ class LSUVInit(keras.callbacks.Callback):
 
     def __init__(self, x_batch, **kwargs):
         super().__init__()
+        from keras_normed.data_driven import lsuv
+
         self.x_batch = x_batch
-        self.kwargs = kwargs
+        self.kwargs = _check_kwargs("LSUVInit", lsuv, kwargs, ("x_batch",))
         self.report = None
 
     def on_train_begin(self, logs=None):
@@ -110,7 +127,9 @@ class GrowthMonitor(keras.callbacks.Callback):
         self.data = data
         self.every = every
         self.log_dir = None if log_dir is None else str(log_dir)
-        self.kwargs = kwargs
+        from keras_normed.diagnostics import growth_report
+
+        self.kwargs = _check_kwargs("GrowthMonitor", growth_report, kwargs, ("x", "y"))
         self.history: list = []
         self.step = 0
         self._writer = None

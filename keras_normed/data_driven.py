@@ -15,7 +15,7 @@ import numpy as np
 from keras_normed import _keras_compat as compat
 from keras_normed import engine
 from keras_normed.engine import Report, Row
-from keras_normed.initializers.weight_norm import assign_orthogonal, layer_seeds
+from keras_normed.initializers.weight_norm import assign_orthogonal, host_seed, layer_seeds
 
 __all__ = ["lsuv", "data_dependent_init"]
 
@@ -83,6 +83,11 @@ def _targets(model, method: str) -> List[_Target]:
     return [targets[i] for i in order]
 
 
+def _left(model, method: str) -> List[str]:
+    return engine.weights_left(model, lambda *_: f"{method} sets each layer's `kernel` only; "
+                               "left as it is")
+
+
 def _layer_input(model, target: _Target, x):
     """The arguments ``target`` is called with in a forward pass of ``model`` on ``x``."""
     kwargs = {"training": False} if compat.call_takes_training(model) else {}
@@ -141,12 +146,14 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
         x_batch: a batch of inputs as ``model.fit`` takes ``x`` (at least 2 examples).
         tol: tolerance on the output variance.
         max_iter: most rescaling steps per layer.
-        seed: seed of the orthonormal matrices (one seed per layer derived from it).
+        seed: seed of the orthonormal matrices (one per layer derived from it): None, an
+            int >= 0 or a ``keras.random.SeedGenerator``.
         verbose: print one line per layer.
 
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"lsuv"``; per layer ``iterations``,
-        ``variance``, ``converged``; ``report.converged``: every layer met ``tol``).
+        ``variance``, ``converged``; ``report.converged``: every layer met ``tol``;
+        ``report.left``: the weights other than kernels it left as they were).
 
     Raises:
         ValueError: bad batch, a layer output of zero variance or not finite (weights kept).
@@ -163,10 +170,11 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
     _real("tol", tol, 0, open_low=True)
     _real("max_iter", max_iter, 1, integer=True)
     targets = _targets(model, "lsuv")
+    seeds = layer_seeds(seed, len(targets))
     x = engine.as_batch(model, x_batch, need_y=False, arg="x_batch", min_size=2).x
     rows = []
     with engine.Transaction(model.weights):
-        for t, layer_seed in zip(targets, layer_seeds(seed, len(targets))):
+        for t, layer_seed in zip(targets, seeds):
             assign_orthogonal(t.direction, layer_seed)
             if t.scale is not t.direction:
                 t.scale.assign(np.ones(t.scale.shape, dtype=t.scale.dtype))
@@ -184,7 +192,7 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
                 "converged": bool(abs(var - 1.0) < tol)}))
             if verbose:
                 print(f"lsuv: {t.name}: variance {var:.4f} after {iterations} steps")
-    return Report("lsuv", True, rows=rows, summary={"tol": tol})
+    return Report("lsuv", True, rows=rows, summary={"tol": tol, "left": _left(model, "lsuv")})
 
 
 def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *,
@@ -233,12 +241,14 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
     _real("mean", mean, -math.inf)
     _real("alpha", alpha, 0, 1, open_low=True)
     _real("between_layer_iters", between_layer_iters, 0, integer=True)
+    seed = host_seed(seed)
     targets = _targets(model, "data_dependent_init")
     data = x_batch if y_batch is None else (x_batch, y_batch)
     batch = engine.as_batch(model, data, need_y=False, arg="x_batch" if y_batch is None
                             else "x_batch, y_batch", min_size=2)
     rows = [Row(t.path, type(t.layer).__name__, 1) for t in targets]
-    report = Report("data_dependent", True, rows=rows)
+    report = Report("data_dependent", True, rows=rows,
+                    summary={"left": _left(model, "data_dependent_init")})
     with engine.Transaction(model.weights):
         if within_layer:
             for t, row in zip(targets, rows):

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from keras_normed import _keras_compat as compat
-from keras_normed import engine, scaling
+from keras_normed import engine, scaling, structure
 from keras_normed.engine import Report, Row
 
 __all__ = ["growth_report"]
@@ -57,20 +57,25 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
     scaling.check_built(model)
     data = x if y is None else (x, y)
     batch = engine.as_batch(model, data, need_y=True, arg="x" if y is None else "x, y")
-    sites = [s for s in engine.kernel_sites(model) if s.trainable]
+    sites = [s for s in engine.kernel_sites(model, every=True) if s.trainable]
     if not sites:
         raise ValueError(f"Model {model.name!r} has no layer with a trainable kernel.")
     constraints = engine.scale_constraints(model, [s.variable for s in sites], batch.x,
                                            training=training)
-    structures = [scaling.kernel_structure(s.layer) for s in sites]
+    structures = [scaling.kernel_structure(s.layer) if s.variable is getattr(s.layer, "kernel",
+                                                                             None) else None
+                  for s in sites]
     optimizer = engine.resolve_optimizer(model, optimizer)
     m = scaling.measure_growth(model, batch, [s.variable for s in sites], optimizer=optimizer,
                                loss=loss, training=training)
-    act = _activation_variances(model, [s.layer for s in sites], batch.x)
+    layers = list({id(s.layer): s.layer for s in sites}.values())  # a SeparableConv: 2 sites
+    act = dict(zip(map(id, layers), _activation_variances(model, layers, batch.x)))
+    act = [act[id(s.layer)] for s in sites]
     rows = []
     for site, st, u, g, r, a in zip(sites, structures, constraints.uses, m["grads"],
                                     m["growth"], act):
-        fan_in = st.fan_in if st is not None else int(np.prod(site.variable.shape[:-1]))
+        fan_in = st.fan_in if st is not None else structure.kernel_fans(
+            site.layer, site.variable.shape, site.variable.name)[0]
         rows.append(Row(site.path, site.kind, u, int(fan_in),
                         float(st.sharing) if st is not None else math.nan,
                         int(np.prod(site.variable.shape)),
@@ -81,4 +86,6 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
     except (TypeError, ValueError):  # a learning-rate schedule
         name = type(optimizer).__name__
     return Report("growth", False, rows=rows,
-                  summary={"loss": float(m["loss"]), "optimizer": name})
+                  summary={"loss": float(m["loss"]), "optimizer": name,
+                           "left": engine.weights_left(model, lambda *_: "not measured",
+                                                       [s.variable for s in sites])})

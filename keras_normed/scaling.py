@@ -338,7 +338,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                     "`layer.kernel` inside another computation?). Refused, weights unchanged; "
                     "use each kernel through its layer.")
     summary["notes"] = notes
-    summary["left"] = _other_normed_weights(model)
+    summary["left"] = engine.weights_left(model, lambda name, init: isinstance(init, Normed) and (
+        f"{name} is Normed, but only kernels (kernel_initializer) are rescaled; left as drawn"))
     report = Report("rescale", True, rows=report_rows, summary=summary)
     change = summary.get("output_change")
     if notes and (change is None or change > 1e-3):
@@ -380,19 +381,6 @@ def _tie_plain_layers(rows: np.ndarray, layers) -> np.ndarray:
     if not rows.size:
         return extra
     return np.vstack([rows, extra])
-
-
-def _other_normed_weights(model) -> List[str]:
-    """Normed initializers on weights other than ``kernel`` (depthwise, pointwise,
-    embeddings...): drawn with the effective fans, but not rescaled."""
-    found = []
-    for layer in compat.all_layers(model):
-        for name, value in vars(layer).items():
-            if name.endswith("_initializer") and name != "kernel_initializer" and \
-                    isinstance(value, Normed):
-                found.append(f"{layer.name}.{name}: Normed, but only kernels "
-                             "(kernel_initializer) are rescaled; left as drawn")
-    return found
 
 
 def _kept_tolerance(model) -> float:

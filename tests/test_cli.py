@@ -41,6 +41,10 @@ def test_help_lists_every_command(tool, capsys):
         assert command in out
     if tool is paper_cli:
         assert "Train a block-circulant network" in out  # the demo's summary, read w/o import
+    summaries = out.split("commands:\n")[1].split("\n\n")[0].splitlines()
+    assert len(summaries) == len(tool.COMMANDS)
+    for line in summaries:  # a complete first sentence, not a cut one
+        assert line.rstrip().endswith("."), line
 
 
 @pytest.mark.parametrize("argv", [["no-such-command"], [], ["demo", "--no-such-option"],

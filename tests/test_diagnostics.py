@@ -63,3 +63,12 @@ def test_report_forms(setup, tmp_path):
     path = report.plot(str(tmp_path / "growth.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_long_paths_keep_their_end_readable():
+    from keras_normed.engine import Report, Row
+
+    text = str(Report("growth", rows=[Row("sequential/depthwise_conv2d/kernel", "Dense"),
+                                      Row("a" * 40, "Dense")]))
+    assert ".../depthwise_conv2d/kernel " in text and "equential" not in text
+    assert "..." + "a" * 30 + " " in text

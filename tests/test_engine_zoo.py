@@ -632,3 +632,57 @@ def test_move_structured_keeps_plain_layers_together():
     assert rel(flat(model(x, training=True)), out0) < 1e-5
     with pytest.raises(ValueError, match="`move`"):
         keras_normed.rescale(sequential(), (x, y), move="shared")
+
+
+def test_no_kernel_skipped_silently():
+    """A SeparableConv2D's depthwise and pointwise kernels: rows of growth_report, `left`
+    entries of lsuv and data_dependent_init (never silently skipped)."""
+    def model():
+        return keras.Sequential([
+            keras.Input((8, 8, 4)),
+            L.SeparableConv2D(8, 3, padding="same", activation="relu", name="sep"),
+            L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw"),
+            L.Conv2D(8, 3, activation="relu"), L.Flatten(), L.Dense(10)])
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 4)).astype("float32")
+    report = keras_normed.growth_report(model(), x, np.arange(32) % 10)
+    rows = {r.path.split("/", 1)[1]: r for r in report.rows}
+    assert list(rows)[:3] == ["sep/depthwise_kernel", "sep/pointwise_kernel", "dw/kernel"]
+    assert (rows["sep/depthwise_kernel"].fan_in, rows["sep/pointwise_kernel"].fan_in) == (9, 4)
+    assert all(r.growth > 0 for r in report.rows) and report.left == []
+    for fn in (keras_normed.lsuv, keras_normed.data_dependent_init):
+        left = fn(model(), x).left
+        assert [entry.split(":")[0] for entry in left] == ["sep.depthwise_kernel",
+                                                           "sep.pointwise_kernel"], left
+
+
+def test_dict_model_keyed_as_fit_takes_it():
+    """x keyed by the keys of the model's input dict (as `fit` takes it), not the Inputs'
+    names; a missing key is named with what is expected."""
+    a, b = keras.Input((8,), name="a"), keras.Input((3,), name="b")
+    h = L.Concatenate()([a, b])
+    out = L.Dense(4, kernel_initializer=_n(1, "linear"))(L.Dense(8, "relu",
+                                                                kernel_initializer=_n(2))(h))
+    rng = np.random.default_rng(0)
+    x = {"img": rng.standard_normal((32, 8)).astype("float32"),
+         "meta": rng.standard_normal((32, 3)).astype("float32")}
+    y = np.arange(32) % 4
+    model = keras.Model({"img": a, "meta": b}, out)
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"missing \['meta'\]"):
+        keras_normed.rescale(model, ({"img": x["img"]}, y))
+    assert_unchanged(model, before)
+    assert keras_normed.rescale(model, (x, y)).applied
+    assert len(keras_normed.growth_report(model, x, y).rows) == 2
+    assert keras_normed.lsuv(model, x, seed=0).converged
+    assert keras_normed.data_dependent_init(model, x).applied
+
+
+def test_input_named_as_the_user_knows_it():
+    model = keras.Sequential([keras.Input((N_IN,)), L.Dense(4)])
+    with pytest.raises(ValueError, match=r"x has shape \(8, 3\), but the model's input "
+                                         r"expects \(None, 16\)") as info:
+        keras_normed.lsuv(model, np.ones((8, 3), "float32"))
+    assert "keras_tensor" not in str(info.value)
+    model = keras.Sequential([keras.Input((N_IN,), name="pixels"), L.Dense(4)])
+    with pytest.raises(ValueError, match="input 'pixels' expects"):
+        keras_normed.lsuv(model, np.ones((8, 3), "float32"))

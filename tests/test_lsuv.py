@@ -187,3 +187,17 @@ def test_mirrored_strategy_full_batch_and_identical_replicas():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK True" in proc.stdout
+
+
+@pytest.mark.parametrize("seed, error", [("a", TypeError), (1.5, TypeError), (True, TypeError),
+                                         (-1, ValueError)])
+def test_bad_seed_named_and_weights_kept(seed, error):
+    model = _cnn()
+    x = RNG.uniform(size=(8, 8, 8, 2)).astype("float32")
+    before = _weights(model)
+    for fn in (keras_normed.lsuv, keras_normed.data_dependent_init):
+        with pytest.raises(error, match="`seed` must be None, an int >= 0 or a keras.random"):
+            fn(model, x, seed=seed)
+        for w0, w1 in zip(before, model.get_weights()):
+            np.testing.assert_array_equal(w0, w1)
+    assert keras_normed.lsuv(model, x, seed=keras.random.SeedGenerator(1)).converged

@@ -1,6 +1,7 @@
 """keras_normed.rescale and the NormedScaling callback: equal growth, safety, marks."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -322,3 +323,28 @@ def test_paper_net_shapes():
     d = paper_net("d", "glorot")
     assert tuple(d.get_layer("fc1").kernel.shape) == (12544, 64)
     assert d.get_layer("circ_conv2").output.shape[1:] == (7, 7, 256)
+
+
+def test_callbacks_refuse_unknown_keywords_at_construction():
+    from keras_normed.callbacks import GrowthMonitor, LSUVInit
+
+    x, y = _batch(8, 1)
+    for make, fn in ((lambda: NormedScaling(data=(x, y), bogus=1), "rescale"),
+                     (lambda: LSUVInit(x, bogus=1), "lsuv"),
+                     (lambda: GrowthMonitor((x, y), bogus=1), "growth_report")):
+        with pytest.raises(TypeError, match=rf"unknown keyword argument `bogus`=1; pass only "
+                                            rf"arguments of {fn}: "):
+            make()
+    assert NormedScaling(data=(x, y), tol=1.2, rule="probe").kwargs == {"tol": 1.2,
+                                                                        "rule": "probe"}
+
+
+def test_huge_inputs_refused_without_a_numpy_warning():
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, kernel_initializer="normed")])
+    before = _kernels(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match="non-finite loss"):
+            keras_normed.rescale(model, (np.full((8, 4), 1e30, "float32"), np.zeros((8, 3))))
+    _assert_same(before, model)

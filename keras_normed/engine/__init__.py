@@ -10,11 +10,17 @@ the function-keeping constraints' least-squares solution (:mod:`.solve`), one re
 from keras_normed.engine import grad
 from keras_normed.engine.data import Batch, as_batch
 from keras_normed.engine.grad import *  # noqa: F403 - re-exported: its __all__
-from keras_normed.engine.graph import KernelSite, ScaleConstraints, kernel_sites, scale_constraints
+from keras_normed.engine.graph import (
+    KernelSite,
+    ScaleConstraints,
+    kernel_sites,
+    scale_constraints,
+    weights_left,
+)
 from keras_normed.engine.report import Report, Row, spread
 from keras_normed.engine.solve import equalize, norm, relative_change
 from keras_normed.engine.state import Transaction, agree
 
 __all__ = ["Batch", "as_batch", "KernelSite", "ScaleConstraints", "kernel_sites",
            "scale_constraints", *grad.__all__, "Report", "Row", "spread", "equalize", "norm",
-           "relative_change", "Transaction", "agree"]
+           "relative_change", "Transaction", "agree", "weights_left"]

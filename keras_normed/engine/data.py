@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from typing import Any, List, Optional
 
 import keras
@@ -85,13 +86,24 @@ def _names(tensors) -> List[str]:
     return [getattr(t, "name", "").split(":")[0] for t in tensors]
 
 
+def _input_names(model, inputs) -> List[str]:
+    """What ``fit`` keys ``x`` by: the keys of a model built on a dict of Inputs, else their
+    names."""
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):  # a Sequential never called
+        struct = None
+    key = {id(t): k for k, t in struct.items()} if isinstance(struct, dict) else {}
+    return [key[id(t)] for t in inputs] if all(id(t) in key for t in inputs) else _names(inputs)
+
+
 def _check_x(model, x, arg: str) -> None:
     inputs = symbolic(model, "inputs")
     if inputs is None:
         return
     leaves = keras.tree.flatten(x)
+    names = _input_names(model, inputs)
     if isinstance(x, dict):
-        names = _names(inputs)
         missing = [n for n in names if n not in x]
         if missing:
             raise ValueError(
@@ -101,20 +113,22 @@ def _check_x(model, x, arg: str) -> None:
     elif len(leaves) != len(inputs):
         raise ValueError(
             f"`{arg}`: x holds {len(leaves)} array(s), but model {model.name!r} has {len(inputs)} "
-            f"input(s) ({_names(inputs)}). Pass one array per input (a list in the order of "
+            f"input(s) ({names}). Pass one array per input (a list in the order of "
             "`model.inputs`, or a dict keyed by input name).")
-    for leaf, spec in zip(leaves, inputs):
-        want, name = len(spec.shape), _names([spec])[0]
-        what = "x" if len(inputs) == 1 else f"x[{name!r}]"
+    for leaf, spec, name in zip(leaves, inputs, names):
+        want, what = len(spec.shape), "x" if len(inputs) == 1 else f"x[{name!r}]"
+        # An Input given no name is "keras_tensor_<n>" to Keras, unknown to the user.
+        label = "the model's input" if re.fullmatch(r"keras_tensor(_\d+)?", name) \
+            else f"input {name!r}"
         if leaf.ndim == want - 1:
             raise ValueError(
-                f"`{arg}`: {what} has shape {leaf.shape}, but input {name!r} expects "
+                f"`{arg}`: {what} has shape {leaf.shape}, but {label} expects "
                 f"{tuple(spec.shape)}: the batch axis is missing (an unbatched "
                 "tf.data.Dataset? call `dataset.batch(n)`).")
         if leaf.ndim != want or any(
                 d is not None and d != n for d, n in zip(spec.shape[1:], leaf.shape[1:])):
             raise ValueError(
-                f"`{arg}`: {what} has shape {leaf.shape}, but input {name!r} expects "
+                f"`{arg}`: {what} has shape {leaf.shape}, but {label} expects "
                 f"{tuple(spec.shape)} (batch first). Pass arrays of that shape, one per input "
                 "(a list in the order of `model.inputs`, or a dict keyed by input name).")
 

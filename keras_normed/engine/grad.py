@@ -397,8 +397,8 @@ def _exponent_probe(flat_g, flat_v):
 
 def _exponent(n1: float, n2: float) -> float:
     """The exponent from the norms of the steps taken with ``g`` and ``2 g``."""
-    if not n1 > 0:
-        return 2.0
+    if not (n1 > 0 and math.isfinite(n1) and math.isfinite(n2)):
+        return 2.0  # a non-finite step is refused by the caller
     p = float(np.clip(1.0 + math.log2(max(n2 / n1, 1e-12)), 1.0, 2.0))
     for exact in (1.0, 2.0):  # float32 rounding of the two steps
         if abs(p - exact) < 1e-3:

@@ -18,7 +18,7 @@ from keras_normed import _keras_compat as compat
 from keras_normed.engine.data import symbolic
 
 __all__ = ["KernelSite", "ScaleConstraints", "kernel_sites", "scale_constraints",
-           "trainable_ids"]
+           "trainable_ids", "weights_left"]
 
 Form = Dict[int, float]
 
@@ -95,20 +95,44 @@ def trainable_ids(model) -> set:
     return {id(v) for v in model.trainable_variables}
 
 
-def kernel_sites(model, select=None) -> List[KernelSite]:
+def _other_kernels(layer) -> List[Tuple[str, Any]]:
+    """``(name, variable)`` of a layer's kernel-like weights other than ``kernel``: depthwise,
+    pointwise, recurrent kernels, embeddings."""
+    return [(name.lstrip("_"), v) for name, v in vars(layer).items()
+            if isinstance(v, keras.Variable) and name.lstrip("_") != "kernel"
+            and (name.endswith("_kernel") or name == "embeddings")]
+
+
+def kernel_sites(model, select=None, *, every: bool = False) -> List[KernelSite]:
     """Every layer (nested, each once) with a ``kernel`` variable, in the order Keras lists
-    them; ``select(layer)`` filters. Frozen kernels are included with ``trainable=False``."""
+    them; ``select(layer)`` filters. Frozen kernels are included with ``trainable=False``.
+    ``every``: also each ``*_kernel`` of a layer without a ``kernel`` (a SeparableConv's)."""
     trainable = trainable_ids(model)
     sites = []
     for layer in compat.all_layers(model):
         kernel = getattr(layer, "kernel", None)
-        if layer is model or not isinstance(kernel, keras.Variable):
+        found = [kernel] if isinstance(kernel, keras.Variable) else [
+            v for name, v in _other_kernels(layer) if every and name.endswith("_kernel")]
+        if layer is model or not found or (select is not None and not select(layer)):
             continue
-        if select is not None and not select(layer):
-            continue
-        sites.append(KernelSite(layer, kernel, kernel.path, type(layer).__name__,
-                                id(kernel) in trainable))
+        sites += [KernelSite(layer, v, v.path, type(layer).__name__, id(v) in trainable)
+                  for v in found]
     return sites
+
+
+def weights_left(model, why, done=()) -> List[str]:
+    """``"<layer>.<weight>: <text>"`` for each trainable kernel-like weight that is not a
+    ``kernel`` nor in ``done`` (variables), where ``why(initializer_name, initializer)`` gives
+    a text: what a step on the kernels leaves as it is (none is skipped silently)."""
+    skip, trainable, left = {id(v) for v in done}, trainable_ids(model), []
+    for layer in compat.all_layers(model)[1:]:
+        for name, var in _other_kernels(layer):
+            init = name.removesuffix("_kernel") + "_initializer"  # depthwise_initializer
+            text = id(var) in trainable and id(var) not in skip and why(
+                init, getattr(layer, init, None))
+            if text:
+                left.append(f"{layer.name}.{name}: {text}")
+    return left
 
 
 def _activation_reason(fn) -> str:

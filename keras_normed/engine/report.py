@@ -135,7 +135,7 @@ class Report:
         lines = [head, f"{'layer':<34}{'kind':<18}{'uses':>5}{'fan_in':>8}{'sharing':>9}"
                        + "".join(f"{k[:11]:>12}" for k in keys)]
         for r in self.rows:
-            lines.append(f"{r.path[-33:]:<34}{r.kind[:17]:<18}{_fmt(r.uses):>5}"
+            lines.append(f"{_tail(r.path, 33):<34}{r.kind[:17]:<18}{_fmt(r.uses):>5}"
                          f"{_fmt(r.fan_in):>8}{_fmt(r.sharing):>9}"
                          + "".join(f"{_fmt(r.values.get(k)):>12}" for k in keys))
         for note in self.summary.get("notes", []) or []:
@@ -167,6 +167,14 @@ class Report:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+def _tail(path: str, width: int) -> str:
+    """``path`` cut from the left to ``width`` characters, at a ``/`` where one fits."""
+    if len(path) <= width:
+        return path
+    tail = path[3 - width:]
+    return "..." + (tail[tail.find("/"):] if "/" in tail else tail)
 
 
 def _fmt(value) -> str:

@@ -13,14 +13,27 @@ import numpy as np
 from keras_normed import _keras_compat as compat
 from keras_normed import structure
 
-__all__ = ["arpit_init", "assign_orthogonal", "layer_seeds", "residual_branch_ends",
-           "weight_norm_layers"]
+__all__ = ["arpit_init", "assign_orthogonal", "host_seed", "layer_seeds",
+           "residual_branch_ends", "weight_norm_layers"]
 
 
-def layer_seeds(seed: Optional[int], n: int) -> List[int]:
-    """``n`` independent int seeds derived from ``seed`` (random when ``None``) by
-    ``numpy.random.SeedSequence``: seeds ``s`` and ``s + 1`` share no layer seed."""
-    states = np.random.SeedSequence(seed).generate_state(max(n, 1))
+def host_seed(seed) -> Optional[int]:
+    """``seed`` checked as NumPy seeds take it: ``None``, an int >= 0, or an int drawn from a
+    ``keras.random.SeedGenerator``."""
+    if isinstance(seed, keras.random.SeedGenerator):
+        seed = int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1, seed=seed)))
+    integer = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if seed is None or integer and seed >= 0:
+        return None if seed is None else int(seed)
+    raise (ValueError if integer else TypeError)(
+        f"`seed` must be None, an int >= 0 or a keras.random.SeedGenerator, got {seed!r} "
+        f"({type(seed).__name__}). Pass e.g. seed=0.")
+
+
+def layer_seeds(seed, n: int) -> List[int]:
+    """``n`` independent int seeds derived from ``seed`` (:func:`host_seed`; random when
+    ``None``) by ``numpy.random.SeedSequence``: seeds ``s`` and ``s + 1`` share no layer seed."""
+    states = np.random.SeedSequence(host_seed(seed)).generate_state(max(n, 1))
     return [int(s % (2**31 - 1)) + 1 for s in states[:n]]
 
 
