@@ -655,6 +655,30 @@ def test_no_kernel_skipped_silently():
                                                            "sep.pointwise_kernel"], left
 
 
+def test_custom_weight_with_its_own_normed_initializer_is_listed():
+    """A custom layer's weight `w` drawn by its own Normed `w_initializer`: not rescaled (only
+    kernels are), and said so in `left`; a BatchNormalization's gamma/beta are not listed."""
+    class Scaled(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.w_initializer = keras_normed.Normed("linear", seed=3)
+
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], shape[-1]), initializer=self.w_initializer)
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.w)
+
+    model = keras.Sequential([keras.Input((8,)), Scaled(name="scaled"),
+                              L.Dense(8, "relu", kernel_initializer=_n(1)),
+                              L.BatchNormalization(),
+                              L.Dense(4, kernel_initializer=_n(2, "linear"))])
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype("float32")
+    left = keras_normed.rescale(model, (x, np.arange(32) % 4)).summary["left"]
+    assert [entry.split(":")[0] for entry in left] == ["scaled.w"], left
+    assert [e.split(":")[0] for e in keras_normed.lsuv(model, x, seed=0).left] == ["scaled.w"]
+
+
 def test_dict_model_keyed_as_fit_takes_it():
     """x keyed by the keys of the model's input dict (as `fit` takes it), not the Inputs'
     names; a missing key is named with what is expected."""

@@ -95,12 +95,17 @@ def trainable_ids(model) -> set:
     return {id(v) for v in model.trainable_variables}
 
 
+_NOT_KERNELS = {"kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"}
+
+
 def _other_kernels(layer) -> List[Tuple[str, Any]]:
     """``(name, variable)`` of a layer's kernel-like weights other than ``kernel``: depthwise,
-    pointwise, recurrent kernels, embeddings."""
+    pointwise, recurrent kernels, embeddings, and a custom layer's ``w`` drawn by its own
+    ``w_initializer``."""
     return [(name.lstrip("_"), v) for name, v in vars(layer).items()
-            if isinstance(v, keras.Variable) and name.lstrip("_") != "kernel"
-            and (name.endswith("_kernel") or name == "embeddings")]
+            if isinstance(v, keras.Variable) and name.lstrip("_") not in _NOT_KERNELS
+            and (name.endswith("_kernel") or name == "embeddings"
+                 or hasattr(layer, name.lstrip("_") + "_initializer"))]
 
 
 def kernel_sites(model, select=None, *, every: bool = False) -> List[KernelSite]:
