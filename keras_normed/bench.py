@@ -527,13 +527,17 @@ def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats:
     return row
 
 
+def _load(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def format_rescale(row: dict) -> str:
     """One line: the medians of :func:`bench_rescale` and the probe / first-fit ratios."""
     return (f"{row['case']}: probe rescale {row['probe_s']:.3f} s, analytic "
             f"{row['analytic_s']:.3f} s, first fit call {row['first_fit_s']:.3f} s; "
             f"probe / first fit = {row['probe_over_first_fit']:.3f} wall, "
             f"{row['probe_over_first_fit_cpu']:.3f} CPU time (median of {row['repeats']}; "
-            f"load average {row['load_average']})")
+            f"load average {_load(row['load_average'])})")
 
 
 def run(args: argparse.Namespace) -> int:
