@@ -320,7 +320,8 @@ def _conv_product(p, q, b, c_in, filters, size, dilation, pads, depthwise):
         def grad(*args, upstream=None):
             g = spectra(_upstream(args, upstream), q, filters)  # (N, Ho, Wo, Q, F)
             gp = _pad_axis(_pad_axis(g, 1, th - pt, th - pb), 2, tw - pl, tw - pr)
-            kc = ops.conj(ops.flip(ops.transpose(ks, (0, 1, 3, 2, 4)), (0, 1)))  # flipped taps
+            # the flipped taps, one axis at a time (Keras 3.11's TensorFlow flip takes one)
+            kc = ops.conj(ops.flip(ops.flip(ops.transpose(ks, (0, 1, 3, 2, 4)), 0), 1))
             dx = signal(tap_sum(gp, kc)[0], c_in)
             if depthwise:  # the upstream of the channels (part, q, p, f): [gr, gi, gr, gi]
                 gr, gi = (ops.repeat(t, p, axis=3) if p > 1 else t
