@@ -11,6 +11,8 @@ Initializations (``--inits``):
 - ``normed``: the Normed initializer, then :func:`keras_normed.rescale` on a probe batch of
   training data (layer-consistent scales measured with one optimizer step);
 - ``normed-analytic``: the Normed initializer, then ``rescale`` without data (analytic scales);
+- ``normed-structured`` / ``normed-structured-analytic``: the same with ``move="structured"``
+  (only circulant/periodic layers get their own scale); ``normed-local``: no model-level step;
 - ``glorot`` / ``he``: Glorot/He *normal* variance with fans of the layer's effective operator
   (:func:`keras_normed.structure.kernel_fans`), so a shared or circulant kernel gets the same
   treatment as under Normed: ``std = sqrt(2 / (fan_in + fan_out))`` and ``sqrt(2 / fan_in)``;
@@ -472,8 +474,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="networks of the paper to train")
     parser.add_argument("--inits", nargs="+", type=_init_name, default=list(DEFAULT_INITS),
                         metavar="INIT",
-                        help="initializations: normed, normed-analytic, glorot, he, or any "
-                             "keras.initializers name")
+                        help="initializations: normed, normed-analytic, glorot, he, "
+                             "normed-structured, normed-structured-analytic, normed-local, or "
+                             "any keras.initializers name")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
                         help="sgd, momentum (SGD with momentum 0.9) or adam")
     add_options(parser, seeds=5, epochs=3, batch_size=64,
