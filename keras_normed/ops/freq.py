@@ -237,7 +237,7 @@ def _tap_gradient(z, g):
     return _complex(re, im)[:, None]  # (1, 1, F)
 
 
-def _depthwise(z, k, dilation):
+def _depthwise(z, k, dilation, padding="valid"):
     """The tap sum of the shift form, ``(N, Hp, Wp, A, F), (kh, kw, A, R, F) -> (N, Ho, Wo, R,
     F)``, as one depthwise convolution of multiplier 1 (TensorFlow's CPU kernel is ~4x slower
     with 2): channels ``(part, r, a, f)`` ``[zr, zr, zi, zi]`` against ``[kr, ki, -ki, kr]``,
@@ -249,7 +249,7 @@ def _depthwise(z, k, dilation):
     k = ops.transpose(k, (0, 1, 3, 2, 4))
     kr, ki = ops.real(k), ops.imag(k)
     k = ops.reshape(ops.concatenate([kr, ki, -ki, kr], axis=2), (kh, kw, 4 * r * a * f, 1))
-    y = ops.depthwise_conv(z, k, 1, "valid", "channels_last", dilation)
+    y = ops.depthwise_conv(z, k, 1, padding, "channels_last", dilation)
     y = y[..., :2 * r * a * f] + y[..., 2 * r * a * f:]  # (part, r, a, f): [re, im]
     s = ops.shape(y)
     y = ops.reshape(y, (s[0], s[1], s[2], 2 * r, a, f))
@@ -257,15 +257,15 @@ def _depthwise(z, k, dilation):
     return _complex(y[:, :, :, :r], y[:, :, :, r:]), z
 
 
-def _depthwise_kernel_grad(z, g, shape, dilation):
-    """The vjp of ``g`` through ``depthwise_conv(z, k)`` (valid) to ``k`` of ``shape``:
+def _depthwise_kernel_grad(z, g, shape, dilation, padding):
+    """The vjp of ``g`` through ``depthwise_conv(z, k)`` to ``k`` of ``shape``:
     TensorFlow's DepthwiseConv2dNativeBackpropFilter (no keras.ops form)."""
     import tensorflow as tf
 
     k = tf.zeros(shape, z.dtype)
     with tf.GradientTape() as tape:  # the unused forward is pruned in graphs
         tape.watch(k)
-        y = ops.depthwise_conv(z, k, 1, "valid", "channels_last", dilation)
+        y = ops.depthwise_conv(z, k, 1, padding, "channels_last", dilation)
     return tape.gradient(y, k, output_gradients=g)
 
 
@@ -290,6 +290,7 @@ def _conv_product(p, q, b, c_in, filters, size, dilation, pads, depthwise):
     (kh, kw), (dh, dw), (pt, pb, pl, pr) = size, dilation, pads
     th, tw = (kh - 1) * dh, (kw - 1) * dw
     taps = [(u, v) for u in range(kh) for v in range(kw)]
+    same = depthwise and any(pads)  # pads are TensorFlow's SAME ones (stride 1)
 
     def spectra(z, blocks, channels):
         z = _pad_axis(z, 3, 0, blocks * b - channels)
@@ -301,9 +302,9 @@ def _conv_product(p, q, b, c_in, filters, size, dilation, pads, depthwise):
         s = ops.shape(z)
         return ops.reshape(z, (s[0], s[1], s[2], s[3] * s[4]))[..., :channels]
 
-    def tap_sum(z, k):  # (N, Hp, Wp, A, F), (kh, kw, A, R, F) -> (N, Ho, Wo, R, F), valid
+    def tap_sum(z, k, padding="valid"):  # (N, Hp, Wp, A, F), (kh, kw, A, R, F) -> (N, Ho, Wo, R, F)
         if depthwise:
-            return _depthwise(z, k, dilation)
+            return _depthwise(z, k, dilation, padding)
         y = None
         for u, v in taps:
             term = _mix(_shift(z, u * dh, v * dw, th, tw), k[u, v])
@@ -312,24 +313,29 @@ def _conv_product(p, q, b, c_in, filters, size, dilation, pads, depthwise):
 
     @ops.custom_gradient
     def product(x, kernel):
-        xs = _pad_axis(_pad_axis(spectra(x, p, c_in), 1, pt, pb), 2, pl, pr)  # (N, Hp, Wp, P, F)
+        xs = spectra(x, p, c_in)  # (N, H, W, P, F)
+        if not same:  # the depthwise convolution's own 'same' padding is ours: no padded copy
+            xs = _pad_axis(_pad_axis(xs, 1, pt, pb), 2, pl, pr)
         ks = rfft(kernel, b)  # (kh, kw, P, Q, F)
-        y, z = tap_sum(xs, ks)
+        y, z = tap_sum(xs, ks, "same" if same else "valid")
         y = signal(y, filters)
 
         def grad(*args, upstream=None):
             g = spectra(_upstream(args, upstream), q, filters)  # (N, Ho, Wo, Q, F)
-            gp = _pad_axis(_pad_axis(g, 1, th - pt, th - pb), 2, tw - pl, tw - pr)
+            # dx pads (th - pt, th - pb): TensorFlow's 'same' when th, tw are even
+            same_dx = same and th % 2 == 0 and tw % 2 == 0
+            gp = g if same_dx else _pad_axis(_pad_axis(g, 1, th - pt, th - pb), 2, tw - pl, tw - pr)
             # the flipped taps, one axis at a time (Keras 3.11's TensorFlow flip takes one)
             kc = ops.conj(ops.flip(ops.flip(ops.transpose(ks, (0, 1, 3, 2, 4)), 0), 1))
-            dx = signal(tap_sum(gp, kc)[0], c_in)
+            dx = signal(tap_sum(gp, kc, "same" if same_dx else "valid")[0], c_in)
             if depthwise:  # the upstream of the channels (part, q, p, f): [gr, gi, gr, gi]
                 gr, gi = (ops.repeat(t, p, axis=3) if p > 1 else t
                           for t in (ops.real(g), ops.imag(g)))
                 g4 = ops.concatenate([gr, gi, gr, gi], axis=3)
                 s, f = ops.shape(g4), b // 2 + 1
                 d = _depthwise_kernel_grad(z, ops.reshape(g4, (s[0], s[1], s[2], -1)),
-                                           (kh, kw, 4 * q * p * f, 1), dilation)
+                                           (kh, kw, 4 * q * p * f, 1), dilation,
+                                           "same" if same else "valid")
                 d = ops.reshape(d, (kh, kw, 4, q, p, f))  # conj(X) G, real and imaginary:
                 dk = ops.transpose(_complex(d[:, :, 0] + d[:, :, 3], d[:, :, 1] - d[:, :, 2]),
                                    (0, 1, 3, 2, 4))
