@@ -227,12 +227,11 @@ def _default_builder(net: str, kernel_initializer, seed: int):
 
 def apply_rescale(model, mode, probe, optimizer, loss=None):
     """The model-level step of a Normed initialization: ``mode`` is ``(rule, move)`` from
-    :func:`initialization` (or a rule name alone, ``move="all"``); the probe rule runs on the
-    ``probe`` batch. ``rescale`` copies the optimizer: the probe step leaves no state in the
-    one that trains."""
+    :func:`initialization`; the probe rule runs on the ``probe`` batch. ``rescale`` copies the
+    optimizer: the probe step leaves no state in the one that trains."""
     from keras_normed import rescale
 
-    rule, move = (mode, "all") if isinstance(mode, str) else mode
+    rule, move = mode
     return rescale(model, data=probe if rule == "probe" else None, optimizer=optimizer,
                    loss=loss, rule=rule, move=move)
 

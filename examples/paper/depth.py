@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import sys
 import time
 from typing import Dict, List
@@ -146,6 +145,15 @@ def measure_at_init(init: str, depths: List[int], x, width: int, seed: int,
     }
 
 
+def _peak_rss_mib() -> float:
+    """The process's peak resident memory so far (NaN where ``resource`` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, lr: float,
           momentum: float, seed: int, sigma_b2: float, head: str = "flatten",
           jit: bool = False) -> Dict:
@@ -194,7 +202,7 @@ def train(init: str, depth: int, data, steps: int, width: int, batch_size: int, 
     steady = (seconds - first) / max(len(losses) - 1, 1) if first is not None else float("nan")
     return {"loss": losses, "train_acc": accs, "test_acc": test_acc, "seconds": seconds,
             "first_step_seconds": first, "step_seconds": steady,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib": _peak_rss_mib(),
             "diverged": is_diverged(losses)}
 
 

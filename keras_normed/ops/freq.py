@@ -13,11 +13,11 @@ with the conjugate spectrum:
   for the kernel gradient), each kernel once per call (its spectrum is reused by the
   backward pass).
 - Convolution: the ``kh x kw`` taps are spatial shifts, which commute with the FFT over
-  channels: the spectra of the pixels are padded once and convolved per frequency, in plain
-  TensorFlow as one depthwise convolution (its kernel gradient TensorFlow's), under XLA and on
-  the other backends as shifted views times the tap's spectrum (XLA's CPU depthwise
-  convolution is slow). ``dx`` is the same sum over the flipped taps with ``conj(K)``, ``dk[u, v] =
-  sum conj(shift(X)) G``.
+  channels: the spectra of the pixels are convolved per frequency, in plain TensorFlow as one
+  depthwise convolution (its own SAME padding, its kernel gradient TensorFlow's), under XLA and
+  on the other backends as shifted views of the once-padded spectra times the tap's spectrum
+  (XLA's CPU depthwise convolution is slow). ``dx`` is the same sum over the flipped taps
+  with ``conj(K)``, ``dk[u, v] = sum conj(shift(X)) G``.
 
 The spectra are complex tensors of the backend (``tf.signal`` / ``jnp.fft`` /
 ``torch.fft``); everything else is ``keras.ops``, with ``keras.ops.custom_gradient`` (so
@@ -291,6 +291,9 @@ def _conv_product(p, q, b, c_in, filters, size, dilation, pads, depthwise):
     th, tw = (kh - 1) * dh, (kw - 1) * dw
     taps = [(u, v) for u in range(kh) for v in range(kw)]
     same = depthwise and any(pads)  # pads are TensorFlow's SAME ones (stride 1)
+    # dx pads (th - pt, th - pb): TensorFlow's SAME too when th and tw are even
+    same_dx = same and th % 2 == 0 and tw % 2 == 0
+    padding, padding_dx = ("same" if s else "valid" for s in (same, same_dx))
 
     def spectra(z, blocks, channels):
         z = _pad_axis(z, 3, 0, blocks * b - channels)
@@ -317,25 +320,22 @@ def _conv_product(p, q, b, c_in, filters, size, dilation, pads, depthwise):
         if not same:  # the depthwise convolution's own 'same' padding is ours: no padded copy
             xs = _pad_axis(_pad_axis(xs, 1, pt, pb), 2, pl, pr)
         ks = rfft(kernel, b)  # (kh, kw, P, Q, F)
-        y, z = tap_sum(xs, ks, "same" if same else "valid")
+        y, z = tap_sum(xs, ks, padding)
         y = signal(y, filters)
 
         def grad(*args, upstream=None):
             g = spectra(_upstream(args, upstream), q, filters)  # (N, Ho, Wo, Q, F)
-            # dx pads (th - pt, th - pb): TensorFlow's 'same' when th, tw are even
-            same_dx = same and th % 2 == 0 and tw % 2 == 0
             gp = g if same_dx else _pad_axis(_pad_axis(g, 1, th - pt, th - pb), 2, tw - pl, tw - pr)
             # the flipped taps, one axis at a time (Keras 3.11's TensorFlow flip takes one)
             kc = ops.conj(ops.flip(ops.flip(ops.transpose(ks, (0, 1, 3, 2, 4)), 0), 1))
-            dx = signal(tap_sum(gp, kc, "same" if same_dx else "valid")[0], c_in)
+            dx = signal(tap_sum(gp, kc, padding_dx)[0], c_in)
             if depthwise:  # the upstream of the channels (part, q, p, f): [gr, gi, gr, gi]
                 gr, gi = (ops.repeat(t, p, axis=3) if p > 1 else t
                           for t in (ops.real(g), ops.imag(g)))
                 g4 = ops.concatenate([gr, gi, gr, gi], axis=3)
                 s, f = ops.shape(g4), b // 2 + 1
                 d = _depthwise_kernel_grad(z, ops.reshape(g4, (s[0], s[1], s[2], -1)),
-                                           (kh, kw, 4 * q * p * f, 1), dilation,
-                                           "same" if same else "valid")
+                                           (kh, kw, 4 * q * p * f, 1), dilation, padding)
                 d = ops.reshape(d, (kh, kw, 4, q, p, f))  # conj(X) G, real and imaginary:
                 dk = ops.transpose(_complex(d[:, :, 0] + d[:, :, 3], d[:, :, 1] - d[:, :, 2]),
                                    (0, 1, 3, 2, 4))
