@@ -443,6 +443,27 @@ def test_first_step_fused_equals_per_variable(optimizer):
         2.0 if isinstance(optimizer, keras.optimizers.SGD) else 1.0)
 
 
+@pytest.mark.parametrize("optimizer", [
+    keras.optimizers.SGD(0.1),
+    keras.optimizers.SGD(0.1, momentum=0.9),
+    keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+    keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.3, 1, 0.5)),
+    keras.optimizers.SGD(0.1, weight_decay=0.5),
+    keras.optimizers.SGD(0.1, clipnorm=0.01)])
+def test_step_norms_equal_the_optimizers_own_step(optimizer):
+    # Plain SGD's step norms come from a closed form; the reference runs the optimizer.
+    from keras_normed import engine
+
+    rng = np.random.default_rng(1)
+    values = [rng.standard_normal((4, 3)), rng.standard_normal((5,))]
+    grads = [rng.standard_normal((4, 3)), 10 * rng.standard_normal((5,))]
+    found, p = engine.step_norms_and_exponent(optimizer, grads, values)
+    steps = engine.optimizer_steps(optimizer, grads, values)
+    np.testing.assert_allclose(found, [np.linalg.norm(s) for s in steps], rtol=1e-5)
+    assert p == engine.step_exponent(optimizer, grads, values)
+    assert optimizer.iterations.numpy() == 0  # the given optimizer never steps
+
+
 class ResBlock(keras.layers.Layer):
     """A layer made of layers: its own call holds a residual constraint."""
 
