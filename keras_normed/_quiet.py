@@ -1,12 +1,13 @@
-"""A quiet start for the command-line tools (:func:`is_cli`; a library import changes nothing):
-an unset ``TF_CPP_MIN_LOG_LEVEL`` becomes ``"2"``, and what TensorFlow writes to fd 2 while it
-loads is caught until :func:`end`, then written back less what :func:`keep_line` drops. Imported
-first by ``keras_normed/__init__.py``. Why: docs/cli.md.
+"""A quiet start for the command-line tools only (:func:`is_cli`); why and how: docs/cli.md.
+
+An unset ``TF_CPP_MIN_LOG_LEVEL`` becomes ``"2"``; fd 2 is caught until :func:`end`, then written
+back less what :func:`keep_line` drops.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import sys
@@ -23,43 +24,37 @@ _LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]\s]+:\d+\] ")
 # INFO lines of another form: absl's pre-initialization notice, the CPU feature guard's second.
 _INFO_LINES = ("WARNING: All log messages before absl::InitializeLog() is called",
                "To enable the following instructions:")
-_SEVERITIES = "IWEF"  # INFO, WARNING, ERROR, FATAL: levels 0 to 3
 
 _state: dict = {}
 
 
-def is_cli(argv: Optional[Sequence[str]] = None,
-           orig_argv: Optional[Sequence[str]] = None) -> bool:
-    """Whether this process is a command-line tool: the ``keras-normed`` console script, or
-    ``python -m`` of a module of :data:`CLI_MODULES` (read from ``sys.orig_argv``, 3.10+)."""
+def is_cli(argv: Optional[Sequence[str]] = None, orig_argv: Optional[Sequence[str]] = None) -> bool:
+    """Whether this process is the ``keras-normed`` script, or ``python -m`` of a module of
+    :data:`CLI_MODULES` (read from ``sys.orig_argv``, 3.10+)."""
     argv = sys.argv if argv is None else argv
     orig = list(getattr(sys, "orig_argv", ()) if orig_argv is None else orig_argv)
     script = os.path.basename(argv[0]) if argv and argv[0] else ""
     if os.path.splitext(script)[0] in (SCRIPT, SCRIPT + "-script"):
         return True
-    i = 1
-    while i < len(orig):  # the interpreter's options, up to the script, -c or -m
-        arg = orig[i]
+    args = iter(orig[1:])
+    for arg in args:  # the interpreter's options, up to the script, -c or -m
         if arg == "-m":
-            return i + 1 < len(orig) and orig[i + 1] in CLI_MODULES
+            return next(args, None) in CLI_MODULES
         if arg.startswith("-m"):
             return arg[2:] in CLI_MODULES
         if arg in ("-X", "-W"):
-            i += 2
-            continue
-        if not arg.startswith("-") or arg.startswith("-c"):
+            next(args, None)  # the option's value
+        elif not arg.startswith("-") or arg.startswith("-c"):
             return False
-        i += 1
     return False
 
 
 def keep_line(line: str, level: int) -> bool:
-    """Whether a line TensorFlow wrote while loading stays at ``TF_CPP_MIN_LOG_LEVEL`` ``level``
-    (log lines below it are dropped, and the INFO lines of another form when INFO is hidden)."""
+    """Whether a line TensorFlow wrote while loading stays at ``TF_CPP_MIN_LOG_LEVEL=level``."""
     text = line.rstrip("\r\n")
     match = _LOG_LINE.match(text)
     if match:
-        return _SEVERITIES.index(match.group(1)) >= level
+        return "IWEF".index(match.group(1)) >= level  # INFO, WARNING, ERROR, FATAL: 0 to 3
     if text.startswith(_INFO_LINES):
         return level < 1
     return True
@@ -73,7 +68,7 @@ def _level() -> int:
 
 
 def begin() -> None:
-    """For the command: default ``TF_CPP_MIN_LOG_LEVEL``, then catch fd 2 until :func:`end`."""
+    """For a command: default ``TF_CPP_MIN_LOG_LEVEL``, then catch fd 2 until :func:`end`."""
     if _state or not is_cli() or "tensorflow" in sys.modules:
         return
     _state["user_level"] = os.environ.get(ENV)
@@ -96,10 +91,8 @@ def end() -> None:
     saved, capture = _state.pop("saved", None), _state.pop("capture", None)
     if saved is None:
         return
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass
     os.dup2(saved, 2)
     os.close(saved)
     capture.seek(0)

@@ -1,7 +1,6 @@
 """Speed benchmark of the block-circulant layers against Dense / Conv2D and materialising.
 
-Also what ``keras_normed.rescale`` costs next to a model's first ``fit`` call (``--cases
-rescale``). The method and the results: docs/performance.md; the options: docs/cli.md.
+Also ``keras_normed.rescale`` against a first ``fit`` call. Results: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -15,33 +14,38 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+import keras
+import numpy as np
+
 from keras_normed.cli import nonneg_int, positive_int, positive_int_list
+from keras_normed.initializers import Normed
+from keras_normed.layers import CirculantConv2D, CirculantDense
+from keras_normed.ops._common import freq_contract
+from keras_normed.ops.fft import circulant_matmul, circulant_to_dense
+from keras_normed.scaling import rescale
 
 # The sizes of the cases (options left unset), and their --quick values: a smoke test of seconds.
 DEFAULTS = {"sizes": (1024, 4096), "blocks": ("16", "64", "256", "1024", "n"), "batch": 256,
-            "repeats": 10, "warmup": 2, "conv_shape": (14, 14, 256),
-            "conv_blocks": (16, 64, 256), "conv_batch": 32}
+            "repeats": 10, "warmup": 2, "conv_shape": (14, 14, 256), "conv_blocks": (16, 64, 256),
+            "conv_batch": 32}
 QUICK = {"sizes": (128,), "blocks": ("16", "n"), "batch": 8, "repeats": 3, "warmup": 1,
          "conv_shape": (6, 6, 32), "conv_blocks": (8,), "conv_batch": 2}
 
 # The issue's target: dense n = 4096, block 256, batch 256, XLA, fwd+bwd ratio (and faster than
-# materialise). Tracker issue 13: (case, n, block, batch, XLA, fwd+bwd ratio target), run by
-# --cases targets (and found in the default run).
+# materialise). Issue 13: (case, n, block, batch, XLA, fwd+bwd ratio target), --cases targets.
 TARGET_RATIO = 0.1
 ISSUE13_ROWS = (("conv", 256, 256, 32, False, 0.3), ("conv", 256, 256, 32, True, 0.3),
                 ("dense", 4096, 1024, 256, True, 0.05), ("dense", 4096, 256, 256, True, 0.05))
 
 
-def _conv_shape(text: str) -> List[int]:
-    """An argparse type: ``H,W,C``, three integers >= 1."""
+def _conv_shape(text: str) -> List[int]:  # argparse type: H,W,C
     values = positive_int_list(text)
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"must be three integers H,W,C >= 1, got {text!r}")
     return values
 
 
-def _block_list(text: str) -> List[str]:
-    """An argparse type: block sizes, integers >= 1 or ``n`` (the full size)."""
+def _block_list(text: str) -> List[str]:  # argparse type: integers >= 1 or n
     values = [v.strip() for v in text.split(",") if v.strip()]
     for v in values:
         if v != "n" and not (v.isdigit() and int(v) > 0):
@@ -55,8 +59,8 @@ def _block_list(text: str) -> List[str]:
 # The options that set a size: option -> (type, metavar, help); defaults from DEFAULTS.
 _SIZE_OPTIONS = {
     "--sizes": (positive_int_list, "N,...", "square sizes n of the n -> n dense case"),
-    "--blocks": (_block_list, "B,...", "block sizes; 'n' means the full size; sizes that do "
-                                       "not divide n are skipped"),
+    "--blocks": (_block_list, "B,...",
+                 "block sizes; 'n' means the full size; sizes that do not divide n are skipped"),
     "--batch": (positive_int, "N", "batch of the dense case"),
     "--repeats": (positive_int, "N", "timed rounds after warm-up; the median is reported"),
     "--warmup": (nonneg_int, "N", "untimed rounds; at least one runs, to compile"),
@@ -68,8 +72,7 @@ _SIZE_OPTIONS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``keras-normed bench``. Sizes left unset take their :data:`DEFAULTS`
-    value, or with ``--quick`` their :data:`QUICK` value."""
+    """The options of ``keras-normed bench``; unset sizes: :data:`DEFAULTS` (:data:`QUICK`)."""
     for option, (kind, metavar, text) in _SIZE_OPTIONS.items():
         default = DEFAULTS[option[2:].replace("-", "_")]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
@@ -93,8 +96,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=nonneg_int, default=0, metavar="N",
                         help="seed of inputs and weights")
 
-
-# Parameter bytes (exact formulas, checked by the tests)
 
 def dense_param_bytes(n_in: int, units: int, dtype_bytes: int = 4) -> int:
     """Bytes of a ``Dense(units)`` kernel and bias: ``dtype_bytes * (n_in * units + units)``."""
@@ -121,8 +122,6 @@ def circulant_conv_param_bytes(k: int, c_in: int, filters: int, block_size: int,
 
 
 def _weight_bytes(layer) -> int:
-    import numpy as np
-
     return int(sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in layer.weights))
 
 
@@ -141,14 +140,27 @@ def _time_interleaved(fns: Dict[str, Callable], repeats: int, warmup: int) -> Di
 
 
 def _compiled(apply: Callable, x, upstream, variables, jit: bool):
-    """``(forward, forward_backward)`` of ``apply(x)``: ``tf.function(jit_compile=jit)``, or on
-    JAX ``jax.jit`` when ``jit`` (else op by op); each returns once its result is computed. The
-    random ``upstream`` keeps XLA from simplifying the backward matmuls away."""
-    import keras
-
+    """``(forward, forward_backward)`` of ``apply(x)``, each returning once its result is
+    computed; ``jit``: with XLA. The random ``upstream`` keeps XLA from dropping backward work."""
     name = keras.backend.backend()
     if name == "jax":
-        return _compiled_jax(apply, x, upstream, variables, jit)
+        import jax
+
+        variables = list(variables)
+        values = [v.value for v in variables]
+
+        def run(x, values):  # with the values substituted, so jax.grad differentiates them too
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return apply(x)
+
+        def loss(x, values):
+            return keras.ops.sum(run(x, values) * upstream)
+
+        forward, gradients = run, jax.grad(loss, argnums=(0, 1))
+        if jit:
+            forward, gradients = jax.jit(forward), jax.jit(gradients)
+        return (lambda: jax.block_until_ready(forward(x, values)),
+                lambda: jax.block_until_ready(gradients(x, values)))
     if name != "tensorflow":
         raise NotImplementedError(f"keras-normed bench runs on the TensorFlow and JAX backends, "
                                   f"not KERAS_BACKEND={name!r}.")
@@ -168,29 +180,6 @@ def _compiled(apply: Callable, x, upstream, variables, jit: bool):
     return forward, forward_backward
 
 
-def _compiled_jax(apply: Callable, x, upstream, variables, jit: bool):
-    """:func:`_compiled` on JAX: ``apply`` runs with the variables' values substituted
-    (``keras.StatelessScope``), so ``jax.grad`` differentiates with respect to them too."""
-    import jax
-    import keras
-
-    variables = list(variables)
-    values = [v.value for v in variables]
-
-    def run(x, values):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return apply(x)
-
-    def loss(x, values):
-        return keras.ops.sum(run(x, values) * upstream)
-
-    forward, gradients = run, jax.grad(loss, argnums=(0, 1))
-    if jit:
-        forward, gradients = jax.jit(forward), jax.jit(gradients)
-    return (lambda: jax.block_until_ready(forward(x, values)),
-            lambda: jax.block_until_ready(gradients(x, values)))
-
-
 def _blocks_for(n: int, blocks: Sequence[str]) -> List[int]:
     sizes = []
     for b in blocks:
@@ -203,12 +192,8 @@ def _blocks_for(n: int, blocks: Sequence[str]) -> List[int]:
 def _bench_case(case: dict, shape: tuple, baseline, circulant: Callable, materialise: Callable,
                 blocks: Sequence[int], jit: bool, repeats: int, warmup: int,
                 seed: int) -> List[dict]:
-    """Rows of one case, on inputs (and upstream gradients) of ``shape``: the Keras
-    ``baseline`` layer (impl ``dense``), then per block size ``b`` the layer ``circulant(b)``
-    and ``materialise(layer, inputs)`` of that layer's kernel."""
-    import keras
-    import numpy as np
-
+    """Rows of one case on inputs of ``shape``: ``baseline`` (impl ``dense``), then per block
+    size ``b`` the layer ``circulant(b)`` and ``materialise(layer, inputs)``."""
     rng = np.random.default_rng(seed)
     x = keras.ops.convert_to_tensor(rng.standard_normal(shape).astype("float32"))
     upstream = keras.ops.convert_to_tensor(rng.standard_normal(shape).astype("float32"))
@@ -235,10 +220,6 @@ def _bench_case(case: dict, shape: tuple, baseline, circulant: Callable, materia
 def bench_dense(n: int, blocks: Sequence[str], batch: int, jit: bool, repeats: int,
                 warmup: int, seed: int = 0) -> List[dict]:
     """Rows for the square ``n -> n`` case: Dense, then CirculantDense and materialise per block."""
-    import keras
-
-    from keras_normed.layers import CirculantDense
-    from keras_normed.ops.fft import circulant_to_dense
 
     def materialise(layer, inputs):
         return keras.ops.matmul(inputs, circulant_to_dense(layer.kernel, n, n)) + layer.bias
@@ -252,11 +233,6 @@ def bench_dense(n: int, blocks: Sequence[str], batch: int, jit: bool, repeats: i
 def bench_conv(shape: Sequence[int], blocks: Sequence[int], batch: int, jit: bool,
                repeats: int, warmup: int, seed: int = 0, kernel_size: int = 3) -> List[dict]:
     """Rows for ``H x W x C -> C`` 3x3 'same' convolutions: Conv2D, CirculantConv2D, materialise."""
-    import keras
-
-    from keras_normed.layers import CirculantConv2D
-    from keras_normed.ops.fft import circulant_to_dense
-
     h, w, c = (int(v) for v in shape)
 
     def materialise(layer, inputs):
@@ -267,20 +243,15 @@ def bench_conv(shape: Sequence[int], blocks: Sequence[int], batch: int, jit: boo
                                kernel_initializer=keras.initializers.GlorotUniform(seed))
     case = {"case": "conv", "shape": f"{h}x{w}x{c}->{c} k{kernel_size}", "n": c, "batch": batch}
     return _bench_case(case, (batch, h, w, c), conv,
-                       lambda b: CirculantConv2D(c, kernel_size, b, padding="same"),
-                       materialise, [b for b in blocks if c % b == 0], jit, repeats, warmup,
-                       seed)
+                       lambda b: CirculantConv2D(c, kernel_size, b, padding="same"), materialise,
+                       [b for b in blocks if c % b == 0], jit, repeats, warmup, seed)
 
 
 def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: int,
                       warmup: int, seed: int = 0) -> Dict[str, float]:
-    """Median milliseconds of the parts of ``x @ W`` for a block-circulant ``n x n`` ``W``: the
-    ``rfft``s, the package's contraction (``stacked``), ``irfft``, the whole forward, and
-    alternative contractions of the same spectra (complex matmul, four real matmuls, einsum)."""
+    """Median milliseconds of the parts of ``x @ W`` for a block-circulant ``n x n`` ``W``
+    (TensorFlow), and of alternative contractions (complex matmul, four real matmuls, einsum)."""
     import tensorflow as tf
-
-    from keras_normed.ops import fft as fft_ops
-    from keras_normed.ops._common import freq_contract
 
     rng = tf.random.Generator.from_seed(seed)
     x, kernel = rng.normal((batch, n)), rng.normal((n // block_size,) * 2 + (block_size,))
@@ -302,17 +273,13 @@ def profile_circulant(n: int, block_size: int, batch: int, jit: bool, repeats: i
         yi = tf.matmul(xrt, kit) + tf.matmul(xit, krt)
         return tf.transpose(yr, (1, 2, 0)), tf.transpose(yi, (1, 2, 0))
 
-    parts = {
-        "rfft": lambda: tf.signal.rfft(xb),
-        "kernel_rfft": lambda: tf.signal.rfft(kernel),
-        "contract_stacked": lambda: freq_contract(xr, xi, kr, ki),
-        "contract_complex_matmul": complex_matmul,
-        "contract_real4": real4,
-        "contract_einsum": lambda: tf.einsum("mpf,pqf->mqf", xs, ks),
-        "irfft": lambda: tf.signal.irfft(ys),
-        "forward": lambda: fft_ops.circulant_matmul(x, kernel, n),
-        "dense_matmul": lambda: tf.matmul(x, w_dense),
-    }
+    parts = {"rfft": lambda: tf.signal.rfft(xb), "kernel_rfft": lambda: tf.signal.rfft(kernel),
+             "contract_stacked": lambda: freq_contract(xr, xi, kr, ki),
+             "contract_complex_matmul": complex_matmul, "contract_real4": real4,
+             "contract_einsum": lambda: tf.einsum("mpf,pqf->mqf", xs, ks),
+             "irfft": lambda: tf.signal.irfft(ys),
+             "forward": lambda: circulant_matmul(x, kernel, n),
+             "dense_matmul": lambda: tf.matmul(x, w_dense)}
     fns = {name: tf.function(fn, jit_compile=jit, autograph=False) for name, fn in parts.items()}
     return {name: 1e3 * s for name, s in _time_interleaved(fns, repeats, warmup).items()}
 
@@ -323,14 +290,11 @@ def run_bench(sizes: Sequence[int] = DEFAULTS["sizes"],
               conv_blocks: Sequence[int] = DEFAULTS["conv_blocks"], conv_batch: int = 32,
               cases: str = "all", jit_modes: Sequence[bool] = (False, True),
               profile: bool = False, seed: int = 0, verbose: bool = True) -> dict:
-    """Run the benchmark; return ``{"rows": [...], "profile": [...], "machine": {...},
-    "settings": {...}}``."""
+    """Run the benchmark: ``{"rows": [...], "profile": [...], "machine": ..., "settings": ...}``."""
     if batch < 1 or conv_batch < 1:
         raise ValueError("`batch` and `conv_batch` must be >= 1.")
     if repeats < 1 or warmup < 0:
         raise ValueError("`repeats` must be >= 1 and `warmup` >= 0.")
-    import keras
-
     backend = keras.backend.backend()
     if profile and backend != "tensorflow":
         raise ValueError(f"--profile times TensorFlow ops: it needs KERAS_BACKEND=tensorflow, "
@@ -340,8 +304,7 @@ def run_bench(sizes: Sequence[int] = DEFAULTS["sizes"],
 
         # Every case builds fresh tf.functions on purpose: silence TF's retracing warning.
         tf.get_logger().setLevel("ERROR")
-    rows: List[dict] = []
-    prof: List[dict] = []
+    rows, prof = [], []
 
     def measure(label: str, fn: Callable, *args) -> List[dict]:
         if verbose:
@@ -420,8 +383,7 @@ def format_table(rows: Sequence[dict], markdown: bool = False) -> str:
                  "|" + "|".join("---:" if i >= 5 else "---" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
-              for i, h in enumerate(header)]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([fmt(header)] + [fmt(r) for r in body])
 
@@ -445,9 +407,13 @@ def _find(rows: Sequence[dict], impl: str, case: str, n: int, block: int, batch:
                  and (case != "conv" or r["shape"].startswith("14x14"))), None)
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def check_issue13(rows: Sequence[dict]) -> List[str]:
-    """One verdict line per row of :data:`ISSUE13_ROWS` that was measured (fwd+bwd ratio of the
-    circulant layer to Dense / Conv2D in the same run)."""
+    """One verdict line per measured row of :data:`ISSUE13_ROWS` (fwd+bwd ratio of the circulant
+    layer to Dense / Conv2D in the same run)."""
     lines = []
     for case, n, block, batch, jit, target in ISSUE13_ROWS:
         row = _find(rows, "circulant", case, n, block, batch, jit)
@@ -455,7 +421,7 @@ def check_issue13(rows: Sequence[dict]) -> List[str]:
             ratio = row["fwdbwd_ratio"]
             lines.append(f"Issue 13: {case} {row['shape']} block {block} batch {batch} "
                          f"{'XLA' if jit else 'tf.function'}: {ratio:.3f} of Keras's layer "
-                         f"(target <= {target}: {'met' if ratio <= target else 'NOT met'})")
+                         f"(target <= {target}: {_met(ratio <= target)})")
     return lines
 
 
@@ -465,26 +431,18 @@ def check_targets(rows: Sequence[dict]) -> Optional[str]:
                  for impl in ("circulant", "materialise"))
     if circ is None or mat is None:
         return None
-    ok_ratio = circ["fwdbwd_ratio"] <= TARGET_RATIO
-    ok_mat = circ["fwdbwd_ms"] <= mat["fwdbwd_ms"]
-    return (f"Target (n=4096, block 256, batch 256, XLA, fwd+bwd): "
-            f"{circ['fwdbwd_ratio']:.3f} of Dense (target <= {TARGET_RATIO}: "
-            f"{'met' if ok_ratio else 'NOT met'}); "
-            f"{circ['fwdbwd_ms']:.3g} ms vs materialise {mat['fwdbwd_ms']:.3g} ms "
-            f"({'met' if ok_mat else 'NOT met'}).")
+    ratio, ms, mat_ms = circ["fwdbwd_ratio"], circ["fwdbwd_ms"], mat["fwdbwd_ms"]
+    return (f"Target (n=4096, block 256, batch 256, XLA, fwd+bwd): {ratio:.3f} of Dense (target "
+            f"<= {TARGET_RATIO}: {_met(ratio <= TARGET_RATIO)}); {ms:.3g} ms vs materialise "
+            f"{mat_ms:.3g} ms ({_met(ms <= mat_ms)}).")
 
 
 def _mlp(depth: int, width: int, seed: int):
-    import keras
-
-    from keras_normed.initializers import Normed
-
     keras.utils.set_random_seed(seed)
-    layers = [keras.Input((width,))]
-    layers += [keras.layers.Dense(width, activation="relu", kernel_initializer="normed")
-               for _ in range(depth - 1)]
-    layers.append(keras.layers.Dense(10, kernel_initializer=Normed("linear")))
-    model = keras.Sequential(layers)
+    hidden = [keras.layers.Dense(width, activation="relu", kernel_initializer="normed")
+              for _ in range(depth - 1)]
+    model = keras.Sequential([keras.Input((width,)), *hidden,
+                              keras.layers.Dense(10, kernel_initializer=Normed("linear"))])
     model.compile(keras.optimizers.SGD(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
@@ -492,19 +450,14 @@ def _mlp(depth: int, width: int, seed: int):
 
 def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats: int = 3,
                   seed: int = 0) -> dict:
-    """What ``rescale`` costs next to training a ``depth``-layer ReLU MLP of ``width`` units:
-    per round on fresh models, ``rescale`` with a probe batch, then the first ``fit`` call (one
-    step, tracing included), and ``rescale`` by the analytic rule. Medians over ``repeats``
-    rounds after a warm-up, in wall time and in this process's CPU time."""
-    import numpy as np
-
-    import keras_normed
-
+    """``rescale`` of a ``depth``-layer ReLU MLP of ``width`` units, with a probe batch and by the
+    analytic rule, next to its first ``fit`` call (one step, tracing included): medians over
+    ``repeats`` rounds on fresh models after a warm-up, in wall time and in CPU time."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, width)).astype("float32")
     y = rng.integers(0, 10, batch)
     small = _mlp(3, 16, seed)
-    keras_normed.rescale(small, (x[:, :16], y))
+    rescale(small, (x[:, :16], y))
     small.fit(x[:, :16], y, batch_size=batch, epochs=1, verbose=0)
     times = {"probe": [], "analytic": [], "first_fit": []}  # (wall, CPU) seconds per round
 
@@ -515,9 +468,9 @@ def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats:
 
     for r in range(repeats):
         model = _mlp(depth, width, seed + r)
-        timed("probe", keras_normed.rescale, model, (x, y))
+        timed("probe", rescale, model, (x, y))
         timed("first_fit", model.fit, x, y, batch_size=batch, epochs=1, verbose=0)
-        timed("analytic", keras_normed.rescale, _mlp(depth, width, seed + r))
+        timed("analytic", rescale, _mlp(depth, width, seed + r))
     row = {"case": f"rescale {depth}x{width} MLP, batch {batch}", "repeats": repeats}
     for clock, i in (("", 0), ("_cpu", 1)):
         med = {key: statistics.median(t[i] for t in ts) for key, ts in times.items()}
@@ -527,17 +480,14 @@ def bench_rescale(depth: int = 100, width: int = 256, batch: int = 256, repeats:
     return row
 
 
-def _load(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
 def format_rescale(row: dict) -> str:
     """One line: the medians of :func:`bench_rescale` and the probe / first-fit ratios."""
+    load = "n/a" if row["load_average"] is None else f"{row['load_average']:.2f}"
     return (f"{row['case']}: probe rescale {row['probe_s']:.3f} s, analytic "
             f"{row['analytic_s']:.3f} s, first fit call {row['first_fit_s']:.3f} s; "
             f"probe / first fit = {row['probe_over_first_fit']:.3f} wall, "
             f"{row['probe_over_first_fit_cpu']:.3f} CPU time (median of {row['repeats']}; "
-            f"load average {_load(row['load_average'])})")
+            f"load average {load})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -562,8 +512,7 @@ def run(args: argparse.Namespace) -> int:
         result["rescale"] = bench_rescale(**small, seed=args.seed)
         print(format_rescale(result["rescale"]))
     if result["profile"]:
-        print("\nParts of the circulant forward:")
-        print(format_profile(result["profile"]))
+        print("\nParts of the circulant forward:\n" + format_profile(result["profile"]))
     verdict = check_targets(result["rows"])
     if verdict:
         print(verdict)

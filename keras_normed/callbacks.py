@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import os
 
 import keras
+
+# Looked up at call time (``scaling.rescale``, not ``rescale``): a patched function is the one run.
+from keras_normed import data_driven, diagnostics, engine, scaling
 
 __all__ = ["NormedScaling", "LSUVInit", "GrowthMonitor"]
 
 
 def _check_kwargs(owner: str, fn, kwargs: dict, own=()) -> dict:
-    """``kwargs`` if ``fn`` takes each of them, else a TypeError naming the first that it does
-    not: at construction, not at ``fit``."""
+    # At construction rather than at `fit`: name the first keyword that `fn` does not take.
     takes = [p for p in inspect.signature(fn).parameters if p not in ("model", *own)]
     for key in kwargs:
         if key not in takes:
@@ -42,19 +46,15 @@ class NormedScaling(keras.callbacks.Callback):
 
     def __init__(self, data=None, verbose: bool = False, **kwargs):
         super().__init__()
-        from keras_normed.scaling import rescale
-
         self.data = data
         self.verbose = verbose
-        self.kwargs = _check_kwargs("NormedScaling", rescale, kwargs, ("data", "verbose"))
+        self.kwargs = _check_kwargs("NormedScaling", scaling.rescale, kwargs, ("data", "verbose"))
         self.report = None
         self.calls = 0
 
     def on_train_begin(self, logs=None):
-        from keras_normed.scaling import rescale
-
         self.calls += 1
-        self.report = rescale(self.model, self.data, verbose=self.verbose, **self.kwargs)
+        self.report = scaling.rescale(self.model, self.data, verbose=self.verbose, **self.kwargs)
 
 
 class LSUVInit(keras.callbacks.Callback):
@@ -70,23 +70,18 @@ class LSUVInit(keras.callbacks.Callback):
 
     Args:
         x_batch: the batch LSUV measures variances on.
-        **kwargs: passed to :func:`keras_normed.lsuv` (``tol``, ``max_iter``, ``seed``,
-            ``verbose``).
+        **kwargs: for :func:`keras_normed.lsuv` (``tol``, ``max_iter``, ``seed``, ``verbose``).
     """
 
     def __init__(self, x_batch, **kwargs):
         super().__init__()
-        from keras_normed.data_driven import lsuv
-
         self.x_batch = x_batch
-        self.kwargs = _check_kwargs("LSUVInit", lsuv, kwargs, ("x_batch",))
+        self.kwargs = _check_kwargs("LSUVInit", data_driven.lsuv, kwargs, ("x_batch",))
         self.report = None
 
     def on_train_begin(self, logs=None):
-        from keras_normed.data_driven import lsuv
-
         if self.report is None:
-            self.report = lsuv(self.model, self.x_batch, **self.kwargs)
+            self.report = data_driven.lsuv(self.model, self.x_batch, **self.kwargs)
 
 
 class GrowthMonitor(keras.callbacks.Callback):
@@ -110,16 +105,14 @@ class GrowthMonitor(keras.callbacks.Callback):
         data: the batch to measure on, as ``model.fit`` takes data (with targets).
         every: measure every this many training steps (a positive int).
         log_dir: folder for TensorBoard event files (TensorFlow backend), or None.
-        **kwargs: passed to :func:`keras_normed.growth_report` (``optimizer``, ``loss``,
-            ``training``).
+        **kwargs: for :func:`keras_normed.growth_report` (``optimizer``, ``loss``, ``training``).
     """
 
     def __init__(self, data, every: int = 100, log_dir=None, **kwargs):
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"`every` must be a positive int (training steps), got {every!r}.")
-        if log_dir is not None and not isinstance(log_dir, (str, bytes)) and \
-                not hasattr(log_dir, "__fspath__"):
+        if log_dir is not None and not isinstance(log_dir, (str, bytes, os.PathLike)):
             raise TypeError(f"`log_dir` must be a folder path or None, got {log_dir!r}.")
         if data is None:
             raise ValueError("GrowthMonitor: `data` is None; pass the batch to measure on, "
@@ -127,9 +120,7 @@ class GrowthMonitor(keras.callbacks.Callback):
         self.data = data
         self.every = every
         self.log_dir = None if log_dir is None else str(log_dir)
-        from keras_normed.diagnostics import growth_report
-
-        self.kwargs = _check_kwargs("GrowthMonitor", growth_report, kwargs, ("x", "y"))
+        self.kwargs = _check_kwargs("GrowthMonitor", diagnostics.growth_report, kwargs, ("x", "y"))
         self.history: list = []
         self.step = 0
         self._writer = None
@@ -139,18 +130,14 @@ class GrowthMonitor(keras.callbacks.Callback):
             if keras.backend.backend() != "tensorflow":
                 raise ValueError("GrowthMonitor(log_dir=...) writes TensorBoard files with "
                                  "tf.summary: use the TensorFlow backend, or log_dir=None.")
-            import importlib.util
-
-            import tensorflow as tf
-
             if importlib.util.find_spec("tensorboard") is None:
                 raise ValueError("GrowthMonitor(log_dir=...) needs the tensorboard package "
                                  "(`pip install tensorboard`, or the package's [tensorboard] "
                                  "extra); or pass log_dir=None.")
+            import tensorflow as tf
+
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.step == 0:
-            from keras_normed import engine
-
             engine.as_batch(self.model, self.data, need_y=True, arg="GrowthMonitor(data=...)")
             self._measure(logs)
 
@@ -164,9 +151,7 @@ class GrowthMonitor(keras.callbacks.Callback):
             self._writer.flush()
 
     def _measure(self, logs) -> None:
-        from keras_normed.diagnostics import growth_report
-
-        report = growth_report(self.model, self.data, **self.kwargs)
+        report = diagnostics.growth_report(self.model, self.data, **self.kwargs)
         values = {"growth_spread": float(report.spread)}
         values.update({f"growth/{row.path}": float(row.growth) for row in report.rows})
         self.history.append({"step": self.step, **values})

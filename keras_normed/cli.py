@@ -1,6 +1,6 @@
-"""Command-line entry point: ``keras-normed <command> [options]`` (docs/cli.md), and the
-argparse types its commands share. A thin dispatcher (also behind ``python -m examples.paper``):
-a command is a module with ``add_arguments(parser)`` and ``run(args) -> int``, imported only when
+"""``keras-normed <command> [options]`` (docs/cli.md), and the argparse types its commands share.
+
+A command is a module with ``add_arguments(parser)`` and ``run(args) -> int``, imported only when
 it runs or shows its help; bad values and combinations end in one error line, exit status 2.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
 import importlib.util
 import sys
 from typing import Callable, Dict, List, Optional
@@ -28,8 +27,7 @@ def _fail(what: str, text) -> argparse.ArgumentTypeError:
 
 
 def int_at_least(minimum: int, name: Optional[str] = None) -> Callable[[str], int]:
-    """An argparse type: an integer ``>= minimum`` (its ``__name__``: ``name``, by default
-    ``int_at_least_<minimum>``)."""
+    """An argparse type: an integer ``>= minimum``, named ``name`` or ``int_at_least_<minimum>``."""
 
     def parse(text: str) -> int:
         try:
@@ -78,8 +76,7 @@ class Parser(argparse.ArgumentParser):
 
 
 class _TopParser(Parser):
-    """The dispatcher's parser: ``command`` and the command's own arguments; its epilog, the
-    commands' summaries read from their sources, is only built when the help is shown."""
+    """``command`` and its own arguments; the epilog (command summaries) is built for --help."""
 
     def __init__(self, commands: Dict[str, str], prog: str, description: str):
         super().__init__(prog=prog, description=description,
@@ -103,8 +100,8 @@ class _TopParser(Parser):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Adds ``(default: X)`` to an option's help, once: not when the help already states its
-    default, nor for a default of ``None`` or a flag's ``False``. Lists are shown as typed."""
+    """Adds ``(default: X)`` to an option's help unless it states one, or the default is ``None``
+    or a flag's ``False``. Lists are shown as typed."""
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -120,8 +117,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def _command_parser(prog: str, module) -> argparse.ArgumentParser:
-    doc = (module.__doc__ or "").strip()
-    parser = Parser(prog=prog, description=doc.splitlines()[0] if doc else None,
+    parser = Parser(prog=prog, description=_summary(module.__name__) or None,
                     formatter_class=HelpFormatter)
     module.add_arguments(parser)
     return parser
@@ -129,9 +125,8 @@ def _command_parser(prog: str, module) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, commands: Optional[Dict[str, str]] = None,
          prog: str = PROG, description: Optional[str] = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit code.
-    ``commands`` (default :data:`COMMANDS`) maps a command to its module; ``prog`` names the tool.
-    Unknown commands, bad values and an :class:`OptionError` end in ``SystemExit(2)``."""
+    """Run the command of ``argv`` (default ``sys.argv[1:]``) from ``commands`` (default
+    :data:`COMMANDS`); return its exit code. Bad input ends in ``SystemExit(2)``."""
     commands = COMMANDS if commands is None else commands
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _TopParser(commands, prog, description or

@@ -26,21 +26,20 @@ from keras_normed.engine import Report, Row
 __all__ = ["growth_report"]
 
 
-def _activation_variances(model, layers, x) -> list:
+def _activation_variances(model, layers, x) -> dict:
+    """``{id(layer): variance of its outputs}`` of an inference-mode call on ``x``."""
     with compat.captured_calls(layers) as record:
         kwargs = {"training": False} if compat.call_takes_training(model) else {}
         model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), **kwargs)
-    out = []
+    out = {}
     for layer in layers:
-        calls = record[id(layer)]
         values = [np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
-                  for _, _, o in calls for t in keras.tree.flatten(o)]
-        out.append(float(np.var(np.concatenate(values))) if values else math.nan)
+                  for _, _, o in record[id(layer)] for t in keras.tree.flatten(o)]
+        out[id(layer)] = float(np.var(np.concatenate(values))) if values else math.nan
     return out
 
 
-def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = True
-                  ) -> Report:
+def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = True) -> Report:
     """Forward variance, gradient variance and one-step relative growth of every kernel.
 
     Args:
@@ -55,37 +54,33 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
         ``grad_var``, ``growth``; ``spread``, ``loss`` and ``optimizer`` in the summary.
     """
     scaling.check_built(model)
-    data = x if y is None else (x, y)
-    batch = engine.as_batch(model, data, need_y=True, arg="x" if y is None else "x, y")
+    batch = engine.as_batch(model, x if y is None else (x, y), need_y=True,
+                            arg="x" if y is None else "x, y")
     sites = [s for s in engine.kernel_sites(model, every=True) if s.trainable]
     if not sites:
         raise ValueError(f"Model {model.name!r} has no layer with a trainable kernel.")
-    constraints = engine.scale_constraints(model, [s.variable for s in sites], batch.x,
-                                           training=training)
-    structures = [scaling.kernel_structure(s.layer) if s.variable is getattr(s.layer, "kernel",
-                                                                             None) else None
-                  for s in sites]
+    variables = [s.variable for s in sites]
+    constraints = engine.scale_constraints(model, variables, batch.x, training=training)
     optimizer = engine.resolve_optimizer(model, optimizer)
-    m = scaling.measure_growth(model, batch, [s.variable for s in sites], optimizer=optimizer,
-                               loss=loss, training=training)
+    m = scaling.measure_growth(model, batch, variables, optimizer=optimizer, loss=loss,
+                               training=training)
     layers = list({id(s.layer): s.layer for s in sites}.values())  # a SeparableConv: 2 sites
-    act = dict(zip(map(id, layers), _activation_variances(model, layers, batch.x)))
-    act = [act[id(s.layer)] for s in sites]
+    act = _activation_variances(model, layers, batch.x)
     rows = []
-    for site, st, u, g, r, a in zip(sites, structures, constraints.uses, m["grads"],
-                                    m["growth"], act):
-        fan_in = st.fan_in if st is not None else structure.kernel_fans(
-            site.layer, site.variable.shape, site.variable.name)[0]
-        rows.append(Row(site.path, site.kind, u, int(fan_in),
-                        float(st.sharing) if st is not None else math.nan,
-                        int(np.prod(site.variable.shape)),
-                        {"act_var": float(a), "grad_var": float(np.var(g)),
-                         "growth": float(r)}))
+    for site, use, grads, growth in zip(sites, constraints.uses, m["grads"], m["growth"]):
+        layer, var = site.layer, site.variable
+        st = scaling.kernel_structure(layer) if var is getattr(layer, "kernel", None) else None
+        if st is None:
+            fan_in, sharing = structure.kernel_fans(layer, var.shape, var.name)[0], math.nan
+        else:
+            fan_in, sharing = st.fan_in, float(st.sharing)
+        rows.append(Row(site.path, site.kind, use, int(fan_in), sharing, int(np.prod(var.shape)),
+                        {"act_var": act[id(layer)], "grad_var": float(np.var(grads)),
+                         "growth": float(growth)}))
     try:
         name = f"{type(optimizer).__name__}(lr={float(optimizer.learning_rate):.3g})"
     except (TypeError, ValueError):  # a learning-rate schedule
         name = type(optimizer).__name__
+    left = engine.weights_left(model, lambda *_: "not measured", variables)
     return Report("growth", False, rows=rows,
-                  summary={"loss": float(m["loss"]), "optimizer": name,
-                           "left": engine.weights_left(model, lambda *_: "not measured",
-                                                       [s.variable for s in sites])})
+                  summary={"loss": float(m["loss"]), "optimizer": name, "left": left})

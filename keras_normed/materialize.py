@@ -23,8 +23,7 @@ def _numpy(value) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
-def _common(layer) -> dict:
-    """Arguments every replacement keeps: name, dtype policy, trainability."""
+def _common(layer) -> dict:  # what every replacement keeps
     return {"name": layer.name, "dtype": layer.dtype_policy, "trainable": layer.trainable}
 
 
@@ -52,16 +51,14 @@ def _from_circulant(layer) -> _Replacement:
 
 
 def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
-    """Indices ``(i - before) mod n`` for ``i < n + before + after`` as contiguous runs
-    ``(first, last)``, one slice each."""
+    """Indices ``(i - before) mod n``, ``i < n + before + after``, as runs ``(first, last)``."""
     idx = np.arange(-before, n + after) % n
     runs = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)
     return [(int(run[0]), int(run[-1])) for run in runs]
 
 
 def _wrap_axis(x, n: int, before: int, after: int, rows: bool, name: str, layer):
-    """Wrap-pad ``x`` along its rows or columns with slices + concatenation, in ``layer``'s
-    data_format (given explicitly: the defaults follow the global setting)."""
+    # Wrap-pad along rows or columns in `layer`'s data_format (the default follows the global one).
     pieces, fmt, dtype = [], layer.data_format, layer.dtype_policy
     for j, (first, last) in enumerate(_wrap_runs(n, before, after)):
         if first == 0 and last == n - 1:
@@ -77,18 +74,14 @@ def _wrap_axis(x, n: int, before: int, after: int, rows: bool, name: str, layer)
     return keras.layers.Concatenate(axis=axis, name=name, dtype=dtype)(pieces)
 
 
-def _input_shape(layer) -> tuple:
+def _from_periodic(layer: PeriodicConv2D) -> _Replacement:
     try:
-        return tuple(layer.input.shape)
+        shape = tuple(layer.input.shape)
     except (AttributeError, ValueError) as err:
         raise ValueError(
             f"materialize: cannot read the input shape of layer {layer.name!r} "
             f"({type(layer).__name__}): it must be called exactly once in the model "
             f"({err}). Give the model an Input and call each PeriodicConv2D once.") from None
-
-
-def _from_periodic(layer: PeriodicConv2D) -> _Replacement:
-    shape = _input_shape(layer)
     h, w = shape[1:3] if layer.data_format == "channels_last" else shape[2:4]
     kh, kw = layer.kernel_size
     ch, cw = (kh - 1) // 2, (kw - 1) // 2
@@ -129,12 +122,10 @@ _ALIAS_NAMES = ("normed", "delta_orthogonal", "random_walk", "Normed", "DeltaOrt
 
 
 def _clone_other(layer) -> _Replacement:
-    module = type(layer).__module__
-    if module.startswith("keras_normed"):
-        raise TypeError(
-            f"materialize does not know the package layer {type(layer).__name__} "
-            f"({layer.name!r}); it handles CirculantDense, CirculantConv2D, PeriodicConv2D and "
-            "WeightNormalization.")
+    if type(layer).__module__.startswith("keras_normed"):
+        raise TypeError(f"materialize does not know the package layer {type(layer).__name__} "
+                        f"({layer.name!r}); it handles CirculantDense, CirculantConv2D, "
+                        "PeriodicConv2D and WeightNormalization.")
     new = layer.__class__.from_config(_strip_package_initializers(layer.get_config()))
     return new, new, layer.get_weights
 
@@ -168,14 +159,13 @@ def materialize(model: keras.Model) -> keras.Model:
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}.")
     if not compat.is_graph_model(model):
-        raise TypeError(
-            f"`model` must be a keras.Sequential or functional keras.Model; got the subclassed "
-            f"model {type(model).__name__!r}, whose layers have no graph to rewrite. Rebuild it "
-            "as a functional model (keras.Model(inputs, outputs)) first.")
+        raise TypeError(f"`model` must be a keras.Sequential or functional keras.Model; got the "
+                        f"subclassed model {type(model).__name__!r}, whose layers have no graph "
+                        "to rewrite. Rebuild it as a functional model (keras.Model(inputs, "
+                        "outputs)) first.")
     if not model.built or not model.inputs:
-        raise ValueError(
-            f"`model` {model.name!r} is not built: give it a keras.Input (or call "
-            "`model.build(input_shape)` on a Sequential) before materialize.")
+        raise ValueError(f"`model` {model.name!r} is not built: give it a keras.Input (or call "
+                         "`model.build(input_shape)` on a Sequential) before materialize.")
 
     pending = []  # (original layer, the layer that takes its weights, the weights)
 
