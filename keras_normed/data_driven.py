@@ -6,7 +6,6 @@ layers called more than once, and restore every weight on error.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Callable, List, Optional, Union
 
 import keras
@@ -16,6 +15,7 @@ from keras_normed import _keras_compat as compat
 from keras_normed import engine
 from keras_normed.engine import Report, Row
 from keras_normed.initializers.weight_norm import assign_orthogonal, host_seed, layer_seeds
+from keras_normed.scaling import check_number
 
 __all__ = ["lsuv", "data_dependent_init"]
 
@@ -32,14 +32,12 @@ class _Target:
         # A WeightNormalization's direction v is never rescaled: its length g is.
         self.direction = layer.kernel
         self.scale = layer.kernel if wrapper is None else wrapper.g
-        # Per output unit only where the kernel's last axis is the output channel (a circulant
-        # kernel's is not: one scalar per layer).
+        # Per unit only where the kernel's last axis is the output channel (not a circulant's).
         self.per_unit = (wrapper is not None or isinstance(layer, keras.layers.Dense)
                          or compat.is_conv(layer))
-        bias = getattr(self.holder, "bias", None)
-        self.bias = bias if getattr(self.holder, "use_bias", bias is not None) else None
-        if self.bias is not None and tuple(self.bias.shape) != self.direction.shape[-1:]:
-            self.bias = None
+        bias = getattr(layer, "bias", None)
+        per_unit_bias = bias is not None and tuple(bias.shape) == layer.kernel.shape[-1:]
+        self.bias = bias if per_unit_bias and getattr(layer, "use_bias", True) else None
 
     def multiply(self, factor) -> None:
         """Scale the layer's output (before the bias) by ``factor`` (a scalar or per unit)."""
@@ -47,7 +45,7 @@ class _Target:
         self.scale.assign((value * np.asarray(factor, dtype=np.float64)).astype(value.dtype))
 
     def preactivation(self, args, kwargs):
-        """The layer's output on its recorded call, with its activation switched off."""
+        """The layer's output on its recorded call, activation off."""
         activation = getattr(self.holder, "activation", None)
         kwargs = {k: v for k, v in kwargs.items() if k != "training"}
         if activation is None:
@@ -72,15 +70,14 @@ def _targets(model, method: str) -> List[_Target]:
         raise ValueError("`model` has no layer with a trainable kernel to initialize.")
     targets = [_Target(s.layer, wrappers.get(id(s.layer))) for s in sites]
     constraints = engine.scale_constraints(model, [t.scale for t in targets], training=False)
-    shared = [(t.name, u) for t, u in zip(targets, constraints.uses) if u is not None and u > 1]
+    uses = constraints.uses
+    shared = [(t.name, u) for t, u in zip(targets, uses) if u is not None and u > 1]
     if shared:
         raise ValueError(
             f"{method}: layers {shared} (name, calls) are called more than once (weight tying): "
             "one kernel cannot give each call its own output statistics. Initialize a model "
             "without shared layers (or untie them for initialization) and copy the weights.")
-    order = [i for i in constraints.order
-             if constraints.uses[i] is None or constraints.uses[i] > 0]
-    return [targets[i] for i in order]
+    return [targets[i] for i in constraints.order if uses[i] is None or uses[i] > 0]
 
 
 def _left(model, method: str) -> List[str]:
@@ -97,8 +94,7 @@ def _layer_input(model, target: _Target, x):
     if not calls:
         raise ValueError(f"Layer {target.name!r} is not called when the model runs on the "
                          "batch; it cannot be initialized from data.")
-    args, kwargs, _ = calls[0]
-    return args, kwargs
+    return calls[0][:2]  # the first call's (args, kwargs)
 
 
 def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
@@ -108,8 +104,8 @@ def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
         raise ValueError(
             f"{method}: the output of layer {t.name!r} is NaN or inf on this batch; check the "
             "inputs' range and the weights of the layers before it.")
-    z = z.reshape(-1, z.shape[-1]) if per_unit else z
-    mean, var = (z.mean(axis=0), z.var(axis=0)) if per_unit else (z.mean(), z.var())
+    z = z.reshape(-1, z.shape[-1]) if per_unit else z.reshape(-1)
+    mean, var = z.mean(axis=0), z.var(axis=0)
     if np.any(var <= _TINY_VARIANCE):
         raise ValueError(
             f"{method}: the output of layer {t.name!r} has zero variance on this batch (dead "
@@ -118,42 +114,27 @@ def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
     return mean, var
 
 
-def _real(name: str, value, low: float, high: float = math.inf, *, integer: bool = False,
-          open_low: bool = False):
-    kind = numbers.Integral if integer else numbers.Real
-    what = "an int" if integer else "a number"
-    bound = f"{'>' if open_low else '>='} {low}" + ("" if high == math.inf else f" and <= {high}")
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"`{name}` must be {what} {bound}, got {value!r} "
-                        f"({type(value).__name__}).")
-    ok = math.isfinite(value) and (value > low if open_low else value >= low) and value <= high
-    if not ok:
-        raise ValueError(f"`{name}` must be {what} {bound}, got {value!r}.")
-    return value
-
-
 def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
          seed: Optional[int] = None, verbose: bool = False) -> Report:
     """Layer-sequential unit-variance (LSUV) initialization, in place (docs/lsuv.md).
 
     Every kernel is set orthonormal (``keras.initializers.Orthogonal`` on its 2-D reshape),
     biases zero; then layer by layer in forward order ``W <- W / sqrt(Var(z))`` (``z``: the
-    pre-activation output on ``x_batch``; ``g`` is rescaled for a WeightNormalization layer)
-    until ``|Var(z) - 1| < tol`` or ``max_iter`` steps.
+    pre-activation output on ``x_batch``; ``g`` for WeightNormalization) until
+    ``|Var(z) - 1| < tol`` or ``max_iter`` steps.
 
     Args:
         model: a built model (any kind); layers called more than once are refused.
         x_batch: a batch of inputs as ``model.fit`` takes ``x`` (at least 2 examples).
         tol: tolerance on the output variance.
         max_iter: most rescaling steps per layer.
-        seed: seed of the orthonormal matrices (one per layer derived from it): None, an
-            int >= 0 or a ``keras.random.SeedGenerator``.
+        seed: seed of the orthonormal matrices: None, an int >= 0 or a SeedGenerator.
         verbose: print one line per layer.
 
     Returns:
-        A :class:`~keras_normed.engine.Report` (method ``"lsuv"``; per layer ``iterations``,
-        ``variance``, ``converged``; ``report.converged``: every layer met ``tol``;
-        ``report.left``: the weights other than kernels it left as they were).
+        A :class:`~keras_normed.engine.Report` (method ``"lsuv"``): per layer ``iterations``,
+        ``variance``, ``converged`` (``report.converged``: all are); ``report.left``: the
+        weights other than kernels, left as they were.
 
     Raises:
         ValueError: bad batch, a layer output of zero variance or not finite (weights kept).
@@ -167,8 +148,8 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
 
     Reference: D. Mishkin, J. Matas, "All you need is a good init", ICLR 2016.
     """
-    _real("tol", tol, 0, open_low=True)
-    _real("max_iter", max_iter, 1, integer=True)
+    check_number("tol", tol, 0, open_low=True)
+    check_number("max_iter", max_iter, 1, integer=True)
     targets = _targets(model, "lsuv")
     seeds = layer_seeds(seed, len(targets))
     x = engine.as_batch(model, x_batch, need_y=False, arg="x_batch", min_size=2).x
@@ -200,24 +181,21 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
                         between_layer_iters: int = 10, alpha: float = 0.5,
                         mean: float = 0.0, std: float = 1.0, seed: Optional[int] = None,
                         verbose: bool = False) -> Report:
-    """Data-dependent initialization of Krähenbühl et al. (ICLR 2016), in place, from the
-    model's current weights (docs/data_dependent.md).
+    """Data-dependent initialization, in place, from the model's current weights
+    (docs/data_dependent.md).
 
-    1. *Within-layer*, in forward order: ``W[..., i] <- W[..., i] * std / sigma_i``,
-       ``b_i <- mean - (mu_i - b_i) * std / sigma_i`` per output unit ``i`` of the
-       pre-activation (``g`` for weight normalization).
+    1. *Within-layer*, in forward order, per output unit ``i`` of the pre-activation (``g`` for
+       weight normalization): ``W[..., i] <- W[..., i] * std / sigma_i``,
+       ``b_i <- mean - (mu_i - b_i) * std / sigma_i``.
     2. *Between-layer*: the change rates ``C_k = ||dL/dW_k||^2 / ||W_k||^2`` are equalized by
-       function-keeping kernel scales ``exp(a_k)`` (``C_k`` scales by ``exp(-4 a_k)``:
-       :func:`keras_normed.engine.equalize`), ``between_layer_iters`` times, damped by ``alpha``.
+       function-keeping kernel scales ``exp(a_k)`` (``C_k`` scales by ``exp(-4 a_k)``),
+       ``between_layer_iters`` times, damped by ``alpha``.
 
     Args:
-        model: a built model (any kind, any backend with gradients); layers called more than
-            once are refused.
-        x_batch: a batch of inputs as ``model.fit`` takes ``x`` (at least 2 examples).
-        y_batch: targets for the loss; ``None`` draws random normal targets (``seed``) with a
-            mean-squared loss.
-        loss: a Keras loss; by default the compiled loss, else
-            :func:`keras_normed.engine.default_loss` per output.
+        model, x_batch: as in :func:`lsuv`.
+        y_batch: targets; ``None`` draws random normal targets (``seed``) with a squared loss.
+        loss: a Keras loss (default: the compiled loss, else
+            :func:`keras_normed.engine.default_loss` per output).
         within_layer: run step 1.
         between_layer_iters: iterations of step 2 (0 skips it).
         alpha: damping exponent of step 2, in (0, 1].
@@ -226,21 +204,20 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
         verbose: print the change rates.
 
     Returns:
-        A :class:`~keras_normed.engine.Report` (method ``"data_dependent"``; per layer the
+        A :class:`~keras_normed.engine.Report` (method ``"data_dependent"``): per layer the
         scale of step 1 and the final change rate; the spread ``max C_k / min C_k`` before and
-        after step 2 and its relative output change).
+        after step 2 and its relative output change.
 
     Raises:
-        ValueError: bad batch or arguments, layer outputs of zero variance or not finite
-            (weights kept).
+        ValueError: bad batch or arguments, layer outputs of zero variance or not finite.
 
     Reference: P. Krähenbühl, C. Doersch, J. Donahue, T. Darrell, "Data-dependent
     Initializations of Convolutional Neural Networks", ICLR 2016.
     """
-    _real("std", std, 0, open_low=True)
-    _real("mean", mean, -math.inf)
-    _real("alpha", alpha, 0, 1, open_low=True)
-    _real("between_layer_iters", between_layer_iters, 0, integer=True)
+    check_number("std", std, 0, open_low=True)
+    check_number("mean", mean, -math.inf)
+    check_number("alpha", alpha, 0, 1, open_low=True)
+    check_number("between_layer_iters", between_layer_iters, 0, integer=True)
     seed = host_seed(seed)
     targets = _targets(model, "data_dependent_init")
     data = x_batch if y_batch is None else (x_batch, y_batch)
@@ -308,9 +285,8 @@ def _between_layer(model, targets, batch, loss, iters, alpha, seed, report, verb
         rates = change_rates()
         if verbose:
             print("data_dependent_init: change-rate spread", float(rates.max() / rates.min()))
-    out1 = engine.predict(model, batch)
     report.summary.update(
-        output_change=engine.relative_change(out0, out1),
+        output_change=engine.relative_change(out0, engine.predict(model, batch)),
         between_layer={"spread_before": before, "spread_after": float(rates.max() / rates.min()),
                        "iterations": iters, "constraints": constraints.rows.shape[0]},
         notes=constraints.notes, loss=loss_fn.description)

@@ -1,11 +1,8 @@
 """Model-level, layer-consistent scales: the between-layer part of the normed method.
 
-:func:`rescale` multiplies each kernel initialized by :class:`~keras_normed.initializers.Normed`
-by ``c_l = exp(a_l)`` so that the relative growth ``r_l = ||step(W_l)||_T / ||W_l||_T`` of every
-layer under one optimizer step is as equal as the function-keeping constraints ``A a = 0`` read
-from the model's graph allow (:func:`keras_normed.engine.scale_constraints`,
-:func:`keras_normed.engine.equalize`). docs/normed.md ("rescale") derives both rules (probe and
-analytic), the constraints and the safety rules (marks, refusals, replicas).
+:func:`rescale` scales each Normed-initialized kernel so that the relative growth of every layer
+under one optimizer step is as equal as the function-keeping constraints allow. docs/normed.md
+("rescale") derives both rules (probe and analytic), the constraints and the safety rules.
 """
 
 from __future__ import annotations
@@ -34,18 +31,16 @@ def kernel_structure(layer) -> Optional[structure.LinearStructure]:
         return None
     try:
         return structure.layer_structure(layer, shape)
-    except ValueError:
-        # Unknown spatial sizes (e.g. a conv on variable-size images): no sharing to measure.
+    except ValueError:  # unknown spatial sizes (a conv on variable-size images): nothing shared
         return None
 
 
 def _structure_or_fans(layer) -> structure.LinearStructure:
     found = kernel_structure(layer)
-    if found is None:
-        fan_in, fan_out = structure.kernel_fans(layer, layer.kernel.shape)
-        found = structure.LinearStructure(fan_in, fan_out, 1.0, False,
-                                          int(np.prod(layer.kernel.shape)))
-    return found
+    if found is not None:
+        return found
+    fan_in, fan_out = structure.kernel_fans(layer, layer.kernel.shape)
+    return structure.LinearStructure(fan_in, fan_out, 1.0, False, int(np.prod(layer.kernel.shape)))
 
 
 def _is_normed(layer) -> bool:
@@ -75,21 +70,16 @@ def check_built(model) -> None:
 
 
 def _fresh_weights_mismatch(layers) -> List[str]:
-    """Layers whose kernel is not what its Normed initializer drew.
-
-    Read from the fingerprint the initializer kept of its draw in this process; where it kept
-    none (the kernel was drawn in a traced function), the draw is made again, which needs a
-    reproducible seed (an int, or None's drawn int)."""
+    """Layers whose kernel is not what its Normed initializer drew: read from the fingerprint
+    of the draw, else drawn again (a kernel drawn in a traced function left no fingerprint)."""
     bad = []
     for layer in layers:
-        kernel = layer.kernel
-        init = layer.kernel_initializer
+        kernel, init = layer.kernel, layer.kernel_initializer
         drew = init.drew(kernel)
+        if drew is None and isinstance(init.draw_seed, keras.random.SeedGenerator):
+            bad.append(f"{kernel.path} (drawn from a SeedGenerator: cannot be redrawn to check)")
+            continue
         if drew is None:
-            if isinstance(init.draw_seed, keras.random.SeedGenerator):
-                bad.append(f"{kernel.path} (drawn from a SeedGenerator: cannot be redrawn to "
-                           "check)")
-                continue
             expected = keras.ops.convert_to_numpy(init.sample(kernel.shape, kernel.dtype, layer))
             actual = keras.ops.convert_to_numpy(kernel)
             drew = actual.shape == expected.shape and bool(
@@ -102,27 +92,22 @@ def _fresh_weights_mismatch(layers) -> List[str]:
 def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, loss=None,
                    training: bool = True) -> dict:
     """Relative growth ``r_l = ||step||_T / ||W_l||_T`` of ``kernels`` under one optimizer step
-    (``||.||_T = sqrt(sharing) ||.||`` for a uniformly shared kernel, so the ratio is the plain
-    norms' ratio).
+    (for a uniformly shared kernel ``||.||_T = sqrt(sharing) ||.||``: the plain norms' ratio).
 
     Args:
-        model: a built Keras model.
-        data: a batch with targets, as ``fit`` takes it (see :func:`keras_normed.rescale`).
+        model, data, optimizer, loss, training: as in :func:`rescale` (``data`` with targets).
         kernels: variables to measure (default: the Normed kernels).
         values: values to measure them at (default: their current values); nothing is assigned.
-        optimizer: whose first step to use (default: the compiled one, else ``SGD(0.01)``).
-        loss: default the compiled loss, else :func:`keras_normed.engine.default_loss`.
-        training: call the model in training mode (batch statistics, dropout).
 
-    Returns a dict with ``growth`` (list), ``loss``, ``grads`` (float64 arrays), the step's
-    ``exponent`` (see :func:`keras_normed.engine.step_exponent`) and the model's ``output``.
+    Returns:
+        A dict: ``growth`` (list), ``loss``, ``grads`` (float64 arrays), the step's ``exponent``
+        (:func:`keras_normed.engine.step_exponent`) and the model's ``output``.
     """
     if kernels is None:
         kernels = [layer.kernel for layer in normed_layers(model)]
     if values is None:
         values = [keras.ops.copy(k) for k in kernels]
-    batch = data if isinstance(data, engine.Batch) else engine.as_batch(model, data,
-                                                                        need_y=True)
+    batch = data if isinstance(data, engine.Batch) else engine.as_batch(model, data, need_y=True)
     loss_fn = loss if isinstance(loss, engine.Loss) else engine.resolve_loss(model, batch, loss)
     optimizer = engine.resolve_optimizer(model, optimizer)
     return _growth(model, batch, kernels, values, optimizer, loss_fn, training, host_grads=True)
@@ -130,11 +115,11 @@ def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, lo
 
 def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
             host_grads: bool = False) -> dict:
-    # Gradients and steps stay backend tensors: only their norms come to the host. A non-finite
-    # gradient gives a non-finite step norm.
+    # Gradients and steps stay backend tensors: only their norms come to the host.
     loss_value, grads, y_pred = engine.loss_and_gradients(
         model, batch, kernels, values, loss_fn, training, return_output=True, as_numpy=False)
     step_norms, exponent = engine.step_norms_and_exponent(optimizer, grads, values)
+    # A non-finite gradient gives a non-finite step norm.
     if not math.isfinite(loss_value) or not np.all(np.isfinite(step_norms)):
         raise ValueError(f"The probe batch gives a non-finite loss ({loss_value}) or gradient; "
                          "check `data` and `loss`.")
@@ -146,14 +131,18 @@ def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
     return out
 
 
-def _number(name: str, value, low: float, integer: bool = False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"`{name}` must be {'an int' if integer else 'a number'} >= {low}, got "
-                        f"{value!r} ({type(value).__name__}).")
-    if not (math.isfinite(value) and value >= low):
-        raise ValueError(f"`{name}` must be {'an int' if integer else 'a number'} >= {low}, "
-                         f"got {value!r}.")
+def check_number(name: str, value: float, low: float, high: float = math.inf, *,
+                 integer: bool = False, open_low: bool = False) -> float:
+    """``value`` if it is a finite number (an int where ``integer``) within the bounds, else a
+    TypeError or ValueError naming ``name``, what it got and the range to pass."""
+    what = "an int" if integer else "a number"
+    bound = f"{'>' if open_low else '>='} {low}" + ("" if high == math.inf else f" and <= {high}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer
+                                                 else numbers.Real):
+        raise TypeError(f"`{name}` must be {what} {bound}, got {value!r} ({type(value).__name__}).")
+    above_low = value > low if open_low else value >= low
+    if not (math.isfinite(value) and above_low and value <= high):
+        raise ValueError(f"`{name}` must be {what} {bound}, got {value!r}.")
     return value
 
 
@@ -163,8 +152,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     """Layer-consistent rescaling of the Normed-initialized kernels of a built model.
 
     ``W_l <- c_l W_l`` keeping the model's function (exactly where the net is positively
-    homogeneous) and making the relative growth of every layer as equal as that allows (see
-    the module docstring for the constraints and both rules).
+    homogeneous) and making the relative growth of every layer as equal as that allows.
 
     Example:
 
@@ -182,46 +170,36 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     'already rescaled (force=True to redo)'
 
     Args:
-        model: a built Keras model: Sequential, functional (several inputs and outputs),
-            subclassed, nested. Only kernels whose ``kernel_initializer`` is a
-            :class:`~keras_normed.initializers.Normed` are rescaled, frozen ones never; biases
-            are left as they are (zero at initialization by default).
-        data: a probe batch, as ``model.fit`` takes data: ``(x, y)`` or
-            ``(x, y, sample_weight)`` with ``x``/``y`` arrays, lists or dicts for several
-            inputs/outputs, a batched ``tf.data.Dataset`` or a ``keras.utils.PyDataset`` (the
-            first batch). Selects the ``"probe"`` rule; without it the ``"analytic"`` rule is
-            used.
+        model: a built Keras model of any kind. Only trainable kernels whose
+            ``kernel_initializer`` is a :class:`~keras_normed.initializers.Normed` are
+            rescaled; biases are left as they are.
+        data: a probe batch as ``model.fit`` takes it (``(x, y[, sample_weight])``, a batched
+            ``tf.data.Dataset`` or a ``keras.utils.PyDataset``: its first batch). Selects the
+            ``"probe"`` rule; without it the ``"analytic"`` rule is used.
         optimizer: whose first step defines growth (default: the compiled one, else
-            ``SGD(learning_rate=0.01)``). A fresh copy is used; its state is not touched.
-        loss: default the compiled loss (``model.compute_loss``: a loss per output, loss
-            weights, regularization), else one of :func:`keras_normed.engine.default_loss`
-            per output. One loss, a list in output order or a dict by output name.
-        force: rescale even if the model is already rescaled, trained or its kernels differ from
-            their initial draw.
+            ``SGD(learning_rate=0.01)``); its state is not touched.
+        loss: one loss, a list in output order or a dict by output name (default: the compiled
+            loss, else :func:`keras_normed.engine.default_loss` per output).
+        force: rescale even a model already rescaled, trained or not at its initial draw.
         rule: ``"auto"`` (probe if ``data`` else analytic), ``"probe"`` or ``"analytic"``.
         tol: target spread ``max(r) / min(r)`` of the probe rule.
         max_iter: most measure/solve rounds of the probe rule.
         training: run the probe forward pass in training mode.
-        move: ``"all"`` (default): every Normed kernel gets its own scale; ``"structured"``:
-            only the layers that declare their structure to the package (circulant, periodic)
-            get their own scale, and the others move together by one common factor (one
-            more constraint per layer), which keeps their He/Xavier ratios: on a net without
-            structured layers this is He exactly.
+        move: ``"all"``: every Normed kernel gets its own scale; ``"structured"``: only the
+            layers that declare their structure (circulant, periodic) do, the others move by
+            one common factor (He exactly on a net without structured layers).
         verbose: print the report.
 
     Returns:
-        A :class:`~keras_normed.engine.Report` (method ``"rescale"``): per layer its uses,
-        fans, sharing, ``growth_before``, ``growth_after`` and ``scale``; in the summary the
-        rule, exponent ``p``, number of constraints, ``spread_allowed``, the relative
-        ``output_change`` on the probe batch, ``notes`` naming what is not homogeneous, and
-        ``moving_statistics``: the BatchNormalization layers whose moving mean and variance
-        were scaled with their input (so ``predict`` is kept too).
-        ``applied=False`` with a ``reason`` when it was a no-op.
+        A :class:`~keras_normed.engine.Report` (method ``"rescale"``, ``applied=False`` with a
+        ``reason`` for a no-op): per layer ``growth_before``, ``growth_after``, ``scale``; in
+        the summary ``rule``, ``exponent``, ``constraints``, ``spread_allowed``,
+        ``output_change`` (on the probe batch), ``notes`` (what is not homogeneous) and
+        ``moving_statistics`` (BatchNormalization layers whose statistics were scaled too).
 
     Raises:
-        ValueError / TypeError: unbuilt model, bad arguments or data (the message says what to
-            pass), trained or loaded weights (without ``force``), a non-finite probe loss.
-            Weights are unchanged whenever it raises.
+        ValueError / TypeError: unbuilt model, bad arguments or data, trained or loaded weights
+            (without ``force``), a non-finite probe loss. Weights are unchanged when it raises.
     """
     if rule not in ("auto", "probe", "analytic"):
         raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe' or 'analytic'.")
@@ -229,23 +207,20 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
     if move not in ("all", "structured"):
         raise ValueError(f"Invalid `move` {move!r}; expected 'all' or 'structured'.")
-    _number("tol", tol, 1.0)
-    _number("max_iter", max_iter, 1, integer=True)
+    check_number("tol", tol, 1.0)
+    check_number("max_iter", max_iter, 1, integer=True)
     for name, flag in (("force", force), ("training", training), ("verbose", verbose)):
         if not isinstance(flag, bool):
             raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
     if rule == "auto":
         rule = "probe" if data is not None else "analytic"
     check_built(model)
-    summary = {"rule": rule}
     sites = [s for s in engine.kernel_sites(model, _is_normed) if s.trainable]
-    if not sites:
-        return _done(Report("rescale", False, "no layer has a trainable Normed kernel",
-                            summary=summary), verbose)
     free = sites if force else [s for s in sites if not s.layer.kernel_initializer.rescaled]
     if not free:
-        return _done(Report("rescale", False, "already rescaled (force=True to redo)",
-                            summary=summary), verbose)
+        reason = ("already rescaled (force=True to redo)" if sites
+                  else "no layer has a trainable Normed kernel")
+        return _done(Report("rescale", False, reason, summary={"rule": rule}), verbose)
     if not force:
         _refuse_trained(model, free)
     batch = engine.as_batch(model, data, need_y=True) if rule == "probe" else None
@@ -262,75 +237,66 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     used = [u is None or u > 0 for u in constraints.uses]
     unused = [f"{site.path}: its layer is not called by the model; left as it is"
               for site, ok in zip(free, used) if not ok]
-    n_all = len(free)
     keep = [i for i, ok in enumerate(used) if ok]
     free = [free[i] for i in keep]
     rows = constraints.rows[:, keep] if constraints.rows.size else constraints.rows
     if move == "structured":
         rows = _tie_plain_layers(rows, [s.layer for s in free])
-    summary["move"] = move
     uses = [constraints.uses[i] for i in keep]
     structures = [_structure_or_fans(s.layer) for s in free]
     base = [keras.ops.copy(s.variable) for s in free]  # values, not the variables
     optimizer = engine.resolve_optimizer(model, optimizer)
-    summary.update(graph=constraints.graph, constraints=int(np.linalg.matrix_rank(rows))
-                   if rows.size else 0)
+    summary = {"rule": rule, "move": move, "graph": constraints.graph,
+               "constraints": int(np.linalg.matrix_rank(rows)) if rows.size else 0}
 
     failed = None
     try:
         if rule == "analytic":
             result = _analytic(free, structures, uses, optimizer, rows)
         else:
-            result = _probe(model, free, base, batch, optimizer, loss, training,
-                            rows, tol, max_iter,
-                            exact=lambda a: not constraints.notes_for(_embed(a, keep, n_all)))
+            result = _probe(model, free, base, batch, optimizer, loss, training, rows, tol,
+                            max_iter, lambda a: not constraints.notes_for(_embed(a, used)))
     except Exception as err:  # noqa: BLE001 - every replica must reach the agreement below
         failed, result = err, None
-    n = len(free)
-    local = np.zeros(n) if result is None else np.log(result["scales"])
+    local = np.zeros(len(free)) if result is None else np.log(result["scales"])
     agreed, any_failed = engine.agree(local, failed is not None, variables)
     if failed is not None:
         raise failed
     if any_failed:
         raise RuntimeError("rescale failed on another replica or worker; see its log.")
     scales = np.exp(agreed)
+    log_scales = _embed(np.log(scales), used)
     summary.update(exponent=result["exponent"], iterations=result["iterations"],
                    spread_allowed=result["allowed"], tol=tol)
     report_rows = []
-    for site, st, u, r0, r1, c in zip(free, structures, uses, result["before"],
-                                      result["after"], scales):
+    for site, st, u, r0, r1, c in zip(free, structures, uses, result["before"], result["after"],
+                                      scales):
         report_rows.append(Row(site.path, site.kind, u, int(st.fan_in), float(st.sharing),
-                               int(st.n_params),
-                               {"growth_before": float(r0), "growth_after": float(r1),
-                                "scale": float(c)}))
-    new_values = [b * float(c) for b, c in zip(base, scales)]
-    # The function check reuses the probe's own forward pass as "before".
-    before_out = result.get("output") if batch is not None else None
-    layers = [s.layer for s in free]
-    moving, summary["moving_statistics"] = _moving_statistics(
-        constraints, _embed(np.log(scales), keep, n_all))
+                               int(st.n_params), {"growth_before": float(r0),
+                                                  "growth_after": float(r1), "scale": float(c)}))
+    moving, summary["moving_statistics"] = _moving_statistics(constraints, log_scales)
     with engine.Transaction(variables=[s.variable for s in free] + [v for v, _ in moving],
-                            attributes=[(layer, "kernel_initializer") for layer in layers],
+                            attributes=[(s.layer, "kernel_initializer") for s in free],
                             values=base + [keras.ops.copy(v) for v, _ in moving]):
-        for site, value, c in zip(free, new_values, scales):
-            site.variable.assign(keras.ops.cast(value, site.variable.dtype))
+        for site, value, c in zip(free, base, scales):
+            site.variable.assign(keras.ops.cast(value * float(c), site.variable.dtype))
             site.layer.kernel_initializer = site.layer.kernel_initializer.rescaled_copy(float(c))
         for var, factor in moving:
             var.assign(keras.ops.multiply(var, factor))
-        notes = constraints.notes_for(_embed(np.log(scales), keep, n_all)) + unused
-        if before_out is not None:
-            change = engine.relative_change(before_out, engine.predict(model, batch, training))
+        notes = constraints.notes_for(log_scales) + unused
+        if batch is not None:  # the probe's own forward pass is the "before"
+            change = engine.relative_change(result["output"],
+                                            engine.predict(model, batch, training))
             summary["output_change"] = change
-            if constraints.graph == "unknown" and change > _kept_tolerance(model):
+            moved = change > _kept_tolerance(model)
+            if moved and constraints.graph == "unknown":
                 raise ValueError(
                     f"rescale: the graph of model {model.name!r} cannot be read, and the scales "
                     f"of a chain changed its output by {change:.3g} (relative) on the probe "
                     "batch: refused, weights unchanged. Write `call` with Keras layers and "
                     "keras.ops so that its graph can be traced.")
-            if not notes and change > _kept_tolerance(model):
-                # The graph reads as homogeneous, yet the function moved: something uses a
-                # kernel where the graph does not show it (e.g. `ops.matmul(h, layer.kernel)`
-                # in a subclassed call). Never a silent change: refuse.
+            if moved and not notes:
+                # Homogeneous as read, yet moved: a kernel is used where the graph does not show.
                 raise ValueError(
                     f"rescale: the scales read from the graph of model {model.name!r} should "
                     f"keep its function, but its output changed by {change:.3g} (relative) on "
@@ -356,12 +322,9 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     return _done(report, verbose)
 
 
-
-def _moving_statistics(constraints, log_scales: np.ndarray) -> list:
-    """``(variable, factor)`` pairs for the moving statistics of each BatchNormalization whose
-    input scale moves by ``exp(s)`` (mean times ``exp(s)``, variance times ``exp(2 s)``, so
-    that the inference-mode function is kept as well as the training-mode one), and the names
-    of those layers."""
+def _moving_statistics(constraints, log_scales: np.ndarray) -> tuple:
+    """``(variable, factor)`` pairs that keep ``predict`` for each BatchNormalization whose
+    input moves by ``exp(s)`` (mean times ``exp(s)``, variance ``exp(2 s)``), and their names."""
     pairs, names = [], []
     for bn, form in constraints.moving_forms:
         shift = float(form @ log_scales)
@@ -372,33 +335,28 @@ def _moving_statistics(constraints, log_scales: np.ndarray) -> list:
 
 
 def _tie_plain_layers(rows: np.ndarray, layers) -> np.ndarray:
-    """Add ``a_i - a_j = 0`` between every layer that does not declare its structure to the
-    package and the first such layer: they move by one common factor."""
+    """Add ``a_i = a_j`` between the layers that do not declare their structure."""
     plain = [i for i, layer in enumerate(layers) if not hasattr(layer, "normed_structure")]
     extra = np.zeros((max(len(plain) - 1, 0), len(layers)))
     for r, i in enumerate(plain[1:]):
         extra[r, plain[0]], extra[r, i] = 1.0, -1.0
-    if not rows.size:
-        return extra
-    return np.vstack([rows, extra])
+    return np.vstack([rows, extra]) if rows.size else extra
 
 
 def _kept_tolerance(model) -> float:
-    """Relative output change that still counts as "the function is kept": float32 rounding,
-    or float16/bfloat16's under a mixed-precision policy."""
+    """Relative output change still within rounding: float32's, or float16/bfloat16's."""
     dtypes = {getattr(layer, "compute_dtype", "float32") for layer in compat.all_layers(model)}
     return 3e-2 if dtypes & {"float16", "bfloat16"} else 1e-4
 
 
-def _embed(a, keep, n: int) -> np.ndarray:
-    full = np.zeros(n)
-    full[keep] = a
+def _embed(a, used) -> np.ndarray:  # zeros for the kernels not in use
+    full = np.zeros(len(used))
+    full[np.asarray(used, bool)] = a
     return full
 
 
 def _refuse_trained(model, sites) -> None:
-    model_opt = getattr(model, "optimizer", None)
-    iterations = getattr(model_opt, "iterations", None) if model_opt is not None else None
+    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
     if iterations is not None and int(keras.ops.convert_to_numpy(iterations)) > 0:
         raise ValueError(
             f"Model {model.name!r} was already trained ({int(iterations)} optimizer steps); "
@@ -407,8 +365,7 @@ def _refuse_trained(model, sites) -> None:
     changed = _fresh_weights_mismatch([s.layer for s in sites])
     # Under a strategy the variables hold replica 0's draw (TensorFlow broadcasts initial
     # values), which other workers' unseeded initializers do not reproduce: replica 0 decides.
-    (decision,), _ = engine.agree([1.0 if changed else 0.0],
-                                  variables=[s.variable for s in sites])
+    (decision,), _ = engine.agree([1.0 if changed else 0.0], variables=[s.variable for s in sites])
     if decision > 0:
         raise ValueError(
             f"Kernels {changed[:4] or '(on replica 0)'} differ from their Normed initializer's "
@@ -427,12 +384,11 @@ def _analytic(sites, structures, uses, optimizer, rows) -> dict:
     p = engine.step_exponent(optimizer, [rng.standard_normal(64)], [rng.standard_normal(64)])
     gains = [s.layer.kernel_initializer.effective_gain * s.layer.kernel_initializer.scale
              for s in sites]
-    k = [1.0 if u is None else float(u) for u in uses]
     if p <= 1.5:  # sign-like step: r = lr * sqrt(n) / ||W|| = lr / std ~ sqrt(fan_in) / gain
         load = [st.fan_in / g**2 for st, g in zip(structures, gains)]
     else:  # r**2 ~ uses * fan_in * rms(grad)**2 / gain**2, rms ~ fan_in / n
-        load = [ku * st.fan_in**2 / st.n_params / g**2
-                for st, g, ku in zip(structures, gains, k)]
+        load = [(1.0 if u is None else float(u)) * st.fan_in**2 / st.n_params / g**2
+                for st, g, u in zip(structures, gains, uses)]
     log_r = 0.5 * np.log(np.asarray(load, np.float64))
     log_r -= log_r.mean()
     a, allowed = engine.equalize(log_r, rows, p)
@@ -441,19 +397,16 @@ def _analytic(sites, structures, uses, optimizer, rows) -> dict:
             "exponent": p, "iterations": 1, "allowed": allowed}
 
 
-def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol,
-           max_iter, exact=lambda a: False) -> dict:
-    """Measure, solve, and measure again until the spread stops improving. Where the net is
-    homogeneous wherever the solution moves scales (``exact(a)``), the law ``r -> r c**-p``
-    holds exactly and one solve is final: the growth after is the law's, not a second
-    measurement."""
+def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol, max_iter,
+           exact) -> dict:
+    """Measure, solve, measure again until the spread stops improving; where ``exact(a)`` the
+    law ``r -> r c**-p`` holds exactly and one solve is final (no second measurement)."""
     kernels = [s.variable for s in sites]
     loss_fn = engine.resolve_loss(model, batch, loss)
     a = np.zeros(len(base))
     first = p = allowed = output = None
     best = (math.inf, a)
     best_previous = math.inf
-    it = 0
     for it in range(max_iter + 1):
         values = [b * math.exp(ai) if ai else b for b, ai in zip(base, a)]
         m = _growth(model, batch, kernels, values, optimizer, loss_fn, training)
@@ -467,11 +420,10 @@ def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol,
             best = (current, a, r)
         if first is None:
             first, p, output = r, m["exponent"], m["output"]
-        if it == max_iter or current <= tol or (allowed is not None
-                                                and current <= 1.05 * allowed):
+        # Stop at the target, or where the law no longer holds well enough to improve.
+        if (it == max_iter or current <= tol or current >= 0.95 * best_previous
+                or (allowed is not None and current <= 1.05 * allowed)):
             break
-        if current >= 0.95 * best_previous:
-            break  # the law no longer holds well enough to improve
         best_previous = current
         step, allowed = engine.equalize(np.log(r), rows, p)
         a = a + step
