@@ -1,7 +1,5 @@
-"""The one reader of Keras internals (a model's graph, nested sublayers, build shapes, whether a
-``call`` takes ``training``, the layer an initializer runs for, the XLA context): Keras 3 has no
-public API for these. Each use is pinned by tests/test_keras_compat.py.
-"""
+"""The one reader of Keras internals, which Keras 3 has no public API for; each use is pinned by
+tests/test_keras_compat.py."""
 
 from __future__ import annotations
 
@@ -93,7 +91,7 @@ def graph_side_effects_undone(layers: Sequence[Any]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def captured_calls(layers: Sequence[Any]) -> Iterator[dict]:
-    """Record ``(args, kwargs, output)`` of every eager call of ``layers`` in the block, by
+    """Record ``(args, kwargs, output)`` of every eager call of ``layers`` in the block by
     ``id(layer)``: what a layer gets inside any model (nested, subclassed)."""
     record: dict = {id(layer): [] for layer in layers}
 
@@ -123,15 +121,15 @@ def is_conv(layer) -> bool:
 
 
 def building_layer(max_depth: int = 48):
-    """``(layer, weight name)`` of the ``Layer.add_weight`` running on this thread, read from
-    the call stack (Keras calls ``initializer(shape, dtype)``), or for a deferred variable (a
-    subclassed model built by its first call) of the layer that owns it; ``(None, weight
-    name)`` when no owner is found; ``None`` outside any variable's initialization."""
+    """``(layer, weight name)`` of the ``Layer.add_weight`` running on this thread (Keras calls
+    ``initializer(shape, dtype)``) or, for a deferred variable (a subclassed model built by its
+    first call), of the layer that owns it, read from the call stack; ``(None, name)`` without
+    an owner; ``None`` outside any variable's initialization."""
     frame = inspect.currentframe()
     variable = None
     try:
-        frame = frame.f_back if frame is not None else None
         for _ in range(max_depth):
+            frame = frame.f_back if frame is not None else None
             if frame is None:
                 break
             owner = frame.f_locals.get("self")
@@ -145,15 +143,13 @@ def building_layer(max_depth: int = 48):
                     if any(v is variable for v in layer._trainable_variables
                            + layer._non_trainable_variables):
                         return layer, variable.name
-            frame = frame.f_back
         return None if variable is None else (None, variable.name)
     finally:
         del frame
 
 
 def in_xla_context() -> bool:
-    """Whether TensorFlow ops being built now are inside ``tf.function(jit_compile=True)``
-    (False if TensorFlow's internal ``control_flow_util`` moves)."""
+    """Whether TensorFlow ops being built now are inside ``tf.function(jit_compile=True)``."""
     try:
         from tensorflow.python.framework import ops as tf_ops
         from tensorflow.python.ops import control_flow_util

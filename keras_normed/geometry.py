@@ -1,7 +1,5 @@
-"""Convolution geometry: how Keras/TensorFlow pad and stride one axis, and the per-axis counts of
-the effective operator ``T`` (never built: products over the axes give its counts; see
-docs/structure.md). The one copy of that arithmetic in the package.
-"""
+"""Convolution geometry, the package's one copy: how Keras pads and strides one axis, and the
+per-axis counts of the effective operator ``T`` (never built; docs/structure.md)."""
 
 from __future__ import annotations
 
@@ -22,14 +20,11 @@ class LinearStructure:
     Attributes:
         fan_in: largest number of nonzeros in a row of ``T``.
         fan_out: largest number of nonzeros in a column of ``T``.
-        sharing: mean number of entries of ``T`` filled by one kernel parameter
-            (``nnz(T) / n_params``).
-        uniform: every row of ``T`` has ``fan_in`` nonzeros and every parameter fills
-            exactly ``sharing`` entries.
+        sharing: ``nnz(T) / n_params``, the mean number of entries one parameter fills.
+        uniform: every row has ``fan_in`` nonzeros and every parameter fills ``sharing`` entries.
         n_params: number of kernel parameters.
         weight: attribute name of the weight described (``"kernel"`` for most layers).
-        shape: ``(rows, columns)`` of ``T`` for one sample (output size, input size), or
-            ``None`` when not given.
+        shape: ``(rows, columns)`` of ``T`` for one sample, or ``None`` when not given.
     """
 
     fan_in: int
@@ -48,10 +43,10 @@ class LinearStructure:
 
 def conv_padding(n: int, k: int, stride: int, padding: str,
                  dilation: int = 1) -> Tuple[int, int, int]:
-    """``(output length, cells padded before, after)`` of one axis of a convolution of an input
-    of length ``n``, as ``keras.ops.conv`` pads it: ``"valid"``, none (the length is <= 0 for an
-    input shorter than the dilated kernel); ``"same"``, ``ceil(n / stride)`` outputs, the odd
-    cell after; ``"causal"`` (Conv1D), ``k_eff - 1`` cells before."""
+    """``(output length, cells padded before, after)`` of one axis of length ``n`` as
+    ``keras.ops.conv`` pads it: ``"valid"`` none (length <= 0 for an input shorter than the
+    dilated kernel); ``"same"`` ``ceil(n / stride)`` outputs, the odd cell after; ``"causal"``
+    ``k_eff - 1`` cells before."""
     k_eff = (k - 1) * dilation + 1
     if padding == "valid":
         return (n - k_eff) // stride + 1, 0, 0
@@ -122,10 +117,9 @@ def interior_reach(k: int, stride: int, dilation: int = 1) -> int:
 def assemble(axes: Sequence[Axis], cin_per_row: int, cout_per_col: int, n_params: int,
              shape: Tuple[int, int], positions: int = 1, weight: str = "kernel"
              ) -> LinearStructure:
-    """A :class:`LinearStructure` from per-axis counts and channel factors: input channels one
-    output channel sees, output channels one input channel reaches, kernel parameters, the
-    ``(rows, columns)`` of ``T``, and positions the kernel is applied at independently (Dense
-    over a sequence)."""
+    """A :class:`LinearStructure` from per-axis counts, the input channels one output sees, the
+    output channels one input reaches, the kernel's parameters, the ``(rows, columns)`` of ``T``
+    and the positions the kernel is applied at independently (Dense over a sequence)."""
     prod = math.prod
     fan_in = prod(int(a.rows.max()) for a in axes) * cin_per_row
     fan_out = prod(int(a.cols.max()) for a in axes) * cout_per_col

@@ -1,6 +1,5 @@
-"""Structure rules for Keras's own layer families (Dense, EinsumDense, Embedding, Conv,
-DepthwiseConv, SeparableConv, ConvTranspose), registered into :mod:`keras_normed.structure` when
-the package is imported (structure never imports this module). Formulas: docs/structure.md.
+"""Structure rules for Keras's own layer families, registered into :mod:`keras_normed.structure`
+when the package is imported (structure never imports this module). Formulas: docs/structure.md.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ __all__ = ["register_keras_layers"]
 
 
 def _spatial(layer, input_shape, rank: int) -> Tuple[Tuple[int, ...], int]:
-    """Spatial sizes and channel count of ``input_shape`` (batch axis included)."""
     if len(input_shape) != rank + 2:
         raise ValueError(
             f"Layer {layer.name!r} expects an input of rank {rank + 2} (batch, {rank} spatial, "
@@ -41,7 +39,6 @@ def _known(layer, input_shape, what: str = "known non-batch sizes") -> None:
 
 
 def _axes(layer, spatial, transposed: bool = False):
-    """The per-axis counts of ``layer``'s (transposed) convolution over ``spatial``."""
     padding = layer.padding
     if not isinstance(padding, str):
         raise ValueError(f"Layer {layer.name!r}: explicit padding {padding!r} is not "
@@ -54,8 +51,7 @@ def _axes(layer, spatial, transposed: bool = False):
     return [geometry.conv_axis(n, k, s, padding.lower(), d) for n, k, s, d in args]
 
 
-def _reach(layer, spatial) -> int:
-    """Outputs an interior input reaches, over the spatial axes of the kernel."""
+def _reach(layer, spatial) -> int:  # outputs an interior input reaches, over the kernel's axes
     return math.prod(geometry.interior_reach(k, s, d)
                      for k, s, d in zip(spatial, layer.strides, layer.dilation_rate))
 
@@ -70,17 +66,18 @@ def _dense_fans(layer, kernel_shape, weight=None):
     return (kernel_shape[0], kernel_shape[-1]) if len(kernel_shape) == 2 else None
 
 
-def _dense_structure(layer, input_shape, weight="kernel"):
-    """``y = x W`` on the last axis, applied independently at every leading position."""
-    _known(layer, input_shape)
-    n_in, n_out = int(input_shape[-1]), int(layer.units)
-    positions = math.prod(input_shape[1:-1])
+def _pointwise(n_in: int, n_out: int, positions: int, weight: str = "kernel"):
+    """``y = x W`` on the channel axis, applied independently at ``positions`` positions."""
     return assemble([], n_in, n_out, n_in * n_out, (positions * n_out, positions * n_in),
-                    positions)
+                    positions, weight)
 
 
-def _conv_fans(layer, kernel_shape, weight=None):
-    """Kernel ``(k..., C_in / groups, C_out)``."""
+def _dense_structure(layer, input_shape, weight="kernel"):
+    _known(layer, input_shape)
+    return _pointwise(int(input_shape[-1]), int(layer.units), math.prod(input_shape[1:-1]))
+
+
+def _conv_fans(layer, kernel_shape, weight=None):  # kernel (k..., C_in / groups, C_out)
     if len(kernel_shape) != layer.rank + 2:
         return None
     reach = _reach(layer, kernel_shape[:-2])
@@ -95,8 +92,7 @@ def _conv_structure(layer, input_shape, weight="kernel"):
                       c_out, n_params)
 
 
-def _depthwise_fans(layer, kernel_shape, weight=None):
-    """Kernel ``(k..., C_in, depth_multiplier)``: each output sees one input channel."""
+def _depthwise_fans(layer, kernel_shape, weight=None):  # kernel (k..., C_in, dm)
     if len(kernel_shape) != layer.rank + 2:
         return None
     return math.prod(kernel_shape[:-2]), _reach(layer, kernel_shape[:-2]) * kernel_shape[-1]
@@ -111,8 +107,8 @@ def _depthwise_structure(layer, input_shape, weight="kernel"):
 
 
 def _separable_fans(layer, kernel_shape, weight=None):
-    """Depthwise kernel ``(k..., C_in, dm)``, pointwise ``(1..., C_in * dm, filters)``; without
-    the weight's name, the depthwise kernel is told by its shape."""
+    # depthwise kernel (k..., C_in, dm), pointwise (1..., C_in * dm, filters): without the
+    # weight's name, told by the shape
     if len(kernel_shape) != layer.rank + 2:
         return None
     if weight is None:
@@ -125,19 +121,15 @@ def _separable_fans(layer, kernel_shape, weight=None):
 
 
 def _separable_structure(layer, input_shape, weight="depthwise_kernel"):
-    """Depthwise: input -> (C_in * dm) intermediate channels with the layer's strides,
-    padding and dilation; pointwise: a 1x1 convolution of that intermediate."""
     if weight == "depthwise_kernel":
         return _depthwise_structure(layer, input_shape, weight)
+    # the pointwise kernel: a 1x1 convolution of the depthwise output (C_in * dm channels)
     spatial, c_in = _spatial(layer, input_shape, layer.rank)
     positions = math.prod(len(a.rows) for a in _axes(layer, spatial))
-    c_mid, c_out = c_in * int(layer.depth_multiplier), int(layer.filters)
-    return assemble([], c_mid, c_out, c_mid * c_out, (positions * c_out, positions * c_mid),
-                    positions, weight)
+    return _pointwise(c_in * int(layer.depth_multiplier), int(layer.filters), positions, weight)
 
 
-def _transpose_fans(layer, kernel_shape, weight=None):
-    """Kernel ``(k..., filters, C_in)``: an output sees ``ceil(k/s)`` taps per axis."""
+def _transpose_fans(layer, kernel_shape, weight=None):  # kernel (k..., filters, C_in)
     if len(kernel_shape) != layer.rank + 2:
         return None
     spatial = kernel_shape[:-2]
@@ -151,14 +143,12 @@ def _transpose_structure(layer, input_shape, weight="kernel"):
                       c_out, math.prod(layer.kernel_size) * c_in * c_out)
 
 
-def _embedding_fans(layer, kernel_shape, weight=None):
-    """A one-hot input has one active entry per token: each output is one parameter."""
+def _embedding_fans(layer, kernel_shape, weight=None):  # one active (one-hot) input per token
     return (1, kernel_shape[-1]) if len(kernel_shape) == 2 else None
 
 
 def _embedding_structure(layer, input_shape, weight="embeddings"):
-    """The lookup as a linear map of the one-hot input (``P`` tokens x ``V`` classes) to the
-    ``P x D`` output; ``fan_in`` counts *active* inputs: 1."""
+    # the lookup as a linear map of the one-hot input (P tokens x V classes) to the P x D output
     _known(layer, input_shape, "a known sequence length")
     vocab, dim = int(layer.input_dim), int(layer.output_dim)
     positions = math.prod(input_shape[1:])
@@ -168,8 +158,7 @@ def _embedding_structure(layer, input_shape, weight="embeddings"):
 
 
 def _einsum_specs(layer, ndim: Optional[int] = None) -> Tuple[str, str, str]:
-    """(input, kernel, output) index strings of an EinsumDense, with ``...`` spelled out as
-    fresh letters when ``ndim`` (the input rank) is given, dropped otherwise."""
+    """(input, kernel, output) index strings, ``...`` spelled out for an input of rank ``ndim``."""
     equation = layer.equation.replace(" ", "")
     lhs, out = equation.split("->")
     x, w = lhs.split(",")
@@ -180,21 +169,22 @@ def _einsum_specs(layer, ndim: Optional[int] = None) -> Tuple[str, str, str]:
     return x, w, out
 
 
+def _only_in(size, axes, other) -> int:
+    """Product of the sizes of ``axes`` absent from ``other`` (1 for a size not known)."""
+    return math.prod(size.get(c, 1) for c in axes if c not in other)
+
+
 def _einsum_fans(layer, kernel_shape, weight=None):
-    """``fan_in``: product of the summed input axes (those not in the output); ``fan_out``:
-    product of the output axes not in the input. Summed axes absent from the kernel are not
-    known before build and count as 1."""
+    # fan_in: the summed input axes; fan_out: the output axes not in the input
     x, w, out = _einsum_specs(layer)
     if len(kernel_shape) != len(w):
         return None
     size = dict(zip(w, kernel_shape))
-    return (math.prod(size.get(c, 1) for c in x if c not in out),
-            math.prod(size.get(c, 1) for c in out if c not in x))
+    return _only_in(size, x, out), _only_in(size, out, x)
 
 
 def _einsum_structure(layer, input_shape, weight="kernel"):
-    """``T[y, x]`` is nonzero exactly when the indices shared by ``x`` and ``y`` agree, so every
-    count is a product of axis sizes and the structure is always uniform."""
+    # T[y, x] is nonzero where the indices x and y share agree: counts are products of sizes
     x, w, out = _einsum_specs(layer, len(input_shape))
     _known(layer, input_shape)
     # Every kernel axis is an input or an output axis: sizes come from the two shapes.
@@ -205,8 +195,7 @@ def _einsum_structure(layer, input_shape, weight="kernel"):
     n_params = math.prod(size[c] for c in w)
     nnz = math.prod(size[c] for c in set(x) | set(out))
     return LinearStructure(
-        fan_in=math.prod(size[c] for c in x if c not in out),
-        fan_out=math.prod(size[c] for c in out if c not in x),
+        fan_in=_only_in(size, x, out), fan_out=_only_in(size, out, x),
         sharing=nnz / n_params, uniform=True, n_params=n_params,
         shape=(math.prod(size[c] for c in out), math.prod(size[c] for c in x)))
 

@@ -1,7 +1,5 @@
-"""The one place that knows a layer's linear structure: the effective operator ``y = T(theta) x``
-of a layer's kernel, its ``fan_in``, ``fan_out``, ``sharing`` and ``uniform`` (docs/structure.md).
-The API and the registry; the counting is in :mod:`keras_normed.geometry`, the rules for Keras's
-own layers in :mod:`keras_normed.keras_rules`.
+"""The one place that knows a layer's linear structure: the ``fan_in``, ``fan_out``, ``sharing``
+and ``uniform`` of the effective operator ``y = T(theta) x`` of its kernel (docs/structure.md).
 
 Reference: H. Yang, X. Ding, R. Chan, H. Hu, Y. Peng, T. Zeng, "A new initialization method
 based on normed statistical spaces in deep networks", Inverse Problems and Imaging 15(1), 2021.
@@ -39,12 +37,11 @@ def register_structure(layer_cls: type, fans: Callable[..., Tuple[int, int]],
 
     Args:
         layer_cls: the layer class (subclasses inherit the rule; a later call replaces it).
-        fans: ``fans(layer, kernel_shape) -> (fan_in, fan_out)``, from the configuration and
-            kernel shape only (it runs inside ``build``); ``None``: not a kernel it describes.
+        fans: ``fans(layer, kernel_shape) -> (fan_in, fan_out)`` from the configuration and
+            kernel shape only (it runs inside ``build``); ``None``: a kernel it does not take.
         structure: ``structure(layer, input_shape) -> LinearStructure`` (batch axis included).
-        weights: names of the weights described, main first, for layers with several kernels;
-            then both functions get a ``weight=name`` keyword (``None`` in ``fans`` when
-            unknown).
+        weights: the weights described, main first, for layers with several kernels: both
+            functions then get a ``weight=name`` keyword (``None`` in ``fans`` when unknown).
     """
     if not isinstance(layer_cls, type):
         raise TypeError(f"`layer_cls` must be a class, got {layer_cls!r}.")
@@ -63,7 +60,7 @@ def _rule(layer) -> Optional[_Rule]:
 
 
 def _takes_weight(fn) -> bool:
-    """Whether ``fn`` accepts a ``weight`` keyword (the optional multi-kernel protocol)."""
+    # The multi-kernel protocol (a `weight` keyword) is optional.
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -72,9 +69,9 @@ def _takes_weight(fn) -> bool:
 
 
 def shape_fans(shape: Sequence[int]) -> Tuple[int, int]:
-    """Fans from a bare kernel shape, as ``keras.initializers`` computes them:
-    ``fan_in = prod(shape[:-2]) * shape[-2]``, ``fan_out = prod(shape[:-2]) * shape[-1]``; a
-    vector gives ``(n, n)`` and a scalar ``(1, 1)``."""
+    """Fans of a bare kernel shape as ``keras.initializers`` computes them: ``fan_in =
+    prod(shape[:-2]) * shape[-2]``, ``fan_out = prod(shape[:-2]) * shape[-1]``, ``(n, n)`` for a
+    vector, ``(1, 1)`` for a scalar."""
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
         return (shape[0], shape[0]) if shape else (1, 1)
@@ -84,18 +81,16 @@ def shape_fans(shape: Sequence[int]) -> Tuple[int, int]:
 
 def kernel_fans(layer, kernel_shape: Sequence[int],
                 weight: Optional[str] = None) -> Tuple[int, int]:
-    """Effective ``(fan_in, fan_out)`` of ``layer``'s kernel of shape ``kernel_shape``, from the
-    layer's configuration only (it runs inside ``build``); for convolutions the interior fans.
+    """Effective ``(fan_in, fan_out)`` of ``layer``'s kernel of shape ``kernel_shape`` from the
+    layer's configuration only (it runs inside ``build``), for convolutions the interior fans:
+    ``kernel_fans(keras.layers.Conv2D(8, 3, strides=2), (3, 3, 4, 8)) == (36, 32)``. Falls back
+    to :func:`shape_fans` for an unknown layer or ``weight`` or a shape the rule does not take.
 
     Args:
         layer: the layer owning the kernel, or ``None``.
         kernel_shape: the kernel's shape.
         weight: the weight's name (``"kernel"``, ``"depthwise_kernel"``, ...), when known;
             without it a layer with several kernels is told by the shape.
-
-    Falls back to :func:`shape_fans` for an unknown layer or ``weight``, or when the rule
-    returns ``None`` (as for a shape that is not its kernel's). Example:
-    ``kernel_fans(keras.layers.Conv2D(8, 3, strides=2), (3, 3, 4, 8)) == (36, 32)``.
     """
     kernel_shape = tuple(int(s) for s in kernel_shape)
     method, rule, fans = getattr(layer, "normed_fans", None), _rule(layer), None
@@ -110,9 +105,8 @@ def kernel_fans(layer, kernel_shape: Sequence[int],
 
 
 def bind_initializer(initializer, layer, weight: str):
-    """``initializer`` bound to ``layer``'s weight ``weight`` when it is structure-aware (has
-    ``normed_bind(layer, weight)``), else unchanged: what the package's layers give
-    ``add_weight``."""
+    """``initializer`` bound to ``layer``'s weight ``weight`` when it has ``normed_bind(layer,
+    weight)``, else unchanged: what the package's layers pass ``add_weight``."""
     bind = getattr(initializer, "normed_bind", None)
     return initializer if bind is None else bind(layer, weight)
 
@@ -139,20 +133,18 @@ def _described_weights(layer) -> Optional[Tuple[str, ...]]:
 def layer_structure(layer, input_shape: Optional[Sequence[Optional[int]]] = None,
                     weight: Optional[str] = None) -> Optional[LinearStructure]:
     """Full :class:`LinearStructure` of a built layer, or ``None`` for a layer without a kernel
-    of known linear structure.
+    of known linear structure. ``layer_structure(keras.layers.Conv2D(8, 3, padding="same"),
+    (None, 5, 5, 2))`` has ``sharing`` 18.78, ``((4 + 5 + 4) / 3) ** 2`` (taps used per axis).
 
     Args:
         layer: a Keras layer.
         input_shape: the input shape with the batch axis; defaults to the built one.
-        weight: which kernel to describe, for layers with several (``"pointwise_kernel"`` of a
+        weight: which kernel, for layers with several (``"pointwise_kernel"`` of a
             ``SeparableConv2D``); defaults to the main one.
 
     Raises:
-        ValueError: the input shape is unknown or lacks a needed size, or the layer's rule does
-            not describe ``weight``.
-
-    Example: ``layer_structure(keras.layers.Conv2D(8, 3, padding="same"), (None, 5, 5, 2))``
-    has ``sharing`` 18.78, ``((4 + 5 + 4) / 3) ** 2`` (taps used per axis).
+        ValueError: the input shape is unknown or lacks a needed size, or ``weight`` is not
+            described.
     """
     method, rule = getattr(layer, "normed_structure", None), _rule(layer)
     if method is None and rule is None:

@@ -1,5 +1,5 @@
-"""Helpers the FFT ops share (private module): operand dtypes, layouts, the frequency-domain
-contraction. Written with ``keras.ops`` only."""
+"""Helpers the FFT ops share (private module): operand dtypes, layouts, argument checks and the
+frequency-domain contraction, in ``keras.ops``."""
 
 from __future__ import annotations
 
@@ -8,42 +8,35 @@ from typing import Optional, Sequence, Tuple, Union
 
 from keras import backend, ops
 
-
-def fft_dtype(*dtypes) -> str:
-    """float64 if any operand dtype is float64, else float32 (FFTs reject half precision)."""
-    return "float64" if "float64" in {backend.standardize_dtype(d) for d in dtypes} else "float32"
+IntPair = Union[int, Sequence[int]]
 
 
-def real_operands(x, kernel, name: str = "x"):
-    """``(x, kernel, dtype)``: tensors and the result's dtype, a float input's own, else the
-    kernel's float dtype (or ``floatx()``), never an integer; complex inputs are refused."""
+def real_operands(x, kernel):
+    """``(x, kernel, dtype, fft_dtype)``: the tensors, the result's dtype (a float input's own,
+    else the kernel's float dtype or ``floatx()``) and the FFTs' (float64 if an operand is, else
+    float32: FFTs reject half precision). Complex inputs are refused."""
     x = ops.convert_to_tensor(x)
     kernel = ops.convert_to_tensor(kernel)
     dtype = backend.standardize_dtype(x.dtype)
     if "complex" in dtype or dtype == "string":
         raise TypeError(
-            f"`{name}` must be a real (float, int or bool) tensor, got dtype {dtype}. The "
+            f"`x` must be a real (float, int or bool) tensor, got dtype {dtype}. The "
             "kernel is real and the imaginary part would be dropped: pass the real and "
             "imaginary parts separately (e.g. as extra channels) or `keras.ops.real(x)`.")
+    k_dtype = backend.standardize_dtype(kernel.dtype)
     if not backend.is_float_dtype(dtype):
-        k_dtype = backend.standardize_dtype(kernel.dtype)
         dtype = k_dtype if backend.is_float_dtype(k_dtype) else backend.floatx()
         x = ops.cast(x, dtype)
-    return x, kernel, dtype
+    return x, kernel, dtype, "float64" if "float64" in (dtype, k_dtype) else "float32"
 
 
-def check_data_format(data_format) -> str:
+def image_sizes(x, data_format: str) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+    """``(H, W, C)`` of a rank-4 image in ``data_format`` (both checked), ``None`` where known
+    only at run time."""
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
             f"`data_format` must be 'channels_last' (N, H, W, C) or 'channels_first' "
             f"(N, C, H, W), got {data_format!r}.")
-    return data_format
-
-
-def image_sizes(x, data_format: str) -> Tuple[Optional[int], Optional[int], Optional[int]]:
-    """``(H, W, C)`` of a rank-4 image in ``data_format``, ``None`` where known only at run
-    time (the layout and the rank are checked)."""
-    check_data_format(data_format)
     if len(x.shape) != 4:
         raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
     h, w, c = x.shape[1:] if data_format == "channels_last" else (*x.shape[2:], x.shape[1])
@@ -57,26 +50,25 @@ def size(x, axis: int):
 
 
 def conv(x, kernel, data_format: str, **kwargs):
-    """``keras.ops.conv`` run in channels_last (TensorFlow's CPU convolution rejects NCHW):
-    channels_first inputs are transposed around it."""
+    """``keras.ops.conv`` in channels_last (TensorFlow's CPU convolution rejects NCHW)."""
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))
     y = ops.conv(x, kernel, data_format="channels_last", **kwargs)
     return ops.transpose(y, (0, 3, 1, 2)) if data_format == "channels_first" else y
 
 
-def pad_last(x, target: int):
-    n = x.shape[-1]
-    if n == target:
+def pad_axis(x, axis: int, before: int, after: int):
+    if before == 0 and after == 0:
         return x
-    pad = [[0, 0]] * (len(x.shape) - 1) + [[0, target - n]]
+    pad = [[0, 0]] * len(x.shape)
+    pad[axis] = [before, after]
     return ops.pad(x, pad)
 
 
 def freq_contract(xr, xi, kr, ki):
-    """``y[m, q, f] = sum_p x[m, p, f] * k[p, q, f]`` (complex; ``x`` ``(M, P, F)``, ``k``
-    ``(P, Q, F)``) as ``(yr, yi)``: the real matmul ``[xr, xi] @ [[kr, ki], [-ki, kr]]`` batched
-    over frequencies, or for ``P * Q <= 16`` a broadcast multiply and sum."""
+    """``y[m, q, f] = sum_p x[m, p, f] k[p, q, f]`` (complex, in real and imaginary parts) as
+    ``(yr, yi)``: one real matmul ``[xr, xi] @ [[kr, ki], [-ki, kr]]`` per frequency, or for
+    ``P * Q <= 16`` a broadcast multiply and sum."""
     p, q = kr.shape[0], kr.shape[1]
     if p * q <= 16:
         xr, xi = xr[:, :, None], xi[:, :, None]  # (M, P, 1, F) against (P, Q, F)
@@ -87,9 +79,6 @@ def freq_contract(xr, xi, kr, ki):
     ks = ops.transpose(ops.concatenate([top, bottom], axis=0), (2, 0, 1))  # (F, 2P, 2Q)
     ys = ops.transpose(ops.matmul(xs, ks), (1, 2, 0))  # (M, 2Q, F)
     return ys[:, :q], ys[:, q:]
-
-
-IntPair = Union[int, Sequence[int]]
 
 
 def _is_int(value) -> bool:
@@ -124,9 +113,9 @@ def conv_args(strides, padding, dilation_rate) -> Tuple[Tuple[int, int], str, Tu
 
 
 def circulant_sizes(x_size, kernel, units, units_name: str) -> Tuple[int, ...]:
-    """The kernel's shape ``(P, Q, b)`` or ``(kh, kw, P, Q, b)`` followed by the output width
-    (``units``, default ``Q * b``), checked against ``x_size`` (the input's feature or channel
-    count; ``None``: unknown, refused: the blocks are fixed by it)."""
+    """The kernel's shape ``(P, Q, b)`` or ``(kh, kw, P, Q, b)`` and the output width (``units``,
+    default ``Q * b``), checked against ``x_size``, the input's feature or channel count (which
+    fixes the blocks: ``None`` is refused)."""
     rank = 3 if units_name == "units" else 5
     if len(kernel.shape) != rank:
         raise ValueError(

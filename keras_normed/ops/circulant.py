@@ -1,8 +1,7 @@
-"""Block-circulant products (CirCNN): dense, and the 2-D convolution in three forms. A kernel
-``(P, Q, b)`` defines the ``n_in x units`` matrix ``W`` with output blocks
-``y_q = sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]`` (so
-``FFT(C(c) x) = FFT(c) . FFT(x)``); inputs zero-padded to ``P * b``, outputs truncated
-(docs/layers.md).
+"""Block-circulant products (CirCNN), dense and 2-D convolution: a kernel ``(P, Q, b)`` defines
+the ``n_in x units`` matrix ``W`` with output blocks ``y_q = sum_p C(kernel[p, q]) x_p``,
+``C(c)[i, j] = c[(i - j) mod b]`` (so ``FFT(C(c) x) = FFT(c) . FFT(x)``); inputs zero-padded
+to ``P * b``, outputs truncated (docs/layers.md).
 
 Reference: C. Ding et al., "CirCNN: accelerating and compressing deep neural networks using
 block-circulant weight matrices", MICRO 2017.
@@ -13,16 +12,15 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from keras_normed.geometry import conv_output_length, conv_padding
+from keras_normed.geometry import conv_padding
 from keras_normed.ops._common import (
     IntPair,
     circulant_sizes,
     conv,
     conv_args,
-    fft_dtype,
     freq_contract,
     image_sizes,
-    pad_last,
+    pad_axis,
     real_operands,
 )
 from keras_normed.ops.dispatch import circulant_conv2d_method
@@ -38,9 +36,8 @@ def num_blocks(n: int, block_size: int) -> int:
 
 
 def circulant_matmul(x, kernel, units: int = None):
-    """Product ``x @ W`` with ``W`` the block-circulant matrix defined by ``kernel``: one
-    ``rfft`` per input block, a complex multiply-accumulate per frequency, one ``irfft`` per
-    output block (``O(n log b)`` per row). Equals ``x @ circulant_to_dense(kernel, n_in, units)``.
+    """``x @ W`` with ``W`` the block-circulant matrix of ``kernel``
+    (``x @ circulant_to_dense(kernel, n_in, units)``) in ``O(n log b)`` per row.
 
     Args:
         x: tensor ``(..., n_in)``, any rank >= 1; features on the last axis.
@@ -51,22 +48,21 @@ def circulant_matmul(x, kernel, units: int = None):
         Tensor ``(..., units)`` in the dtype of ``x`` when it is float, else the kernel's float
         dtype. Complex ``x``: ``TypeError``.
     """
-    x, kernel, out_dtype = real_operands(x, kernel)
+    x, kernel, out_dtype, dt = real_operands(x, kernel)
     p, q, b, units = circulant_sizes(x.shape[-1], kernel, units, "units")
-    dt = fft_dtype(out_dtype, kernel.dtype)
-    x, kernel = ops.cast(x, dt), ops.cast(kernel, dt)
     lead = ops.shape(x)[:-1]
-    xr, xi = ops.rfft(ops.reshape(pad_last(x, p * b), (-1, p, b)), fft_length=b)
-    y = ops.irfft(freq_contract(xr, xi, *ops.rfft(kernel, fft_length=b)), fft_length=b)
+    x = pad_axis(ops.cast(x, dt), -1, 0, p * b - int(x.shape[-1]))
+    xr, xi = ops.rfft(ops.reshape(x, (-1, p, b)), fft_length=b)
+    kr, ki = ops.rfft(ops.cast(kernel, dt), fft_length=b)
+    y = ops.irfft(freq_contract(xr, xi, kr, ki), fft_length=b)
     y = ops.reshape(ops.reshape(y, (-1, q * b))[:, :units], tuple(lead) + (units,))
     return ops.cast(y, out_dtype)
 
 
 def circulant_to_dense(kernel, n_in: int, units: int):
-    """Materialise the ``(n_in, units)`` matrix ``W`` of a block-circulant kernel:
-    ``W[p * b + j, q * b + i] = kernel[p, q, (i - j) mod b]``, cropped, so that
-    ``x @ W == circulant_matmul(x, kernel, units)``; ``(..., P, Q, b) -> (..., n_in, units)``.
-    Differentiable (a gather)."""
+    """The ``(n_in, units)`` matrix ``W`` of a block-circulant kernel, a differentiable gather:
+    ``W[p * b + j, q * b + i] = kernel[p, q, (i - j) mod b]``, cropped;
+    ``(..., P, Q, b) -> (..., n_in, units)``."""
     kernel = ops.convert_to_tensor(kernel)
     *lead, p, q, b = (int(d) for d in kernel.shape)
     # idx[j, i] = (i - j) mod b: entry (j, i) of C(c)^T is c[idx[j, i]].
@@ -82,16 +78,9 @@ def circulant_to_dense(kernel, n_in: int, units: int):
 def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
                      padding: str = "valid", dilation_rate: IntPair = 1, method: str = "auto",
                      data_format: str = "channels_last"):
-    """2-D convolution whose channel-mixing matrix at every kernel position is block-circulant:
-    ``y[n, i, j] = sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v]`` with
-    ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)`` (CirCNN's convolution).
-
-    The forms (same result; docs/layers.md): ``"depthwise"`` (the spectra of the channel blocks
-    convolved by one depthwise convolution), ``"patches"`` (their shifted views contracted per
-    frequency by one batched matmul; needs a static height and width, the only form for strides
-    and dilation both > 1), ``"dense"`` (:func:`circulant_conv2d_dense`), ``"freq"``
-    (:func:`~keras_normed.ops.freq.circulant_conv2d_freq` at stride 1, else ``"dense"``) or
-    ``"auto"`` (:func:`~keras_normed.ops.dispatch.circulant_conv2d_method`).
+    """2-D convolution whose channel-mixing matrix at every kernel position is block-circulant
+    (CirCNN's): ``y[n, i, j] = sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v]`` with
+    ``W[u, v] = circulant_to_dense(kernel[u, v], C_in, filters)``.
 
     Args:
         x: ``(N, H, W, C_in)`` or ``(N, C_in, H, W)``; integer and bool inputs compute in the
@@ -99,14 +88,18 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
         kernel: ``(kh, kw, P, Q, b)`` with ``P = ceil(C_in / b)``.
         filters: output channels (``<= Q * b``); defaults to ``Q * b``.
         strides, padding, dilation_rate: as ``keras.ops.conv`` (``"valid"``/``"same"``).
-        method: ``"auto"``, ``"depthwise"``, ``"patches"``, ``"dense"`` or ``"freq"``.
-        data_format: ``"channels_last"`` or ``"channels_first"`` (never the global setting),
-            for the input and the output.
+        method: ``"auto"`` (:func:`~keras_normed.ops.dispatch.circulant_conv2d_method`),
+            ``"depthwise"`` (the spectra convolved by one depthwise convolution), ``"patches"``
+            (their shifted views, one matmul per frequency; needs a static height and width),
+            ``"dense"`` (:func:`circulant_conv2d_dense`) or ``"freq"``
+            (:func:`~keras_normed.ops.freq.circulant_conv2d_freq` at stride 1, else
+            ``"dense"``); all give the same result (docs/layers.md).
+        data_format: ``"channels_last"`` or ``"channels_first"`` (not the global setting).
     """
-    x, kernel, out_dtype = real_operands(x, kernel)
+    x, kernel, out_dtype, dt = real_operands(x, kernel)
     h, w, c_in = image_sizes(x, data_format)
     kh, kw, p, q, b, filters = circulant_sizes(c_in, kernel, filters, "filters")
-    ((sh, sw), padding, (dh, dw)) = conv_args(strides, padding, dilation_rate)
+    (sh, sw), padding, (dh, dw) = conv_args(strides, padding, dilation_rate)
     if method not in ("auto", "depthwise", "patches", "dense", "freq"):
         raise ValueError(
             f"`method` must be 'auto', 'depthwise', 'patches', 'dense' or 'freq', got {method!r}.")
@@ -132,25 +125,23 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     if method in ("dense", "freq"):  # "freq" with strides > 1: the materialised kernel
         return circulant_conv2d_dense(x, kernel, filters, (sh, sw), padding, (dh, dw),
                                       data_format=data_format)
-    dt = fft_dtype(out_dtype, kernel.dtype)
     x, kernel = ops.cast(x, dt), ops.cast(kernel, dt)
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))  # the FFT runs over the channel blocks, last axis
-    xb = pad_last(x, p * b)
+    xb = pad_axis(x, -1, 0, p * b - c_in)
     kr, ki = ops.rfft(kernel, fft_length=b)  # (kh, kw, P, Q, F)
     if method == "depthwise":
         s = ops.shape(xb)
         xr, xi = ops.rfft(ops.reshape(xb, (s[0], s[1], s[2], p, b)), fft_length=b)
         yr, yi = _depthwise_contract(xr, xi, kr, ki, (sh, sw), padding, (dh, dw))
     else:
-        axes = ((h, kh, sh, dh), (w, kw, sw, dw))
-        pads = [list(conv_padding(n, k, st, padding, d)[1:]) for n, k, st, d in axes]
-        xb = ops.pad(xb, [[0, 0], *pads, [0, 0]]) if padding == "same" else xb
-        h, w = h + sum(pads[0]), w + sum(pads[1])
-        ho, wo = (conv_output_length(n, k, st, "valid", d)
-                  for n, (_, k, st, d) in zip((h, w), axes))
-        xr, xi = ops.rfft(ops.reshape(xb, (-1, h, w, p, b)), fft_length=b)
-        yr, yi = _patch_contract(xr, xi, kr, ki, (ho, wo), (sh, sw), (dh, dw))
+        (ho, pt, pb), (wo, pl, pr) = (conv_padding(n, k, st, padding, d)
+                                      for n, k, st, d in ((h, kh, sh, dh), (w, kw, sw, dw)))
+        if padding == "same":
+            xb = ops.pad(xb, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
+        xr, xi = ops.rfft(ops.reshape(xb, (-1, h + pt + pb, w + pl + pr, p, b)), fft_length=b)
+        # an input shorter than the dilated kernel ('valid'): an empty output
+        yr, yi = _patch_contract(xr, xi, kr, ki, (max(ho, 0), max(wo, 0)), (sh, sw), (dh, dw))
     y = ops.irfft((yr, yi), fft_length=b)  # (N, Ho, Wo, Q, b)
     s = ops.shape(y)
     y = ops.reshape(y, (s[0], s[1], s[2], q * b))[..., :filters]
@@ -160,9 +151,9 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
 
 
 def _patch_contract(xr, xi, kr, ki, out_hw, strides, dilation):
-    """``y[m, q, f] = sum_{u, v, p} x[shift_uv(m), p, f] k[u, v, p, q, f]`` (complex): the
-    shifted views of the spectra ``(N, H, W, P, F)`` stacked, one batched matmul per frequency.
-    Returns ``(yr, yi)``, ``(N, Ho, Wo, Q, F)``."""
+    """``y[m, q, f] = sum_{u, v, p} x[shift_uv(m), p, f] k[u, v, p, q, f]`` (complex, in parts
+    ``(N, H, W, P, F)`` -> ``(N, Ho, Wo, Q, F)``): the shifted views stacked, one batched matmul
+    per frequency."""
     kh, kw, p, q, f = (int(d) for d in kr.shape)
     (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
 
@@ -179,10 +170,9 @@ def _patch_contract(xr, xi, kr, ki, out_hw, strides, dilation):
 
 
 def _depthwise_contract(xr, xi, kr, ki, strides, padding, dilation):
-    """The same contraction as :func:`_patch_contract`, as one depthwise convolution: channels
+    """:func:`_patch_contract` as one depthwise convolution, for run-time sizes too: channels
     ``(f, p, re/im)`` each get ``2 Q`` outputs (``re -> [kr, ki]``, ``im -> [-ki, kr]``), summed
-    over ``(p, re/im)``. Zero pixels have a zero spectrum, so padding the spectra is padding the
-    input; sizes may be run-time ones. Returns ``(yr, yi)`` of shape ``(N, Ho, Wo, Q, F)``."""
+    over ``(p, re/im)``. Zero pixels have a zero spectrum: padding the spectra pads the input."""
     kh, kw, p, q, f = (int(d) for d in kr.shape)
     s = ops.shape(xr)
     z = ops.stack([xr, xi], axis=-1)  # (N, H, W, P, F, 2)
@@ -204,7 +194,7 @@ def circulant_conv2d_dense(x, kernel, filters: int = None, strides: IntPair = 1,
                            data_format: str = "channels_last"):
     """:func:`circulant_conv2d` by materialising the ``(kh, kw, C_in, filters)`` kernel (a
     differentiable gather), then ``keras.ops.conv``."""
-    x, kernel, out_dtype = real_operands(x, kernel)
+    x, kernel, out_dtype, _ = real_operands(x, kernel)
     c_in = image_sizes(x, data_format)[2]
     filters = circulant_sizes(c_in, kernel, filters, "filters")[-1]
     strides, padding, dilation_rate = conv_args(strides, padding, dilation_rate)

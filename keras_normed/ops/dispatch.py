@@ -24,10 +24,10 @@ def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair
                             static_size: bool = True) -> str:
     """The form ``circulant_conv2d(method="auto")`` takes for ``Q`` output blocks, here and now:
     ``"patches"`` for strides and dilation both above 1; else ``"freq"`` at stride 1 with
-    ``Q <= FREQ_MAX_Q``; else ``"depthwise"`` when ``Q <= 8``, the strides are equal
-    (TensorFlow's depthwise convolution takes no others) and not :func:`compiled_by_xla`; else
-    ``"dense"`` when the kernel has at most ``2**24`` entries (``dense_entries``; ``None``: small)
-    or the sizes are unknown (``static_size=False``); else ``"patches"``."""
+    ``Q <= FREQ_MAX_Q``; else ``"depthwise"`` for ``Q <= 8``, equal strides and not
+    :func:`compiled_by_xla`; else ``"dense"`` for a kernel of at most ``2**24`` entries
+    (``dense_entries``; ``None``: small) or unknown sizes (``static_size=False``); else
+    ``"patches"``."""
     (sh, sw), (dh, dw) = int_pair(strides, "strides"), int_pair(dilation_rate, "dilation_rate")
     if max(sh, sw) > 1 and max(dh, dw) > 1:
         return "patches"
@@ -41,9 +41,8 @@ def circulant_conv2d_method(q: int, strides: IntPair = 1, dilation_rate: IntPair
 
 
 def compiled_by_xla() -> bool:
-    """Whether the ops being built now will be compiled by XLA: always on the JAX backend; on
-    TensorFlow, inside ``tf.function(jit_compile=True)`` (``model.compile(jit_compile=True)``);
-    never on PyTorch."""
+    """Whether the ops being built now will be compiled by XLA: always on JAX, inside
+    ``tf.function(jit_compile=True)`` on TensorFlow, never on PyTorch."""
     name = backend.backend()
     return name == "jax" or (name == "tensorflow" and _keras_compat.in_xla_context())
 
@@ -55,17 +54,15 @@ def periodic_conv2d_cost(height: int, width: int, kh: int, kw: int, c_in: int,
     ``+ 4 H (W/2 + 1) C_in C_out`` (products; the kernel's transform is left out)."""
     hw = height * width
     direct = float(hw * kh * kw * c_in * c_out)
-    fft = 5.0 * (c_in + c_out) * hw * math.log2(max(hw, 2)) + 4.0 * height * (
-        width // 2 + 1) * c_in * c_out
-    return direct, fft
+    transforms = 5.0 * (c_in + c_out) * hw * math.log2(max(hw, 2))
+    return direct, transforms + 4.0 * height * (width // 2 + 1) * c_in * c_out
 
 
 def periodic_conv2d_method(height: Optional[int], width: Optional[int], kh: int, kw: int,
                            c_in: int, c_out: int) -> str:
     """The ``"auto"`` rule: ``"fft"`` when the kernel is larger than 3x3 or the FFT's estimated
     cost (:func:`periodic_conv2d_cost`) is under half the direct one, else ``"direct"``; with
-    the height or width unknown (``None``) only the kernel size decides. Calibration:
-    docs/performance.md."""
+    the height or width unknown (``None``) only the kernel size decides."""
     if kh * kw > 9:
         return "fft"
     if height is None or width is None:

@@ -1,7 +1,5 @@
-"""FFT kernels (``keras.ops`` only, any backend), one import for
-:mod:`~keras_normed.ops.circulant`, :mod:`~keras_normed.ops.periodic` and
-:mod:`~keras_normed.ops.dispatch`; dtypes, layouts and run-time sizes: docs/layers.md.
-"""
+"""FFT kernels, one import for :mod:`~keras_normed.ops.circulant`,
+:mod:`~keras_normed.ops.periodic` and :mod:`~keras_normed.ops.dispatch` (docs/layers.md)."""
 
 from keras_normed.geometry import conv_output_length
 from keras_normed.ops import circulant, dispatch, periodic

@@ -6,14 +6,7 @@ from __future__ import annotations
 import numpy as np
 from keras import backend, ops
 
-from keras_normed.ops._common import (
-    conv,
-    fft_dtype,
-    freq_contract,
-    image_sizes,
-    real_operands,
-    size,
-)
+from keras_normed.ops._common import conv, freq_contract, image_sizes, real_operands, size
 from keras_normed.ops.dispatch import periodic_conv2d_method
 
 __all__ = ["periodic_conv2d"]
@@ -38,8 +31,8 @@ def _periodic_direct(x, kernel, data_format: str):
 
 
 def _torus_placement(n, k: int, center: int, dtype):
-    """``(n, k)`` 0/1 matrix ``E[a, u] = [a == (center - u) mod n]`` (``n`` static or run-time):
-    ``E @ t`` puts tap ``u`` at ``(center - u) mod n``, summing taps that wrap onto one place."""
+    """``(n, k)`` 0/1 matrix ``E[a, u] = [a == (center - u) mod n]``: ``E @ t`` puts tap ``u``
+    at ``(center - u) mod n``, summing taps that wrap onto one place."""
     if isinstance(n, int):
         e = np.arange(n)[:, None] == (center - np.arange(k))[None, :] % n
         return ops.convert_to_tensor(e.astype(dtype))
@@ -81,22 +74,20 @@ def _periodic_fft(x, kernel):
 
 
 def periodic_conv2d(x, kernel, method: str = "auto", data_format: str = "channels_last"):
-    """Convolution with periodic (circular) padding; output of the input's spatial size.
-
+    """Convolution with periodic (circular) padding, of the input's spatial size:
     ``y[n, i, j] = sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W] @ kernel[u, v]``,
-    ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; taps of a kernel larger than the input
-    that wrap onto one pixel add up. Height and width may be known only at run time.
+    ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2`` (taps that wrap onto one pixel add up).
 
     Args:
-        x: ``(N, H, W, C_in)`` or ``(N, C_in, H, W)``; integer and bool inputs compute in the
-            kernel's float dtype, complex ones raise ``TypeError``.
+        x: ``(N, H, W, C_in)`` or ``(N, C_in, H, W)``, ``H`` and ``W`` possibly run-time sizes;
+            integer and bool inputs compute in the kernel's float dtype, complex ones raise
+            ``TypeError``.
         kernel: ``(kh, kw, C_in, C_out)``.
         method: ``"direct"`` (wrap-pad by a gather, then a valid ``keras.ops.conv``),
             ``"fft"`` (2-D real FFT) or ``"auto"`` (:func:`periodic_conv2d_method`).
-        data_format: ``"channels_last"`` or ``"channels_first"`` (never the global setting),
-            for the input and the output.
+        data_format: ``"channels_last"`` or ``"channels_first"`` (not the global setting).
     """
-    x, kernel, out_dtype = real_operands(x, kernel)
+    x, kernel, out_dtype, dt = real_operands(x, kernel)
     if method not in ("auto", "fft", "direct"):
         raise ValueError(f"`method` must be 'auto', 'fft' or 'direct', got {method!r}.")
     h, w, x_c = image_sizes(x, data_format)
@@ -112,7 +103,6 @@ def periodic_conv2d(x, kernel, method: str = "auto", data_format: str = "channel
         method = periodic_conv2d_method(h, w, kh, kw, c_in, c_out)
     if method == "direct":
         return _periodic_direct(x, ops.cast(kernel, out_dtype), data_format)
-    dt = fft_dtype(out_dtype, kernel.dtype)
     x = ops.cast(x, dt)
     if data_format == "channels_last":
         x = ops.transpose(x, (0, 3, 1, 2))
