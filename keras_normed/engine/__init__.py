@@ -1,10 +1,8 @@
 """The one engine under every model-level step (``rescale``, ``NormedScaling``, ``lsuv``,
 ``LSUVInit``, ``data_dependent_init``, ``growth_report``, ``arpit_init``): the walk of a model
-(nested models, shared layers and their uses, frozen weights; :mod:`.graph`), the data as
-``model.fit`` takes it (:mod:`.data`), the loss, its gradients and an optimizer's first step on
-copies (:mod:`.grad`), assignment with rollback and agreement between replicas (:mod:`.state`),
-the function-keeping constraints' least-squares solution (:mod:`.solve`), one report
-(:mod:`.report`).
+(:mod:`.graph`), data as ``model.fit`` takes it (:mod:`.data`), loss, gradients and an
+optimizer's first step on copies (:mod:`.grad`), rollback and agreement between replicas
+(:mod:`.state`), the function-keeping solve (:mod:`.solve`), one report (:mod:`.report`).
 """
 
 from keras_normed.engine import grad

@@ -12,11 +12,10 @@ import numpy as np
 
 __all__ = ["Batch", "as_batch"]
 
-_WHAT_TO_PASS = (
-    "Pass a batch as `model.fit` takes it: `x` (an array, a list of arrays for several inputs "
-    "or a dict keyed by input name), `(x, y)` or `(x, y, sample_weight)` (y a list or dict "
-    "for several outputs), a batched `tf.data.Dataset` or a `keras.utils.PyDataset` (its first "
-    "batch is used)")
+_WHAT_TO_PASS = ("Pass a batch as `model.fit` takes it: `x` (an array, a list of arrays for "
+                 "several inputs or a dict keyed by input name), `(x, y)` or `(x, y, "
+                 "sample_weight)` (y a list or dict for several outputs), a batched "
+                 "`tf.data.Dataset` or a `keras.utils.PyDataset` (its first batch is used)")
 
 
 @dataclasses.dataclass
@@ -32,12 +31,8 @@ class Batch:
         return int(np.shape(keras.tree.flatten(self.x)[0])[0])
 
 
-def _is_dataset(data) -> bool:
-    return type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec")
-
-
 def _first_element(data, arg: str):
-    if _is_dataset(data):
+    if type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec"):
         for element in data.take(1):
             return element
         raise ValueError(f"`{arg}` is an empty tf.data.Dataset. {_WHAT_TO_PASS}.")
@@ -67,9 +62,8 @@ def _to_numpy(leaf, arg: str):
         raise TypeError(f"`{arg}` is complex ({array.dtype}); the models take real inputs: "
                         "pass the real part, or real and imaginary parts as channels.")
     if array.ndim == 0:
-        raise ValueError(f"`{arg}` is a scalar; a batch needs a leading batch axis (an "
-                         f"unbatched tf.data.Dataset? call `dataset.batch(n)`). "
-                         f"{_WHAT_TO_PASS}.")
+        raise ValueError(f"`{arg}` is a scalar; a batch needs a leading batch axis (an unbatched "
+                         f"tf.data.Dataset? call `dataset.batch(n)`). {_WHAT_TO_PASS}.")
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise ValueError(f"`{arg}` contains NaN or inf (non-finite) values; clean the batch first.")
     return array
@@ -87,8 +81,7 @@ def _names(tensors) -> List[str]:
 
 
 def _input_names(model, inputs) -> List[str]:
-    """What ``fit`` keys ``x`` by: the keys of a model built on a dict of Inputs, else their
-    names."""
+    """What ``fit`` keys ``x`` by: the keys of a model built on a dict of Inputs, else names."""
     try:
         struct = model.input
     except (AttributeError, ValueError):  # a Sequential never called
@@ -148,10 +141,9 @@ def _check_y(model, y, arg: str) -> None:
     else:
         flat = keras.tree.flatten(y)
         if len(flat) != len(outputs):
-            raise ValueError(
-                f"`{arg}`: y holds {len(flat)} array(s), but model {model.name!r} has "
-                f"{len(outputs)} output(s). Pass one target per output (a list in output "
-                "order, or a dict keyed by output name).")
+            raise ValueError(f"`{arg}`: y holds {len(flat)} array(s), but model {model.name!r} "
+                             f"has {len(outputs)} output(s). Pass one target per output (a list "
+                             "in output order, or a dict keyed by output name).")
         pairs = [(f"y[{i}]" if len(flat) > 1 else "y", leaf, spec)
                  for i, (leaf, spec) in enumerate(zip(flat, outputs))]
     for label, leaf, spec in pairs:
@@ -193,7 +185,7 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
     if isinstance(data, (str, bytes)):
         raise TypeError(f"`{arg}` is a string ({data[:40]!r}). {_WHAT_TO_PASS}.")
     element = _first_element(data, arg)
-    if isinstance(element, (list, tuple)) and not isinstance(element, dict):
+    if isinstance(element, (list, tuple)):
         if len(element) > 3 or not element:
             raise ValueError(f"`{arg}` is a sequence of {len(element)} items; a batch is `x`, "
                              f"`(x, y)` or `(x, y, sample_weight)`. {_WHAT_TO_PASS}.")
@@ -206,11 +198,9 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
         x, y, sample_weight = element, None, None
     if x is None:
         raise ValueError(f"`{arg}` has no inputs. {_WHAT_TO_PASS}.")
-    packed = isinstance(element, (list, tuple)) and y is not None
-    x = _structure(x, f"{arg} (x)" if packed else arg)
-    y = None if y is None else _structure(y, f"{arg} (y)")
-    sample_weight = None if sample_weight is None else _structure(sample_weight,
-                                                                  f"{arg} (sample_weight)")
+    x = _structure(x, arg if y is None else f"{arg} (x)")  # None stays None
+    y = _structure(y, f"{arg} (y)")
+    sample_weight = _structure(sample_weight, f"{arg} (sample_weight)")
     if need_y and y is None:
         raise ValueError(f"`{arg}` holds inputs only, but this step needs targets to compute "
                          f"the loss. Pass `(x, y)`. {_WHAT_TO_PASS}.")

@@ -1,14 +1,11 @@
-"""The loss, its gradients at given kernel values, and an optimizer's first step on copies.
-
-Nothing here assigns a model variable: gradients come from ``model.stateless_call`` with the
-values substituted, and the optimizer's step is taken by a fresh copy of it on scratch
-variables.
+"""The loss, its gradients at given kernel values, and an optimizer's first step on copies:
+nothing here assigns a model variable (``model.stateless_call``, scratch variables).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
-import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import keras
@@ -23,12 +20,9 @@ __all__ = ["Loss", "resolve_loss", "default_loss", "resolve_optimizer", "loss_an
 
 
 class Loss:
-    """The loss of a batch, as ``fit`` computes it.
-
-    ``compiled``: the model's own ``compute_loss`` (loss per output, loss weights,
-    regularization), run statelessly. Otherwise ``per_output`` holds one Keras loss per output
-    (given, or :func:`default_loss`), summed over outputs, weighted by ``sample_weight``.
-    """
+    """The loss of a batch, as ``fit`` computes it: ``compiled``, the model's own
+    ``compute_loss`` run statelessly; else the sum over outputs of ``per_output`` (one Keras loss
+    per output, given or :func:`default_loss`), weighted by ``sample_weight``."""
 
     def __init__(self, compiled: bool, per_output: Optional[list] = None, description: str = ""):
         self.compiled = compiled
@@ -38,10 +32,9 @@ class Loss:
     def __call__(self, model, trainable, non_trainable, batch: Batch, y_pred):
         if self.compiled:
             metrics = [keras.ops.convert_to_tensor(v) for v in model.metrics_variables]
-            value, _ = model.stateless_compute_loss(trainable, non_trainable, metrics,
-                                                    x=batch.x, y=batch.y, y_pred=y_pred,
-                                                    sample_weight=batch.sample_weight,
-                                                    training=True)
+            value, _ = model.stateless_compute_loss(
+                trainable, non_trainable, metrics, x=batch.x, y=batch.y, y_pred=y_pred,
+                sample_weight=batch.sample_weight, training=True)
             return value
         preds = keras.tree.flatten(y_pred)
         targets = _targets_in_output_order(model, batch.y, len(preds))
@@ -50,10 +43,8 @@ class Loss:
             weights = _targets_in_output_order(model, weights, len(preds), "sample_weight")
         else:
             weights = [weights] * len(preds)
-        total = 0.0
-        for fn, y, p, w in zip(self.per_output, targets, preds, weights):
-            total = total + fn(y, p, sample_weight=w)
-        return total
+        return sum((fn(y, p, sample_weight=w)
+                    for fn, y, p, w in zip(self.per_output, targets, preds, weights)), 0.0)
 
 
 def _targets_in_output_order(model, y, n: int, what: str = "y") -> list:
@@ -72,15 +63,11 @@ def _targets_in_output_order(model, y, n: int, what: str = "y") -> list:
 
 
 def default_loss(y, y_pred) -> keras.losses.Loss:
-    """The loss used when none is compiled or given, chosen from one output and its target.
-
-    - class indices (integer labels, or floats holding whole numbers) of shape ``(n,)`` or
-      ``(n, 1)`` for an output of ``k > 1`` units: sparse categorical cross-entropy;
-    - one-hot or probability rows of the output's shape: categorical cross-entropy;
-    - anything else: mean squared error.
-
-    ``from_logits`` is read from the output: rows of non-negative values summing to 1 are
-    probabilities, anything else logits.
+    """The loss used when none is compiled or given, chosen from one output and its target:
+    sparse categorical cross-entropy for class indices (integers, or whole floats) of shape
+    ``(n,)`` or ``(n, 1)`` for ``k > 1`` units; categorical cross-entropy for one-hot or
+    probability rows; else mean squared error. ``from_logits`` unless the output's rows are
+    non-negative and sum to 1.
     """
     y = np.asarray(y)
     p = np.asarray(keras.ops.convert_to_numpy(y_pred), dtype=np.float64)
@@ -97,27 +84,24 @@ def default_loss(y, y_pred) -> keras.losses.Loss:
     return keras.losses.MeanSquaredError()
 
 
-def _as_loss(item, where: str):
+def _as_loss(item, where: str) -> keras.losses.Loss:
     if isinstance(item, str):
         try:
-            return _wrapped(keras.losses.get(item))
+            item = keras.losses.get(item)
         except ValueError as err:
             raise ValueError(f"`loss`{where}: unknown loss name {item!r}; pass a Keras loss "
                              "name, a keras.losses.Loss or a callable (y_true, y_pred).") from err
+    if isinstance(item, keras.losses.Loss):
+        return item
     if callable(item):
-        return _wrapped(item)
+        return _FunctionLoss(item)
     raise TypeError(f"`loss`{where} must be a Keras loss, a loss name or a callable "
                     f"(y_true, y_pred), got {item!r}.")
 
 
-def _wrapped(fn):
-    """A Keras ``Loss`` (reduction, ``sample_weight``) around a plain ``(y_true, y_pred)``."""
-    if isinstance(fn, keras.losses.Loss):
-        return fn
-    return _FunctionLoss(fn)
-
-
 class _FunctionLoss(keras.losses.Loss):
+    """A plain ``(y_true, y_pred)`` given the reduction and ``sample_weight`` of a Keras loss."""
+
     def __init__(self, fn):
         super().__init__(name=getattr(fn, "__name__", "loss"))
         self.fn = fn
@@ -169,131 +153,102 @@ def resolve_optimizer(model, optimizer=None):
     return optimizer
 
 
-def _training_kwargs(model, training: bool) -> dict:
-    return {"training": training} if compat.call_takes_training(model) else {}
-
-
 def _tensors(x):
     return keras.tree.map_structure(keras.ops.convert_to_tensor, x)
 
 
+def _variable_values(model) -> Tuple[list, list]:
+    return ([keras.ops.convert_to_tensor(v) for v in model.trainable_variables],
+            [keras.ops.convert_to_tensor(v) for v in model.non_trainable_variables])
+
+
 def predict(model, batch: Batch, training: bool = False):
     """The model's output on ``batch.x`` (no state is updated)."""
+    kwargs = {"training": training} if compat.call_takes_training(model) else {}
     if not model.non_trainable_variables:  # nothing a call could update: the fast path
-        return model(_tensors(batch.x), **_training_kwargs(model, training))
-    trainable = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
-    non_trainable = [keras.ops.convert_to_tensor(v) for v in model.non_trainable_variables]
-    y_pred, _ = model.stateless_call(trainable, non_trainable, _tensors(batch.x),
-                                     **_training_kwargs(model, training))
+        return model(_tensors(batch.x), **kwargs)
+    y_pred, _ = model.stateless_call(*_variable_values(model), _tensors(batch.x), **kwargs)
     return y_pred
 
 
 def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Sequence[Any],
                        loss: Loss, training: bool = True, return_output: bool = False,
                        as_numpy: bool = True) -> Tuple[Any, ...]:
-    """The loss and its gradient with respect to ``variables``, evaluated with ``variables``
-    holding ``values`` (arrays or backend tensors; the model is not changed); with
-    ``return_output`` also the model's output of that forward pass. Gradients are float64
-    arrays, or with ``as_numpy=False`` backend tensors (zeros where a variable gets none).
-
-    The forward pass is ``model.stateless_call`` with the values substituted, on every backend;
-    only the differentiation is the backend's own: ``tf.GradientTape`` on TensorFlow,
-    ``jax.value_and_grad`` on JAX, ``torch.autograd.grad`` on PyTorch (not run by this
-    project's CI: ``make test-torch`` where torch is installed).
+    """The loss and its gradient with respect to ``variables`` holding ``values`` (arrays or
+    backend tensors; the model is not changed), and with ``return_output`` the model's output.
+    Gradients are float64 arrays, or with ``as_numpy=False`` backend tensors (zeros where a
+    variable gets none). The forward pass is ``model.stateless_call``; the differentiation is
+    the backend's own: ``tf.GradientTape``, ``jax.value_and_grad`` or ``torch.autograd.grad``
+    (not run by this project's CI: ``make test-torch`` where torch is installed).
     """
     name = keras.backend.backend()
     if name not in _GRADIENTS:
         raise NotImplementedError(
             f"Gradients are implemented for the TensorFlow, JAX and PyTorch backends, not "
             f"KERAS_BACKEND={name!r}; use rule='analytic' (no gradients) there.")
-    position = {id(v): i for i, v in enumerate(variables)}
-    slots = {}  # index in `variables` -> index in model.trainable_variables
-    for j, var in enumerate(model.trainable_variables):
-        i = position.get(id(var))
-        if i is not None:
-            slots[i] = j
-    missing = [variables[i].path for i in range(len(variables)) if i not in slots]
+    slot = {id(var): j for j, var in enumerate(model.trainable_variables)}
+    missing = [var.path for var in variables if id(var) not in slot]
     if missing:
         raise ValueError(f"Variables {missing[:4]} are not trainable variables of model "
                          f"{model.name!r}.")
-    value, grads, y_pred = _GRADIENTS[name](model, batch, variables, values, loss, training,
-                                            [slots[i] for i in range(len(variables))])
-    out = []
-    for g, v in zip(grads, values):
-        if g is None:
-            g = keras.ops.zeros(keras.ops.shape(v), "float32")
-        out.append(np.asarray(keras.ops.convert_to_numpy(g), np.float64) if as_numpy else g)
-    if return_output:
-        return float(value), out, y_pred
-    return float(value), out
-
-
-def _substituted(model, variables, values, slots):
-    """The model's trainable values with ``values`` at ``slots`` (backend tensors), and the
-    non-trainable ones."""
-    trainable = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
+    slots = [slot[id(var)] for var in variables]
+    trainable, non_trainable = _variable_values(model)
     for var, value, j in zip(variables, values, slots):
         trainable[j] = keras.ops.convert_to_tensor(value, dtype=var.dtype)
-    non_trainable = [keras.ops.convert_to_tensor(v) for v in model.non_trainable_variables]
-    return trainable, non_trainable
+    x = _tensors(batch.x)
+    kwargs = {"training": training} if compat.call_takes_training(model) else {}
+
+    def forward(current):
+        y_pred, _ = model.stateless_call(current, non_trainable, x, **kwargs)
+        value = loss(model, current, non_trainable, batch, y_pred)
+        return keras.ops.mean(keras.ops.cast(value, "float32")), y_pred
+
+    value, grads, y_pred = _GRADIENTS[name](forward, trainable, slots)
+    grads = [keras.ops.zeros(keras.ops.shape(v), "float32") if g is None else g
+             for g, v in zip(grads, values)]
+    if as_numpy:
+        grads = [np.asarray(keras.ops.convert_to_numpy(g), np.float64) for g in grads]
+    return (float(value), grads, y_pred) if return_output else (float(value), grads)
 
 
-def _forward_loss(model, batch, loss, training, trainable, non_trainable, x):
-    y_pred, _ = model.stateless_call(trainable, non_trainable, x,
-                                     **_training_kwargs(model, training))
-    value = loss(model, trainable, non_trainable, batch, y_pred)
-    return keras.ops.mean(keras.ops.cast(value, "float32")), y_pred
-
-
-def _tensorflow_gradients(model, batch, variables, values, loss, training, slots):
+def _tensorflow_gradients(forward, trainable, slots):
     import tensorflow as tf
 
-    trainable, non_trainable = _substituted(model, variables, values, slots)
     watched = [trainable[j] for j in slots]
-    x = _tensors(batch.x)
     with tf.GradientTape() as tape:
         tape.watch(watched)
-        value, y_pred = _forward_loss(model, batch, loss, training, trainable, non_trainable, x)
+        value, y_pred = forward(trainable)
     return value, tape.gradient(value, watched), y_pred
 
 
-def _jax_gradients(model, batch, variables, values, loss, training, slots):
+def _jax_gradients(forward, trainable, slots):
     import jax
-
-    trainable, non_trainable = _substituted(model, variables, values, slots)
-    x = _tensors(batch.x)
 
     def fn(watched):
         current = list(trainable)
         for j, value in zip(slots, watched):
             current[j] = value
-        return _forward_loss(model, batch, loss, training, current, non_trainable, x)
+        return forward(current)
 
-    (value, y_pred), grads = jax.value_and_grad(fn, has_aux=True)(
-        [trainable[j] for j in slots])
+    (value, y_pred), grads = jax.value_and_grad(fn, has_aux=True)([trainable[j] for j in slots])
     return value, grads, y_pred
 
 
-def _torch_gradients(model, batch, variables, values, loss, training, slots):
-    # Written against Keras's torch backend (stateless_call, autograd.grad) but not run by
-    # this project's CI, whose machines have no torch: `make test-torch` runs the suite there.
+def _torch_gradients(forward, trainable, slots):
+    # Not run by this project's CI, whose machines have no torch: `make test-torch` runs it.
     import torch
 
-    trainable, non_trainable = _substituted(model, variables, values, slots)
     watched = [trainable[j].detach().requires_grad_(True) for j in slots]
     for j, tensor in zip(slots, watched):
         trainable[j] = tensor
-    x = _tensors(batch.x)
     with torch.enable_grad():
-        value, y_pred = _forward_loss(model, batch, loss, training, trainable, non_trainable,
-                                      x)
+        value, y_pred = forward(trainable)
         grads = torch.autograd.grad(value, watched, allow_unused=True)
     return value.detach(), grads, keras.tree.map_structure(
         lambda t: t.detach() if hasattr(t, "detach") else t, y_pred)
 
 
-_GRADIENTS = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients,
-              "torch": _torch_gradients}
+_GRADIENTS = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients, "torch": _torch_gradients}
 
 
 def outside_distribution(fn: Callable[[], Any]) -> Any:
@@ -306,20 +261,8 @@ def outside_distribution(fn: Callable[[], Any]) -> Any:
 
     if not tf.distribute.has_strategy():
         return fn()
-    out: dict = {}
-
-    def target():
-        try:
-            out["value"] = fn()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-            out["error"] = err
-
-    worker = threading.Thread(target=target)
-    worker.start()
-    worker.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
+    with concurrent.futures.ThreadPoolExecutor(1) as worker:
+        return worker.submit(fn).result()  # re-raises fn's error here
 
 
 # Optimizers whose step treats every entry on its own (no per-tensor norms or shapes, as in
@@ -339,15 +282,13 @@ def _fusable(optimizer) -> bool:
 
 def _step_tensors(optimizer, grads: Sequence[Any], values: Sequence[Any], fuse: bool = True
                   ) -> list:
-    """The first step of a fresh copy of ``optimizer``, as backend tensors (float32). Elementwise
+    """The first step of a fresh copy of ``optimizer``, as float32 backend tensors. Elementwise
     optimizers step once on all entries concatenated: one variable, no host copies."""
     ops = keras.ops
     grads, values = [_f32(g) for g in grads], [_f32(v) for v in values]
     if fuse and _fusable(optimizer) and len(values) > 1:
-        sizes = [int(np.prod(ops.shape(v))) for v in values]
         flat, = _step_tensors(optimizer, [_flat(grads)], [_flat(values)])
-        parts = ops.split(flat, [int(i) for i in np.cumsum(sizes)[:-1]])
-        return [ops.reshape(p, ops.shape(v)) for p, v in zip(parts, values)]
+        return [ops.reshape(p, ops.shape(v)) for p, v in zip(_split(flat, values), values)]
 
     def step():
         opt = optimizer.__class__.from_config(optimizer.get_config())
@@ -359,8 +300,7 @@ def _step_tensors(optimizer, grads: Sequence[Any], values: Sequence[Any], fuse: 
     return outside_distribution(step)
 
 
-def optimizer_steps(optimizer, grads: Sequence[Any], values: Sequence[Any]
-                    ) -> List[np.ndarray]:
+def optimizer_steps(optimizer, grads: Sequence[Any], values: Sequence[Any]) -> List[np.ndarray]:
     """The first step a fresh copy of ``optimizer`` takes from ``values`` given ``grads``
     (arrays or backend tensors), as float64 arrays."""
     return [np.asarray(keras.ops.convert_to_numpy(t), np.float64)
@@ -387,6 +327,12 @@ def _flat(tensors: Sequence[Any]):
     return keras.ops.concatenate([keras.ops.reshape(t, (-1,)) for t in tensors])
 
 
+def _split(flat, like: Sequence[Any]) -> list:
+    """``flat`` cut into pieces of the sizes of the tensors ``like``."""
+    sizes = [int(np.prod(keras.ops.shape(t))) for t in like]
+    return keras.ops.split(flat, [int(i) for i in np.cumsum(sizes)[:-1]])
+
+
 def _exponent_probe(flat_g, flat_v):
     # About 8k entries spread over every tensor: two strided slices of the concatenations
     # (one slice per tensor costs more than the whole optimizer step at 100 layers).
@@ -400,10 +346,7 @@ def _exponent(n1: float, n2: float) -> float:
     if not (n1 > 0 and math.isfinite(n1) and math.isfinite(n2)):
         return 2.0  # a non-finite step is refused by the caller
     p = float(np.clip(1.0 + math.log2(max(n2 / n1, 1e-12)), 1.0, 2.0))
-    for exact in (1.0, 2.0):  # float32 rounding of the two steps
-        if abs(p - exact) < 1e-3:
-            return exact
-    return p
+    return float(round(p)) if abs(p - round(p)) < 1e-3 else p  # float32 rounding of the steps
 
 
 def _sgd_first_step(optimizer) -> Optional[float]:
@@ -429,23 +372,21 @@ def _sgd_first_step(optimizer) -> Optional[float]:
 def step_norms_and_exponent(optimizer, grads: Sequence[Any], values: Sequence[Any]
                             ) -> Tuple[np.ndarray, float]:
     """The norm of each variable's first step and :func:`step_exponent`, in one optimizer apply
-    on the backend: what the growth needs, without copying the steps to the host."""
+    on the backend (no host copies of the steps)."""
     factor = _sgd_first_step(optimizer)
     if factor is not None:
         return factor * norms(grads), 2.0
-    ops = keras.ops
     grads, values = [_f32(g) for g in grads], [_f32(v) for v in values]
     flat_g, flat_v = _flat(grads), _flat(values)
     pair_g, pair_v = _exponent_probe(flat_g, flat_v)
-    if not (_fusable(optimizer) and len(values) > 1):
-        found = norms(_step_tensors(optimizer, grads + pair_g, values + pair_v))
-        return found[:-2], _exponent(*found[-2:])
-    # The flat copies are the one variable of the step, beside the exponent's two samples;
-    # the steps' norms are taken on its slices (no reshape back).
-    step, step_1, step_2 = _step_tensors(optimizer, [flat_g] + pair_g, [flat_v] + pair_v,
-                                         fuse=False)
-    sizes = [int(np.prod(ops.shape(v))) for v in values]
-    found = norms(ops.split(step, [int(i) for i in np.cumsum(sizes)[:-1]]) + [step_1, step_2])
+    if _fusable(optimizer) and len(values) > 1:
+        # The flat copies are the one variable of the step, beside the exponent's two samples;
+        # the steps' norms are taken on its slices (no reshape back).
+        step, *pair = _step_tensors(optimizer, [flat_g] + pair_g, [flat_v] + pair_v, fuse=False)
+        steps = _split(step, values) + pair
+    else:
+        steps = _step_tensors(optimizer, grads + pair_g, values + pair_v)
+    found = norms(steps)
     return found[:-2], _exponent(*found[-2:])
 
 

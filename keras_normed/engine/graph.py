@@ -1,8 +1,6 @@
 """The walk: which kernels a model holds, how often each is used, and which joint rescalings
-of them keep the function (linear constraints ``A a = 0`` on the log-scales, with notes where
-the net is not positively homogeneous). Functional and Sequential models are read from their
-nodes, subclassed models and layers made of layers traced on symbolic inputs; docs/normed.md
-(section 2) states the rules.
+keep the function (``A a = 0`` on the log-scales, with notes where the net is not positively
+homogeneous). The rules: docs/normed.md, section 2.
 """
 
 from __future__ import annotations
@@ -33,10 +31,10 @@ _PASS = ("InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Dropout
              "SpatialDropout", "MaxPooling", "AveragePooling", "GlobalMaxPooling",
              "GlobalAveragePooling", "ZeroPadding", "Cropping", "UpSampling")),
          # keras.ops recorded by a trace
-         "Relu", "LeakyRelu", "Transpose", "MaxPool", "AveragePool", "Mean", "Sum", "Max",
-         "Min", "GetItem", "Squeeze", "ExpandDims", "Cast", "Abs", "Negative", "Pad",
-         "Moveaxis", "Swapaxes", "Tile", "Repeat", "BroadcastTo", "Ravel", "Split", "Take",
-         "Unstack", "Copy", "Real", "Flip", "Roll", "StopGradient")
+         "Relu", "LeakyRelu", "Transpose", "MaxPool", "AveragePool", "Mean", "Sum", "Max", "Min",
+         "GetItem", "Squeeze", "ExpandDims", "Cast", "Abs", "Negative", "Pad", "Moveaxis",
+         "Swapaxes", "Tile", "Repeat", "BroadcastTo", "Ravel", "Split", "Take", "Unstack", "Copy",
+         "Real", "Flip", "Roll", "StopGradient")
 _HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "leaky_relu", "identity")
 _OFFSETS = ("Add", "Subtract", "Maximum", "Minimum")
 
@@ -55,13 +53,12 @@ class KernelSite:
 @dataclasses.dataclass
 class ScaleConstraints:
     """``rows @ a == 0`` keeps the function; ``uses[i]``: calls of kernel ``i``'s layer;
-    ``order``: the kernels' indices in the order their layers are first called (forward
-    order); ``output_forms[i]``: coefficients of ``a`` in the log-scale of the output of
-    kernel ``i``'s layer (a nonzero bias there must be scaled by ``exp(output_forms[i] @ a)``
-    to keep the function); ``note_forms``: what is not positively homogeneous, each with the
-    log-scale form at that place (``None``: everywhere); ``moving_forms``: each
-    BatchNormalization whose input scale moves, with that form (its moving mean must be scaled
-    by ``exp(form @ a)`` and its moving variance by ``exp(2 form @ a)``)."""
+    ``order``: the kernels' indices in forward order (of their layers' first calls);
+    ``output_forms[i]``: the log-scale of kernel ``i``'s layer's output as coefficients of ``a``
+    (a nonzero bias there is scaled by ``exp(output_forms[i] @ a)``); ``note_forms``: what is
+    not positively homogeneous, with the form at that place (``None``: everywhere);
+    ``moving_forms``: each BatchNormalization whose input scale moves, with that form (moving
+    mean scaled by ``exp(form @ a)``, moving variance by ``exp(2 form @ a)``)."""
 
     rows: np.ndarray
     uses: List[Optional[int]]
@@ -99,9 +96,7 @@ _NOT_KERNELS = {"kernel", "bias", "gamma", "beta", "moving_mean", "moving_varian
 
 
 def _other_kernels(layer) -> List[Tuple[str, Any]]:
-    """``(name, variable)`` of a layer's kernel-like weights other than ``kernel``: depthwise,
-    pointwise, recurrent kernels, embeddings, and a custom layer's ``w`` drawn by its own
-    ``w_initializer``."""
+    """``(name, variable)`` of each ``*_kernel``, ``embeddings``, ``w`` with ``w_initializer``."""
     return [(name.lstrip("_"), v) for name, v in vars(layer).items()
             if isinstance(v, keras.Variable) and name.lstrip("_") not in _NOT_KERNELS
             and (name.endswith("_kernel") or name == "embeddings"
@@ -149,27 +144,22 @@ def _activation_reason(fn) -> str:
 
 def _nonzero_bias(layer) -> bool:
     bias = getattr(layer, "bias", None)
-    if not isinstance(bias, keras.Variable):
-        return False
-    return bool(np.any(keras.ops.convert_to_numpy(bias) != 0))
+    return isinstance(bias, keras.Variable) and bool(np.any(keras.ops.convert_to_numpy(bias) != 0))
 
 
 class _Propagation:
     def __init__(self, variables: Sequence[Any], training: bool):
         self.index = {id(v): i for i, v in enumerate(variables)}
-        self.n = len(variables)
         self.rows: List[Form] = []
         self.notes: List[Tuple[str, Form]] = []  # what is not homogeneous, and where
-        self.calls: Dict[int, int] = {}
-        self.order: List[Any] = []  # operations in the order of their first call
+        self.calls: Dict[int, int] = {}  # in the order of the operations' first calls
         self.out_forms: Dict[int, Form] = {}  # a kernel layer's output form (first call)
         self.moving: Dict[int, Tuple[Any, Form]] = {}  # BatchNormalization -> input form
         self.training = training
 
-    # -- forms -----------------------------------------------------------------------------
     def _equal(self, forms: List[Form]) -> None:
         for other in forms[1:]:
-            diff = _sub(other, forms[0])
+            diff = _add(other, {k: -v for k, v in forms[0].items()})
             if diff:
                 self.rows.append(diff)
 
@@ -180,26 +170,21 @@ class _Propagation:
 
     def _freeze(self, indices, text: str) -> None:
         """Kernels whose use cannot be read keep their scale (``a_i = 0``): safe."""
-        for i in sorted(indices):
-            self.rows.append({i: 1.0})
+        self.rows += [{i: 1.0} for i in sorted(indices)]
         if indices:
             self.notes.append((text, {}))
 
     def _moving_input(self, op, form: Form) -> None:
-        """A BatchNormalization's input form: its moving statistics must follow the input's
-        scale for the inference-mode function to be kept too."""
+        # Its moving statistics must follow the input's scale to keep the inference function.
         seen = self.moving.setdefault(id(op), (op, form))[1]
         if seen != form:
             self._note(_union([seen, form]), f"{op.name}: BatchNormalization called on inputs "
-                                              "of different scales; its moving statistics "
-                                              "follow the first")
+                       "of different scales; its moving statistics follow the first")
 
     def _tracked_inside(self, op) -> set:
         return {self.index[id(v)] for v in getattr(op, "weights", []) if id(v) in self.index}
 
-    # -- graph -----------------------------------------------------------------------------
-    def run(self, inputs: Sequence[Any], outputs: Sequence[Any], forms: List[Form]
-            ) -> List[Form]:
+    def run(self, inputs: Sequence[Any], outputs: Sequence[Any], forms: List[Form]) -> List[Form]:
         known = {id(t): f for t, f in zip(inputs, forms)}
         return [self._form_of(t, known) for t in outputs]
 
@@ -208,46 +193,38 @@ class _Propagation:
         stack = [tensor]
         while stack:
             t = stack[-1]
-            if id(t) in known:
-                stack.pop()
-                continue
-            found = compat.producer(t)
-            if found is None:
-                known[id(t)] = {}
+            found = None if id(t) in known else compat.producer(t)
+            if found is None:  # known already, or an Input
+                known.setdefault(id(t), {})
                 stack.pop()
                 continue
             op, node = found
-            pending = [p for p in compat.node_inputs(node) if id(p) not in known]
+            in_tensors = compat.node_inputs(node)
+            pending = [p for p in in_tensors if id(p) not in known]
             if pending:
                 stack.extend(pending)
                 continue
             outs = compat.node_outputs(node)
-            results = self._apply(op, node, [known[id(p)] for p in compat.node_inputs(node)],
-                                  len(outs))
-            for o, f in zip(outs, results):
-                known[id(o)] = f
+            forms = self._apply(op, node, [known[id(p)] for p in in_tensors], len(outs))
+            known.update((id(o), f) for o, f in zip(outs, forms))
             stack.pop()
         return known[id(tensor)]
 
     def _apply(self, op, node, forms: List[Form], n_out: int) -> List[Form]:
         self.calls[id(op)] = self.calls.get(id(op), 0) + 1
-        if self.calls[id(op)] == 1:
-            self.order.append(op)
         name = type(op).__name__
         first = forms[0] if forms else {}
         in_tensors = compat.node_inputs(node)
         if isinstance(op, keras.Model):
-            inner = _inner_graph(op, in_tensors, self.training)
-            if inner is not None and len(inner[0]) == len(forms):
-                outs = self.run(inner[0], inner[1], forms)
-                return outs[:n_out] + [{}] * max(0, n_out - len(outs))
-            return self._opaque(op, forms, n_out)
+            io = _symbolic_io(op) or _trace(
+                op, in_tensors[0] if len(in_tensors) == 1 else list(in_tensors), self.training)
+            return self._inner(op, io if io and len(io[0]) == len(forms) else None, forms, n_out)
         if hasattr(op, "normalized_kernel"):
             # Weight normalization: invariant to the direction's norm, scaled by its length g.
             g = self.index.get(id(getattr(op, "g", None)))
-            own = {} if g is None else {g: 1.0}
-            self.out_forms.setdefault(id(op), _add(first, own))
-            return [_add(first, own)] * n_out
+            out = _add(first, {} if g is None else {g: 1.0})
+            self.out_forms.setdefault(id(op), out)
+            return [out] * n_out
         if name in _NORMALIZATIONS:
             if name == "BatchNormalization":
                 self._moving_input(op, first)
@@ -263,12 +240,8 @@ class _Propagation:
         if isinstance(op, keras.layers.Layer) and len(compat.all_layers(op)) > 1 and inside \
                 and not isinstance(op, keras.layers.Wrapper):
             # A layer built of layers (a block, attention): read its own call.
-            args, kwargs = compat.node_arguments(node)
-            traced = _trace_call(op, args, kwargs)
-            if traced is not None:
-                outs = self.run(in_tensors, traced, forms)
-                return outs[:n_out] + [{}] * max(0, n_out - len(outs))
-            return self._opaque(op, forms, n_out)
+            traced = _trace_call(op, *compat.node_arguments(node))
+            return self._inner(op, None if traced is None else (in_tensors, traced), forms, n_out)
         own = dict.fromkeys(inside, 1.0)
         if own or any(isinstance(getattr(op, k, None), keras.Variable)
                       for k in ("kernel", "pointwise_kernel")):
@@ -284,15 +257,14 @@ class _Propagation:
         if not isinstance(op, keras.layers.Layer):
             # A keras.ops operation recorded by a trace: variables read directly (a kernel
             # used through `ops.matmul(h, layer.kernel)`) and constants (`h + 1`).
-            args, kwargs = compat.node_arguments(node)
-            leaves = keras.tree.flatten((args, kwargs))
+            leaves = keras.tree.flatten(compat.node_arguments(node))
             used = [self.index[id(v)] for v in leaves
                     if isinstance(v, keras.Variable) and id(v) in self.index]
             if used and name in _MERGE_SUM:
                 return [_add(_union(forms), {i: 1.0 for i in used})] * n_out
             if used:
-                self._freeze(set(used), f"{op.name} ({name}) reads kernels "
-                             f"{sorted(used)} directly: they keep their scale")
+                self._freeze(set(used), f"{op.name} ({name}) reads kernels {sorted(used)} "
+                             "directly: they keep their scale")
             if name in _OFFSETS and any(_nonzero_constant(v) for v in leaves):
                 self._note(_union(forms), f"{op.name} ({name}) with a nonzero constant is not "
                                           "positively homogeneous")
@@ -302,43 +274,40 @@ class _Propagation:
         if name in _MERGE_SUM:
             return [_union(forms)] * n_out
         if name == "Activation" or name == "ReLU" or name in _PASS:
-            reason = self._not_homogeneous(op, name)
+            reason = _activation_reason(op.activation) if name == "Activation" else ""
+            if name == "ReLU" and (getattr(op, "max_value", None) is not None
+                                   or getattr(op, "threshold", 0)):
+                reason = "ReLU with max_value/threshold is not positively homogeneous"
             if reason:
                 self._note(first, f"{op.name}: {reason}")
             self._equal(forms)
             if _nonzero_bias(op):
                 self._note(first, f"{op.name} ({name}): nonzero bias")
             return [first] * n_out
-        self._note(_union(forms), f"{op.name} ({name}): not known to be positively "
-                                  "homogeneous")
+        self._note(_union(forms), f"{op.name} ({name}): not known to be positively homogeneous")
         self._equal(forms)
         return [first] * n_out
 
+    def _inner(self, op, io, forms: List[Form], n_out: int) -> List[Form]:
+        """A nested model's or a composite layer's graph ``(inputs, outputs)``, or opaque."""
+        if io is None:
+            return self._opaque(op, forms, n_out)
+        outs = self.run(io[0], io[1], forms)
+        return outs[:n_out] + [{}] * max(0, n_out - len(outs))
+
     def _opaque(self, op, forms: List[Form], n_out: int) -> List[Form]:
-        """A layer or model whose graph cannot be read: its kernels keep their scale, and its
-        input is assumed to scale its output alike (noted)."""
+        """A call that cannot be read: its kernels keep their scale, its input's scale passes."""
         self._freeze(self._tracked_inside(op), f"{op.name} ({type(op).__name__}): call not "
                      "readable; its kernels keep their scale")
         self._note(_union(forms), f"{op.name} ({type(op).__name__}): call not readable, "
                                   "assumed scale-equivariant")
         return [_union(forms)] * n_out
 
-    @staticmethod
-    def _not_homogeneous(op, name: str) -> str:
-        if name == "Activation":
-            return _activation_reason(op.activation)
-        if name == "ReLU" and (getattr(op, "max_value", None) is not None
-                               or getattr(op, "threshold", 0)):
-            return "ReLU with max_value/threshold is not positively homogeneous"
-        return ""
-
 
 def _nonzero_constant(value) -> bool:
-    if isinstance(value, (bool, keras.Variable)) or compat.is_keras_tensor(value):
-        return False
-    if isinstance(value, (int, float, np.ndarray, np.generic)):
-        return bool(np.any(np.asarray(value) != 0))
-    return False
+    # Python and numpy numbers only: not bools, Variables or symbolic tensors.
+    return isinstance(value, (int, float, np.ndarray, np.generic)) \
+        and not isinstance(value, bool) and bool(np.any(np.asarray(value) != 0))
 
 
 def _add(a: Form, b: Form) -> Form:
@@ -346,10 +315,6 @@ def _add(a: Form, b: Form) -> Form:
     for k, v in b.items():
         out[k] = out.get(k, 0.0) + v
     return {k: v for k, v in out.items() if v != 0}
-
-
-def _sub(a: Form, b: Form) -> Form:
-    return _add(a, {k: -v for k, v in b.items()})
 
 
 def _union(forms: List[Form]) -> Form:
@@ -362,27 +327,20 @@ def _symbolic_io(model):
 
 
 def _trace_call(layer, args, kwargs) -> Optional[List[Any]]:
-    """The flat outputs of ``layer.call(*args, **kwargs)`` on symbolic tensors (Keras layers
-    and ``keras.ops`` inside record their nodes), or None if the call is not traceable."""
+    """The flat symbolic outputs of ``layer.call(*args, **kwargs)``, or None if not traceable."""
     try:
         outputs = layer.call(*args, **kwargs)
     except Exception:  # noqa: BLE001 - raw TensorFlow ops, Python control flow on values...
         return None
     flat = keras.tree.flatten(outputs)
-    if not flat or not all(compat.is_keras_tensor(o) for o in flat):
-        return None
-    return flat
+    return flat if flat and all(compat.is_keras_tensor(o) for o in flat) else None
 
 
 def _trace(model, structure, training: bool):
-    """Symbolic inputs shaped like ``structure`` (a batch, or specs) and the outputs of
-    ``model.call`` on them, or None."""
-    leaves = keras.tree.flatten(structure)
-    inputs = [keras.Input(shape=tuple(np.shape(s)[1:]) if not hasattr(s, "dtype") or
-                          not hasattr(s, "shape") else tuple(s.shape[1:]),
-                          dtype=str(getattr(s, "dtype", "float32")).replace("<dtype: '", "")
-                          .rstrip("'>"))
-              for s in leaves]
+    """Symbolic inputs shaped like ``structure`` (a batch, or specs) and ``model.call``'s
+    outputs on them, or None."""
+    inputs = [keras.Input(shape=tuple(np.shape(s)[1:]), dtype=getattr(s, "dtype", "float32"))
+              for s in keras.tree.flatten(structure)]
     packed = keras.tree.pack_sequence_as(structure, inputs)
     kwargs = {"training": training} if compat.call_takes_training(model) else {}
     outputs = _trace_call(model, (packed,), kwargs)
@@ -399,17 +357,12 @@ def _built_input(model):
     return keras.KerasTensor(shape, dtype=model.input_dtype)
 
 
-def _inner_graph(model, in_tensors, training: bool):
-    return _symbolic_io(model) or _trace(
-        model, in_tensors[0] if len(in_tensors) == 1 else list(in_tensors), training)
-
-
 def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool = True
                       ) -> ScaleConstraints:
     """The linear constraints on the log-scales of ``variables`` that keep ``model``'s
     function (see the module docstring). ``x`` (a batch) is needed only to trace a
     subclassed model whose input shape Keras did not record."""
-    prop = _Propagation(variables, training)
+    prop, n = _Propagation(variables, training), len(variables)
     layers = compat.all_layers(model)
     with compat.graph_side_effects_undone(layers):
         io, graph = _symbolic_io(model), "functional"
@@ -417,50 +370,42 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
             structure = x if x is not None else _built_input(model)
             io = None if structure is None else _trace(model, structure, training)
             graph = "traced"
-        if io is None:
-            graph = "unknown"
-        else:
+        if io is not None:
             prop.rows += [form for form in prop.run(io[0], io[1], [{}] * len(io[0])) if form]
-    layer_of = {}
-    for layer in layers:  # pre-order: a sublayer comes after its parent and overrides it
-        if not isinstance(layer, keras.Model):
-            for var in getattr(layer, "weights", []):
-                layer_of[id(var)] = layer
-    if graph == "unknown":
-        n = prop.n
+    if io is None:
         return ScaleConstraints(
             np.ones((1, n)) if n else np.zeros((0, 0)), [None] * n,
             [(f"{model.name}: graph not readable (a subclassed model whose call is not "
-              "symbolic-traceable): one product-of-scales constraint, as for a chain",
-              None)], graph, list(range(n)), list(np.tril(np.ones((n, n)))))
-    rows = np.array([_vector(form, prop.n) for form in prop.rows]).reshape(len(prop.rows), prop.n)
+              "symbolic-traceable): one product-of-scales constraint, as for a chain", None)],
+            "unknown", list(range(n)), list(np.tril(np.ones((n, n)))))
+    layer_of = {}
+    for layer in layers:  # pre-order: a sublayer comes after its parent and overrides it
+        if not isinstance(layer, keras.Model):
+            layer_of.update((id(var), layer) for var in getattr(layer, "weights", []))
+    rows = np.array([_vector(form, n) for form in prop.rows]).reshape(len(prop.rows), n)
     callers = [_caller(layer_of.get(id(var)), layers, prop.calls) for var in variables]
     uses = [0 if c is None else prop.calls[id(c)] for c in callers]
-    rank = {id(op): k for k, op in enumerate(prop.order)}
-    order = sorted(range(prop.n), key=lambda i: rank.get(id(callers[i]), len(rank) + i))
-    forms = [_vector(prop.out_forms.get(id(c), {}), prop.n) for c in callers]
-    notes = [(text, None if not form else _vector(form, prop.n)) for text, form in prop.notes]
-    moving = [(op, _vector(form, prop.n)) for op, form in prop.moving.values() if form]
+    rank = {key: k for k, key in enumerate(prop.calls)}  # forward order: of the first calls
+    order = sorted(range(n), key=lambda i: rank.get(id(callers[i]), len(rank) + i))
+    forms = [_vector(prop.out_forms.get(id(c), {}), n) for c in callers]
+    notes = [(text, None if not form else _vector(form, n)) for text, form in prop.notes]
+    moving = [(op, _vector(form, n)) for op, form in prop.moving.values() if form]
     return ScaleConstraints(rows, uses, notes, graph, order, forms, moving)
 
 
 def _vector(form: Form, n: int) -> np.ndarray:
     vec = np.zeros(n)
-    for i, v in form.items():
-        vec[i] = v
+    vec[list(form)] = list(form.values())
     return vec
 
 
 def _caller(owner, layers, calls):
-    """The layer whose calls apply ``owner``'s variable: ``owner`` itself, or the wrapper or
-    composite layer that calls it; ``None`` when no call of the graph reaches it."""
-    if owner is None:
-        return None
-    if id(owner) in calls:
+    """The layer whose calls apply ``owner``'s variable: ``owner``, or the wrapper or composite
+    layer that calls it; None when no call of the graph reaches it."""
+    if owner is None or id(owner) in calls:
         return owner
     for layer in layers:
-        if isinstance(layer, keras.Model) or layer is owner:
-            continue
-        if any(sub is owner for sub in compat.all_layers(layer)[1:]) and id(layer) in calls:
+        if not isinstance(layer, keras.Model) and layer is not owner and id(layer) in calls \
+                and any(sub is owner for sub in compat.all_layers(layer)[1:]):
             return layer
     return None

@@ -10,7 +10,7 @@ __all__ = ["Row", "Report", "spread"]
 
 
 def _field(obj, mapping: str, name: str):
-    """``obj.<mapping>[name]`` as an attribute (the dataclass's own fields come first)."""
+    # For __getattr__ (own fields are found first); via __dict__: no recursion while unpickling.
     values = obj.__dict__.get(mapping, {})
     if name in values:
         return values[name]
@@ -60,13 +60,10 @@ class Row:
 
 @dataclasses.dataclass
 class Report:
-    """What a model-level step measured and did.
-
-    ``method``: ``"rescale"``, ``"lsuv"``, ``"data_dependent"``, ``"growth"`` or ``"arpit"``.
-    ``applied``: whether weights were changed (``reason`` says why not). ``rows``: one per
-    layer. ``summary``: the step's own numbers (spreads, exponent, constraints, notes,
-    output change, loss, ...), also readable as attributes (``report.spread_after``).
-    """
+    """What a model-level step (``method``: ``"rescale"``, ``"lsuv"``, ``"data_dependent"``,
+    ``"growth"`` or ``"arpit"``) measured and did: ``applied`` (``reason`` says why not), one
+    row per layer, and the step's own numbers in ``summary`` (spreads, exponent, notes, output
+    change, loss, ...), also readable as attributes (``report.spread_after``)."""
 
     method: str
     applied: bool = False
@@ -138,10 +135,8 @@ class Report:
             lines.append(f"{_tail(r.path, 33):<34}{r.kind[:17]:<18}{_fmt(r.uses):>5}"
                          f"{_fmt(r.fan_in):>8}{_fmt(r.sharing):>9}"
                          + "".join(f"{_fmt(r.values.get(k)):>12}" for k in keys))
-        for note in self.summary.get("notes", []) or []:
-            lines.append(f"note: {note}")
-        for left in self.summary.get("left", []) or []:
-            lines.append(f"left: {left}")
+        lines += [f"note: {note}" for note in self.summary.get("notes") or []]
+        lines += [f"left: {left}" for left in self.summary.get("left") or []]
         return "\n".join(lines)
 
     def plot(self, path: str, title: Optional[str] = None,
@@ -158,10 +153,8 @@ class Report:
         for ax, key in zip(axes[0], keys):
             vals = self.column(key)
             ax.bar(range(len(vals)), vals)
-            ax.set_yscale("log")
-            ax.set_xticks(range(len(vals)))
+            ax.set(yscale="log", xticks=range(len(vals)), title=key)
             ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-            ax.set_title(key)
         fig.suptitle(title or f"{self.method}")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
@@ -170,7 +163,7 @@ class Report:
 
 
 def _tail(path: str, width: int) -> str:
-    """``path`` cut from the left to ``width`` characters, at a ``/`` where one fits."""
+    # Cut from the left, at a "/" where one fits: the layer's own name stays readable.
     if len(path) <= width:
         return path
     tail = path[3 - width:]
@@ -180,8 +173,6 @@ def _tail(path: str, width: int) -> str:
 def _fmt(value) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return str(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -19,12 +19,10 @@ def null_space(rows: np.ndarray, n: int) -> np.ndarray:
     return vt[rank:].T
 
 
-def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
-             ) -> Tuple[np.ndarray, float]:
+def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float) -> Tuple[np.ndarray, float]:
     """Log-scales ``a`` with ``rows @ a = 0`` making ``log_growth - exponent * a`` as equal as
-    possible, and the spread ``max/min`` of growth the constraints leave: the minimum-norm
-    minimizer of ``sum_l (log r_l - p a_l - K)**2`` over ``a = N z`` (``N``: null space of
-    ``rows``) and a free level ``K`` (kernels that need not move do not).
+    possible, and the growth spread ``max/min`` left: the minimum-norm minimizer of
+    ``sum_l (log r_l - p a_l - K)**2`` over ``a = N z`` (``N``: null space of ``rows``), free ``K``.
     """
     log_growth = np.asarray(log_growth, np.float64)
     n = log_growth.size
@@ -40,8 +38,7 @@ def equalize(log_growth: np.ndarray, rows: np.ndarray, exponent: float
     level = (b.sum() - float(u @ nb)) / (n - float(u @ u) + 1e-9 * n)
     z = (nb - u * level) / exponent
     a = np.einsum("ik,k->i", basis, z)
-    residual = b - exponent * a - level
-    return a, float(math.exp(np.ptp(residual)))
+    return a, float(math.exp(np.ptp(b - exponent * a - level)))
 
 
 def norm(x) -> float:

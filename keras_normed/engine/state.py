@@ -11,14 +11,14 @@ __all__ = ["Transaction", "agree"]
 
 
 class Transaction:
-    """Snapshot ``variables`` (and ``(object, attribute)`` pairs); restore them all if the
-    block raises, so a model-level step either succeeds or leaves the model as it was."""
+    """Snapshot ``variables`` (and ``(object, attribute)`` pairs; ``values``: a snapshot taken
+    already); restore them all if the block raises, so a step succeeds or changes nothing."""
 
     def __init__(self, variables: Sequence[Any], attributes: Sequence[tuple] = (),
                  values: Sequence[Any] = None):
         self.variables = list(variables)
         self.attributes = list(attributes)
-        self.values = None if values is None else list(values)  # a snapshot taken already
+        self.values = None if values is None else list(values)
 
     def __enter__(self) -> Transaction:
         if self.values is None:  # copies: a later assign does not change them
@@ -36,8 +36,7 @@ class Transaction:
 
 
 def _strategy(variables: Sequence[Any] = ()):
-    """The strategy in scope, else the one that owns ``variables`` (built inside a scope,
-    used outside it); ``None`` when there is no strategy of several replicas."""
+    """The strategy in scope, else the one owning ``variables``; None unless several replicas."""
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
@@ -48,18 +47,13 @@ def _strategy(variables: Sequence[Any] = ()):
             strategy = getattr(getattr(var, "value", None), "distribute_strategy", None)
             if strategy is not None:
                 break
-    if strategy is None or strategy.num_replicas_in_sync <= 1:
-        return None
-    return strategy
+    return strategy if strategy is not None and strategy.num_replicas_in_sync > 1 else None
 
 
-def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any] = ()
-          ) -> tuple:
-    """``(values of replica 0, whether any replica failed)``, the same on every replica, so all
-    take the same decision: under a ``tf.distribute`` strategy of several replicas (one
-    all-reduce), or on JAX under a ``keras.distribution`` spanning several processes (a
-    broadcast and a gather). A collective: every worker calls it at the same point. Without
-    either it returns its arguments.
+def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any] = ()) -> tuple:
+    """``(values of replica 0, whether any replica failed)``, the same on every replica: under a
+    ``tf.distribute`` strategy of several replicas, or a ``keras.distribution`` over several JAX
+    processes. A collective: every worker calls it at the same point. Else the arguments.
     """
     values = np.asarray(values, np.float64).reshape(-1)
     if keras.backend.backend() == "jax":
@@ -69,7 +63,7 @@ def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any
         return values, failed
     import tensorflow as tf
 
-    local = np.concatenate([[1.0 if failed else 0.0], values])
+    local = np.concatenate([[float(failed)], values])
 
     def replica_fn():
         ctx = tf.distribute.get_replica_context()
@@ -88,8 +82,7 @@ def agree(values: Sequence[float], failed: bool = False, variables: Sequence[Any
 
 
 def _agree_jax_processes(values: np.ndarray, failed: bool) -> tuple:
-    """:func:`agree` on JAX: a no-op unless a ``keras.distribution`` is active with several
-    processes; then process 0's values and whether any process failed."""
+    """:func:`agree` on JAX: a no-op unless a ``keras.distribution`` spans several processes."""
     import jax
 
     if keras.distribution.distribution() is None or jax.process_count() <= 1:
@@ -99,10 +92,7 @@ def _agree_jax_processes(values: np.ndarray, failed: bool) -> tuple:
     # float64 needs jax_enable_x64: float32 pairs (hi + lo) carry the values instead.
     hi = values.astype(np.float32)
     lo = (values - hi.astype(np.float64)).astype(np.float32)
-    flag = np.array([1.0 if failed else 0.0], np.float32)
     shared = multihost_utils.broadcast_one_to_all(np.concatenate([hi, lo]))
-    flags = multihost_utils.process_allgather(flag)
-    shared = np.asarray(shared, np.float64)
-    n = len(values)
-    return shared[:n] + shared[n:], bool(np.asarray(flags).max() > 0)
+    flags = multihost_utils.process_allgather(np.array([float(failed)], np.float32))
+    return np.asarray(shared, np.float64).reshape(2, -1).sum(0), bool(np.asarray(flags).max() > 0)
 
