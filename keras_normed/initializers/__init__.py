@@ -1,5 +1,4 @@
-"""Initializers of keras-normed, one family a module; Xavier/Glorot, He, LeCun and Orthogonal
-are Keras's own (``keras.initializers``)."""
+"""Initializers of keras-normed; Xavier/Glorot, He, LeCun and Orthogonal are Keras's own."""
 
 from keras_normed.initializers.delta_orthogonal import (
     CriticalPoint,

@@ -21,10 +21,9 @@ class DeltaOrthogonal(SeededInitializer):
         W[centre, :, :] = gain * H,   H H^T = I_{c_in}  (H random orthogonal, c_in x c_out)
         W[x, :, :]      = 0           for every other spatial offset x,
 
-    with ``centre = (k - 1) // 2`` per spatial axis and ``H`` from
-    ``keras.initializers.Orthogonal(gain, seed)``: every singular value of the convolution's
-    Jacobian is ``gain`` (docs/delta_orthogonal.md). Use it at the critical point
-    ``cp = tanh_critical_point(sigma_b2)``: ``gain=cp.sigma_w``, biases of std ``cp.sigma_b``.
+    ``centre = (k - 1) // 2`` per axis; every singular value of the convolution's Jacobian is
+    ``gain``. Use ``cp = tanh_critical_point(sigma_b2)``: ``gain=cp.sigma_w``, biases' std
+    ``cp.sigma_b``.
 
     Example:
         >>> sw2, sb2, _ = keras_normed.initializers.tanh_critical_point(sigma_b2=1e-4)
@@ -36,13 +35,10 @@ class DeltaOrthogonal(SeededInitializer):
 
     Args:
         gain: multiplicative factor (``sigma_w`` of the mean-field theory).
-        seed: as Keras's random initializers: an int (same values at every call and in every
-            process), a ``keras.random.SeedGenerator`` (new values at every call), or ``None``
-            (an int drawn once at construction; ``get_config`` keeps None).
+        seed: an int, a ``keras.random.SeedGenerator`` or ``None``, as Keras's initializers.
 
-    Reference: L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. S. Schoenholz, J. Pennington,
-    "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla
-    Convolutional Neural Networks", ICML 2018 (Algorithm 2).
+    Reference: L. Xiao et al., "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train
+    10,000-Layer Vanilla Convolutional Neural Networks", ICML 2018 (Algorithm 2).
     """
 
     def __init__(self, gain: float = 1.0, seed=None):
@@ -53,7 +49,7 @@ class DeltaOrthogonal(SeededInitializer):
         shape = tuple(int(s) for s in shape)
         if len(shape) < 3:
             raise ValueError(
-                f"DeltaOrthogonal needs a convolution kernel of shape (*kernel_size, c_in, c_out) "
+                "DeltaOrthogonal needs a convolution kernel of shape (*kernel_size, c_in, c_out) "
                 f"with 1-3 spatial axes; got shape {shape}. For Dense kernels use "
                 "keras.initializers.Orthogonal.")
         *kernel_size, c_in, c_out = shape
@@ -92,26 +88,18 @@ _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(201)
 _WEIGHTS = _WEIGHTS / math.sqrt(2.0 * math.pi)  # E[f(z)], z ~ N(0, 1)
 
 
-def gaussian_mean(f, q: float) -> float:
-    """``E[f(sqrt(q) z)]`` for ``z ~ N(0, 1)`` by 201-point Gauss-Hermite quadrature."""
-    return float(np.sum(_WEIGHTS * f(math.sqrt(max(q, 0.0)) * _NODES)))
-
-
-def _tanh2(x):
-    return np.tanh(x) ** 2
-
-
-def _dtanh2(x):
-    return (1.0 - np.tanh(x) ** 2) ** 2
+def _tanh_moments(q: float):
+    """``E[tanh(x)^2]`` and ``E[tanh'(x)^2]`` for ``x ~ N(0, q)`` (201-point Gauss-Hermite)."""
+    tanh2 = np.tanh(math.sqrt(max(q, 0.0)) * _NODES) ** 2
+    return float(np.sum(_WEIGHTS * tanh2)), float(np.sum(_WEIGHTS * (1.0 - tanh2) ** 2))
 
 
 def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:
     """The mean-field critical ``(sigma_w^2, sigma_b^2)`` of a tanh network for a bias variance.
 
     There the fixed point ``q*`` of ``q = sigma_w^2 E[tanh(sqrt(q) z)^2] + sigma_b^2`` has
-    ``chi = sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1`` (Poole et al. 2016; Schoenholz et al. 2017;
-    Xiao et al. 2018): ``sigma_w^2 = 1 / E[tanh'^2]`` and
-    ``sigma_b^2 = q - E[tanh^2] / E[tanh'^2]``, increasing in ``q`` (``q*`` by bisection).
+    ``chi = sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1`` (Poole et al. 2016; Schoenholz et al. 2017):
+    ``sigma_w^2 = 1 / E[tanh'^2]``, ``sigma_b^2 = q - E[tanh^2] / E[tanh'^2]`` (bisection on q).
 
     Example: ``tanh_critical_point(1e-4)`` has ``sigma_w2`` 1.086 and ``q_star`` 0.0457.
 
@@ -127,7 +115,8 @@ def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:
         return CriticalPoint(1.0, 0.0, 0.0)
 
     def bias_on_line(q: float) -> float:
-        return q - gaussian_mean(_tanh2, q) / gaussian_mean(_dtanh2, q)
+        tanh2, dtanh2 = _tanh_moments(q)
+        return q - tanh2 / dtanh2
 
     lo, hi = 0.0, 1.0
     while bias_on_line(hi) < sigma_b2:
@@ -141,12 +130,11 @@ def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:
         else:
             hi = mid
     q = 0.5 * (lo + hi)
-    return CriticalPoint(1.0 / gaussian_mean(_dtanh2, q), float(sigma_b2), q)
+    return CriticalPoint(1.0 / _tanh_moments(q)[1], float(sigma_b2), q)
 
 
 def critical_sigma_w(sigma_b: float, nonlinearity: str = "tanh") -> float:
-    """``sigma_w`` at the order-to-chaos transition for bias standard deviation ``sigma_b``
-    (see :func:`tanh_critical_point`); only ``nonlinearity="tanh"`` is supported."""
+    """``sigma_w`` at the order-to-chaos transition for bias std ``sigma_b`` (only ``"tanh"``)."""
     if nonlinearity != "tanh":
         raise ValueError(f"`nonlinearity` must be 'tanh', got {nonlinearity!r}.")
     return tanh_critical_point(float(sigma_b) ** 2).sigma_w

@@ -1,5 +1,4 @@
-"""Random-walk initialization (Sussillo & Abbott, 2014); the derivation and the measurements are
-in docs/random_walk.md."""
+"""Random-walk initialization (Sussillo & Abbott, 2014; docs/random_walk.md)."""
 
 from __future__ import annotations
 
@@ -17,9 +16,8 @@ TANH_GAIN = 1.15
 
 def _check_nonlinearity(nonlinearity) -> str:
     if nonlinearity not in NONLINEARITIES:
-        raise ValueError(
-            f"Unknown `nonlinearity` {nonlinearity!r}; expected one of {NONLINEARITIES}, "
-            "or pass `gain=` explicitly.")
+        raise ValueError(f"Unknown `nonlinearity` {nonlinearity!r}; expected one of "
+                         f"{NONLINEARITIES}, or pass `gain=` explicitly.")
     return nonlinearity
 
 
@@ -30,8 +28,7 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
     - ReLU:   ``g = sqrt(2) * exp(1.2 / (max(N, 6) - 2.4))``,
     - tanh:   ``g = 1.15`` (numerical, no closed form).
 
-    With ``W ~ N(0, g^2 / N)`` these make ``E[ln(|delta_{d}|^2 / |delta_{d+1}|^2)] = 0``: the log
-    gradient norm performs an *unbiased* random walk across layers.
+    With ``W ~ N(0, g^2 / N)`` the log gradient norm is an *unbiased* random walk over depth.
     """
     _check_nonlinearity(nonlinearity)
     n = int(n)
@@ -48,10 +45,8 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
 class RandomWalk(StructuredInitializer):
     """Gaussian weights scaled so the log gradient norm is an unbiased random walk over depth.
 
-    ``W ~ N(0, g^2 / N)`` with ``N`` the layer's effective fan-in (:mod:`keras_normed.structure`)
-    and ``g`` from :func:`random_walk_gain` (linear: ``exp(1 / (2N))``; ReLU:
-    ``sqrt(2) exp(1.2 / (max(N, 6) - 2.4))``; tanh: 1.15), cancelling the drift ``~ -c / N`` per
-    layer of ``ln |W^T D delta|^2 / |delta|^2`` that Glorot and He leave.
+    ``W ~ N(0, g^2 / N)``, ``N`` the layer's effective fan-in and ``g`` from
+    :func:`random_walk_gain`: it cancels the drift ``~ -c / N`` per layer that Glorot and He leave.
 
     Example:
         >>> layer = keras.layers.Dense(100, activation="relu",
@@ -61,9 +56,7 @@ class RandomWalk(StructuredInitializer):
     Args:
         nonlinearity: "linear", "relu" or "tanh": the activation after the layer.
         gain: explicit ``g``; overrides the formula.
-        seed: as Keras's random initializers: an int (same values at every call and in every
-            process), a ``keras.random.SeedGenerator`` (new values at every call), or ``None``
-            (an int drawn once at construction; ``get_config`` keeps None).
+        seed: an int, a ``keras.random.SeedGenerator`` or ``None``, as Keras's initializers.
 
     Reference: D. Sussillo, L. F. Abbott, "Random Walk Initialization for Training Very Deep
     Feedforward Networks", arXiv:1412.6558, 2014.
@@ -71,8 +64,7 @@ class RandomWalk(StructuredInitializer):
 
     distribution = "normal"
 
-    def __init__(self, nonlinearity: str = "linear", gain: Optional[float] = None,
-                 seed=None):
+    def __init__(self, nonlinearity: str = "linear", gain: Optional[float] = None, seed=None):
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         self.gain = None if gain is None else check_positive("gain", gain)
         super().__init__(seed=seed)

@@ -1,6 +1,4 @@
-"""Robust initialization of weight-normalized networks (Arpit, Campos, Bengio, NeurIPS 2019);
-the derivation of its gains: docs/weight_norm.md.
-"""
+"""Robust initialization of weight-normalized networks (Arpit et al. 2019; docs/weight_norm.md)."""
 
 from __future__ import annotations
 
@@ -11,15 +9,14 @@ import keras
 import numpy as np
 
 from keras_normed import _keras_compat as compat
-from keras_normed import structure
+from keras_normed import engine, structure
 
 __all__ = ["arpit_init", "assign_orthogonal", "host_seed", "layer_seeds",
            "residual_branch_ends", "weight_norm_layers"]
 
 
 def host_seed(seed) -> Optional[int]:
-    """``seed`` checked as NumPy seeds take it: ``None``, an int >= 0, or an int drawn from a
-    ``keras.random.SeedGenerator``."""
+    """``seed`` as NumPy takes it: ``None``, an int >= 0, or an int drawn from a SeedGenerator."""
     if isinstance(seed, keras.random.SeedGenerator):
         seed = int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1, seed=seed)))
     integer = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
@@ -31,15 +28,14 @@ def host_seed(seed) -> Optional[int]:
 
 
 def layer_seeds(seed, n: int) -> List[int]:
-    """``n`` independent int seeds derived from ``seed`` (:func:`host_seed`; random when
-    ``None``) by ``numpy.random.SeedSequence``: seeds ``s`` and ``s + 1`` share no layer seed."""
+    """``n`` independent int seeds from ``seed`` by ``numpy.random.SeedSequence`` (random for
+    ``None``): seeds ``s`` and ``s + 1`` share no layer seed."""
     states = np.random.SeedSequence(host_seed(seed)).generate_state(max(n, 1))
     return [int(s % (2**31 - 1)) + 1 for s in states[:n]]
 
 
 def assign_orthogonal(variable, seed: int) -> None:
-    """Set ``variable`` to ``keras.initializers.Orthogonal(seed=seed)`` drawn on its 2-D reshape
-    ``(prod(shape[:-1]), shape[-1])`` (a vector: one row)."""
+    """Set ``variable`` to ``keras.initializers.Orthogonal(seed=seed)`` on its 2-D reshape."""
     shape = tuple(variable.shape)
     ortho = keras.initializers.Orthogonal(seed=seed)((int(np.prod(shape[:-1])), shape[-1]),
                                                      dtype="float32")
@@ -53,8 +49,6 @@ def _is_wn(layer) -> bool:
 
 def weight_norm_layers(model) -> List[keras.layers.Layer]:
     """The model's weight-normalized layers in forward order (nested models included)."""
-    from keras_normed import engine
-
     found = [layer for layer in compat.all_layers(model) if _is_wn(layer)]
     if not found:
         return []
@@ -63,9 +57,8 @@ def weight_norm_layers(model) -> List[keras.layers.Layer]:
 
 
 def residual_branch_ends(model) -> List[str]:
-    """Names of the weight-normalized layers (nested models included) whose output goes only
-    into an ``Add`` layer: the ends of residual branches (else pass ``branch_ends=`` to
-    :func:`arpit_init`)."""
+    """Names of the weight-normalized layers whose output goes only into an ``Add`` layer: the
+    ends of residual branches."""
     return [layer.name for layer in compat.all_layers(model)
             if _is_wn(layer) and isinstance(_only_consumer(layer), keras.layers.Add)]
 
@@ -77,32 +70,27 @@ def _only_consumer(layer):
 
 def _relu_follows(layer) -> bool:
     nxt = _only_consumer(layer)
-    return (getattr(layer.layer, "activation", None) is keras.activations.relu
-            or isinstance(nxt, keras.layers.ReLU)
-            or (isinstance(nxt, keras.layers.Activation)
-                and nxt.activation is keras.activations.relu))
+    relu = keras.activations.relu
+    return (getattr(layer.layer, "activation", None) is relu or isinstance(nxt, keras.layers.ReLU)
+            or isinstance(nxt, keras.layers.Activation) and nxt.activation is relu)
 
 
 def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
-               branch_ends: Optional[Iterable[str]] = None,
-               seed: Optional[int] = None):
+               branch_ends: Optional[Iterable[str]] = None, seed: Optional[int] = None):
     """Initialize every WeightNormalization layer of ``model`` as Arpit et al. (2019), in place.
 
-    ``v`` orthogonal (``keras.initializers.Orthogonal`` on the 2-D reshape), bias zero, and
-    ``g = gain * sqrt(fan_in / fan_out)``, ``gain = sqrt(2)`` before a ReLU and 1 otherwise,
-    times ``1 / sqrt(residual_blocks)`` for the last layer of each residual branch.
+    ``v`` orthogonal, bias zero, ``g = gain * sqrt(fan_in / fan_out)``, ``gain = sqrt(2)`` before a
+    ReLU and 1 otherwise, divided by ``sqrt(residual_blocks)`` on each residual branch's end.
 
     Args:
         model: a built model containing :class:`~keras_normed.layers.WeightNormalization`.
-        residual_blocks: the number ``B`` of residual blocks; ``None`` uses the number of
-            branch ends found (0 for a plain network).
-        branch_ends: names of the layers ending a residual branch; ``None`` finds them with
-            :func:`residual_branch_ends`.
+        residual_blocks: the number of residual blocks; ``None``: the branch ends found.
+        branch_ends: names of the layers ending a residual branch; ``None``: found.
         seed: seed of the orthogonal directions (one derived per layer).
 
     Returns:
-        A :class:`~keras_normed.engine.Report` (method ``"arpit"``): per layer ``g`` and
-        ``gain``; ``branch_ends`` and ``residual_blocks`` in the summary.
+        A :class:`~keras_normed.engine.Report` (method ``"arpit"``): ``g`` and ``gain`` per
+        layer, ``branch_ends`` and ``residual_blocks`` in the summary.
 
     Example:
 
@@ -129,13 +117,9 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
     blocks = len(ends) if residual_blocks is None else int(residual_blocks)
     if ends and blocks < 1:
         raise ValueError(f"`residual_blocks` must be >= 1 for a residual net, got {blocks}.")
-    from keras_normed import engine
-
-    seeds = layer_seeds(seed, len(layers))
     rows = []
-    variables = [w for layer in layers for w in layer.weights]
-    with engine.Transaction(variables):
-        for layer, layer_seed in zip(layers, seeds):
+    with engine.Transaction([w for layer in layers for w in layer.weights]):
+        for layer, layer_seed in zip(layers, layer_seeds(seed, len(layers))):
             assign_orthogonal(layer.layer.kernel, layer_seed)
             fan_in, fan_out = structure.shape_fans(layer.layer.kernel.shape)
             gain2 = 2.0 if _relu_follows(layer) else 1.0
@@ -144,8 +128,7 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
                 g /= math.sqrt(blocks)
             layer.g.assign(np.full(layer.g.shape, g, dtype=layer.g.dtype))
             if layer.layer.use_bias:
-                layer.layer.bias.assign(np.zeros(layer.layer.bias.shape,
-                                                 layer.layer.bias.dtype))
+                layer.layer.bias.assign(np.zeros(layer.layer.bias.shape, layer.layer.bias.dtype))
             rows.append(engine.Row(layer.g.path, type(layer.layer).__name__, 1, int(fan_in),
                                    values={"g": g, "gain": math.sqrt(gain2),
                                            "branch_end": layer.name in ends}))

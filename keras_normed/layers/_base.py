@@ -1,5 +1,4 @@
-"""What the package's layers share (private module): argument checks, the Dense-like weight
-arguments (initializers, regularizers, constraints, bias, activation) and the image layout."""
+"""What the package's layers share: argument checks, Dense-like weight arguments, image layout."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from keras_normed import structure
 
 
 def resolve_data_format(value) -> str:
-    """``None`` -> ``keras.config.image_data_format()``, read once (at construction, as
-    ``keras.layers.Conv2D`` does): a layer's layout must not follow later global changes."""
+    """``value`` checked; ``None`` is the global default read now, as ``Conv2D`` does."""
     if value is None:
         return keras.config.image_data_format()
     if not isinstance(value, str) or value.lower() not in ("channels_last", "channels_first"):
@@ -21,8 +19,7 @@ def resolve_data_format(value) -> str:
     return value.lower()
 
 
-# The Dense-like weight arguments, in the layers' argument order, and the Keras module that
-# resolves each.
+# The Dense-like weight arguments in the layers' argument order, each with its Keras module.
 _WEIGHT_ARGS = [(f"{weight}_{kind}", module) for kind, module in (
     ("initializer", keras.initializers), ("regularizer", keras.regularizers),
     ("constraint", keras.constraints)) for weight in ("kernel", "bias")]
@@ -63,9 +60,7 @@ class WeightArgs(RealInputs):
             name: keras.saving.serialize_keras_object(getattr(self, name)) for name in names}}
 
     def _add_kernel_and_bias(self, kernel_shape, n_out: int):
-        """The kernel and bias, their initializers handed this layer and the weight's name
-        (:func:`keras_normed.structure.bind_initializer`)."""
-        def add(name, shape):
+        def add(name, shape):  # the initializer is handed this layer and the weight's name
             init = structure.bind_initializer(getattr(self, f"{name}_initializer"), self, name)
             return self.add_weight(name=name, shape=shape, initializer=init,
                                    regularizer=getattr(self, f"{name}_regularizer"),
@@ -75,8 +70,7 @@ class WeightArgs(RealInputs):
         self.bias = add("bias", (n_out,)) if self.use_bias else None
 
     def _real_inputs(self, inputs):
-        """``inputs`` in the compute dtype: Keras layers compute in it whatever the input dtype
-        (integer images would otherwise give truncated outputs); complex inputs are refused."""
+        # Cast as Keras layers do: integer images would otherwise give truncated outputs.
         if self._check_real(inputs.dtype) != self.compute_dtype:
             inputs = ops.cast(inputs, self.compute_dtype)
         return inputs
@@ -98,13 +92,11 @@ class ImageLayout:
         return -1 if self.data_format == "channels_last" else 1
 
     def _hwc(self, input_shape):
-        """``(H, W, C)`` of an input shape in this layer's layout."""
         if self.data_format == "channels_last":
             return input_shape[1], input_shape[2], input_shape[3]
         return input_shape[2], input_shape[3], input_shape[1]
 
     def _built_channels(self, input_shape) -> int:
-        """The input's channel count, which ``build`` needs known."""
         c_in = input_shape[self._channel_axis]
         if c_in is None:
             raise ValueError(

@@ -1,6 +1,4 @@
-"""Block-circulant layers (CirCNN, Ding et al., MICRO 2017): ``CirculantDense`` and
-``CirculantConv2D`` (docs/layers.md; the FFT math in :mod:`keras_normed.ops`).
-"""
+"""Block-circulant layers (CirCNN, Ding et al., MICRO 2017; docs/layers.md)."""
 
 from __future__ import annotations
 
@@ -11,11 +9,7 @@ import keras
 
 from keras_normed import geometry
 from keras_normed.geometry import LinearStructure
-from keras_normed.layers._base import (
-    ImageLayout,
-    WeightArgs,
-    resolve_data_format,
-)
+from keras_normed.layers._base import ImageLayout, WeightArgs, resolve_data_format
 from keras_normed.ops._common import check_positive_int, int_pair
 from keras_normed.ops.circulant import circulant_conv2d, num_blocks
 from keras_normed.ops.freq import circulant_matmul_freq
@@ -36,17 +30,13 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
 
     ``y = activation(x @ W + bias)``, output block ``q`` of ``x @ W`` being
     ``sum_p C(kernel[p, q]) x_p``, ``C(c)[i, j] = c[(i - j) mod b]``; kernel
-    ``(ceil(n_in / b), ceil(units / b), b)`` (``b`` times fewer parameters than ``Dense``),
-    computed by FFTs, the input zero-padded and the output truncated to multiples of ``b``.
-    Inputs: rank >= 2, features last, any real dtype (cast to the compute dtype).
+    ``(ceil(n_in / b), ceil(units / b), b)``, ``b`` times fewer parameters than ``Dense``;
+    computed by FFTs. Inputs: rank >= 2, features last, any real dtype.
 
     Args:
         units: output width.
-        block_size: size ``b`` of the circulant blocks; a positive int not larger than
-            ``max(n_in, units)``.
-        activation: as ``keras.layers.Dense``, and so are ``use_bias`` and the initializers
-            (the default ``"normed"`` uses the effective fan-in ``n_in``), regularizers and
-            constraints.
+        block_size: size ``b`` of the circulant blocks, ``<= max(n_in, units)``.
+        activation, use_bias, initializers, regularizers, constraints: as ``keras.layers.Dense``.
 
     Example: ``CirculantDense(64, block_size=16)`` on 128 features has an ``(8, 4, 16)`` kernel.
     Reference: C. Ding et al., "CirCNN", MICRO 2017.
@@ -70,11 +60,10 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
         return (num_blocks(n_in, b), num_blocks(self.units, b), b)
 
     def build(self, input_shape):
-        n_in = input_shape[-1]
-        if n_in is None:
+        if input_shape[-1] is None:
             raise ValueError("The last axis (features) of the input to CirculantDense must be "
                              f"defined; got input shape {tuple(input_shape)}.")
-        n_in = int(n_in)
+        n_in = int(input_shape[-1])
         _check_block_size(self.block_size, n_in, self.units, "input size")
         self.n_in = n_in  # read by normed_fans while the kernel is initialized
         self._add_kernel_and_bias(self.kernel_shape_for(n_in), self.units)
@@ -88,8 +77,7 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def normed_fans(self, kernel_shape: Sequence[int]) -> Tuple[int, int]:
-        """Effective fans of ``W``: each output sees all ``n_in`` inputs, each input reaches
-        all ``units`` outputs."""
+        """``(n_in, units)``: each output sees every input."""
         n_in = self.n_in if self.n_in is not None else int(kernel_shape[0]) * self.block_size
         return n_in, self.units
 
@@ -112,21 +100,20 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, i*s + u*d, j*s + v*d] @ W[u, v] + bias)``, every
     ``W[u, v]`` block-circulant as in :class:`CirculantDense`; kernel
-    ``(kh, kw, ceil(C_in / b), ceil(filters / b), b)``; computed by
-    :func:`keras_normed.ops.circulant.circulant_conv2d`. Inputs of any real dtype are cast to
-    the compute dtype; height and width may be unknown.
+    ``(kh, kw, ceil(C_in / b), ceil(filters / b), b)``. Inputs of any real dtype; height and
+    width may be unknown.
 
     Args:
         filters: output channels.
         kernel_size: int or pair.
-        block_size: circulant block size ``b``; a positive int ``<= max(C_in, filters)``.
+        block_size: circulant block size ``b``, ``<= max(C_in, filters)``.
         strides, padding ("valid" or "same"), dilation_rate: as ``keras.layers.Conv2D``.
         activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
-        data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
-            (``keras.config.image_data_format()`` read once, at construction).
+        data_format: ``"channels_last"``, ``"channels_first"`` or ``None`` (the global default,
+            read at construction).
 
-    Example: ``CirculantConv2D(256, 3, block_size=256, padding="same")`` on ``(2, 7, 7, 256)``
-    inputs has a ``(3, 3, 1, 1, 256)`` kernel. Reference: C. Ding et al., "CirCNN", MICRO 2017.
+    Example: ``CirculantConv2D(256, 3, block_size=256)`` on 256 channels: a ``(3, 3, 1, 1, 256)``
+    kernel. Reference: C. Ding et al., "CirCNN", MICRO 2017.
     """
 
     def __init__(self, filters: int, kernel_size, block_size: int, strides=1,
@@ -144,10 +131,9 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         if self.strides != (1, 1) and self.dilation_rate != (1, 1):
             raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not supported "
                              "(as in keras.layers.Conv2D); set one of them to 1.")
-        padding = str(padding).lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
-        self.padding = padding
+        self.padding = str(padding).lower()
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"`padding` must be 'valid' or 'same', got {self.padding!r}.")
         self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
                               kernel_regularizer, bias_regularizer, kernel_constraint,
                               bias_constraint)
@@ -166,9 +152,8 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: c_in})
 
     def call(self, inputs):
-        y = circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters,
-                                 self.strides, self.padding, self.dilation_rate,
-                                 data_format=self.data_format)
+        y = circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters, self.strides,
+                             self.padding, self.dilation_rate, data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")
 
     def compute_output_shape(self, input_shape):
@@ -194,15 +179,13 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         nnz = int(ah.rows.sum()) * int(aw.rows.sum()) * c_in * self.filters
         full = all((a.rows == k).all() for a, k in zip((ah, aw), self.kernel_size))
         uniform = full and c_in % self.block_size == 0 and self.filters % self.block_size == 0
-        return LinearStructure(
-            fan_in=int(ah.rows.max() * aw.rows.max()) * c_in,
-            fan_out=int(ah.cols.max() * aw.cols.max()) * self.filters, sharing=nnz / n_params,
-            uniform=bool(uniform), n_params=n_params,
-            shape=(len(ah.rows) * len(aw.rows) * self.filters, h * w * c_in))
+        return LinearStructure(fan_in=int(ah.rows.max() * aw.rows.max()) * c_in,
+                               fan_out=int(ah.cols.max() * aw.cols.max()) * self.filters,
+                               sharing=nnz / n_params, uniform=bool(uniform), n_params=n_params,
+                               shape=(len(ah.rows) * len(aw.rows) * self.filters, h * w * c_in))
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": self.kernel_size, "block_size": self.block_size,
-                "strides": self.strides, "padding": self.padding,
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "block_size": self.block_size, "strides": self.strides, "padding": self.padding,
                 "dilation_rate": self.dilation_rate, "data_format": self.data_format,
                 **self._weight_config()}

@@ -1,5 +1,4 @@
-"""``PeriodicConv2D``: convolution with periodic (circular) padding, as net (b) of Yang et al.
-2021 uses it (a 55x55 single-channel kernel on a 56x56 map); see docs/layers.md."""
+"""``PeriodicConv2D``: convolution with periodic (circular) padding (docs/layers.md)."""
 
 from __future__ import annotations
 
@@ -8,11 +7,7 @@ from typing import Optional, Sequence, Tuple
 import keras
 
 from keras_normed.geometry import LinearStructure
-from keras_normed.layers._base import (
-    ImageLayout,
-    WeightArgs,
-    resolve_data_format,
-)
+from keras_normed.layers._base import ImageLayout, WeightArgs, resolve_data_format
 from keras_normed.ops import dispatch
 from keras_normed.ops._common import check_positive_int, int_pair
 from keras_normed.ops.periodic import periodic_conv2d
@@ -28,22 +23,20 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
 
     ``y[n, i, j] = activation(sum_{u, v} x[n, (i + u - ch) mod H, (j + v - cw) mod W]
     @ kernel[u, v] + bias)``, ``ch = (kh - 1) // 2``, ``cw = (kw - 1) // 2``; kernel
-    ``(kh, kw, C_in, filters)`` as ``Conv2D``'s (taps of a larger kernel that wrap onto one
-    pixel add up). Inputs of any real dtype are cast to the compute dtype; height and width may
+    ``(kh, kw, C_in, filters)`` as ``Conv2D``'s. Inputs of any real dtype; height and width may
     be unknown.
 
     Args:
         filters: output channels.
         kernel_size: int or pair.
-        strides: only 1 is supported (a periodic convolution keeps the spatial size).
-        method: ``"direct"`` (wrap-pad, then a valid convolution), ``"fft"`` (2-D real FFT)
-            or ``"auto"`` (:func:`~keras_normed.ops.dispatch.periodic_conv2d_method`).
+        strides: only 1 is supported.
+        method: ``"direct"`` (wrap-pad, then a valid convolution), ``"fft"`` or ``"auto"``
+            (:func:`~keras_normed.ops.dispatch.periodic_conv2d_method`).
         activation, use_bias, initializers, regularizers, constraints: as ``Conv2D``.
-        data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
-            (``keras.config.image_data_format()`` read once, at construction).
+        data_format: ``"channels_last"``, ``"channels_first"`` or ``None`` (the global default,
+            read at construction).
 
     Example: ``PeriodicConv2D(1, 55)`` on ``(2, 56, 56, 1)`` inputs gives ``(2, 56, 56, 1)``.
-
     Reference: H. Yang et al., "A new initialization method based on normed statistical spaces
     in deep networks", Inverse Problems and Imaging 15(1), 2021.
     """
@@ -76,8 +69,7 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: self.c_in})
 
     def resolved_method(self, input_shape) -> str:
-        """``"fft"`` or ``"direct"``: what ``method`` resolves to for this input shape (in the
-        layer's ``data_format``; ``None`` height or width allowed)."""
+        """``"fft"`` or ``"direct"``: what ``method`` resolves to for this input shape."""
         if self.method != "auto":
             return self.method
         h, w, c_in = (None if d is None else int(d) for d in self._hwc(input_shape))
@@ -85,7 +77,7 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
 
     def call(self, inputs):
         y = periodic_conv2d(self._real_inputs(inputs), self.kernel,
-                                self.resolved_method(inputs.shape), data_format=self.data_format)
+                            self.resolved_method(inputs.shape), data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")
 
     def compute_output_shape(self, input_shape):
@@ -99,8 +91,7 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         return kh * kw * c_in, kh * kw * c_out
 
     def normed_structure(self, input_shape) -> LinearStructure:
-        """Uniform; ``sharing = H*W`` when the kernel fits in the input, below it for a larger
-        kernel (several taps on one entry of ``T``)."""
+        """Uniform; ``sharing = H*W`` when the kernel fits in the input, less for a larger one."""
         h, w, c_in = (int(d) for d in self._hwc(input_shape))
         kh, kw = self.kernel_size
         n_params = kh * kw * c_in * self.filters
@@ -111,7 +102,7 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
                                shape=(h * w * self.filters, h * w * c_in))
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": self.kernel_size, "strides": self.strides,
-                "method": self.method, "data_format": self.data_format, **self._weight_config()}
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "method": self.method, "data_format": self.data_format,
+                **self._weight_config()}
 

@@ -23,14 +23,12 @@ def _describe(value) -> str:
 
 def _check_epsilon(epsilon) -> float:
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(
-            f"`epsilon` must be a non-negative float (added to ||v||^2 under the square root), "
-            f"got {_describe(epsilon)}. Pass e.g. epsilon=1e-12 (the default) or 0.")
+        raise TypeError("`epsilon` must be a non-negative float (added to ||v||^2 under the "
+                        f"square root), got {_describe(epsilon)}. Pass e.g. epsilon=1e-12.")
     epsilon = float(epsilon)
     if not (math.isfinite(epsilon) and epsilon >= 0):
-        raise ValueError(
-            f"`epsilon` must be a finite float >= 0 (added to ||v||^2 under the square root), "
-            f"got {epsilon!r}. Pass e.g. epsilon=1e-12 (the default) or 0.")
+        raise ValueError("`epsilon` must be a finite float >= 0 (added to ||v||^2 under the "
+                         f"square root), got {epsilon!r}. Pass e.g. epsilon=1e-12 or 0.")
     return epsilon
 
 
@@ -41,14 +39,12 @@ def _check_g_initializer(g_initializer):
     try:
         return keras.initializers.get(g_initializer)
     except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"`g_initializer` must be 'norm' or a Keras initializer (name, config or "
-            f"instance, e.g. 'ones'), got {_describe(g_initializer)}.") from err
+        raise ValueError("`g_initializer` must be 'norm' or a Keras initializer (name, config or "
+                         f"instance, e.g. 'ones'), got {_describe(g_initializer)}.") from err
 
 
 def _check_built_dtype(layer, policy) -> None:
-    """A wrapped layer that already has weights cannot take a policy with another variable
-    dtype: its variables would stay in the old one."""
+    # A built layer's variables would stay in their old dtype.
     if not layer.built:
         return
     wrong = sorted({keras.backend.standardize_dtype(w.dtype) for w in layer.weights}
@@ -64,17 +60,15 @@ def _check_built_dtype(layer, policy) -> None:
 class WeightNormalization(RealInputs, keras.layers.Wrapper):
     """Weight normalization of a ``Dense`` or ``Conv1D/2D/3D`` layer.
 
-    Output unit ``i`` of the wrapped layer uses the kernel column ``w_i = g_i * v_i / ||v_i||``:
-    ``v`` (the wrapped layer's ``kernel``) sets the direction, the trainable ``g`` the length;
-    the wrapped layer's bias and activation are kept (docs/weight_norm.md).
+    Output unit ``i`` uses the kernel column ``w_i = g_i * v_i / ||v_i||``: ``v`` (the wrapped
+    layer's ``kernel``) sets the direction, the trainable ``g`` the length; the wrapped layer's
+    bias and activation are kept (docs/weight_norm.md).
 
     Args:
-        layer: a ``keras.layers.Dense`` or ``Conv1D``/``Conv2D``/``Conv3D`` layer
-            (channels_last); transposed, depthwise and separable convolutions are refused.
-        g_initializer: ``"norm"`` (default: ``g = ||v||`` at build time, so the wrapper starts
-            as the unwrapped layer) or a Keras initializer (e.g. ``"ones"``).
-        epsilon: a float >= 0 added to ``||v||^2`` under the square root (floored at the
-            smallest normal float: a zero column gives ``w_i = 0``, not NaN).
+        layer: a channels_last ``keras.layers.Dense`` or ``Conv1D``/``Conv2D``/``Conv3D`` layer.
+        g_initializer: ``"norm"`` (``g = ||v||`` at build time: the wrapper starts as the
+            unwrapped layer) or a Keras initializer (e.g. ``"ones"``).
+        epsilon: a float >= 0 added to ``||v||^2`` under the square root.
         dtype: the dtype policy of the wrapper and the wrapped layer (default: the wrapped
             layer's); a wrapped layer already built must have its variable dtype.
 
@@ -86,25 +80,22 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
     (3,)
 
     A whole network as Arpit et al. (2019): :func:`keras_normed.initializers.arpit_init`.
-    Reference: T. Salimans, D. P. Kingma, "Weight Normalization: A Simple Reparameterization
-    to Accelerate Training of Deep Neural Networks", NeurIPS 2016.
+    Reference: T. Salimans, D. P. Kingma, "Weight Normalization", NeurIPS 2016.
     """
 
     def __init__(self, layer, g_initializer="norm", epsilon: float = 1e-12, **kwargs):
         if not isinstance(layer, keras.layers.Dense) and not _keras_compat.is_conv(layer):
             raise TypeError(
                 "`layer` must be a keras.layers.Dense or Conv1D/Conv2D/Conv3D layer instance, "
-                f"got {_describe(layer)}. Wrap one of those layers (e.g. "
-                "WeightNormalization(keras.layers.Dense(64))), or use a plain layer instead.")
+                f"got {_describe(layer)}. Wrap one of those layers (e.g. WeightNormalization("
+                "keras.layers.Dense(64))), or use a plain layer instead.")
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise ValueError(
-                "WeightNormalization supports data_format='channels_last' only, got `layer` "
-                f"with data_format={layer.data_format!r}; build the wrapped layer with "
-                "data_format='channels_last'.")
+                "WeightNormalization supports data_format='channels_last' only, got `layer` with "
+                f"data_format={layer.data_format!r}; wrap one with data_format='channels_last'.")
         self.epsilon = _check_epsilon(epsilon)
         self._g_initializer = _check_g_initializer(g_initializer)
-        # One dtype policy for both, else the symbolic (wrapper's) and eager (inner layer's)
-        # output dtypes differ.
+        # One dtype policy for both, else the symbolic and eager output dtypes differ.
         explicit_dtype = kwargs.get("dtype") is not None
         if not explicit_dtype:
             kwargs["dtype"] = layer.dtype_policy
@@ -129,33 +120,28 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
             finally:
                 inner.kernel_initializer = init
         units = int(inner.kernel.shape[-1])
-        self.g = self.add_weight(name="g", shape=(units,), initializer="ones",
-                                 trainable=True, dtype=self.layer.kernel.dtype)
+        self.g = self.add_weight(name="g", shape=(units,), initializer="ones", trainable=True,
+                                 dtype=inner.kernel.dtype)
         if self._g_initializer is None:
-            self.g.assign(ops.convert_to_numpy(self._v_norm()))
+            self.g.assign(ops.convert_to_numpy(self._v_norm()[1]))
         else:
             self.g.assign(self._g_initializer((units,), dtype=self.g.dtype))
         self.built = True
 
-    def _norm_dtype(self) -> str:
-        # float32 at least: in float16 entries below ~2e-4 square to 0, as epsilon=1e-12 is.
-        dtype = keras.backend.standardize_dtype(self.layer.kernel.dtype)
-        return "float64" if dtype == "float64" else "float32"
-
     def _v_norm(self):
-        dtype = self._norm_dtype()
+        """``v`` in the norm's dtype, and ``||v||`` per output unit."""
+        # float32 at least: in float16 entries below ~2e-4 square to 0, as epsilon=1e-12 is.
+        is_f64 = keras.backend.standardize_dtype(self.layer.kernel.dtype) == "float64"
+        dtype = "float64" if is_f64 else "float32"
         v = ops.cast(self.layer.kernel, dtype)
-        axes = tuple(range(len(v.shape) - 1))
-        squares = ops.sum(ops.square(v), axis=axes) + self.epsilon
+        squares = ops.sum(ops.square(v), axis=tuple(range(len(v.shape) - 1))) + self.epsilon
         # Floored at the smallest normal number: a zero column gives 0 / sqrt(tiny) = 0, not NaN.
-        return ops.sqrt(ops.maximum(squares, float(np.finfo(dtype).tiny)))
+        return v, ops.sqrt(ops.maximum(squares, float(np.finfo(dtype).tiny)))
 
     def normalized_kernel(self):
         """The effective kernel ``g * v / ||v||`` (same shape and dtype as ``v``)."""
-        dtype = self._norm_dtype()
-        v = ops.cast(self.layer.kernel, dtype)
-        w = v * (ops.cast(self.g, dtype) / self._v_norm())
-        return ops.cast(w, self.layer.kernel.dtype)
+        v, norm = self._v_norm()
+        return ops.cast(v * (ops.cast(self.g, v.dtype) / norm), self.layer.kernel.dtype)
 
     def call(self, inputs):
         inner = self.layer
@@ -182,8 +168,7 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
         return structure.layer_structure(self.layer, input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"g_initializer": self.g_initializer if self._g_initializer is None
-                       else keras.initializers.serialize(self._g_initializer),
-                       "epsilon": self.epsilon})
-        return config
+        g_init = self.g_initializer
+        if self._g_initializer is not None:
+            g_init = keras.initializers.serialize(self._g_initializer)
+        return {**super().get_config(), "g_initializer": g_init, "epsilon": self.epsilon}
