@@ -44,3 +44,35 @@ def test_capped_step_keeps_the_function_and_bounds_the_growth():
     g = np.exp(np.mean(np.log([row["growth_before"] for row in report["layers"]])))
     assert np.all(growth <= 2.0 * g * (1 + 1e-6)) and abs(np.log(scales).sum()) < 1e-6
     assert np.ptp(np.log(growth)) > 0.1  # not move="all": the layers below the cap keep ratios
+
+
+def _tiny(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((32, 8, 8, 1)).astype("float32")
+    spec, mode = compare.initialization("normed", 0)
+    return networks.paper_net("a", kernel_initializer=spec, seed=0, size="tiny"), mode, x, \
+        (x, rng.integers(0, 10, 32))
+
+
+def test_output_gain_step_scales_the_logits_by_the_gain():
+    model, mode, x, probe = _tiny()
+    before = np.asarray(model(x))
+    args = argparse.Namespace(rule="output-gain", gain=2 ** 0.5)
+    rule_study.step_for(args)(model, mode, probe, compare.make_optimizer("momentum"))
+    after = np.asarray(model(x))  # a chain: rescale keeps the draw-times-gain function
+    np.testing.assert_allclose(after, 2 ** 0.5 * before, rtol=1e-4, atol=1e-6)
+
+
+def test_synthetic_step_measures_on_noise_not_on_the_data():
+    model, mode, x, probe = _tiny()
+    twin, _, _, _ = _tiny()
+    args = argparse.Namespace(rule="synthetic")
+    opt = compare.make_optimizer("momentum")
+    noise = rule_study.step_for(args)(model, mode, probe, opt).as_dict()
+    data = compare.apply_rescale(twin, mode, probe, opt).as_dict()
+    scales = [[row["scale"] for row in r["layers"]] for r in (noise, data)]
+    assert abs(np.log(scales[0]).sum()) < 1e-6 and not np.allclose(*scales, rtol=1e-3)
+    # the same data-free probe whatever the data
+    other = _tiny()[0]
+    again = rule_study.step_for(args)(other, mode, (x[::-1], probe[1]), opt).as_dict()
+    assert np.allclose([row["scale"] for row in again["layers"]], scales[0], rtol=1e-5)

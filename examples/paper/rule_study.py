@@ -9,7 +9,11 @@ chains, so the function-keeping constraint is one: the product of the scales is 
 - ``--rule calibrate --tau T``: ``rescale`` (``--inits`` move), then every kernel times the
   same factor so that the logits' RMS on the probe batch is ``T`` (changes the function);
 - ``--rule dc``: every circulant/periodic block's zero-frequency gain (the sum of its entries)
-  set to its RMS, sign kept, before ``rescale``.
+  set to its RMS, sign kept, before ``rescale``;
+- ``--rule output-gain --gain G``: the output layer's draw times ``G`` (``G = sqrt(2)``: the
+  ReLU gain there, as He has), then ``rescale`` (changes the function by ``G``);
+- ``--rule synthetic``: ``rescale``'s probe batch replaced by N(0, 1) images with uniform random
+  labels (a data-free probe that still sees the seed's own draw).
 
 Example::
 
@@ -97,8 +101,16 @@ def step_for(args):
         rule, move = mode
         if args.rule == "dc":
             _fix_zero_frequency(model)
+        if args.rule == "output-gain":
+            last = [lay for lay in model.layers if getattr(lay, "kernel", None) is not None][-1]
+            last.kernel.assign(last.kernel * args.gain)
+        if args.rule == "synthetic":
+            x, y = probe
+            rng = np.random.default_rng(len(y))
+            probe = (rng.standard_normal(np.shape(x)).astype("float32"),
+                     rng.integers(0, 10, len(y)))
         report = rescale(model, data=probe, optimizer=optimizer, loss=loss, rule=rule,
-                         move=move, force=args.rule == "dc").as_dict()
+                         move=move, force=args.rule in ("dc", "output-gain")).as_dict()
         if args.rule == "cap":
             _cap(model, report, args)
         elif args.rule == "calibrate":
@@ -110,7 +122,9 @@ def step_for(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rule", choices=("cap", "calibrate", "dc"), required=True)
+    parser.add_argument("--rule", choices=("cap", "calibrate", "dc", "output-gain", "synthetic"),
+                        required=True)
+    parser.add_argument("--gain", type=float, default=2 ** 0.5)
     parser.add_argument("--kappa", type=float, default=1.0)
     parser.add_argument("--rabs", type=float, default=0.0)
     parser.add_argument("--tau", type=float, default=1.0)
