@@ -49,6 +49,8 @@ class NormedScaling(keras.callbacks.Callback):
         self.data = data
         self.verbose = verbose
         self.kwargs = _check_kwargs("NormedScaling", scaling.rescale, kwargs, ("data", "verbose"))
+        scaling.check_options(data=data, verbose=verbose, **{
+            k: v for k, v in kwargs.items() if k not in ("loss", "optimizer")})
         self.report = None
         self.calls = 0
 
@@ -110,13 +112,18 @@ class GrowthMonitor(keras.callbacks.Callback):
 
     def __init__(self, data, every: int = 100, log_dir=None, **kwargs):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, int):
+            raise TypeError(f"`every` must be a positive int (training steps), got {every!r}.")
+        if every < 1:
             raise ValueError(f"`every` must be a positive int (training steps), got {every!r}.")
         if log_dir is not None and not isinstance(log_dir, (str, bytes, os.PathLike)):
             raise TypeError(f"`log_dir` must be a folder path or None, got {log_dir!r}.")
         if data is None:
             raise ValueError("GrowthMonitor: `data` is None; pass the batch to measure on, "
                              "with targets, as `model.fit` takes it: `(x, y)`.")
+        if hasattr(data, "shape"):  # one array: inputs without targets
+            raise ValueError("`GrowthMonitor(data=...)` holds inputs only (one array of shape "
+                             f"{tuple(data.shape)}); pass the batch with its targets: `(x, y)`.")
         self.data = data
         self.every = every
         self.log_dir = None if log_dir is None else str(log_dir)

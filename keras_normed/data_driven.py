@@ -80,9 +80,10 @@ def _targets(model, method: str) -> List[_Target]:
     return [targets[i] for i in constraints.order if uses[i] is None or uses[i] > 0]
 
 
-def _left(model, method: str) -> List[str]:
+def _left(model, method: str, targets: List[_Target]) -> List[str]:
+    # A WeightNormalization's g is what the method scales: not left.
     return engine.weights_left(model, lambda *_: f"{method} sets each layer's `kernel` only; "
-                               "left as it is")
+                               "left as it is", done=[t.scale for t in targets])
 
 
 def _layer_input(model, target: _Target, x):
@@ -173,7 +174,8 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
                 "converged": bool(abs(var - 1.0) < tol)}))
             if verbose:
                 print(f"lsuv: {t.name}: variance {var:.4f} after {iterations} steps")
-    return Report("lsuv", True, rows=rows, summary={"tol": tol, "left": _left(model, "lsuv")})
+    return Report("lsuv", True, rows=rows,
+                  summary={"tol": tol, "left": _left(model, "lsuv", targets)})
 
 
 def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *,
@@ -225,7 +227,7 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
                             else "x_batch, y_batch", min_size=2)
     rows = [Row(t.path, type(t.layer).__name__, 1) for t in targets]
     report = Report("data_dependent", True, rows=rows,
-                    summary={"left": _left(model, "data_dependent_init")})
+                    summary={"left": _left(model, "data_dependent_init", targets)})
     with engine.Transaction(model.weights):
         if within_layer:
             for t, row in zip(targets, rows):

@@ -54,6 +54,8 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
         ``grad_var``, ``growth``; ``spread``, ``loss`` and ``optimizer`` in the summary.
     """
     scaling.check_built(model)
+    if not isinstance(training, bool):
+        raise TypeError(f"`training` must be True or False, got {training!r}.")
     batch = engine.as_batch(model, x if y is None else (x, y), need_y=True,
                             arg="x" if y is None else "x, y")
     sites = [s for s in engine.kernel_sites(model, every=True) if s.trainable]

@@ -135,15 +135,33 @@ def check_number(name: str, value: float, low: float, high: float = math.inf, *,
                  integer: bool = False, open_low: bool = False) -> float:
     """``value`` if it is a finite number (an int where ``integer``) within the bounds, else a
     TypeError or ValueError naming ``name``, what it got and the range to pass."""
-    what = "an int" if integer else "a number"
-    bound = f"{'>' if open_low else '>='} {low}" + ("" if high == math.inf else f" and <= {high}")
+    what = "an int" if integer else ("a number" if low > -math.inf else "a finite number")
+    bound = "" if low == -math.inf else f" {'>' if open_low else '>='} {low}"
+    bound += "" if high == math.inf else f" and <= {high}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer
                                                  else numbers.Real):
-        raise TypeError(f"`{name}` must be {what} {bound}, got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"`{name}` must be {what}{bound}, got {value!r} ({type(value).__name__}).")
     above_low = value > low if open_low else value >= low
     if not (math.isfinite(value) and above_low and value <= high):
-        raise ValueError(f"`{name}` must be {what} {bound}, got {value!r}.")
+        raise ValueError(f"`{name}` must be {what}{bound}, got {value!r}.")
     return value
+
+
+def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: float = 1.5,
+                  max_iter: int = 6, force: bool = False, training: bool = True,
+                  verbose: bool = False) -> None:
+    """Validate :func:`rescale`'s options (also at ``NormedScaling``'s construction)."""
+    if rule not in ("auto", "probe", "analytic"):
+        raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe' or 'analytic'.")
+    if rule == "probe" and data is None:
+        raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
+    if move not in ("all", "structured"):
+        raise ValueError(f"Invalid `move` {move!r}; expected 'all' or 'structured'.")
+    check_number("tol", tol, 1.0)
+    check_number("max_iter", max_iter, 1, integer=True)
+    for name, flag in (("force", force), ("training", training), ("verbose", verbose)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
 
 
 def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
@@ -201,17 +219,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         ValueError / TypeError: unbuilt model, bad arguments or data, trained or loaded weights
             (without ``force``), a non-finite probe loss. Weights are unchanged when it raises.
     """
-    if rule not in ("auto", "probe", "analytic"):
-        raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe' or 'analytic'.")
-    if rule == "probe" and data is None:
-        raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
-    if move not in ("all", "structured"):
-        raise ValueError(f"Invalid `move` {move!r}; expected 'all' or 'structured'.")
-    check_number("tol", tol, 1.0)
-    check_number("max_iter", max_iter, 1, integer=True)
-    for name, flag in (("force", force), ("training", training), ("verbose", verbose)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
+    check_options(data=data, rule=rule, move=move, tol=tol, max_iter=max_iter, force=force,
+                  training=training, verbose=verbose)
     if rule == "auto":
         rule = "probe" if data is not None else "analytic"
     check_built(model)
@@ -413,8 +422,10 @@ def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol, max_
         r = np.asarray(m["growth"])
         if np.any(r <= 0):
             dead = [kernels[i].path for i in np.flatnonzero(r <= 0)]
+            hint = (" No layer gets one: the loss does not depend on the weights on this batch "
+                    "(are all sample weights 0?)." if np.all(r <= 0) else "")
             raise ValueError(f"Layers {dead} get no gradient on the probe batch (dead units or "
-                             "disconnected); their growth cannot be equalized.")
+                             f"disconnected); their growth cannot be equalized.{hint}")
         current = float(r.max() / r.min())
         if current < best[0]:
             best = (current, a, r)

@@ -220,3 +220,16 @@ def test_jax_backend_subprocess():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "(2, 4)" in out.stdout
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_conv_refuses_an_image_smaller_than_its_valid_kernel(data_format):
+    shape = (2, 5, 5, 4) if data_format == "channels_last" else (2, 4, 5, 5)
+    with pytest.raises(ValueError, match=r"height x width \(5, 5\) is smaller than the \(7, 7\)"):
+        CirculantConv2D(8, 7, block_size=4, data_format=data_format)(np.zeros(shape, "float32"))
+    with pytest.raises(ValueError, match="padding='same'"):
+        CirculantConv2D(8, 3, block_size=4, dilation_rate=3, data_format=data_format)(
+            keras.Input(shape[1:]))
+    layer = CirculantConv2D(8, 7, block_size=4, padding="same", data_format=data_format)
+    assert tuple(layer(np.zeros(shape, "float32")).shape) == (
+        (2, 5, 5, 8) if data_format == "channels_last" else (2, 8, 5, 5))

@@ -74,10 +74,17 @@ def test_measuring_changes_neither_model_nor_optimizer():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("every", [0, -1, 2.5, "10", True])
-def test_bad_every(every):
-    with pytest.raises(ValueError, match="`every`"):
+@pytest.mark.parametrize("every, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError),
+                                          ("10", TypeError), (True, TypeError)])
+def test_bad_every(every, error):
+    with pytest.raises(error, match="`every`"):
         GrowthMonitor(_data(), every=every)
+
+
+def test_data_without_targets_is_refused_at_construction():
+    x, _ = _data()
+    with pytest.raises(ValueError, match=r"holds inputs only \(one array of shape \(64, 12\)"):
+        GrowthMonitor(x, every=5)
 
 
 def test_docs_figure_script_quick(tmp_path):

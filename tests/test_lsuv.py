@@ -68,6 +68,10 @@ def test_every_layer_has_unit_variance_within_tol():
     assert report.converged and len(report.layers) == 5
     for name, z in _preactivations(model, x).items():
         assert abs(z.var() - 1.0) < 0.05, (name, z.var())
+    # g of the WeightNormalization is what lsuv set there: not reported as left alone
+    assert not [text for text in report.summary["left"] if ".g:" in text]
+    dd = keras_normed.data_dependent_init(_cnn(), x, seed=0)
+    assert not [text for text in dd.summary["left"] if ".g:" in text]
     for layer in model.layers:  # biases are zero
         bias = getattr(getattr(layer, "layer", layer), "bias", None)
         if bias is not None:

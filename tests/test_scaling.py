@@ -337,6 +337,32 @@ def test_callbacks_refuse_unknown_keywords_at_construction():
             make()
     assert NormedScaling(data=(x, y), tol=1.2, rule="probe").kwargs == {"tol": 1.2,
                                                                         "rule": "probe"}
+    # values too, as rescale checks them, before any fit
+    for kwargs, error, match in (({"tol": -1}, ValueError, "`tol`"),
+                                 ({"move": "some"}, ValueError, "`move`"),
+                                 ({"force": "yes"}, TypeError, "`force`")):
+        with pytest.raises(error, match=match):
+            NormedScaling(data=(x, y), **kwargs)
+    with pytest.raises(ValueError, match="needs a probe batch"):
+        NormedScaling(rule="probe")
+
+
+def test_loss_that_does_not_fit_the_targets_is_said_in_the_users_terms():
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, kernel_initializer="normed")])
+    x, y = _batch(8, 1)
+    y = y % 3
+    before = _kernels(model)
+    with pytest.raises(ValueError, match=r"loss on the batch could not be computed.*y \(8,\)"):
+        keras_normed.rescale(model, (x, y.astype("float32")), loss="mse")
+    with pytest.raises(ValueError, match="not output names"):
+        keras_normed.rescale(model, (x, y), loss={"zz": "mse"})
+    with pytest.raises(ValueError, match="all sample weights 0"):
+        keras_normed.rescale(model, (x, y, np.zeros(len(y))))
+    for a, b in zip(before, _kernels(model)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="`training`"):
+        growth_report(model, x, y, training="x")
 
 
 def test_huge_inputs_refused_without_a_numpy_warning():
@@ -348,3 +374,27 @@ def test_huge_inputs_refused_without_a_numpy_warning():
         with pytest.raises(ValueError, match="non-finite loss"):
             keras_normed.rescale(model, (np.full((8, 4), 1e30, "float32"), np.zeros((8, 3))))
     _assert_same(before, model)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras_normed.layers.CirculantConv2D(8, 3, block_size=4, activation="relu",
+                                                use_bias=False, kernel_initializer="normed"),
+    lambda: keras_normed.layers.PeriodicConv2D(8, 3, activation="relu", use_bias=False,
+                                               kernel_initializer="normed")])
+def test_structured_conv_on_images_of_unknown_size(make):
+    # The sharing of a circulant or periodic conv depends on the image size: unknown, the
+    # layer is measured by its fans, as Conv2D is, and its structure says why.
+    layer = make()
+    model = keras.Sequential([keras.Input((None, None, 3)), layer,
+                              keras.layers.GlobalMaxPooling2D(),
+                              keras.layers.Dense(10, use_bias=False, kernel_initializer="normed")])
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 9, 9, 3)).astype("float32"), rng.integers(0, 10, 16)
+    before = np.asarray(model(x))
+    report = keras_normed.rescale(model, (x, y))
+    after = np.asarray(model(x))
+    assert report.applied and np.linalg.norm(after - before) < 1e-5 * np.linalg.norm(before)
+    assert report.spread_after < 1.5
+    assert np.isnan(keras_normed.growth_report(model, x, y).rows[0].sharing)
+    with pytest.raises(ValueError, match="known height, width"):
+        keras_normed.structure.layer_structure(layer)

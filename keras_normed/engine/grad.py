@@ -54,6 +54,12 @@ def _targets_in_output_order(model, y, n: int, what: str = "y") -> list:
         if missing:
             raise ValueError(f"`{what}` has no entries for outputs {missing} of model "
                              f"{model.name!r}; give one per output.")
+        unknown = [k for k in y if k not in names]
+        if unknown or not names:
+            raise ValueError(
+                f"`{what}` has keys {unknown} that are not output names of model {model.name!r} "
+                f"(its outputs: {names or 'unnamed'}); key a dict by output name, or give one "
+                "value or a list in output order.")
         return [y[k] for k in names]
     flat = keras.tree.flatten(y)
     if len(flat) != n:
@@ -203,7 +209,15 @@ def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Se
         value = loss(model, current, non_trainable, batch, y_pred)
         return keras.ops.mean(keras.ops.cast(value, "float32")), y_pred
 
-    value, grads, y_pred = _GRADIENTS[name](forward, trainable, slots)
+    try:
+        value, grads, y_pred = _GRADIENTS[name](forward, trainable, slots)
+    except Exception as err:  # noqa: BLE001 - a backend's shape error, said in the user's terms
+        shapes = keras.tree.map_structure(lambda a: tuple(np.shape(a)), (batch.x, batch.y))
+        raise ValueError(
+            f"The model's loss on the batch could not be computed ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:300]}). Check that the targets fit the model's "
+            f"outputs and the loss ({loss.description or 'given'}): x has shapes {shapes[0]}, "
+            f"y {shapes[1]}.") from err
     grads = [keras.ops.zeros(keras.ops.shape(v), "float32") if g is None else g
              for g, v in zip(grads, values)]
     if as_numpy:

@@ -96,6 +96,16 @@ class ImageLayout:
             return input_shape[1], input_shape[2], input_shape[3]
         return input_shape[2], input_shape[3], input_shape[1]
 
+    def _known_hwc(self, input_shape):
+        # The structure counts taps per output position: it needs the image size.
+        hwc = self._hwc(input_shape)
+        if any(d is None for d in hwc):
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: its structure (sharing) needs a known "
+                f"height, width and channels; got input shape {tuple(input_shape)}. Build it on "
+                "a fixed image size to have it measured.")
+        return tuple(int(d) for d in hwc)
+
     def _built_channels(self, input_shape) -> int:
         c_in = input_shape[self._channel_axis]
         if c_in is None:

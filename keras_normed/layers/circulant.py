@@ -147,6 +147,7 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
     def build(self, input_shape):
         c_in = self._built_channels(input_shape)
         _check_block_size(self.block_size, c_in, self.filters, "input channel count")
+        self.compute_output_shape(input_shape)  # refuses an image smaller than the kernel
         self.c_in = c_in
         self._add_kernel_and_bias(self.kernel_shape_for(c_in), self.filters)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: c_in})
@@ -160,6 +161,12 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         ho, wo = (None if n is None else geometry.conv_output_length(n, k, s, self.padding, d)
                   for n, k, s, d in zip(self._hwc(input_shape)[:2], self.kernel_size,
                                         self.strides, self.dilation_rate))
+        if (ho is not None and ho < 1) or (wo is not None and wo < 1):
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: an input of height x width "
+                f"{tuple(self._hwc(input_shape)[:2])} is smaller than the {self.kernel_size} "
+                f"kernel (dilation {self.dilation_rate}) with padding='valid'; pass a larger "
+                "input or padding='same'.")
         if self.data_format == "channels_first":
             return (input_shape[0], self.filters, ho, wo)
         return (input_shape[0], ho, wo, self.filters)
@@ -171,7 +178,7 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         return kh * kw * c_in, kh * kw * self.filters
 
     def normed_structure(self, input_shape) -> LinearStructure:
-        h, w, c_in = (int(d) for d in self._hwc(input_shape))
+        h, w, c_in = self._known_hwc(input_shape)
         n_params = math.prod(self.kernel_shape_for(c_in))
         # Per spatial axis: in-range taps of every output, outputs one input reaches.
         ah, aw = (geometry.conv_axis(n, k, s, self.padding, d) for n, k, s, d in zip(

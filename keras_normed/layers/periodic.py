@@ -92,7 +92,7 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
 
     def normed_structure(self, input_shape) -> LinearStructure:
         """Uniform; ``sharing = H*W`` when the kernel fits in the input, less for a larger one."""
-        h, w, c_in = (int(d) for d in self._hwc(input_shape))
+        h, w, c_in = self._known_hwc(input_shape)
         kh, kw = self.kernel_size
         n_params = kh * kw * c_in * self.filters
         rh, rw = min(kh, h), min(kw, w)  # distinct pixels one output sees per axis
