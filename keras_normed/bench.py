@@ -507,6 +507,13 @@ def run(args: argparse.Namespace) -> int:
              if load else "."))
     if result["rows"]:
         print(format_table(result["rows"], markdown=args.markdown))
+    if args.cases in ("all", "dense"):
+        for n in sizes["sizes"]:
+            skipped = [b for b in sizes["blocks"] if (n if b == "n" else int(b)) not in
+                       _blocks_for(n, [b])]
+            if skipped:
+                print(f"note: dense n={n}: block sizes {', '.join(skipped)} skipped (a block "
+                      "size must divide n).")
     if args.cases in ("all", "rescale"):
         small = {"depth": 8, "width": 32, "batch": 64, "repeats": 1} if args.quick else {}
         result["rescale"] = bench_rescale(**small, seed=args.seed)

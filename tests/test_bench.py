@@ -100,3 +100,12 @@ def test_issue13_verdicts():
     assert "met" in lines[0] and "NOT met" not in lines[0]
     assert "NOT met" in lines[1] and "NOT met" not in lines[2]
     assert bench.check_issue13([]) == []
+
+
+def test_block_sizes_that_do_not_divide_n_are_named_as_skipped(capsys):
+    argv = ["bench", "--cases", "dense", "--sizes", "8", "--blocks", "3,16,n", "--jit", "off",
+            "--repeats", "1", "--warmup", "0", "--batch", "2"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "note: dense n=8: block sizes 3, 16 skipped (a block size must divide n)." in printed
+    assert "| 8 |" in printed or " 8 " in printed  # the block n = 8 ran

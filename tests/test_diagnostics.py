@@ -72,3 +72,17 @@ def test_long_paths_keep_their_end_readable():
                                       Row("a" * 40, "Dense")]))
     assert ".../depthwise_conv2d/kernel " in text and "equential" not in text
     assert "..." + "a" * 30 + " " in text
+
+
+def test_report_table_never_cuts_a_column_name():
+    from keras_normed.engine import Report, Row
+
+    report = Report("rescale", True, rows=[
+        Row("m/weight_normalization/kernel", "WeightNormalization", 1, 4, 1.0, 16,
+            {"growth_before": 0.1, "growth_after": 0.2, "scale": 1.5})])
+    header, row = str(report).splitlines()[1:3]
+    for name in ("growth_before", "growth_after", "scale", "sharing"):
+        assert f" {name}" in header
+    assert "WeightNormalization " in row
+    # each value ends where its column name ends
+    assert header.index("growth_after") + len("growth_after") == row.index("0.2") + len("0.2")

@@ -69,6 +69,12 @@ def _to_numpy(leaf, arg: str):
     return array
 
 
+def _part(arg: str, index: int, name: str) -> str:
+    # growth_report(x, y) passes arg "x, y": its parts are arguments of their own.
+    names = [a.strip() for a in arg.split(",")]
+    return names[index] if index < len(names) > 1 else f"{arg} ({name})"
+
+
 def _structure(value, arg: str):
     if isinstance(value, (list, tuple)) and value and all(
             isinstance(leaf, (int, float, bool, np.generic)) for leaf in keras.tree.flatten(value)):
@@ -198,9 +204,9 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
         x, y, sample_weight = element, None, None
     if x is None:
         raise ValueError(f"`{arg}` has no inputs. {_WHAT_TO_PASS}.")
-    x = _structure(x, arg if y is None else f"{arg} (x)")  # None stays None
-    y = _structure(y, f"{arg} (y)")
-    sample_weight = _structure(sample_weight, f"{arg} (sample_weight)")
+    x = _structure(x, arg if y is None else _part(arg, 0, "x"))  # None stays None
+    y = _structure(y, _part(arg, 1, "y"))
+    sample_weight = _structure(sample_weight, _part(arg, 2, "sample_weight"))
     if need_y and y is None:
         raise ValueError(f"`{arg}` holds inputs only, but this step needs targets to compute "
                          f"the loss. Pass `(x, y)`. {_WHAT_TO_PASS}.")

@@ -129,12 +129,15 @@ class Report:
         for row in self.rows:
             keys += [k for k in row.values if k not in keys and not isinstance(
                 row.values[k], (list, dict))]
-        lines = [head, f"{'layer':<34}{'kind':<18}{'uses':>5}{'fan_in':>8}{'sharing':>9}"
-                       + "".join(f"{k[:11]:>12}" for k in keys)]
+        # Columns as wide as their names: headers are never cut.
+        kind = max([18] + [len(r.kind) + 1 for r in self.rows])
+        width = {k: max(12, len(k) + 1) for k in keys}
+        lines = [head, f"{'layer':<34}{'kind':<{kind}}{'uses':>5}{'fan_in':>8}{'sharing':>9}"
+                       + "".join(f"{k:>{width[k]}}" for k in keys)]
         for r in self.rows:
-            lines.append(f"{_tail(r.path, 33):<34}{r.kind[:17]:<18}{_fmt(r.uses):>5}"
+            lines.append(f"{_tail(r.path, 33):<34}{r.kind:<{kind}}{_fmt(r.uses):>5}"
                          f"{_fmt(r.fan_in):>8}{_fmt(r.sharing):>9}"
-                         + "".join(f"{_fmt(r.values.get(k)):>12}" for k in keys))
+                         + "".join(f"{_fmt(r.values.get(k)):>{width[k]}}" for k in keys))
         lines += [f"note: {note}" for note in self.summary.get("notes") or []]
         lines += [f"left: {left}" for left in self.summary.get("left") or []]
         return "\n".join(lines)
