@@ -233,3 +233,16 @@ def test_conv_refuses_an_image_smaller_than_its_valid_kernel(data_format):
     layer = CirculantConv2D(8, 7, block_size=4, padding="same", data_format=data_format)
     assert tuple(layer(np.zeros(shape, "float32")).shape) == (
         (2, 5, 5, 8) if data_format == "channels_last" else (2, 8, 5, 5))
+
+
+def test_layer_arguments_of_the_wrong_type_are_type_errors_and_shown_as_given():
+    from keras_normed.layers import PeriodicConv2D
+
+    with pytest.raises(TypeError, match=r"`kernel_size` must be a positive int.*got '3'"):
+        CirculantConv2D(8, "3", block_size=4)
+    with pytest.raises(ValueError, match=r"`padding` must be 'valid' or 'same', got 3\."):
+        CirculantConv2D(8, 3, block_size=4, padding=3)
+    assert CirculantConv2D(8, 3, block_size=4, padding="SAME").padding == "same"
+    assert PeriodicConv2D(4, 3, method="FFT").method == "fft"
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        PeriodicConv2D(4, 3, method=1)

@@ -31,11 +31,13 @@ class RealInputs:
     def _check_real(self, dtype) -> str:
         dtype = keras.backend.standardize_dtype(dtype)
         if "complex" in dtype or dtype == "string":
+            fix = ("Its weights are real and the imaginary part would be dropped: pass the real "
+                   "and imaginary parts as separate features (e.g. concatenated on the channel "
+                   "axis), or `keras.ops.real(x)`." if "complex" in dtype else
+                   "Turn strings into numbers first (e.g. keras.layers.StringLookup).")
             raise TypeError(
                 f"{type(self).__name__} {self.name!r} takes real inputs (float, int or bool), "
-                f"got `inputs` of dtype {dtype}. Its weights are real and the imaginary part "
-                "would be dropped: pass the real and imaginary parts as separate features "
-                "(e.g. concatenated on the channel axis), or `keras.ops.real(x)`.")
+                f"got `inputs` of dtype {dtype}. {fix}")
         return dtype
 
     def compute_output_spec(self, inputs, *args, **kwargs):

@@ -131,9 +131,9 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         if self.strides != (1, 1) and self.dilation_rate != (1, 1):
             raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not supported "
                              "(as in keras.layers.Conv2D); set one of them to 1.")
-        self.padding = str(padding).lower()
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"`padding` must be 'valid' or 'same', got {self.padding!r}.")
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+            raise ValueError(f"`padding` must be 'valid' or 'same', got {padding!r}.")
+        self.padding = padding.lower()
         self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
                               kernel_regularizer, bias_regularizer, kernel_constraint,
                               bias_constraint)

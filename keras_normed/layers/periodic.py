@@ -53,9 +53,9 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         if self.strides != (1, 1):
             raise ValueError(f"PeriodicConv2D supports only `strides`=1, got {self.strides}; "
                              "add a pooling layer after it to downsample.")
-        if method not in _METHODS:
+        if not isinstance(method, str) or method.lower() not in _METHODS:
             raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
-        self.method = method
+        self.method = method.lower()
         self.data_format = resolve_data_format(data_format)
         self._set_weight_args(activation, use_bias, kernel_initializer, bias_initializer,
                               kernel_regularizer, bias_regularizer, kernel_constraint,

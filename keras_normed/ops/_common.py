@@ -97,6 +97,8 @@ def int_pair(value, name: str) -> Tuple[int, int]:
     """``value`` (a positive int or a pair of them) as a pair of Python ints."""
     msg = f"`{name}` must be a positive int or a pair of them, got {value!r}."
     try:
+        if isinstance(value, str):
+            raise TypeError(msg)
         pair = (value, value) if _is_int(value) else tuple(value)
     except TypeError:  # not iterable: a float, None, ...
         raise TypeError(msg) from None
