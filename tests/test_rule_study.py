@@ -76,3 +76,18 @@ def test_synthetic_step_measures_on_noise_not_on_the_data():
     other = _tiny()[0]
     again = rule_study.step_for(args)(other, mode, (x[::-1], probe[1]), opt).as_dict()
     assert np.allclose([row["scale"] for row in again["layers"]], scales[0], rtol=1e-5)
+
+
+def test_output_rule_equalizes_each_layers_output_change_and_keeps_the_function():
+    model, mode, x, probe = _tiny()
+    before = np.asarray(model(x))
+    opt = compare.make_optimizer("momentum")
+    args = argparse.Namespace(rule="output")
+    report = rule_study.step_for(args)(model, mode, probe, opt).as_dict()
+    assert np.linalg.norm(np.asarray(model(x)) - before) <= 1e-5 * np.linalg.norm(before)
+    kernels = [v for v in model.trainable_variables if v.path in
+               {row["path"] for row in report["layers"]}]
+    changes = rule_study.output_changes(model, kernels, probe, opt)
+    assert np.ptp(np.log(changes)) < 1e-3  # equal output changes: the law is exact on a chain
+    growth = [row["growth_after"] for row in report["layers"]]
+    assert np.ptp(np.log(growth)) > 0.1  # ... which is not equal parameter growth

@@ -13,7 +13,10 @@ chains, so the function-keeping constraint is one: the product of the scales is 
 - ``--rule output-gain --gain G``: the output layer's draw times ``G`` (``G = sqrt(2)``: the
   ReLU gain there, as He has), then ``rescale`` (changes the function by ``G``);
 - ``--rule synthetic``: ``rescale``'s probe batch replaced by N(0, 1) images with uniform random
-  labels (a data-free probe that still sees the seed's own draw).
+  labels (a data-free probe that still sees the seed's own draw);
+- ``--rule output``: equalize each layer's relative *output* change under the first step,
+  ``||op(h; dW)|| / ||op(h; W)||`` on the probe (its input ``h``, pre-activation), instead of
+  its parameter growth ``||dW|| / ||W||`` (the same law in the scales, so one solve).
 
 Example::
 
@@ -70,6 +73,49 @@ def _calibrate(model, report: dict, probe, tau: float) -> None:
     report.update(logit_rms_before=rms, calibration=factor)
 
 
+def output_changes(model, kernels, probe, optimizer, loss=None) -> np.ndarray:
+    """``||op(h; dW)|| / ||op(h; W)||`` per kernel: its layer's pre-activation change under the
+    optimizer's first step, relative to the pre-activation, on its own input ``h``."""
+    import keras
+
+    from keras_normed import engine
+    from keras_normed.scaling import measure_growth
+
+    layers = [next(lay for lay in model.layers if getattr(lay, "kernel", None) is k)
+              for k in kernels]
+    grads = measure_growth(model, probe, kernels, optimizer=optimizer, loss=loss)["grads"]
+    values = [keras.ops.convert_to_numpy(k) for k in kernels]
+    steps = engine.optimizer_steps(optimizer, grads, values)
+    inputs = keras.Model(model.inputs, [lay.input for lay in layers])(probe[0])
+    changes = []
+    for layer, kernel, value, step, h in zip(layers, kernels, values, steps, inputs):
+        activation, layer.activation = layer.activation, keras.activations.linear
+        try:
+            z0 = np.asarray(layer(h), np.float64)
+            kernel.assign((value + step).astype(value.dtype))
+            z1 = np.asarray(layer(h), np.float64)
+        finally:
+            kernel.assign(value)
+            layer.activation = activation
+        bias = 0.0 if layer.bias is None else np.asarray(layer.bias, np.float64)
+        changes.append(np.linalg.norm(z1 - z0) / np.linalg.norm(z0 - bias))
+    return np.asarray(changes)
+
+
+def _equalize_outputs(model, report: dict, probe, optimizer, loss) -> None:
+    from keras_normed import engine
+
+    rows = report["layers"]
+    by_path = {v.path: v for v in model.trainable_variables}
+    kernels = [by_path[row["path"]] for row in rows]
+    log_u = np.log(output_changes(model, kernels, probe, optimizer, loss))
+    a, _ = engine.equalize(log_u, np.ones((1, len(rows))), report["exponent"])
+    for row, kernel, ai in zip(rows, kernels, a):
+        kernel.assign(kernel * float(np.exp(ai)))
+        row["scale"] = float(row["scale"] * np.exp(ai))
+        row["growth_after"] = float(row["growth_before"] * row["scale"] ** -report["exponent"])
+
+
 def _fix_zero_frequency(model) -> None:
     from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D
 
@@ -113,6 +159,8 @@ def step_for(args):
                          move=move, force=args.rule in ("dc", "output-gain")).as_dict()
         if args.rule == "cap":
             _cap(model, report, args)
+        elif args.rule == "output":
+            _equalize_outputs(model, report, probe, optimizer, loss)
         elif args.rule == "calibrate":
             _calibrate(model, report, probe, args.tau)
         return _Report(report)
@@ -122,7 +170,8 @@ def step_for(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rule", choices=("cap", "calibrate", "dc", "output-gain", "synthetic"),
+    parser.add_argument("--rule", choices=("cap", "calibrate", "dc", "output-gain", "synthetic",
+                                                   "output"),
                         required=True)
     parser.add_argument("--gain", type=float, default=2 ** 0.5)
     parser.add_argument("--kappa", type=float, default=1.0)
