@@ -83,6 +83,11 @@ def _from_periodic(layer: PeriodicConv2D) -> _Replacement:
             f"({type(layer).__name__}): it must be called exactly once in the model "
             f"({err}). Give the model an Input and call each PeriodicConv2D once.") from None
     h, w = shape[1:3] if layer.data_format == "channels_last" else shape[2:4]
+    if h is None or w is None:
+        raise ValueError(
+            f"materialize: layer {layer.name!r} (PeriodicConv2D) has an input of unknown height "
+            f"or width ({shape}); its wrap-around padding is built for one image size. Build the "
+            "model on a fixed size (e.g. keras.Input((H, W, C))) to materialize it.")
     kh, kw = layer.kernel_size
     ch, cw = (kh - 1) // 2, (kw - 1) // 2
     inp = keras.Input(batch_shape=(None, *shape[1:]), dtype=layer.compute_dtype,

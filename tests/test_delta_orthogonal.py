@@ -142,3 +142,20 @@ def test_deep_linear_orthogonal_net_preserves_norm():
            for i in range(50)])
     y = np.asarray(model(x))
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=1e-4)
+
+
+def test_refuses_block_circulant_kernels_it_would_misread():
+    from keras_normed.initializers import DeltaOrthogonal
+    from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D
+
+    x = np.zeros((2, 8, 8, 4), "float32")
+    for layer in (CirculantConv2D(8, 3, block_size=4, kernel_initializer=DeltaOrthogonal(seed=0)),
+                  CirculantDense(8, 4, kernel_initializer=DeltaOrthogonal(seed=0))):
+        with pytest.raises(ValueError, match=f"{type(layer).__name__} .* circulant blocks"):
+            layer(x if isinstance(layer, CirculantConv2D) else x.reshape(2, -1)[:, :8])
+    # a periodic conv's kernel is a plain one: the delta-orthogonal kernel keeps the norm
+    layer = PeriodicConv2D(8, 3, kernel_initializer=DeltaOrthogonal(seed=0), use_bias=False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 8, 4)).astype("float32")
+    y = np.asarray(layer(x))
+    np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)

@@ -731,3 +731,20 @@ def test_input_named_as_the_user_knows_it():
     model = keras.Sequential([keras.Input((N_IN,), name="pixels"), L.Dense(4)])
     with pytest.raises(ValueError, match="input 'pixels' expects"):
         keras_normed.lsuv(model, np.ones((8, 3), "float32"))
+
+
+def test_a_loss_scale_optimizer_steps_as_its_inner_optimizer():
+    # Mixed precision compiles a LossScaleOptimizer; the probe's gradients are of the unscaled
+    # loss, so the growth is the inner SGD's (stepping the wrapper also failed under JAX).
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 8)).astype("float32"), rng.integers(0, 4, 32)
+    reports = []
+    for opt in (keras.optimizers.SGD(0.01),
+                keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01))):
+        model = keras.Sequential([keras.Input((8,)),
+                                  L.Dense(16, activation="relu", kernel_initializer=_n(1)),
+                                  L.Dense(4, kernel_initializer=_n(2, "linear"))])
+        model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        reports.append(keras_normed.rescale(model, (x, y)))
+    for key in ("growth_before", "scale"):
+        np.testing.assert_allclose(reports[1].column(key), reports[0].column(key), rtol=1e-5)

@@ -219,3 +219,12 @@ def test_data_format_kept_whatever_the_global_setting(kind, data_format, at_mate
             _close(keras.ops.convert_to_numpy(small(x)), expected)
     finally:
         keras.config.set_image_data_format("channels_last")
+
+
+def test_periodic_conv_on_images_of_unknown_size_is_refused_clearly():
+    inp = keras.Input((None, None, 4))
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(PeriodicConv2D(4, 5)(inp)))
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="unknown height or width.*fixed size"):
+        keras_normed.materialize(model)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))

@@ -156,6 +156,10 @@ def resolve_optimizer(model, optimizer=None):
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(f"`optimizer` must be a keras.optimizers.Optimizer or its name, got "
                         f"{optimizer!r}.")
+    # Mixed precision's wrapper unscales gradients of a scaled loss; ours are of the loss itself,
+    # so the step is its inner optimizer's (stepping the wrapper also fails under JAX tracing).
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
     return optimizer
 
 

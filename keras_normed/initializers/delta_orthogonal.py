@@ -9,6 +9,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from keras_normed import _keras_compat as compat
 from keras_normed.initializers.normed import SeededInitializer, check_positive
 
 
@@ -52,6 +53,13 @@ class DeltaOrthogonal(SeededInitializer):
                 "DeltaOrthogonal needs a convolution kernel of shape (*kernel_size, c_in, c_out) "
                 f"with 1-3 spatial axes; got shape {shape}. For Dense kernels use "
                 "keras.initializers.Orthogonal.")
+        layer, _ = compat.building_layer() or (None, None)
+        if layer is not None and hasattr(layer, "block_size"):
+            # A block-circulant kernel (k..., P, Q, b) is not (k..., c_in, c_out).
+            raise ValueError(
+                f"DeltaOrthogonal builds a plain convolution kernel (*kernel_size, c_in, c_out); "
+                f"{type(layer).__name__} {layer.name!r} stores circulant blocks of shape "
+                f"{shape}. Use it on Conv1D/2D/3D or PeriodicConv2D, and Normed here.")
         *kernel_size, c_in, c_out = shape
         if c_out < c_in:
             raise ValueError(
