@@ -69,19 +69,20 @@ def check_built(model) -> None:
             "give it an Input, call it on a batch, or call `model.build(input_shape)`.")
 
 
-def _fresh_weights_mismatch(layers) -> List[str]:
-    """Layers whose kernel is not what its Normed initializer drew: read from the fingerprint
-    of the draw, else drawn again (a kernel drawn in a traced function left no fingerprint)."""
+def _fresh_weights_mismatch(layers, values=None) -> List[str]:
+    """Layers whose kernel (its current value, or ``values``: copies of the kernels) is not
+    what its Normed initializer drew: read from the fingerprint of the draw, else drawn again
+    (a kernel drawn in a traced function left no fingerprint)."""
     bad = []
-    for layer in layers:
+    for layer, value in zip(layers, values or [layer.kernel for layer in layers]):
         kernel, init = layer.kernel, layer.kernel_initializer
-        drew = init.drew(kernel)
+        drew = init.drew(value)
         if drew is None and isinstance(init.draw_seed, keras.random.SeedGenerator):
             bad.append(f"{kernel.path} (drawn from a SeedGenerator: cannot be redrawn to check)")
             continue
         if drew is None:
             expected = keras.ops.convert_to_numpy(init.sample(kernel.shape, kernel.dtype, layer))
-            actual = keras.ops.convert_to_numpy(kernel)
+            actual = keras.ops.convert_to_numpy(value)
             drew = actual.shape == expected.shape and bool(
                 np.allclose(actual, expected, rtol=1e-5, atol=1e-7))
         if not drew:
@@ -230,8 +231,11 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         reason = ("already rescaled (force=True to redo)" if sites
                   else "no layer has a trainable Normed kernel")
         return _done(Report("rescale", False, reason, summary={"rule": rule}), verbose)
+    # One copy of each kernel: the freshness check reads it, the probe starts from it and a
+    # rollback restores it (reading a copy to the host is cheaper than reading a variable).
+    base = [keras.ops.copy(s.variable) for s in free]
     if not force:
-        _refuse_trained(model, free)
+        _refuse_trained(model, free, base)
     batch = engine.as_batch(model, data, need_y=True) if rule == "probe" else None
     variables = [s.variable for s in free]
     constraints = engine.scale_constraints(model, variables, batch.x if batch else None,
@@ -247,13 +251,12 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     unused = [f"{site.path}: its layer is not called by the model; left as it is"
               for site, ok in zip(free, used) if not ok]
     keep = [i for i, ok in enumerate(used) if ok]
-    free = [free[i] for i in keep]
+    free, base = [free[i] for i in keep], [base[i] for i in keep]
     rows = constraints.rows[:, keep] if constraints.rows.size else constraints.rows
     if move == "structured":
         rows = _tie_plain_layers(rows, [s.layer for s in free])
     uses = [constraints.uses[i] for i in keep]
     structures = [_structure_or_fans(s.layer) for s in free]
-    base = [keras.ops.copy(s.variable) for s in free]  # values, not the variables
     optimizer = engine.resolve_optimizer(model, optimizer)
     summary = {"rule": rule, "move": move, "graph": constraints.graph,
                "constraints": int(np.linalg.matrix_rank(rows)) if rows.size else 0}
@@ -294,8 +297,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             var.assign(keras.ops.multiply(var, factor))
         notes = constraints.notes_for(log_scales) + unused
         if batch is not None:  # the probe's own forward pass is the "before"
-            change = engine.relative_change(result["output"],
-                                            engine.predict(model, batch, training))
+            change = _output_change(model, batch, result["output"], training,
+                                    sample=not notes and constraints.graph != "unknown")
             summary["output_change"] = change
             moved = change > _kept_tolerance(model)
             if moved and constraints.graph == "unknown":
@@ -331,6 +334,29 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     return _done(report, verbose)
 
 
+def _output_change(model, batch, before, training: bool, sample: bool) -> float:
+    """The relative change of the output on the probe batch. Where the graph reads homogeneous
+    (the change is rounding) and no call state is involved, it is first measured on the first
+    ``_CHECK_ROWS`` rows (a deep net's forward is mostly Keras's per-layer overhead); a change
+    there, or outputs that are not per row, is measured again on the whole batch."""
+    per_row = all(np.ndim(t) and np.shape(t)[0] == batch.size for t in keras.tree.flatten(before))
+    if sample and per_row and batch.size > _CHECK_ROWS and not model.non_trainable_variables:
+        head = lambda t: t[:_CHECK_ROWS]  # noqa: E731
+        after = engine.predict(model, engine.Batch(keras.tree.map_structure(head, batch.x)),
+                               training)
+        before_rows = keras.tree.map_structure(head, before)
+        same_shapes = [tuple(np.shape(a)) for a in keras.tree.flatten(after)] == [
+            tuple(np.shape(b)) for b in keras.tree.flatten(before_rows)]
+        if same_shapes:
+            change = engine.relative_change(before_rows, after)
+            if change <= _kept_tolerance(model):
+                return change
+    return engine.relative_change(before, engine.predict(model, batch, training))
+
+
+_CHECK_ROWS = 32
+
+
 def _moving_statistics(constraints, log_scales: np.ndarray) -> tuple:
     """``(variable, factor)`` pairs that keep ``predict`` for each BatchNormalization whose
     input moves by ``exp(s)`` (mean times ``exp(s)``, variance ``exp(2 s)``), and their names."""
@@ -364,14 +390,14 @@ def _embed(a, used) -> np.ndarray:  # zeros for the kernels not in use
     return full
 
 
-def _refuse_trained(model, sites) -> None:
+def _refuse_trained(model, sites, values) -> None:
     iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
     if iterations is not None and int(keras.ops.convert_to_numpy(iterations)) > 0:
         raise ValueError(
             f"Model {model.name!r} was already trained ({int(iterations)} optimizer steps); "
             "rescaling now would change a trained function. Rescale before `fit`, or pass "
             "force=True.")
-    changed = _fresh_weights_mismatch([s.layer for s in sites])
+    changed = _fresh_weights_mismatch([s.layer for s in sites], values)
     # Under a strategy the variables hold replica 0's draw (TensorFlow broadcasts initial
     # values), which other workers' unseeded initializers do not reproduce: replica 0 decides.
     (decision,), _ = engine.agree([1.0 if changed else 0.0], variables=[s.variable for s in sites])

@@ -265,8 +265,9 @@ def test_quick_run_with_a_tiny_net(tmp_path, capsys):
 @pytest.mark.skipif(not _has_paper_nets(), reason="networks.paper_net / rescale not there yet")
 def test_quick_run_all_paper_nets(tmp_path):
     """The whole `compare --quick` (what `make demo` runs): four nets, four initializations,
-    two seeds, offline digits. Normed trains on every net (above chance; no run dead on
-    (a)-(c)); the probe rescale leaves a growth spread under its tolerance."""
+    two seeds, offline digits. Normed trains on every net (above chance on (a)-(c), no run
+    dead; below He and Glorot on (d)); the probe rescale leaves a growth spread under its
+    tolerance."""
     args = _args(tmp_path)
     assert compare.run(args) == 0
     result = _check_outputs(tmp_path, list(compare.NETS), list(compare.DEFAULT_INITS))
@@ -276,9 +277,14 @@ def test_quick_run_all_paper_nets(tmp_path):
     for net in ("a", "b", "c"):
         assert not any(r["diverged"] for r in normed if r["net"] == net), net
         assert _mean_accuracy(result, net, "normed") > 0.25, net  # chance is 0.1
-    # (d) in 32 steps of batch 32 is at the edge of stability for every init (docs/results.md):
-    # ask that normed learns on at least one of its two seeds.
-    assert max(r["test_accuracy"] for r in normed if r["net"] == "d") > 0.25
+    # (d) in 32 steps of batch 32 is at the edge of stability for every init (docs/results.md),
+    # and its accuracies move with the CPU's kernels (oneDNN or not): ask that normed is alive
+    # on both seeds and ends clearly below the loss of He and of Glorot (both near chance).
+    assert not any(r["diverged"] for r in normed if r["net"] == "d")
+    final = {init: np.mean([r["final_loss"] if np.isfinite(r["final_loss"]) else np.inf
+                            for r in result["runs"] if r["net"] == "d" and r["init"] == init])
+             for init in ("normed", "he", "glorot")}
+    assert final["normed"] < min(final["he"], final["glorot"]) - 0.1, final
     # Where parameter sharing is mild, every initialization learns something.
     assert all(_mean_accuracy(result, "a", init) > 0.25 for init in compare.DEFAULT_INITS)
 

@@ -464,6 +464,24 @@ def test_step_norms_equal_the_optimizers_own_step(optimizer):
     assert optimizer.iterations.numpy() == 0  # the given optimizer never steps
 
 
+def test_norms_on_host_and_on_the_backend_agree_with_numpy(monkeypatch):
+    from keras_normed import engine
+    from keras_normed.engine import grad
+
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal((64, 33)), 3 * rng.standard_normal((7,)),
+              rng.standard_normal((2, 3, 4))]
+    dtypes = ["float32", "float64", "float16"]
+    tensors = [keras.ops.convert_to_tensor(a, dtype=d) for a, d in zip(arrays, dtypes)]
+    expected = [np.linalg.norm(np.asarray(a, d).astype(np.float64))
+                for a, d in zip(arrays, dtypes)]
+    assert all(grad._on_host(t) for t in tensors)  # this CI has no accelerator
+    np.testing.assert_allclose(engine.norms(tensors), expected, rtol=1e-5)
+    # The backend's own reduction, taken for tensors on an accelerator, gives the same.
+    monkeypatch.setattr(grad, "_on_host", lambda t: False)
+    np.testing.assert_allclose(engine.norms(tensors), expected, rtol=1e-5)
+
+
 class ResBlock(keras.layers.Layer):
     """A layer made of layers: its own call holds a residual constraint."""
 
@@ -561,6 +579,31 @@ def test_unreadable_use_of_kernels_is_refused(cls):
         with pytest.raises(ValueError, match="cannot be read"):
             keras_normed.rescale(model)
         assert_unchanged(model, before)
+
+
+def test_output_check_on_a_row_sample_falls_back_to_the_whole_batch(monkeypatch):
+    """A homogeneous net's check runs on the first rows; an op across rows (here centering over
+    the batch) changes those rows' output, so the whole batch is checked and reported."""
+    from keras_normed import scaling
+
+    x_in = keras.Input((N_IN,))
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(1))(x_in)
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(2))(
+        h - keras.ops.mean(h, axis=0, keepdims=True))
+    model = keras.Model(x_in, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+    sizes, predict = [], scaling.engine.predict
+    monkeypatch.setattr(scaling.engine, "predict",
+                        lambda m, b, t=False: sizes.append(b.size) or predict(m, b, t))
+    x, y = data("sequential")
+    out0 = flat(model(x, training=True))
+    report = keras_normed.rescale(model, (x, y))
+    assert sizes == [scaling._CHECK_ROWS, len(x)]
+    change = rel(flat(model(x, training=True)), out0)
+    assert report.applied and report.homogeneous and change < 1e-5
+    assert report.output_change == pytest.approx(change, rel=0.1, abs=1e-7)
+    sizes.clear()  # a per-row net: the sample is the whole check
+    keras_normed.rescale(compiled("sequential"), (x, y))
+    assert sizes == [scaling._CHECK_ROWS]
 
 
 def test_constants_and_attention_are_noted_and_warned():

@@ -326,13 +326,31 @@ def optimizer_steps(optimizer, grads: Sequence[Any], values: Sequence[Any]) -> L
 
 
 def norms(tensors: Sequence[Any]) -> np.ndarray:
-    """The Euclidean norm of each tensor (arrays or backend tensors), computed on the backend
-    in float32: one host copy of ``len(tensors)`` scalars."""
+    """The Euclidean norm of each tensor (arrays or backend tensors), in float32: by numpy where
+    every tensor is in host memory, else on the backend (one host copy of the scalars)."""
     if not tensors:
         return np.zeros(0)
+    if all(_on_host(t) for t in tensors):  # no device copy: numpy's dot, ~10x fewer eager ops
+        try:
+            flat = [np.asarray(t).astype(np.float32, copy=False).ravel() for t in tensors]
+            return np.sqrt([float(np.dot(a, a)) for a in flat])
+        except (TypeError, ValueError, RuntimeError, NotImplementedError):  # symbolic: no values
+            pass
     # A sum per tensor: faster than one segment sum over their concatenation on TF's CPU.
     squares = keras.ops.stack([keras.ops.sum(keras.ops.square(_f32(t))) for t in tensors])
     return np.sqrt(np.asarray(keras.ops.convert_to_numpy(squares), np.float64))
+
+
+def _on_host(t) -> bool:
+    """Whether a backend tensor lives in host memory (a CPU device), not in a traced function."""
+    if isinstance(t, np.ndarray):
+        return True
+    if callable(getattr(t, "devices", None)):  # JAX
+        try:
+            return all(d.platform == "cpu" for d in t.devices())
+        except Exception:  # noqa: BLE001 - a tracer has no devices
+            return False
+    return "cpu" in str(getattr(t, "device", "")).lower()  # TF's device string, torch.device
 
 
 def _f32(t):
