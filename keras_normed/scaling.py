@@ -213,7 +213,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         A :class:`~keras_normed.engine.Report` (method ``"rescale"``, ``applied=False`` with a
         ``reason`` for a no-op): per layer ``growth_before``, ``growth_after``, ``scale``; in
         the summary ``rule``, ``exponent``, ``constraints``, ``spread_allowed``,
-        ``output_change`` (on the probe batch), ``notes`` (what is not homogeneous) and
+        ``output_change`` (relative, on the probe batch: its first 32 rows where the graph
+        reads homogeneous and they show no change), ``notes`` (what is not homogeneous) and
         ``moving_statistics`` (BatchNormalization layers whose statistics were scaled too).
 
     Raises:
