@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", choices=("all", "dense", "conv", "rescale", "targets"),
                         default="all", help="which cases to run ('rescale': keras_normed.rescale "
                         "of a 100-layer MLP against its first fit call; 'targets': only the four "
-                        "rows of issue 13, conv 14x14x256 and dense 4096; docs/performance.md)")
+                        "target rows, conv 14x14x256 and dense 4096, with their verdicts; "
+                        "docs/performance.md)")
     parser.add_argument("--jit", choices=("both", "on", "off"), default="both",
                         help="XLA: tf.function with jit_compile=True, or jax.jit ('on'); "
                              "without ('off'); or both")
@@ -419,7 +420,7 @@ def check_issue13(rows: Sequence[dict]) -> List[str]:
         row = _find(rows, "circulant", case, n, block, batch, jit)
         if row is not None:
             ratio = row["fwdbwd_ratio"]
-            lines.append(f"Issue 13: {case} {row['shape']} block {block} batch {batch} "
+            lines.append(f"Target: {case} {row['shape']} block {block} batch {batch} "
                          f"{'XLA' if jit else 'tf.function'}: {ratio:.3f} of Keras's layer "
                          f"(target <= {target}: {_met(ratio <= target)})")
     return lines

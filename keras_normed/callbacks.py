@@ -24,6 +24,15 @@ def _check_kwargs(owner: str, fn, kwargs: dict, own=()) -> dict:
     return kwargs
 
 
+def _build_on(model, data, arg: str, need_y: bool) -> None:
+    """``fit`` builds a model without an Input on its first batch, after ``on_train_begin``:
+    build it here as that batch would, on the first rows of the callback's own batch."""
+    if model.built or data is None:
+        return
+    x = engine.as_batch(model, data, need_y=need_y, arg=arg).x
+    model(keras.tree.map_structure(lambda a: a[:2], x))
+
+
 class NormedScaling(keras.callbacks.Callback):
     """Applies :func:`keras_normed.rescale` at the start of every training (later ones, and a
     reloaded rescaled model, are no-ops as ``rescale`` decides); ``report``: the last report.
@@ -38,7 +47,8 @@ class NormedScaling(keras.callbacks.Callback):
         ...                     verbose=0)
 
     Args:
-        data: probe batch ``(x, y)``, or ``None`` for the analytic rule.
+        data: probe batch ``(x, y)``, or ``None`` for the analytic rule. A model without an
+            Input is built on it first, as ``fit`` would build it on its first batch.
         verbose: print the per-layer table.
         **kwargs: passed to :func:`keras_normed.rescale` (``force``, ``tol``, ``max_iter``,
             ``rule``, ``loss``, ``optimizer``; by default the compiled ones).
@@ -56,6 +66,7 @@ class NormedScaling(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.calls += 1
+        _build_on(self.model, self.data, "data", need_y=True)
         self.report = scaling.rescale(self.model, self.data, verbose=self.verbose, **self.kwargs)
 
 
@@ -71,7 +82,8 @@ class LSUVInit(keras.callbacks.Callback):
         >>> history = model.fit(x, y, callbacks=[LSUVInit(x[:256], seed=0)], verbose=0)
 
     Args:
-        x_batch: the batch LSUV measures variances on.
+        x_batch: the batch LSUV measures variances on (a model without an Input is built on
+            it first).
         **kwargs: for :func:`keras_normed.lsuv` (``tol``, ``max_iter``, ``seed``, ``verbose``).
     """
 
@@ -83,6 +95,7 @@ class LSUVInit(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.report is None:
+            _build_on(self.model, self.x_batch, "x_batch", need_y=False)
             self.report = data_driven.lsuv(self.model, self.x_batch, **self.kwargs)
 
 

@@ -121,9 +121,16 @@ def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
         model, batch, kernels, values, loss_fn, training, return_output=True, as_numpy=False)
     step_norms, exponent = engine.step_norms_and_exponent(optimizer, grads, values)
     # A non-finite gradient gives a non-finite step norm.
-    if not math.isfinite(loss_value) or not np.all(np.isfinite(step_norms)):
-        raise ValueError(f"The probe batch gives a non-finite loss ({loss_value}) or gradient; "
-                         "check `data` and `loss`.")
+    if not math.isfinite(loss_value):
+        raise ValueError(f"The probe batch gives a non-finite loss ({loss_value}); check "
+                         "`data` and `loss`.")
+    if not np.all(np.isfinite(step_norms)):
+        bad = [getattr(k, "path", str(i)) for i, (k, n) in enumerate(zip(kernels, step_norms))
+               if not math.isfinite(n)]
+        raise ValueError(
+            f"The probe batch gives a finite loss ({loss_value:.6g}) but a non-finite gradient "
+            f"for {bad[:4]}: an op with an infinite derivative where the batch puts it (sqrt or "
+            "log at 0, e.g. after a ReLU?), or an overflow; check the model, `data` and `loss`.")
     # ||.||_T = sqrt(sharing) ||.|| cancels in the ratio.
     growth = [float(s / max(w, 1e-30)) for s, w in zip(step_norms, engine.norms(values))]
     out = {"growth": growth, "loss": loss_value, "exponent": exponent, "output": y_pred}
@@ -150,7 +157,7 @@ def check_number(name: str, value: float, low: float, high: float = math.inf, *,
 
 def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: float = 1.5,
                   max_iter: int = 6, force: bool = False, training: bool = True,
-                  verbose: bool = False) -> None:
+                  max_output_change: Optional[float] = None, verbose: bool = False) -> None:
     """Validate :func:`rescale`'s options (also at ``NormedScaling``'s construction)."""
     if rule not in ("auto", "probe", "analytic"):
         raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe' or 'analytic'.")
@@ -160,6 +167,11 @@ def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: floa
         raise ValueError(f"Invalid `move` {move!r}; expected 'all' or 'structured'.")
     check_number("tol", tol, 1.0)
     check_number("max_iter", max_iter, 1, integer=True)
+    if max_output_change is not None:
+        check_number("max_output_change", max_output_change, 0.0)
+        if data is None or rule == "analytic":
+            raise ValueError("`max_output_change` is checked on the probe batch: pass "
+                             "`data=(x, y)` (and not rule='analytic'), or leave it None.")
     for name, flag in (("force", force), ("training", training), ("verbose", verbose)):
         if not isinstance(flag, bool):
             raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
@@ -167,7 +179,8 @@ def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: floa
 
 def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             rule: str = "auto", tol: float = 1.5, max_iter: int = 6, training: bool = True,
-            move: str = "all", verbose: bool = False) -> Report:
+            move: str = "all", max_output_change: Optional[float] = None,
+            verbose: bool = False) -> Report:
     """Layer-consistent rescaling of the Normed-initialized kernels of a built model.
 
     ``W_l <- c_l W_l`` keeping the model's function (exactly where the net is positively
@@ -207,6 +220,9 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         move: ``"all"``: every Normed kernel gets its own scale; ``"structured"``: only the
             layers that declare their structure (circulant, periodic) do, the others move by
             one common factor (He exactly on a net without structured layers).
+        max_output_change: refuse (weights restored) where the output on the probe batch
+            changes by more than this (relative); ``None``: only warn, as for any net that is
+            not positively homogeneous (tanh, nonzero biases, BN's epsilon).
         verbose: print the report.
 
     Returns:
@@ -214,7 +230,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         ``reason`` for a no-op): per layer ``growth_before``, ``growth_after``, ``scale``; in
         the summary ``rule``, ``exponent``, ``constraints``, ``spread_allowed``,
         ``output_change`` (relative, on the probe batch: its first 32 rows where the graph
-        reads homogeneous and they show no change), ``notes`` (what is not homogeneous) and
+        reads homogeneous and they show no change; ``None`` without a probe batch or for a
+        no-op), ``notes`` (what is not homogeneous) and
         ``moving_statistics`` (BatchNormalization layers whose statistics were scaled too).
 
     Raises:
@@ -222,7 +239,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             (without ``force``), a non-finite probe loss. Weights are unchanged when it raises.
     """
     check_options(data=data, rule=rule, move=move, tol=tol, max_iter=max_iter, force=force,
-                  training=training, verbose=verbose)
+                  training=training, max_output_change=max_output_change, verbose=verbose)
     if rule == "auto":
         rule = "probe" if data is not None else "analytic"
     check_built(model)
@@ -231,7 +248,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     if not free:
         reason = ("already rescaled (force=True to redo)" if sites
                   else "no layer has a trainable Normed kernel")
-        return _done(Report("rescale", False, reason, summary={"rule": rule}), verbose)
+        return _done(Report("rescale", False, reason,
+                            summary={"rule": rule, "output_change": None}), verbose)
     # One copy of each kernel: the freshness check reads it, the probe starts from it and a
     # rollback restores it (reading a copy to the host is cheaper than reading a variable).
     base = [keras.ops.copy(s.variable) for s in free]
@@ -259,7 +277,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     uses = [constraints.uses[i] for i in keep]
     structures = [_structure_or_fans(s.layer) for s in free]
     optimizer = engine.resolve_optimizer(model, optimizer)
-    summary = {"rule": rule, "move": move, "graph": constraints.graph,
+    summary = {"rule": rule, "move": move, "graph": constraints.graph, "output_change": None,
                "constraints": int(np.linalg.matrix_rank(rows)) if rows.size else 0}
 
     failed = None
@@ -308,6 +326,12 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                     f"of a chain changed its output by {change:.3g} (relative) on the probe "
                     "batch: refused, weights unchanged. Write `call` with Keras layers and "
                     "keras.ops so that its graph can be traced.")
+            if max_output_change is not None and change > max_output_change:
+                raise ValueError(
+                    f"rescale: the output of model {model.name!r} on the probe batch changed by "
+                    f"{change:.3g} (relative) > max_output_change={max_output_change:g} ("
+                    + "; ".join((notes or ["no note"])[:3]) + "): refused, weights unchanged. "
+                    "Raise max_output_change, or rescale a net whose changes are noted less.")
             if moved and not notes:
                 # Homogeneous as read, yet moved: a kernel is used where the graph does not show.
                 raise ValueError(

@@ -212,6 +212,32 @@ def test_normed_scaling_callback_in_fit(name):
     assert all(np.all(np.isfinite(w)) for w in weights(model))
 
 
+def test_callbacks_build_a_model_without_an_input_on_their_own_batch():
+    """``fit`` builds such a model on its first batch only after ``on_train_begin``; the
+    callbacks build it on theirs (uint8 images through a Rescaling layer, as users have)."""
+    x = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1)).astype("uint8")
+    y = np.arange(64) % 3
+
+    def unbuilt():
+        model = keras.Sequential([
+            L.Rescaling(1 / 255.0), L.Conv2D(4, 3, activation="relu", kernel_initializer=_n(1)),
+            L.Flatten(), L.Dense(3, kernel_initializer=_n(2, "linear"))])
+        model.compile(keras.optimizers.SGD(0.01),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    model, callback = unbuilt(), NormedScaling(data=(x[:32], y[:32]))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.report.applied and callback.report.output_change < 1e-5
+    assert callback.report.spread_after < callback.report.spread_before
+    model, callback = unbuilt(), LSUVInit(x[:32], seed=0)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.report.applied and callback.report.converged
+    model = unbuilt()  # no batch of its own (the analytic rule): the message says what to do
+    with pytest.raises(ValueError, match="not built.*Input"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[NormedScaling()])
+
+
 def _preactivation_variances(model, x):
     """Each kernel layer's output variance with its activation off, on the input it gets in
     a normal forward pass."""
@@ -606,6 +632,24 @@ def test_output_check_on_a_row_sample_falls_back_to_the_whole_batch(monkeypatch)
     assert sizes == [scaling._CHECK_ROWS]
 
 
+@pytest.mark.parametrize("power", ["square", "times_itself", "sqrt_of_square"])
+def test_homogeneous_powers_keep_the_function(power):
+    """``ops.square(h)`` is ``h * h`` (degree 2), ``ops.sqrt`` degree 1/2: both read exactly
+    (``sqrt(square(h))`` of a linear layer: no zeros, so a finite gradient)."""
+    x_in = keras.Input((N_IN,))
+    h = L.Dense(32, kernel_initializer=_n(1, "linear"))(x_in)
+    h = {"square": keras.ops.square, "times_itself": lambda t: t * t,
+         "sqrt_of_square": lambda t: keras.ops.sqrt(keras.ops.square(t))}[power](h)
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(2))(h)
+    model = keras.Model(x_in, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+    x, y = data("sequential")
+    out0 = flat(model(x, training=True))
+    report = keras_normed.rescale(model, (x, y))
+    assert report.applied and report.homogeneous, report.notes
+    assert rel(flat(model(x, training=True)), out0) < 1e-5
+    assert report.spread_after < 1.5
+
+
 def test_constants_and_attention_are_noted_and_warned():
     x_in = keras.Input((N_IN,))
     h = L.Dense(32, activation="relu", kernel_initializer=_n(1))(x_in)
@@ -620,6 +664,17 @@ def test_constants_and_attention_are_noted_and_warned():
     x = np.random.default_rng(0).standard_normal((64, 6, N_IN)).astype("float32")
     with pytest.warns(RuntimeWarning, match="not positively homogeneous"):
         keras_normed.rescale(model, (x, np.zeros(64, "int64")))
+
+
+def test_a_missing_target_is_named():
+    model = two_outputs()
+    model.compile(keras.optimizers.SGD(0.01), loss={
+        "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "reg": "mse"})
+    x, y = data("two_outputs")
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"y has no key for output\(s\) \['reg'\]"):
+        keras_normed.rescale(model, (x, {"cls": y["cls"]}))
+    assert_unchanged(model, before)
 
 
 def test_data_shapes_checked_against_the_model():

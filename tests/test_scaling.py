@@ -376,6 +376,56 @@ def test_huge_inputs_refused_without_a_numpy_warning():
     _assert_same(before, model)
 
 
+def test_max_output_change_refuses_a_larger_change_and_restores_the_weights():
+    def tanh_net():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+            16, activation="tanh", kernel_initializer=keras_normed.Normed(seed=1)),
+            keras.layers.Dense(16, activation="relu", kernel_initializer=keras_normed.Normed(
+                seed=2)), keras.layers.Dense(3, kernel_initializer=keras_normed.Normed(seed=3))])
+
+    rng = np.random.default_rng(0)
+    probe = (3 * rng.standard_normal((64, 4)).astype("float32"), np.zeros((64, 3), "float32"))
+    model = tanh_net()
+    before = _kernels(model)
+    with pytest.warns(RuntimeWarning, match="not positively homogeneous"):
+        change = keras_normed.rescale(tanh_net(), probe).output_change
+    assert change > 1e-3
+    with pytest.raises(ValueError, match=r"changed by .* > max_output_change=0.001.*tanh"):
+        keras_normed.rescale(model, probe, max_output_change=1e-3)
+    _assert_same(before, model)
+    assert not scaling.is_rescaled(model)
+    with pytest.warns(RuntimeWarning):
+        report = keras_normed.rescale(model, probe, max_output_change=10 * change)
+    assert report.applied and report.output_change == pytest.approx(change, rel=1e-3)
+    for bad, err in ((-1.0, ValueError), ("0.1", TypeError)):
+        with pytest.raises(err, match="max_output_change"):
+            keras_normed.rescale(tanh_net(), probe, max_output_change=bad)
+    with pytest.raises(ValueError, match="max_output_change.*probe batch"):
+        NormedScaling(max_output_change=0.1)
+
+
+def test_output_change_is_none_where_nothing_was_checked():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+        8, activation="relu", kernel_initializer="normed"), keras.layers.Dense(
+        3, kernel_initializer="normed")])
+    analytic = keras_normed.rescale(model)
+    assert analytic.applied and analytic.output_change is None
+    again = keras_normed.rescale(model)
+    assert not again.applied and again.output_change is None
+
+
+def test_infinite_gradient_with_a_finite_loss_is_said_as_such():
+    x_in = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="relu", kernel_initializer="normed")(x_in)
+    out = keras.layers.Dense(3, kernel_initializer="normed")(keras.ops.sqrt(h))
+    model = keras.Model(x_in, out)
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype("float32")
+    before = _kernels(model)
+    with pytest.raises(ValueError, match=r"finite loss \(.*\) but a non-finite gradient.*sqrt"):
+        keras_normed.rescale(model, (x, np.zeros((16, 3), "float32")))
+    _assert_same(before, model)
+
+
 @pytest.mark.parametrize("make", [
     lambda: keras_normed.layers.CirculantConv2D(8, 3, block_size=4, activation="relu",
                                                 use_bias=False, kernel_initializer="normed"),

@@ -217,11 +217,14 @@ def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Se
         value, grads, y_pred = _GRADIENTS[name](forward, trainable, slots)
     except Exception as err:  # noqa: BLE001 - a backend's shape error, said in the user's terms
         shapes = keras.tree.map_structure(lambda a: tuple(np.shape(a)), (batch.x, batch.y))
+        names = list(getattr(model, "output_names", None) or [])
+        missing = [n for n in names if n not in batch.y] if isinstance(batch.y, dict) else []
         raise ValueError(
             f"The model's loss on the batch could not be computed ({type(err).__name__}: "
             f"{str(err).strip().splitlines()[0][:300]}). Check that the targets fit the model's "
             f"outputs and the loss ({loss.description or 'given'}): x has shapes {shapes[0]}, "
-            f"y {shapes[1]}.") from err
+            f"y {shapes[1]}." + (f" y has no key for output(s) {missing}: pass a target for "
+                                 "each output the loss uses." if missing else "")) from err
     grads = [keras.ops.zeros(keras.ops.shape(v), "float32") if g is None else g
              for g, v in zip(grads, values)]
     if as_numpy:

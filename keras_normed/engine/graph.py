@@ -35,6 +35,7 @@ _PASS = ("InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Dropout
          "GetItem", "Squeeze", "ExpandDims", "Cast", "Abs", "Negative", "Pad", "Moveaxis",
          "Swapaxes", "Tile", "Repeat", "BroadcastTo", "Ravel", "Split", "Take", "Unstack", "Copy",
          "Real", "Flip", "Roll", "StopGradient")
+_POWERS = {"Square": 2.0, "Sqrt": 0.5}  # keras.ops of one tensor, homogeneous of this degree
 _HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "leaky_relu", "identity")
 _OFFSETS = ("Add", "Subtract", "Maximum", "Minimum")
 
@@ -268,6 +269,8 @@ class _Propagation:
             if name in _OFFSETS and any(_nonzero_constant(v) for v in leaves):
                 self._note(_union(forms), f"{op.name} ({name}) with a nonzero constant is not "
                                           "positively homogeneous")
+        if name in _POWERS:
+            return [{k: _POWERS[name] * v for k, v in first.items()}] * n_out
         if name in _MERGE_EQUAL:
             self._equal(forms)
             return [first] * n_out
