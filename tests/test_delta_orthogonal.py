@@ -121,6 +121,9 @@ def test_critical_line_limits():
     assert critical_sigma_w(0.0) == 1.0
     with pytest.raises(ValueError, match="nonlinearity"):
         critical_sigma_w(0.1, nonlinearity="relu")
+    for bad, err in ((-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError)):
+        with pytest.raises(err, match="`sigma_b`"):
+            critical_sigma_w(bad)
     with pytest.raises(ValueError, match="sigma_b2"):
         tanh_critical_point(-1.0)
 

@@ -21,6 +21,14 @@ def test_gain_formulas():
     assert random_walk_gain("tanh", 50) == pytest.approx(1.15)
     with pytest.raises(ValueError, match="nonlinearity"):
         random_walk_gain("gelu", 10)
+    # Names are case-insensitive (as Normed's); a width is a whole number, said as given.
+    assert random_walk_gain("ReLU", 100) == random_walk_gain("relu", 100)
+    assert RandomWalk("ReLU").nonlinearity == "relu"
+    with pytest.raises(TypeError, match=r"`n` must be an integer >= 1, got 1.5"):
+        random_walk_gain("relu", 1.5)
+    with pytest.raises(ValueError, match=r"`n` must be an integer >= 1, got 0"):
+        random_walk_gain("linear", 0)
+    assert random_walk_gain("linear", np.int64(100)) == random_walk_gain("linear", 100)
 
 
 def test_std_seed_and_config():

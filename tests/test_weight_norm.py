@@ -1,5 +1,6 @@
 """WeightNormalization wrapper and the Arpit et al. (2019) initialization."""
 
+import json
 import math
 
 import keras
@@ -54,6 +55,23 @@ def test_conv_equals_inner_layer_with_normalized_kernel():
     np.testing.assert_allclose(np.sqrt((k ** 2).sum(axis=(0, 1, 2))), g, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_causal_conv1d_equals_inner_layer_with_normalized_kernel(dilation):
+    x = RNG.normal(size=(2, 9, 3)).astype("float32")
+    wn = WeightNormalization(keras.layers.Conv1D(4, 3, padding="causal", dilation_rate=dilation))
+    wn(x)
+    g = _random_g(wn)
+    wn.layer.bias.assign(RNG.normal(size=(4,)).astype("float32"))
+    v = _np(wn.layer.kernel).astype(np.float64)
+    w = g * v / np.sqrt((v ** 2).sum(axis=(0, 1)))
+    ref = keras.layers.Conv1D(4, 3, padding="causal", dilation_rate=dilation)
+    ref(x)
+    ref.set_weights([w.astype("float32"), _np(wn.layer.bias)])
+    out = _np(wn(x))
+    assert out.shape == (2, 9, 4)
+    np.testing.assert_allclose(out, _np(ref(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_default_g_starts_as_unwrapped_layer():
     x = RNG.normal(size=(3, 4)).astype("float32")
     wn = WeightNormalization(keras.layers.Dense(3))
@@ -100,6 +118,14 @@ def test_unsupported_layers_are_refused():
         WeightNormalization(keras.layers.Conv2DTranspose(3, 3))
     with pytest.raises(TypeError, match="Dense or Conv"):
         WeightNormalization("dense")
+
+
+def test_from_config_leaves_the_given_config_as_it_was():
+    config = WeightNormalization(keras.layers.Dense(3), epsilon=1e-6).get_config()
+    copy = json.loads(json.dumps(config))
+    first, second = (WeightNormalization.from_config(config) for _ in range(2))
+    assert config == copy
+    assert first.epsilon == second.epsilon == 1e-6 and first.layer.units == 3
 
 
 def test_keras_round_trip(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import keras
@@ -15,6 +16,8 @@ TANH_GAIN = 1.15
 
 
 def _check_nonlinearity(nonlinearity) -> str:
+    # Case-insensitive, as Normed's and Keras's activation names are.
+    nonlinearity = nonlinearity.lower() if isinstance(nonlinearity, str) else nonlinearity
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"Unknown `nonlinearity` {nonlinearity!r}; expected one of "
                          f"{NONLINEARITIES}, or pass `gain=` explicitly.")
@@ -30,10 +33,11 @@ def random_walk_gain(nonlinearity: str, n: int) -> float:
 
     With ``W ~ N(0, g^2 / N)`` the log gradient norm is an *unbiased* random walk over depth.
     """
-    _check_nonlinearity(nonlinearity)
+    nonlinearity = _check_nonlinearity(nonlinearity)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise (ValueError if isinstance(n, numbers.Integral) else TypeError)(
+            f"The layer width `n` must be an integer >= 1, got {n!r}.")
     n = int(n)
-    if n < 1:
-        raise ValueError(f"The layer width `n` must be >= 1, got {n}.")
     if nonlinearity == "linear":
         return math.exp(1.0 / (2.0 * n))
     if nonlinearity == "relu":

@@ -150,6 +150,11 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
         inputs = ops.cast(inputs, inner.compute_dtype)  # integer inputs too, as Dense/Conv
         if isinstance(inner, keras.layers.Dense):
             outputs = ops.matmul(inputs, kernel)
+        elif inner.padding == "causal":  # Conv1D's own call pads the past, then runs "valid"
+            left = inner.dilation_rate[0] * (inner.kernel_size[0] - 1)
+            outputs = ops.conv(ops.pad(inputs, [[0, 0], [left, 0], [0, 0]]), kernel,
+                               strides=list(inner.strides), padding="valid",
+                               dilation_rate=inner.dilation_rate, data_format=inner.data_format)
         else:
             outputs = inner.convolution_op(inputs, kernel)
         if inner.use_bias:
@@ -166,6 +171,11 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
 
     def normed_structure(self, input_shape):
         return structure.layer_structure(self.layer, input_shape)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras's Wrapper.from_config pops "layer" from the dict it is given: leave the caller's.
+        return super().from_config(dict(config), custom_objects=custom_objects)
 
     def get_config(self):
         g_init = self.g_initializer
