@@ -495,6 +495,7 @@ def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol, max_
             it += 1
             break
     _, a, r = best
+    if allowed is None:  # already within tol: no solve ran, but report what the constraints allow
+        _, allowed = engine.equalize(np.log(first), rows, p)
     return {"scales": np.exp(a), "before": first, "after": r, "exponent": p,
-            "iterations": it, "allowed": allowed if allowed is not None else current,
-            "output": output}
+            "iterations": it, "allowed": allowed, "output": output}

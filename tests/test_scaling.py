@@ -404,6 +404,21 @@ def test_max_output_change_refuses_a_larger_change_and_restores_the_weights():
         NormedScaling(max_output_change=0.1)
 
 
+def test_a_model_within_tol_reports_what_the_constraints_allow():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(
+        16, activation="relu", kernel_initializer=keras_normed.Normed(seed=1)),
+        keras.layers.Dense(16, activation="relu", kernel_initializer=keras_normed.Normed(seed=2)),
+        keras.layers.Dense(3, kernel_initializer=keras_normed.Normed("linear", seed=3))])
+    rng = np.random.default_rng(0)
+    probe = (rng.standard_normal((64, 8)).astype("float32"), np.arange(64) % 3)
+    first = keras_normed.rescale(model, probe)
+    other = (rng.standard_normal((64, 8)).astype("float32"), np.arange(64) % 3)
+    again = keras_normed.rescale(model, other, force=True)  # within tol there: no solve runs
+    assert again.iterations == 0 and 1.01 < again.spread_before <= 1.5
+    assert again.spread_allowed == pytest.approx(1.0, abs=1e-6)  # a chain allows equal growth
+    assert first.spread_allowed == pytest.approx(1.0, abs=1e-6)
+
+
 def test_output_change_is_none_where_nothing_was_checked():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
         8, activation="relu", kernel_initializer="normed"), keras.layers.Dense(
