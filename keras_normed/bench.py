@@ -45,6 +45,12 @@ def _conv_shape(text: str) -> List[int]:  # argparse type: H,W,C
     return values
 
 
+def _output_file(text: str) -> str:  # argparse type, checked before the run, not after it
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
+    return text
+
+
 def _block_list(text: str) -> List[str]:  # argparse type: integers >= 1 or n
     values = [v.strip() for v in text.split(",") if v.strip()]
     for v in values:
@@ -92,8 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and few repeats (seconds): a smoke test")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
-    parser.add_argument("--output", default=None, metavar="FILE",
-                        help="write the results as JSON to this path")
+    parser.add_argument("--output", type=_output_file, default=None, metavar="FILE",
+                        help="write the results as JSON to this path (its folder is created)")
     parser.add_argument("--seed", type=nonneg_int, default=0, metavar="N",
                         help="seed of inputs and weights")
 

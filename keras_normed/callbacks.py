@@ -91,6 +91,9 @@ class LSUVInit(keras.callbacks.Callback):
         super().__init__()
         self.x_batch = x_batch
         self.kwargs = _check_kwargs("LSUVInit", data_driven.lsuv, kwargs, ("x_batch",))
+        # Bad numbers are said now, not when fit starts.
+        scaling.check_number("tol", self.kwargs.get("tol", 0.1), 0, open_low=True)
+        scaling.check_number("max_iter", self.kwargs.get("max_iter", 10), 1, integer=True)
         self.report = None
 
     def on_train_begin(self, logs=None):
@@ -131,6 +134,9 @@ class GrowthMonitor(keras.callbacks.Callback):
             raise ValueError(f"`every` must be a positive int (training steps), got {every!r}.")
         if log_dir is not None and not isinstance(log_dir, (str, bytes, os.PathLike)):
             raise TypeError(f"`log_dir` must be a folder path or None, got {log_dir!r}.")
+        if log_dir is not None and os.path.exists(log_dir) and not os.path.isdir(log_dir):
+            raise ValueError(f"`log_dir` {os.fsdecode(log_dir)!r} is a file, not a folder; pass "
+                             "a folder for the TensorBoard event files (created if missing).")
         if data is None:
             raise ValueError("GrowthMonitor: `data` is None; pass the batch to measure on, "
                              "with targets, as `model.fit` takes it: `(x, y)`.")

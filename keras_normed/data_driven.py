@@ -105,12 +105,16 @@ def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
         raise ValueError(
             f"{method}: the output of layer {t.name!r} is NaN or inf on this batch; check the "
             "inputs' range and the weights of the layers before it.")
+    # Identical examples leave only the spread between units and positions: not a variance
+    # over data (LSUV's overall variance would still be positive).
+    same_examples = np.all(z.reshape(z.shape[0], -1).var(axis=0) <= _TINY_VARIANCE)
     z = z.reshape(-1, z.shape[-1]) if per_unit else z.reshape(-1)
     mean, var = z.mean(axis=0), z.var(axis=0)
-    if np.any(var <= _TINY_VARIANCE):
+    if same_examples or np.any(var <= _TINY_VARIANCE):
         raise ValueError(
             f"{method}: the output of layer {t.name!r} has zero variance on this batch (dead "
-            "units or constant input), so it cannot be scaled to unit variance. Use a batch "
+            "units, constant input or identical examples), so it cannot be scaled to unit "
+            "variance. Use a batch "
             "with varied examples, or check the layers before it.")
     return mean, var
 
@@ -222,6 +226,12 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
     check_number("between_layer_iters", between_layer_iters, 0, integer=True)
     seed = host_seed(seed)
     targets = _targets(model, "data_dependent_init")
+    if y_batch is not None and (hasattr(x_batch, "element_spec")
+                                or isinstance(x_batch, keras.utils.PyDataset)):
+        raise TypeError(
+            f"`x_batch` is a {type(x_batch).__name__} and `y_batch` is given too: a dataset "
+            "brings its own targets. Pass the dataset alone (its first batch, (x, y), is used), "
+            "or arrays as x_batch and y_batch.")
     data = x_batch if y_batch is None else (x_batch, y_batch)
     batch = engine.as_batch(model, data, need_y=False, arg="x_batch" if y_batch is None
                             else "x_batch, y_batch", min_size=2)

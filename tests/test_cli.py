@@ -56,6 +56,20 @@ def test_bad_command_or_option_exits_2(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
+def test_an_output_of_the_wrong_kind_is_refused_before_the_run(tmp_path, capsys):
+    """A long run must not fail at its end for its --output: a folder where a file goes, or a
+    file where a folder goes, is refused at once (exit 2, one line naming --output)."""
+    a_file = tmp_path / "f.json"
+    a_file.write_text("{}")
+    for argv in (["bench", "--quick", "--output", str(tmp_path)],
+                 ["datainit", "--quick", "--output", str(a_file)],
+                 ["growth", "--output", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2, argv
+        assert "argument --output" in capsys.readouterr().err, argv
+
+
 def test_command_help_shows_its_options(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--help"])

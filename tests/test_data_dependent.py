@@ -126,3 +126,12 @@ def test_argument_errors():
         keras_normed.data_dependent_init(model, x, std=-1)
     with pytest.raises(ValueError, match="between_layer_iters"):
         keras_normed.data_dependent_init(model, x, between_layer_iters=-1)
+    class OneBatch(keras.utils.PyDataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return x, np.zeros(8, "float32")
+
+    with pytest.raises(TypeError, match="a dataset brings its own targets"):
+        keras_normed.data_dependent_init(model, OneBatch(), np.zeros(8))

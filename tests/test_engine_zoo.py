@@ -815,8 +815,10 @@ def test_dict_model_keyed_as_fit_takes_it():
     y = np.arange(32) % 4
     model = keras.Model({"img": a, "meta": b}, out)
     before = weights(model)
-    with pytest.raises(ValueError, match=r"missing \['meta'\]"):
+    with pytest.raises(ValueError, match=r"missing \['meta'\]\. Key"):
         keras_normed.rescale(model, ({"img": x["img"]}, y))
+    with pytest.raises(ValueError, match=r"missing \['meta'\], and \['c'\] name no input"):
+        keras_normed.lsuv(model, {"img": x["img"], "c": x["meta"]}, seed=0)
     assert_unchanged(model, before)
     assert keras_normed.rescale(model, (x, y)).applied
     assert len(keras_normed.growth_report(model, x, y).rows) == 2

@@ -81,6 +81,13 @@ def test_bad_every(every, error):
         GrowthMonitor(_data(), every=every)
 
 
+def test_a_file_as_log_dir_is_refused_at_construction(tmp_path):
+    path = tmp_path / "events.txt"
+    path.write_text("not a folder")
+    with pytest.raises(ValueError, match="`log_dir` .* is a file, not a folder"):
+        GrowthMonitor(_data(), every=5, log_dir=path)
+
+
 def test_data_without_targets_is_refused_at_construction():
     x, _ = _data()
     with pytest.raises(ValueError, match=r"holds inputs only \(one array of shape \(64, 12\)"):

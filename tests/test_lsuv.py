@@ -108,6 +108,8 @@ def test_same_seed_same_weights():
     (np.ones((1, 8, 8, 2), "float32"), "batch of one"),
     (np.full((4, 8, 8, 2), np.nan, "float32"), "NaN or inf"),
     (np.zeros((4, 8, 8, 2), "float32"), "zero variance"),
+    (np.ones((4, 8, 8, 2), "float32"), "zero variance"),  # only units and borders differ
+    (np.repeat(RNG.uniform(size=(1, 8, 8, 2)).astype("float32"), 4, axis=0), "identical"),
 ])
 def test_bad_batches_raise_and_leave_weights_unchanged(batch, message):
     model = _cnn()

@@ -343,6 +343,10 @@ def test_callbacks_refuse_unknown_keywords_at_construction():
                                  ({"force": "yes"}, TypeError, "`force`")):
         with pytest.raises(error, match=match):
             NormedScaling(data=(x, y), **kwargs)
+    for kwargs, error, match in (({"tol": -1}, ValueError, "`tol`"),
+                                 ({"max_iter": 2.5}, TypeError, "`max_iter`")):
+        with pytest.raises(error, match=match):
+            LSUVInit(x, **kwargs)
     with pytest.raises(ValueError, match="needs a probe batch"):
         NormedScaling(rule="probe")
 

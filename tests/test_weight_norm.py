@@ -230,3 +230,7 @@ def test_arpit_init_errors():
     model = _resnet(2, 4)
     with pytest.raises(ValueError, match="branch_ends"):
         arpit_init(model, branch_ends=["nope"])
+    with pytest.raises(TypeError, match=r"`branch_ends` must be a list.*pass \['b0'\]"):
+        arpit_init(model, branch_ends="b0")
+    with pytest.raises(TypeError, match="`model` must be a keras.Model, got str"):
+        arpit_init("x")

@@ -44,6 +44,8 @@ __all__ = [
     "choices",
     "parsed",
     "existing_dir",
+    "output_dir",
+    "output_file",
     "existing_file",
     "has_mnist",
     "add_options",
@@ -164,11 +166,28 @@ def add_options(parser: argparse.ArgumentParser, inits=None, **defaults) -> None
                             help=f"comma-separated subset of {','.join(inits)}")
 
 
+def output_dir(text: str) -> str:
+    """An argparse type: a folder to write into (created if missing), checked before a run so
+    that a long run does not fail at its end."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"not a folder (a file is there): {text!r}")
+    return text
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file to write (its folder created if missing), not a folder."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
+    return text
+
+
 def add_output_argument(parser: argparse.ArgumentParser, default: Optional[str],
                         help: str, metavar: str = "DIR") -> None:
-    """``--output`` (with ``--out`` as a hidden alias, the old spelling of some commands)."""
-    parser.add_argument("--output", default=default, metavar=metavar, help=help)
-    parser.add_argument("--out", dest="output", default=argparse.SUPPRESS,
+    """``--output`` (with ``--out`` as a hidden alias, the old spelling of some commands): a
+    folder, or a file with ``metavar="FILE"``, checked before the run."""
+    kind = output_file if metavar == "FILE" else output_dir
+    parser.add_argument("--output", type=kind, default=default, metavar=metavar, help=help)
+    parser.add_argument("--out", dest="output", type=kind, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
 
 

@@ -105,9 +105,12 @@ def _check_x(model, x, arg: str) -> None:
     if isinstance(x, dict):
         missing = [n for n in names if n not in x]
         if missing:
+            unknown = [k for k in x if k not in names]
             raise ValueError(
                 f"`{arg}`: x is a dict with keys {sorted(x)}, but model {model.name!r} has inputs "
-                f"named {names}: missing {missing}. Key the dict by the model's input names.")
+                f"named {names}: missing {missing}"
+                + (f", and {unknown} name no input" if unknown else "")
+                + ". Key the dict by the model's input names.")
         leaves = [x[n] for n in names]  # checked by name, in the model's input order
     elif len(leaves) != len(inputs):
         raise ValueError(

@@ -103,8 +103,13 @@ def arpit_init(model: keras.Model, residual_blocks: Optional[int] = None,
     Reference: D. Arpit, V. Campos, Y. Bengio, "How to Initialize your Network? Robust
     Initialization for WeightNorm & ResNets", NeurIPS 2019.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}.")
     if not model.built:
         raise ValueError("`model` is not built: call it on data or build it first.")
+    if isinstance(branch_ends, (str, bytes)):
+        raise TypeError(f"`branch_ends` must be a list of layer names, got the string "
+                        f"{branch_ends!r}; pass [{branch_ends!r}].")
     layers = weight_norm_layers(model)
     if not layers:
         raise ValueError("`model` has no WeightNormalization layer; wrap its Dense/Conv "
