@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_normed.cli import nonneg_int, positive_int, positive_int_list
+from keras_normed.cli import nonneg_int, output_file, positive_int, positive_int_list
 from keras_normed.initializers import Normed
 from keras_normed.layers import CirculantConv2D, CirculantDense
 from keras_normed.ops._common import freq_contract
@@ -43,12 +43,6 @@ def _conv_shape(text: str) -> List[int]:  # argparse type: H,W,C
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"must be three integers H,W,C >= 1, got {text!r}")
     return values
-
-
-def _output_file(text: str) -> str:  # argparse type, checked before the run, not after it
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
-    return text
 
 
 def _block_list(text: str) -> List[str]:  # argparse type: integers >= 1 or n
@@ -98,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and few repeats (seconds): a smoke test")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
-    parser.add_argument("--output", type=_output_file, default=None, metavar="FILE",
+    parser.add_argument("--output", type=output_file, default=None, metavar="FILE",
                         help="write the results as JSON to this path (its folder is created)")
     parser.add_argument("--seed", type=nonneg_int, default=0, metavar="N",
                         help="seed of inputs and weights")

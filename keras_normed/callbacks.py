@@ -91,9 +91,11 @@ class LSUVInit(keras.callbacks.Callback):
         super().__init__()
         self.x_batch = x_batch
         self.kwargs = _check_kwargs("LSUVInit", data_driven.lsuv, kwargs, ("x_batch",))
-        # Bad numbers are said now, not when fit starts.
-        scaling.check_number("tol", self.kwargs.get("tol", 0.1), 0, open_low=True)
-        scaling.check_number("max_iter", self.kwargs.get("max_iter", 10), 1, integer=True)
+        # Bad numbers are said now, not when fit starts (lsuv's own checks, on what is given).
+        if "tol" in self.kwargs:
+            scaling.check_number("tol", self.kwargs["tol"], 0, open_low=True)
+        if "max_iter" in self.kwargs:
+            scaling.check_number("max_iter", self.kwargs["max_iter"], 1, integer=True)
         self.report = None
 
     def on_train_begin(self, logs=None):

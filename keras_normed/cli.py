@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import os
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -44,6 +45,14 @@ def int_at_least(minimum: int, name: Optional[str] = None) -> Callable[[str], in
 
 positive_int = int_at_least(1, "positive_int")
 nonneg_int = int_at_least(0, "nonneg_int")
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file to write (its folder created if missing), not a folder; checked
+    before a run, so that a long run does not fail at its end."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
+    return text
 
 
 def positive_int_list(text: str) -> List[int]:

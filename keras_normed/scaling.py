@@ -8,7 +8,6 @@ under one optimizer step is as equal as the function-keeping constraints allow. 
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import List, Optional
 
@@ -18,7 +17,7 @@ import numpy as np
 from keras_normed import _keras_compat as compat
 from keras_normed import engine, structure
 from keras_normed.engine import Report, Row
-from keras_normed.initializers.normed import Normed
+from keras_normed.initializers.normed import Normed, check_number
 
 __all__ = ["rescale", "normed_layers", "is_rescaled", "kernel_structure", "measure_growth"]
 
@@ -137,22 +136,6 @@ def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
     if host_grads:
         out["grads"] = [np.asarray(keras.ops.convert_to_numpy(g), np.float64) for g in grads]
     return out
-
-
-def check_number(name: str, value: float, low: float, high: float = math.inf, *,
-                 integer: bool = False, open_low: bool = False) -> float:
-    """``value`` if it is a finite number (an int where ``integer``) within the bounds, else a
-    TypeError or ValueError naming ``name``, what it got and the range to pass."""
-    what = "an int" if integer else ("a number" if low > -math.inf else "a finite number")
-    bound = "" if low == -math.inf else f" {'>' if open_low else '>='} {low}"
-    bound += "" if high == math.inf else f" and <= {high}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer
-                                                 else numbers.Real):
-        raise TypeError(f"`{name}` must be {what}{bound}, got {value!r} ({type(value).__name__}).")
-    above_low = value > low if open_low else value >= low
-    if not (math.isfinite(value) and above_low and value <= high):
-        raise ValueError(f"`{name}` must be {what}{bound}, got {value!r}.")
-    return value
 
 
 def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: float = 1.5,
@@ -316,10 +299,11 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             var.assign(keras.ops.multiply(var, factor))
         notes = constraints.notes_for(log_scales) + unused
         if batch is not None:  # the probe's own forward pass is the "before"
-            change = _output_change(model, batch, result["output"], training,
+            kept = _kept_tolerance(model)
+            change = _output_change(model, batch, result["output"], training, kept,
                                     sample=not notes and constraints.graph != "unknown")
             summary["output_change"] = change
-            moved = change > _kept_tolerance(model)
+            moved = change > kept
             if moved and constraints.graph == "unknown":
                 raise ValueError(
                     f"rescale: the graph of model {model.name!r} cannot be read, and the scales "
@@ -359,11 +343,14 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     return _done(report, verbose)
 
 
-def _output_change(model, batch, before, training: bool, sample: bool) -> float:
+_CHECK_ROWS = 32  # rows of the probe batch the function check runs on first
+
+
+def _output_change(model, batch, before, training: bool, kept: float, sample: bool) -> float:
     """The relative change of the output on the probe batch. Where the graph reads homogeneous
     (the change is rounding) and no call state is involved, it is first measured on the first
     ``_CHECK_ROWS`` rows (a deep net's forward is mostly Keras's per-layer overhead); a change
-    there, or outputs that are not per row, is measured again on the whole batch."""
+    there above ``kept``, or outputs that are not per row, is measured on the whole batch."""
     per_row = all(np.ndim(t) and np.shape(t)[0] == batch.size for t in keras.tree.flatten(before))
     if sample and per_row and batch.size > _CHECK_ROWS and not model.non_trainable_variables:
         head = lambda t: t[:_CHECK_ROWS]  # noqa: E731
@@ -374,12 +361,9 @@ def _output_change(model, batch, before, training: bool, sample: bool) -> float:
             tuple(np.shape(b)) for b in keras.tree.flatten(before_rows)]
         if same_shapes:
             change = engine.relative_change(before_rows, after)
-            if change <= _kept_tolerance(model):
+            if change <= kept:
                 return change
     return engine.relative_change(before, engine.predict(model, batch, training))
-
-
-_CHECK_ROWS = 32
 
 
 def _moving_statistics(constraints, log_scales: np.ndarray) -> tuple:

@@ -25,6 +25,7 @@ from keras_normed.cli import (
     OptionError,
     int_at_least,
     nonneg_int,
+    output_file,
     positive_int,
     positive_int_list,
 )
@@ -171,13 +172,6 @@ def output_dir(text: str) -> str:
     that a long run does not fail at its end."""
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"not a folder (a file is there): {text!r}")
-    return text
-
-
-def output_file(text: str) -> str:
-    """An argparse type: a file to write (its folder created if missing), not a folder."""
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
     return text
 
 

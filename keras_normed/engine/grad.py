@@ -47,10 +47,15 @@ class Loss:
                     for fn, y, p, w in zip(self.per_output, targets, preds, weights)), 0.0)
 
 
+def _missing_outputs(model, y) -> Tuple[list, list]:
+    """The model's output names, and those a dict ``y`` has no key for."""
+    names = list(getattr(model, "output_names", None) or [])
+    return names, ([k for k in names if k not in y] if isinstance(y, dict) else [])
+
+
 def _targets_in_output_order(model, y, n: int, what: str = "y") -> list:
     if isinstance(y, dict):
-        names = list(getattr(model, "output_names", None) or [])
-        missing = [k for k in names if k not in y]
+        names, missing = _missing_outputs(model, y)
         if missing:
             raise ValueError(f"`{what}` has no entries for outputs {missing} of model "
                              f"{model.name!r}; give one per output.")
@@ -217,8 +222,7 @@ def loss_and_gradients(model, batch: Batch, variables: Sequence[Any], values: Se
         value, grads, y_pred = _GRADIENTS[name](forward, trainable, slots)
     except Exception as err:  # noqa: BLE001 - a backend's shape error, said in the user's terms
         shapes = keras.tree.map_structure(lambda a: tuple(np.shape(a)), (batch.x, batch.y))
-        names = list(getattr(model, "output_names", None) or [])
-        missing = [n for n in names if n not in batch.y] if isinstance(batch.y, dict) else []
+        _, missing = _missing_outputs(model, batch.y)
         raise ValueError(
             f"The model's loss on the batch could not be computed ({type(err).__name__}: "
             f"{str(err).strip().splitlines()[0][:300]}). Check that the targets fit the model's "

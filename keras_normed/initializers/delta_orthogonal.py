@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_normed import _keras_compat as compat
-from keras_normed.initializers.normed import SeededInitializer, check_positive
+from keras_normed.initializers.normed import SeededInitializer, check_number, check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_normed", name="DeltaOrthogonal")
@@ -145,10 +145,4 @@ def critical_sigma_w(sigma_b: float, nonlinearity: str = "tanh") -> float:
     """``sigma_w`` at the order-to-chaos transition for bias std ``sigma_b`` (only ``"tanh"``)."""
     if nonlinearity != "tanh":
         raise ValueError(f"`nonlinearity` must be 'tanh', got {nonlinearity!r}.")
-    if isinstance(sigma_b, bool) or not isinstance(sigma_b, (int, float, np.floating,
-                                                              np.integer)):
-        raise TypeError(f"`sigma_b` (the biases' std) must be a number >= 0, got {sigma_b!r}.")
-    if not (math.isfinite(sigma_b) and sigma_b >= 0):
-        raise ValueError(f"`sigma_b` (the biases' std) must be a finite number >= 0, got "
-                         f"{sigma_b!r}.")
-    return tanh_critical_point(float(sigma_b) ** 2).sigma_w
+    return tanh_critical_point(float(check_number("sigma_b", sigma_b, 0)) ** 2).sigma_w

@@ -53,6 +53,22 @@ def check_positive(name: str, value) -> float:
     return value
 
 
+def check_number(name: str, value: float, low: float, high: float = math.inf, *,
+                 integer: bool = False, open_low: bool = False) -> float:
+    """``value`` if it is a finite number (an int where ``integer``) within the bounds, else a
+    TypeError or ValueError naming ``name``, what it got and the range to pass."""
+    what = "an int" if integer else ("a number" if low > -math.inf else "a finite number")
+    bound = "" if low == -math.inf else f" {'>' if open_low else '>='} {low}"
+    bound += "" if high == math.inf else f" and <= {high}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer
+                                                 else numbers.Real):
+        raise TypeError(f"`{name}` must be {what}{bound}, got {value!r} ({type(value).__name__}).")
+    above_low = value > low if open_low else value >= low
+    if not (math.isfinite(value) and above_low and value <= high):
+        raise ValueError(f"`{name}` must be {what}{bound}, got {value!r}.")
+    return value
+
+
 def parse_bool(name: str, value) -> bool:
     """``value`` as a bool: a bool, or ``"true"``/``"false"`` in any case (as a hand-edited
     config may hold); anything else is an error, since ``bool("false")`` is True."""
