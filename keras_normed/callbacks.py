@@ -50,8 +50,9 @@ class NormedScaling(keras.callbacks.Callback):
         data: probe batch ``(x, y)``, or ``None`` for the analytic rule. A model without an
             Input is built on it first, as ``fit`` would build it on its first batch.
         verbose: print the per-layer table.
-        **kwargs: passed to :func:`keras_normed.rescale` (``force``, ``tol``, ``max_iter``,
-            ``rule``, ``loss``, ``optimizer``; by default the compiled ones).
+        **kwargs: passed to :func:`keras_normed.rescale` (``move``, ``rule``, ``force``,
+            ``tol``, ``max_iter``, ``training``, ``max_output_change``, ``loss``,
+            ``optimizer``; the loss and optimizer by default the compiled ones).
     """
 
     def __init__(self, data=None, verbose: bool = False, **kwargs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -138,7 +138,7 @@ def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
     return out
 
 
-def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: float = 1.5,
+def check_options(*, data=None, rule: str = "auto", move: str = "auto", tol: float = 1.5,
                   max_iter: int = 6, force: bool = False, training: bool = True,
                   max_output_change: Optional[float] = None, verbose: bool = False) -> None:
     """Validate :func:`rescale`'s options (also at ``NormedScaling``'s construction)."""
@@ -146,8 +146,8 @@ def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: floa
         raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe' or 'analytic'.")
     if rule == "probe" and data is None:
         raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
-    if move not in ("all", "structured"):
-        raise ValueError(f"Invalid `move` {move!r}; expected 'all' or 'structured'.")
+    if move not in ("auto", "all", "structured"):
+        raise ValueError(f"Invalid `move` {move!r}; expected 'auto', 'all' or 'structured'.")
     check_number("tol", tol, 1.0)
     check_number("max_iter", max_iter, 1, integer=True)
     if max_output_change is not None:
@@ -162,7 +162,7 @@ def check_options(*, data=None, rule: str = "auto", move: str = "all", tol: floa
 
 def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             rule: str = "auto", tol: float = 1.5, max_iter: int = 6, training: bool = True,
-            move: str = "all", max_output_change: Optional[float] = None,
+            move: str = "auto", max_output_change: Optional[float] = None,
             verbose: bool = False) -> Report:
     """Layer-consistent rescaling of the Normed-initialized kernels of a built model.
 
@@ -172,15 +172,20 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     Example:
 
     >>> import keras, numpy as np, keras_normed
-    >>> model = keras.Sequential([
-    ...     keras.Input((16,)),
-    ...     keras.layers.Dense(32, activation="relu", kernel_initializer="normed"),
-    ...     keras.layers.Dense(10, kernel_initializer=keras_normed.Normed("linear"))])
+    >>> def net():
+    ...     return keras.Sequential([
+    ...         keras.Input((16,)),
+    ...         keras.layers.Dense(32, activation="relu", kernel_initializer="normed"),
+    ...         keras.layers.Dense(10, kernel_initializer=keras_normed.Normed("linear"))])
     >>> x = np.random.default_rng(0).standard_normal((256, 16)).astype("float32")
     >>> y = np.arange(256) % 10
-    >>> report = keras_normed.rescale(model, (x, y))
+    >>> report = keras_normed.rescale(net(), (x, y), move="all")   # every layer moves
     >>> report.applied, report.output_change < 1e-5, report.spread_after < 1.5
     (True, True, True)
+    >>> model = net()   # the default move="auto": no parameter is shared, the draw is kept
+    >>> auto = keras_normed.rescale(model, (x, y))
+    >>> auto.summary["move"], set(auto.scales.values())
+    ('structured', {1.0})
     >>> keras_normed.rescale(model, (x, y)).reason   # marked: a second call is a no-op
     'already rescaled (force=True to redo)'
 
@@ -202,7 +207,13 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         training: run the probe forward pass in training mode.
         move: ``"all"``: every Normed kernel gets its own scale; ``"structured"``: only the
             layers that declare their structure (circulant, periodic) do, the others move by
-            one common factor (He exactly on a net without structured layers).
+            one common factor (the draw kept on a net without structured layers); ``"auto"``:
+            ``"all"`` on a net that shares parameters beyond a convolution's own (a trainable
+            structured layer anywhere in the model, whatever its initializer, or a kernel
+            rescaled here that is used more than once), else ``"structured"``: on a plain
+            net equal growth is slower than the draw (docs/normed.md, "Which move"). A graph
+            that cannot be read shows no tying: ``"structured"``. The summary's ``move`` says
+            which ran, ``move_reason`` why.
         max_output_change: refuse (weights restored) where the output on the probe batch
             changes by more than this (relative); ``None``: only warn, as for any net that is
             not positively homogeneous (tanh, nonzero biases, BN's epsilon).
@@ -211,7 +222,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"rescale"``, ``applied=False`` with a
         ``reason`` for a no-op): per layer ``growth_before``, ``growth_after``, ``scale``; in
-        the summary ``rule``, ``exponent``, ``constraints``, ``spread_allowed``,
+        the summary ``rule``, ``move``, ``move_reason``, ``exponent``, ``constraints``,
+        ``spread_allowed``,
         ``output_change`` (relative, on the probe batch: its first 32 rows where the graph
         reads homogeneous and they show no change; ``None`` without a probe batch or for a
         no-op), ``notes`` (what is not homogeneous) and
@@ -255,12 +267,16 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     keep = [i for i, ok in enumerate(used) if ok]
     free, base = [free[i] for i in keep], [base[i] for i in keep]
     rows = constraints.rows[:, keep] if constraints.rows.size else constraints.rows
+    uses = [constraints.uses[i] for i in keep]
+    why = None
+    if move == "auto":
+        move, why = _auto_move(model, free, uses, constraints.graph)
     if move == "structured":
         rows = _tie_plain_layers(rows, [s.layer for s in free])
-    uses = [constraints.uses[i] for i in keep]
     structures = [_structure_or_fans(s.layer) for s in free]
     optimizer = engine.resolve_optimizer(model, optimizer)
-    summary = {"rule": rule, "move": move, "graph": constraints.graph, "output_change": None,
+    summary = {"rule": rule, "move": move, "move_reason": why, "graph": constraints.graph,
+               "output_change": None,
                "constraints": int(np.linalg.matrix_rank(rows)) if rows.size else 0}
 
     failed = None
@@ -378,6 +394,21 @@ def _moving_statistics(constraints, log_scales: np.ndarray) -> tuple:
     return pairs, names
 
 
+def _auto_move(model, sites, uses, graph: str) -> Tuple[str, str]:
+    """``move="auto"``: ``"all"`` on a net that shares parameters (docs/normed.md, "Which
+    move"), else ``"structured"``; and why, for the report."""
+    for layer in compat.all_layers(model):
+        if hasattr(layer, "normed_structure") and layer.trainable and layer.trainable_weights:
+            return "all", f"{layer.name} ({type(layer).__name__}) shares its parameters"
+    for site, u in zip(sites, uses):
+        if u is not None and u > 1:
+            return "all", f"{site.path} is used {u} times"
+    if graph == "unknown":
+        return "structured", ("the graph cannot be read, so weight tying cannot be seen: the "
+                              "draw is kept (move='all' to equalize)")
+    return "structured", "no layer shares its parameters: the draw is kept"
+
+
 def _tie_plain_layers(rows: np.ndarray, layers) -> np.ndarray:
     """Add ``a_i = a_j`` between the layers that do not declare their structure."""
     plain = [i for i, layer in enumerate(layers) if not hasattr(layer, "normed_structure")]
@@ -426,14 +457,16 @@ def _done(report: Report, verbose: bool) -> Report:
 def _analytic(sites, structures, uses, optimizer, rows) -> dict:
     rng = np.random.default_rng(0)
     p = engine.step_exponent(optimizer, [rng.standard_normal(64)], [rng.standard_normal(64)])
-    gains = [s.layer.kernel_initializer.effective_gain * s.layer.kernel_initializer.scale
-             for s in sites]
+    gains = [s.layer.kernel_initializer.effective_gain for s in sites]
     if p <= 1.5:  # sign-like step: r = lr * sqrt(n) / ||W|| = lr / std ~ sqrt(fan_in) / gain
         load = [st.fan_in / g**2 for st, g in zip(structures, gains)]
     else:  # r**2 ~ uses * fan_in * rms(grad)**2 / gain**2, rms ~ fan_in / n
         load = [(1.0 if u is None else float(u)) * st.fan_in**2 / st.n_params / g**2
                 for st, g, u in zip(structures, gains, uses)]
-    log_r = 0.5 * np.log(np.asarray(load, np.float64))
+    # The draw's growth, moved by the scales already applied (r -> r c**-p, the function
+    # kept): a forced second call finds them and moves nothing.
+    prior = np.log([s.layer.kernel_initializer.scale for s in sites])
+    log_r = 0.5 * np.log(np.asarray(load, np.float64)) - p * prior
     log_r -= log_r.mean()
     a, allowed = engine.equalize(log_r, rows, p)
     before = np.exp(log_r)

@@ -159,8 +159,10 @@ def test_effective_variance_scaling_matches_keras_outside_a_layer():
 
 
 def test_initialization_specs():
-    assert compare.initialization("normed", 3) == ("normed", ("probe", "all"))
-    assert compare.initialization("normed-analytic", 3) == ("normed", ("analytic", "all"))
+    assert compare.initialization("normed", 3) == ("normed", ("probe", "auto"))
+    assert compare.initialization("normed-analytic", 3) == ("normed", ("analytic", "auto"))
+    assert compare.initialization("normed-all", 3) == ("normed", ("probe", "all"))
+    assert compare.initialization("normed-all-analytic", 3) == ("normed", ("analytic", "all"))
     assert compare.initialization("normed-structured", 3) == ("normed", ("probe", "structured"))
     assert compare.initialization("normed-structured-analytic", 3) == (
         "normed", ("analytic", "structured"))
@@ -176,24 +178,28 @@ def test_initialization_specs():
 
 def test_structured_move_keeps_the_draw_of_a_net_without_structured_layers():
     """``normed-structured`` on net (a) (plain Conv2D/Dense only) is the Normed draw unchanged,
-    i.e. He with a linear-gain output layer; ``normed`` (move="all") changes every kernel."""
+    i.e. He with a linear-gain output layer, and so is ``normed`` (move="auto" reads no
+    sharing); ``normed-all`` changes every kernel, as ``normed`` does on net (c)."""
     from examples.paper import networks
 
     rng = np.random.default_rng(0)
     probe = (rng.random((32, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 32))
     kernels = {}
-    for init in ("normed-structured", "normed"):
+    for net, init, ran in (("a", "normed-structured", "structured"), ("a", "normed", "structured"),
+                           ("a", "normed-all", "all"), ("c", "normed", "all")):
         spec, mode = compare.initialization(init, 0)
-        model = networks.paper_net("a", kernel_initializer=spec, seed=0, size="tiny")
+        model = networks.paper_net(net, kernel_initializer=spec, seed=0, size="tiny")
         before = [np.array(w) for w in model.trainable_weights]
         report = compare.apply_rescale(model, mode, probe, compare.make_optimizer("momentum"))
-        assert report.applied and report.summary["move"] == mode[1]
-        kernels[init] = (before, [np.array(w) for w in model.trainable_weights])
-    before, after = kernels["normed-structured"]
-    assert all(np.array_equal(b, a) for b, a in zip(before, after))
-    before, after = kernels["normed"]
-    changed = [not np.allclose(b, a) for b, a in zip(before, after) if b.ndim > 1]
-    assert sum(changed) >= 2, changed
+        assert report.applied and report.summary["move"] == ran
+        kernels[net, init] = (before, [np.array(w) for w in model.trainable_weights])
+    for key in (("a", "normed-structured"), ("a", "normed")):
+        before, after = kernels[key]
+        assert all(np.array_equal(b, a) for b, a in zip(before, after))
+    for key in (("a", "normed-all"), ("c", "normed")):
+        before, after = kernels[key]
+        changed = [not np.allclose(b, a) for b, a in zip(before, after) if b.ndim > 1]
+        assert sum(changed) >= 2, changed
 
 
 def test_table_holds_paper_numbers():
@@ -267,13 +273,18 @@ def test_quick_run_all_paper_nets(tmp_path):
     """The whole `compare --quick` (what `make demo` runs): four nets, four initializations,
     two seeds, offline digits. Normed trains on every net (above chance on (a)-(c), no run
     dead; below He and Glorot on (d)); the probe rescale leaves a growth spread under its
-    tolerance."""
+    tolerance where the net shares parameters, and net (a)'s draw as it is."""
     args = _args(tmp_path)
     assert compare.run(args) == 0
     result = _check_outputs(tmp_path, list(compare.NETS), list(compare.DEFAULT_INITS))
     assert result["settings"]["data"].startswith("scikit-learn")
     normed = [r for r in result["runs"] if r["init"] == "normed"]
-    assert all(r["rescale"]["applied"] and r["rescale"]["spread_after"] < 1.5 for r in normed)
+    # move="auto": equal growth on the nets that share parameters, the draw kept on (a).
+    assert all(r["rescale"]["applied"] and r["rescale"]["move"] == ("structured" if r["net"] == "a"
+               else "all") for r in normed)
+    assert all(r["rescale"]["spread_after"] < 1.5 for r in normed if r["net"] != "a")
+    assert all(row["scale"] == 1.0 for r in normed if r["net"] == "a"
+               for row in r["rescale"]["layers"])
     for net in ("a", "b", "c"):
         assert not any(r["diverged"] for r in normed if r["net"] == net), net
         assert _mean_accuracy(result, net, "normed") > 0.25, net  # chance is 0.1

@@ -161,7 +161,7 @@ def test_rescale_keeps_function_and_equalizes_growth(name):
     x2, y2 = data(name, seed=1)
     out0 = flat(model(x, training=True))
     spread0 = keras_normed.growth_report(model, x2, y2).spread
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     assert report.applied
     change = rel(flat(model(x, training=True)), out0)
     if name == "batchnorm":  # invariant up to BN's epsilon; the report says so
@@ -182,7 +182,7 @@ def test_rescale_analytic_keeps_function(name):
     model = ZOO[name]()
     x, _ = data(name)
     out0 = flat(model(x, training=True))
-    report = keras_normed.rescale(model)
+    report = keras_normed.rescale(model, move="all")
     assert report.applied and report.rule == "analytic"
     tol = 1e-2 if name == "batchnorm" else 1e-5
     assert rel(flat(model(x, training=True)), out0) < tol
@@ -200,6 +200,71 @@ def test_rescale_counts_uses_and_keeps_frozen_kernels():
     report = keras_normed.rescale(model, data("frozen"))
     assert len(report.rows) == 2 and model.layers[1].kernel.path not in report.scales
     np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(model.layers[1].kernel))
+
+
+def test_auto_move_equalizes_only_where_parameters_are_shared():
+    """The default ``move="auto"``: a plain net keeps its draw bit for bit (every scale 1, the
+    report says "structured" ran); a layer called more than once, or a circulant layer, makes
+    every layer move ("all"), as ``move="all"`` does."""
+    model = compiled("sequential")
+    before = weights(model)
+    report = keras_normed.rescale(model, data("sequential"))
+    assert report.applied and report.summary["move"] == "structured"
+    assert list(report.scales.values()) == [1.0] * 3 and report.output_change < 1e-6
+    assert_unchanged(model, before)
+    assert not keras_normed.rescale(model, data("sequential")).applied  # marked as rescaled
+    assert keras_normed.rescale(sequential()).summary["move"] == "structured"  # analytic too
+    circulant = keras.Sequential([
+        keras.Input((N_IN,)), keras_normed.layers.CirculantDense(
+            32, 8, activation="relu", use_bias=False, kernel_initializer=_n(1)),
+        L.Dense(10, use_bias=False, kernel_initializer=_n(3, "linear"))])
+    for make, name in ((tied, "tied"), (lambda: circulant, "sequential")):
+        x, y = data(name)
+        auto = keras_normed.rescale(make(), (x, y))
+        assert auto.summary["move"] == "all" and auto.spread_after <= 1.5
+        if name == "tied":
+            explicit = keras_normed.rescale(make(), (x, y), move="all")
+            np.testing.assert_allclose(list(auto.scales.values()),
+                                       list(explicit.scales.values()), rtol=1e-6)
+    with pytest.raises(ValueError, match="'auto', 'all' or 'structured'"):
+        keras_normed.rescale(sequential(), move="some")
+
+
+def _circulant_net(circulant):
+    return keras.Sequential([keras.Input((N_IN,)),
+                             L.Dense(32, activation="relu", kernel_initializer=_n(1)), circulant,
+                             L.Dense(10, kernel_initializer=_n(3, "linear"))])
+
+
+def test_auto_move_reads_sharing_from_the_whole_model():
+    """A trainable structured layer counts whatever its initializer or state; a frozen one does
+    not; a graph that cannot be read shows no tying, and the report says so."""
+    from keras_normed.layers import CirculantDense
+
+    x, y = data("sequential")
+    he = _circulant_net(CirculantDense(32, 8, activation="relu", kernel_initializer="he_normal"))
+    report = keras_normed.rescale(he, (x, y))
+    assert report.summary["move"] == "all" and "circulant" in report.summary["move_reason"]
+    assert report.spread_after <= 1.5 and len(report.rows) == 2
+    base = _circulant_net(CirculantDense(32, 8, activation="relu", kernel_initializer=_n(2)))
+    keras_normed.rescale(base, (x, y))  # the circulant is rescaled; fresh plain layers around it
+    inputs = keras.Input((N_IN,))
+    h = L.Dense(32, activation="relu", kernel_initializer=_n(4))(base.layers[1](
+        base.layers[0](inputs)))
+    grown = keras.Model(inputs, L.Dense(10, kernel_initializer=_n(5, "linear"))(h))
+    report = keras_normed.rescale(grown, (x, y))
+    assert report.summary["move"] == "all" and len(report.rows) == 2
+    assert report.spread_after < report.spread_before
+    frozen_circ = CirculantDense(32, 8, activation="relu", kernel_initializer=_n(2))
+    frozen_net = _circulant_net(frozen_circ)
+    frozen_circ.trainable = False
+    report = keras_normed.rescale(frozen_net, (x, y))
+    assert report.summary["move"] == "structured" and set(report.scales.values()) == {1.0}
+    model = Untraceable()
+    model(x)
+    report = keras_normed.rescale(model, (x, y))
+    assert report.summary["move"] == "structured" and "cannot be read" in report.summary[
+        "move_reason"]
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
@@ -226,7 +291,7 @@ def test_callbacks_build_a_model_without_an_input_on_their_own_batch():
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
-    model, callback = unbuilt(), NormedScaling(data=(x[:32], y[:32]))
+    model, callback = unbuilt(), NormedScaling(data=(x[:32], y[:32]), move="all")
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
     assert callback.report.applied and callback.report.output_change < 1e-5
     assert callback.report.spread_after < callback.report.spread_before
@@ -591,7 +656,7 @@ def test_layers_made_of_layers_and_traced_dicts_keep_the_function(build):
     model = build()
     x, y = data("dict_inputs" if isinstance(model, DictInput) else "sequential")
     out0 = flat(model(x, training=True))
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     assert report.applied and report.homogeneous
     assert rel(flat(model(x, training=True)), out0) < 1e-5
 
@@ -603,7 +668,7 @@ def test_unreadable_use_of_kernels_is_refused(cls):
     model(x)
     before = weights(model)
     with pytest.raises(ValueError, match="Refused|refused"):
-        keras_normed.rescale(model, (x, y))
+        keras_normed.rescale(model, (x, y), move="all")
     assert_unchanged(model, before)
     if cls is Untraceable:  # no batch to check the output with: refused up front
         with pytest.raises(ValueError, match="cannot be read"):
@@ -626,7 +691,7 @@ def test_output_check_on_a_row_sample_falls_back_to_the_whole_batch(monkeypatch)
                         lambda m, b, t=False: sizes.append(b.size) or predict(m, b, t))
     x, y = data("sequential")
     out0 = flat(model(x, training=True))
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     assert sizes == [scaling._CHECK_ROWS, len(x)]
     change = rel(flat(model(x, training=True)), out0)
     assert report.applied and report.homogeneous and change < 1e-5
@@ -648,7 +713,7 @@ def test_homogeneous_powers_keep_the_function(power):
     model = keras.Model(x_in, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
     x, y = data("sequential")
     out0 = flat(model(x, training=True))
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     assert report.applied and report.homogeneous, report.notes
     assert rel(flat(model(x, training=True)), out0) < 1e-5
     assert report.spread_after < 1.5
@@ -660,14 +725,14 @@ def test_constants_and_attention_are_noted_and_warned():
     h = L.Dense(32, activation="relu", kernel_initializer=_n(2))(keras.ops.add(h, 1.0))
     model = keras.Model(x_in, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
     with pytest.warns(RuntimeWarning, match="constant"):
-        report = keras_normed.rescale(model, data("sequential"))
+        report = keras_normed.rescale(model, data("sequential"), move="all")
     assert any("constant" in n for n in report.notes)
     seq = keras.Input((6, N_IN))
     att = L.MultiHeadAttention(2, 8, kernel_initializer="normed")(seq, seq)
     model = keras.Model(seq, L.Dense(10, kernel_initializer=_n(3, "linear"))(L.Flatten()(att)))
     x = np.random.default_rng(0).standard_normal((64, 6, N_IN)).astype("float32")
     with pytest.warns(RuntimeWarning, match="not positively homogeneous"):
-        keras_normed.rescale(model, (x, np.zeros(64, "int64")))
+        keras_normed.rescale(model, (x, np.zeros(64, "int64")), move="all")
 
 
 def test_a_missing_target_is_named():

@@ -49,7 +49,7 @@ def test_capped_step_keeps_the_function_and_bounds_the_growth():
 def _tiny(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((32, 8, 8, 1)).astype("float32")
-    spec, mode = compare.initialization("normed", 0)
+    spec, mode = compare.initialization("normed-all", 0)
     return networks.paper_net("a", kernel_initializer=spec, seed=0, size="tiny"), mode, x, \
         (x, rng.integers(0, 10, 32))
 

@@ -38,7 +38,7 @@ def test_probe_equalizes_growth_on_paper_like_nets(net):
     x, y = _batch(128, 0)
     base = {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
     logits = keras.ops.convert_to_numpy(model(x))
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     assert report.applied and report.rule == "probe"
     assert report.spread_after <= 1.5
     assert math.exp(np.mean(np.log(list(report.scales.values())))) == pytest.approx(1, rel=1e-6)
@@ -55,7 +55,7 @@ def test_probe_equalizes_growth_on_paper_like_nets(net):
 def test_growth_equal_on_another_batch():
     model = paper_net("a", "normed", seed=2, size="tiny")
     x, y = _batch(256, 1)
-    keras_normed.rescale(model, (x, y))
+    keras_normed.rescale(model, (x, y), move="all")
     x2, y2 = _batch(256, 2)
     assert growth_report(model, x2, y2).spread < 2.0
     # He's spread depends on the draw (1.2 to 4.4 over these seeds and the two backends'
@@ -68,7 +68,7 @@ def test_growth_equal_on_another_batch():
 def test_residual_batchnorm_net():
     model = residual_net("normed", seed=0)
     x, y = _batch(64, 3)
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     assert report.applied and report.spread_after <= 1.5
     assert len(report.layers) == 6  # stem, 2 x 2 block convs, head
 
@@ -90,7 +90,7 @@ def test_batchnorm_moving_statistics_follow_the_kernel_scale():
     bn.moving_variance.assign(rng.uniform(0.5, 2.0, 32).astype("float32"))
     mean0, var0 = (keras.ops.convert_to_numpy(v) for v in (bn.moving_mean, bn.moving_variance))
     before = keras.ops.convert_to_numpy(model(x, training=False))
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     c = report.scales[model.layers[0].kernel.path]
     assert report.applied and abs(c - 1.0) > 0.05
     assert report.summary["moving_statistics"] == [bn.name]
@@ -302,7 +302,7 @@ def test_subclassed_and_nested_models():
     model = SubModel()
     x, y = _batch(128, 10)
     model(x)
-    report = keras_normed.rescale(model, (x, y))
+    report = keras_normed.rescale(model, (x, y), move="all")
     assert len(report.layers) == 3 and report.applied
     assert report.spread_after <= 1.5
 
@@ -392,14 +392,14 @@ def test_max_output_change_refuses_a_larger_change_and_restores_the_weights():
     model = tanh_net()
     before = _kernels(model)
     with pytest.warns(RuntimeWarning, match="not positively homogeneous"):
-        change = keras_normed.rescale(tanh_net(), probe).output_change
+        change = keras_normed.rescale(tanh_net(), probe, move="all").output_change
     assert change > 1e-3
     with pytest.raises(ValueError, match=r"changed by .* > max_output_change=0.001.*tanh"):
-        keras_normed.rescale(model, probe, max_output_change=1e-3)
+        keras_normed.rescale(model, probe, max_output_change=1e-3, move="all")
     _assert_same(before, model)
     assert not scaling.is_rescaled(model)
     with pytest.warns(RuntimeWarning):
-        report = keras_normed.rescale(model, probe, max_output_change=10 * change)
+        report = keras_normed.rescale(model, probe, max_output_change=10 * change, move="all")
     assert report.applied and report.output_change == pytest.approx(change, rel=1e-3)
     for bad, err in ((-1.0, ValueError), ("0.1", TypeError)):
         with pytest.raises(err, match="max_output_change"):
@@ -415,12 +415,25 @@ def test_a_model_within_tol_reports_what_the_constraints_allow():
         keras.layers.Dense(3, kernel_initializer=keras_normed.Normed("linear", seed=3))])
     rng = np.random.default_rng(0)
     probe = (rng.standard_normal((64, 8)).astype("float32"), np.arange(64) % 3)
-    first = keras_normed.rescale(model, probe)
+    first = keras_normed.rescale(model, probe, move="all")
     other = (rng.standard_normal((64, 8)).astype("float32"), np.arange(64) % 3)
-    again = keras_normed.rescale(model, other, force=True)  # within tol there: no solve runs
+    # within tol there: no solve runs
+    again = keras_normed.rescale(model, other, force=True, move="all")
     assert again.iterations == 0 and 1.01 < again.spread_before <= 1.5
     assert again.spread_allowed == pytest.approx(1.0, abs=1e-6)  # a chain allows equal growth
     assert first.spread_allowed == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_forced_analytic_rescale_finds_its_own_scales():
+    """The analytic rule starts from the draw moved by the scales already applied
+    (``r -> r c**-p``): a forced second call moves nothing (it used to take the square root of
+    the scales again, call after call)."""
+    model = paper_net("c", "normed", seed=0, size="tiny")
+    first = keras_normed.rescale(model)
+    assert max(abs(math.log(c)) for c in first.scales.values()) > 0.1
+    again = keras_normed.rescale(model, force=True)
+    np.testing.assert_allclose(list(again.scales.values()), 1.0, atol=1e-9)
+    assert again.spread_before == pytest.approx(first.spread_after, rel=1e-9)
 
 
 def test_output_change_is_none_where_nothing_was_checked():

@@ -9,10 +9,13 @@ several seeds, and reports, per network and initialization, the mean +- std over
 Initializations (``--inits``):
 
 - ``normed``: the Normed initializer, then :func:`keras_normed.rescale` on a probe batch of
-  training data (layer-consistent scales measured with one optimizer step);
+  training data (layer-consistent scales measured with one optimizer step; its default
+  ``move="auto"``: every layer moves on a net that shares parameters, none on a plain net);
 - ``normed-analytic``: the Normed initializer, then ``rescale`` without data (analytic scales);
-- ``normed-structured`` / ``normed-structured-analytic``: the same with ``move="structured"``
-  (only circulant/periodic layers get their own scale); ``normed-local``: no model-level step;
+- ``normed-all`` / ``normed-all-analytic``, ``normed-structured`` /
+  ``normed-structured-analytic``: the same with ``move="all"`` (every layer gets its own
+  scale) and ``move="structured"`` (only circulant/periodic layers do); ``normed-local``: no
+  model-level step;
 - ``glorot`` / ``he``: Glorot/He *normal* variance with fans of the layer's effective operator
   (:func:`keras_normed.structure.kernel_fans`), so a shared or circulant kernel gets the same
   treatment as under Normed: ``std = sqrt(2 / (fan_in + fan_out))`` and ``sqrt(2 / fan_in)``;
@@ -101,7 +104,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 _DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3}
 _PROBE_SIZE = 256
 # The Normed variants -> the rescale that follows (None: the layer-local part only).
-_NORMED = {"normed": ("probe", "all"), "normed-analytic": ("analytic", "all"),
+_NORMED = {"normed": ("probe", "auto"), "normed-analytic": ("analytic", "auto"),
+           "normed-all": ("probe", "all"), "normed-all-analytic": ("analytic", "all"),
            "normed-structured": ("probe", "structured"),
            "normed-structured-analytic": ("analytic", "structured"), "normed-local": None}
 # --quick: small subset, one epoch, two seeds; 32 steps, so a 10-step smoothing window.
@@ -474,7 +478,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inits", nargs="+", type=_init_name, default=list(DEFAULT_INITS),
                         metavar="INIT",
                         help="initializations: normed, normed-analytic, glorot, he, "
-                             "normed-structured, normed-structured-analytic, normed-local, or "
+                             "normed-all, normed-all-analytic, normed-structured, "
+                             "normed-structured-analytic, normed-local, or "
                              "any keras.initializers name")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
                         help="sgd, momentum (SGD with momentum 0.9) or adam")

@@ -6,8 +6,9 @@ of one optimizer step (:func:`keras_normed.growth_report`), measured on the prob
 batch, the number that counts). Trainings are ``compare``'s job.
 
 Initializations: those of ``compare`` (:func:`examples.paper.compare.initialization`):
-``normed`` (probe rescale), ``normed-analytic`` (no data), ``normed-local`` (Normed, no
-model-level step), ``he`` /
+``normed`` (probe rescale, its default ``move="auto"``: the draw kept on net (a)),
+``normed-analytic`` (no data), ``normed-all`` / ``normed-all-analytic`` (every layer moves),
+``normed-local`` (Normed, no model-level step), ``he`` /
 ``glorot`` (effective fans), and Keras names such as ``he_normal`` / ``glorot_normal`` (shape
 fans). Seeds: :func:`examples.paper.options.seed_everything`, and layer ``i`` of seed ``s``
 gets ``layer_seed(s, i) = s * 100 + i``, as in every runner.
@@ -15,7 +16,7 @@ gets ``layer_seed(s, i) = s * 100 + i``, as in every runner.
 Example::
 
     python -m examples.paper growth --nets a b c d --inits he_normal glorot_normal normed-local \\
-        normed-analytic normed --output results/growth_spread.json
+        normed-all-analytic normed-all --output results/growth_spread.json
 """
 
 from __future__ import annotations

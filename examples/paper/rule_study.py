@@ -178,8 +178,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rabs", type=float, default=0.0)
     parser.add_argument("--tau", type=float, default=1.0)
     parser.add_argument("--nets", nargs="+", default=["a", "b", "c", "d"])
-    parser.add_argument("--inits", nargs="+", default=["normed"],
-                        choices=("normed", "normed-structured"))
+    # normed-all: the rules were measured over move="all" (the default before move="auto").
+    parser.add_argument("--inits", nargs="+", default=["normed-all"],
+                        choices=("normed-all", "normed", "normed-structured"))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data-dir", default=None)

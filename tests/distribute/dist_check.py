@@ -77,7 +77,7 @@ def _ddi(strategy, x, y, work):
 def _rescale(strategy, x, y, work):
     m = fresh(strategy)
     with strategy.scope():
-        keras_normed.rescale(m, (x, y))
+        keras_normed.rescale(m, (x, y), move="all")
     return {"rescale": weights(m)}
 
 
@@ -89,7 +89,7 @@ def _ddi_outside(strategy, x, y, work):
 
 def _rescale_outside(strategy, x, y, work):
     m = fresh(strategy)
-    keras_normed.rescale(m, (x, y))
+    keras_normed.rescale(m, (x, y), move="all")
     return {"rescale_outside": weights(m)}
 
 
@@ -102,7 +102,7 @@ def _arpit(strategy, x, y, work):
 
 def _fit_scaling_save(strategy, x, y, work):
     m = fresh(strategy)
-    scaling = callbacks.NormedScaling(data=(x, y))
+    scaling = callbacks.NormedScaling(data=(x, y), move="all")
     m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[scaling])
     path = os.path.join(work, f"{strategy.__class__.__name__}.keras")
     m.save(path)

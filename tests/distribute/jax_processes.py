@@ -47,7 +47,7 @@ initial = [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in model.wei
 rng = np.random.default_rng(index)
 x = (rng.standard_normal((64, 16)) * (1 + 9 * index)).astype("float32")
 y = rng.integers(0, 10, 64)
-report = keras_normed.rescale(model, (x, y))
+report = keras_normed.rescale(model, (x, y), move="all")
 after_rescale = [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in model.weights]
 model.fit(x, y, batch_size=32, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
 print("RESULT " + json.dumps({

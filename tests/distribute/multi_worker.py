@@ -39,7 +39,7 @@ rng = np.random.default_rng(0)  # the same probe batch on every worker
 x = rng.standard_normal((64, 16)).astype("float32")
 y = rng.integers(0, 10, 64)
 own_draw_differs = bool(scaling._fresh_weights_mismatch(scaling.normed_layers(model)))
-report = keras_normed.rescale(model, (x, y))
+report = keras_normed.rescale(model, (x, y), move="all")
 after_rescale = [np.asarray(v.numpy()).tolist() for v in model.weights]
 
 
