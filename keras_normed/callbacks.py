@@ -109,9 +109,13 @@ class GrowthMonitor(keras.callbacks.Callback):
     """Per-layer growth ``r_l`` and its spread ``max/min``, measured during training.
 
     :func:`keras_normed.growth_report` on the fixed batch ``data`` before the first training
-    step and every ``every`` steps (the model and optimizer are unchanged), into the batch
-    ``logs`` (``growth_spread``, ``growth/<kernel path>``), ``history`` (one dict a measurement,
-    with its ``step``) and, with ``log_dir``, TensorBoard scalars (docs/normed.md).
+    step (after every callback's ``on_train_begin``, so the scales of a ``NormedScaling`` in
+    any place of the list are in) and every ``every`` steps (the model and optimizer are
+    unchanged), into the batch ``logs`` (``growth_spread``, ``growth/<kernel path>``),
+    ``history`` (one dict a measurement, with its ``step``) and, with ``log_dir``,
+    TensorBoard scalars (docs/normed.md). With ``steps_per_execution > 1`` callbacks run every
+    few steps: a measurement is taken at the first one at or after each multiple of ``every``,
+    and labelled with the step it was taken at.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -152,6 +156,8 @@ class GrowthMonitor(keras.callbacks.Callback):
         self.kwargs = _check_kwargs("GrowthMonitor", diagnostics.growth_report, kwargs, ("x", "y"))
         self.history: list = []
         self.step = 0
+        self._epoch_start = 0
+        self._first = False
         self._writer = None
 
     def on_train_begin(self, logs=None):
@@ -168,11 +174,22 @@ class GrowthMonitor(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.step == 0:
             engine.as_batch(self.model, self.data, need_y=True, arg="GrowthMonitor(data=...)")
+            self._first = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._first:  # every on_train_begin has run by now
+            self._first = False
             self._measure(logs)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.step
+
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step % self.every == 0:
+        # ``batch``: the epoch's index of the last step run (``steps_per_execution`` at a time).
+        step = max(self._epoch_start + int(batch) + 1, self.step + 1)
+        crossed = step // self.every > self.step // self.every
+        self.step = step
+        if crossed:
             self._measure(logs)
 
     def on_train_end(self, logs=None):

@@ -116,9 +116,17 @@ def measure_growth(model, data, kernels=None, values=None, *, optimizer=None, lo
 def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
             host_grads: bool = False) -> dict:
     # Gradients and steps stay backend tensors: only their norms come to the host.
+    n_kernels = len(kernels)
+    if engine.clips_globally(optimizer):  # the clip's norm is over every trainable gradient
+        ids = {id(k) for k in kernels}
+        others = [v for v in model.trainable_variables if id(v) not in ids]
+        kernels, values = list(kernels) + others, list(values) + [keras.ops.copy(v)
+                                                                  for v in others]
     loss_value, grads, y_pred = engine.loss_and_gradients(
         model, batch, kernels, values, loss_fn, training, return_output=True, as_numpy=False)
     step_norms, exponent = engine.step_norms_and_exponent(optimizer, grads, values)
+    kernels, values, grads, step_norms = (t[:n_kernels] for t in (kernels, values, grads,
+                                                                step_norms))
     # A non-finite gradient gives a non-finite step norm.
     if not math.isfinite(loss_value):
         raise ValueError(f"The probe batch gives a non-finite loss ({loss_value}); check "
@@ -221,7 +229,10 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
 
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"rescale"``, ``applied=False`` with a
-        ``reason`` for a no-op): per layer ``growth_before``, ``growth_after``, ``scale``; in
+        ``reason`` for a no-op): per layer ``growth_before``, ``growth_after``, ``scale``
+        (``growth_after`` is the law ``r c**-p``, exact where the net is homogeneous and
+        measured again where it is not; the analytic rule's two columns are predictions, in
+        units of their geometric mean, not measurements: ``growth_report`` measures); in
         the summary ``rule``, ``move``, ``move_reason``, ``exponent``, ``constraints``,
         ``spread_allowed``,
         ``output_change`` (relative, on the probe batch: its first 32 rows where the graph

@@ -65,6 +65,35 @@ def test_report_forms(setup, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_takes_the_columns_each_report_has(setup, tmp_path):
+    """A rescale or lsuv report has other columns than growth_report's: the default plots
+    those (it crashed inside matplotlib); a key a report lacks is named."""
+    import keras_normed
+
+    _, x, y, *_ = setup
+    report = keras_normed.rescale(paper_net("a", "normed", seed=3, size="tiny"), (x, y),
+                                  move="all")
+    path = report.plot(str(tmp_path / "rescale.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"`keys`.*\['growth_before', 'growth_after', 'scale'\]"):
+        report.plot(str(tmp_path / "x.png"), keys=["act_var"])
+    with pytest.raises(ValueError, match="`keys`"):
+        report.plot(str(tmp_path / "x.png"), keys="scale")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_separable_conv_report_is_json():
+    """Its sharing is not one number (two kernels): None in the dict, not NaN."""
+    model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.SeparableConv2D(8, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(5)])
+    rng = np.random.default_rng(0)
+    report = growth_report(model, rng.standard_normal((16, 10, 10, 3)).astype("float32"),
+                           rng.integers(0, 5, 16))
+    text = json.dumps(report.as_dict(), allow_nan=False)
+    assert '"sharing": null' in text
+
+
 def test_long_paths_keep_their_end_readable():
     from keras_normed.engine import Report, Row
 

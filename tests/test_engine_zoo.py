@@ -559,6 +559,25 @@ def test_step_norms_equal_the_optimizers_own_step(optimizer):
     assert optimizer.iterations.numpy() == 0  # the given optimizer never steps
 
 
+@pytest.mark.parametrize("make", [lambda: keras.optimizers.SGD(0.05, global_clipnorm=1e-2),
+                                  lambda: keras.optimizers.Adam(1e-3, global_clipnorm=1e-2)],
+                         ids=["sgd", "adam"])
+def test_global_clipnorm_growth_is_the_real_first_step(make):
+    """``global_clipnorm`` clips by the norm over every trainable gradient, biases included:
+    the growth of each kernel is that of a real ``train_on_batch`` step (it read 0.45 of it
+    when the clip's norm took in the exponent's samples and left the biases out)."""
+    x, y = data("sequential")
+    model = sequential()
+    model.compile(make(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    report = keras_normed.growth_report(model, x, y)
+    kernels = [layer.kernel for layer in model.layers]
+    before = [keras.ops.convert_to_numpy(k).copy() for k in kernels]
+    model.train_on_batch(x, y)
+    real = [np.linalg.norm(keras.ops.convert_to_numpy(k) - b) / np.linalg.norm(b)
+            for k, b in zip(kernels, before)]
+    np.testing.assert_allclose(report.column("growth"), real, rtol=2e-3)
+
+
 def test_norms_on_host_and_on_the_backend_agree_with_numpy(monkeypatch):
     from keras_normed import engine
     from keras_normed.engine import grad

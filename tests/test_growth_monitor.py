@@ -124,3 +124,34 @@ def test_bad_data_is_named_before_training_changes_anything():
         with pytest.raises(ValueError, match=message):
             model.fit(x, y, epochs=1, verbose=0, callbacks=[GrowthMonitor(bad, every=1)])
         assert all(np.array_equal(a, b) for a, b in zip(before, _state(model)))
+
+
+def test_steps_per_execution_labels_the_real_steps():
+    """Callbacks run every 4 steps: a measurement at the first callback at or after each
+    multiple of ``every``, labelled with the optimizer's step (it counted callback calls)."""
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), steps_per_execution=4)
+    x, y = _data()
+    monitor = GrowthMonitor(_data(32, seed=1), every=3)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[monitor])
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 16
+    assert [h["step"] for h in monitor.history] == [0, 4, 8, 12, 16]
+    assert monitor.history[-1]["growth_spread"] == pytest.approx(
+        keras_normed.growth_report(model, *_data(32, seed=1)).spread, rel=1e-5)
+
+
+def test_the_first_measurement_sees_normed_scaling_in_any_order():
+    from keras_normed.callbacks import NormedScaling
+
+    x, y = _data()
+    spreads = []
+    for first in (True, False):
+        model = _model()
+        monitor = GrowthMonitor(_data(32, seed=1), every=100)
+        scaling = NormedScaling(data=(x, y), move="all")
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0,
+                  callbacks=[monitor, scaling] if first else [scaling, monitor])
+        assert scaling.report.applied
+        spreads.append(monitor.history[0]["growth_spread"])
+    assert spreads[0] == pytest.approx(spreads[1], rel=1e-6)

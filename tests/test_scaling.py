@@ -431,6 +431,7 @@ def test_a_forced_analytic_rescale_finds_its_own_scales():
     model = paper_net("c", "normed", seed=0, size="tiny")
     first = keras_normed.rescale(model)
     assert max(abs(math.log(c)) for c in first.scales.values()) > 0.1
+    assert "predicted (not measured) growth spread" in str(first)
     again = keras_normed.rescale(model, force=True)
     np.testing.assert_allclose(list(again.scales.values()), 1.0, atol=1e-9)
     assert again.spread_before == pytest.approx(first.spread_after, rel=1e-9)

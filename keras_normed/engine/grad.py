@@ -16,7 +16,7 @@ from keras_normed.engine.data import Batch
 
 __all__ = ["Loss", "resolve_loss", "default_loss", "resolve_optimizer", "loss_and_gradients",
            "optimizer_steps", "step_exponent", "step_norms_and_exponent", "norms", "predict",
-           "outside_distribution"]
+           "outside_distribution", "clips_globally"]
 
 
 class Loss:
@@ -340,7 +340,8 @@ def norms(tensors: Sequence[Any]) -> np.ndarray:
     if all(_on_host(t) for t in tensors):  # no device copy: numpy's dot, ~10x fewer eager ops
         try:
             flat = [np.asarray(t).astype(np.float32, copy=False).ravel() for t in tensors]
-            return np.sqrt([float(np.dot(a, a)) for a in flat])
+            with np.errstate(over="ignore", invalid="ignore"):  # inf is the caller's to report
+                return np.sqrt([float(np.dot(a, a)) for a in flat])
         except (TypeError, ValueError, RuntimeError, NotImplementedError):  # symbolic: no values
             pass
     # A sum per tensor: faster than one segment sum over their concatenation on TF's CPU.
@@ -412,17 +413,26 @@ def _sgd_first_step(optimizer) -> Optional[float]:
     return lr * (1.0 + config["momentum"] if config["nesterov"] else 1.0)
 
 
+def clips_globally(optimizer) -> bool:
+    """Whether ``optimizer`` clips by the norm over all its gradients (``global_clipnorm``):
+    its step on a variable then depends on every variable's gradient, biases included."""
+    return bool(optimizer.get_config().get("global_clipnorm"))
+
+
 def step_norms_and_exponent(optimizer, grads: Sequence[Any], values: Sequence[Any]
                             ) -> Tuple[np.ndarray, float]:
     """The norm of each variable's first step and :func:`step_exponent`, in one optimizer apply
-    on the backend (no host copies of the steps)."""
+    on the backend (no host copies of the steps). Under ``global_clipnorm`` pass every
+    variable the real step clips together (:func:`clips_globally`)."""
     factor = _sgd_first_step(optimizer)
     if factor is not None:
         return factor * norms(grads), 2.0
     grads, values = [_f32(g) for g in grads], [_f32(v) for v in values]
     flat_g, flat_v = _flat(grads), _flat(values)
     pair_g, pair_v = _exponent_probe(flat_g, flat_v)
-    if _fusable(optimizer) and len(values) > 1:
+    if clips_globally(optimizer):  # the exponent's samples apart: not in the clipped norm
+        steps = _step_tensors(optimizer, grads, values) + _step_tensors(optimizer, pair_g, pair_v)
+    elif _fusable(optimizer) and len(values) > 1:
         # The flat copies are the one variable of the step, beside the exponent's two samples;
         # the steps' norms are taken on its slices (no reshape back).
         step, *pair = _step_tensors(optimizer, [flat_g] + pair_g, [flat_v] + pair_v, fuse=False)

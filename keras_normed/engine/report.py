@@ -55,7 +55,9 @@ class Row:
     def as_dict(self) -> Dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "values"}
         out.update(self.values)
-        return out
+        # JSON has no NaN (a SeparableConv's sharing, over two kernels, is not one number).
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in out.items()}
 
 
 @dataclasses.dataclass
@@ -124,7 +126,9 @@ class Report:
         if any("growth" in r.values for r in self.rows):
             head += f", growth spread {_fmt(self.spread)}"
         if any("growth_after" in r.values for r in self.rows):
-            head += f", growth spread {_fmt(self.spread_before)} -> {_fmt(self.spread_after)}"
+            head += (", predicted (not measured) growth spread"
+                     if self.summary.get("rule") == "analytic" else ", growth spread")
+            head += f" {_fmt(self.spread_before)} -> {_fmt(self.spread_after)}"
         keys: List[str] = []
         for row in self.rows:
             keys += [k for k in row.values if k not in keys and not isinstance(
@@ -143,14 +147,24 @@ class Report:
         return "\n".join(lines)
 
     def plot(self, path: str, title: Optional[str] = None,
-             keys: Sequence[str] = ("act_var", "grad_var", "growth")) -> str:
-        """Bar charts (log scale) of ``keys`` per layer, saved as a PNG at ``path``."""
+             keys: Optional[Sequence[str]] = None) -> str:
+        """Bar charts (log scale) of ``keys`` per layer (default: every numeric column the
+        rows have), saved as a PNG at ``path``."""
+        have = list(dict.fromkeys(k for r in self.rows for k, v in r.values.items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)))
+        if keys is None:
+            keys = have
+        elif isinstance(keys, str) or [k for k in keys if k not in have]:
+            raise ValueError(f"`keys`: {keys!r} are not all columns of this {self.method} "
+                             f"report; pass a list of some of {have}.")
+        if not keys:
+            raise ValueError(f"This {self.method} report has no numeric columns to plot "
+                             f"({len(self.rows)} rows).")
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        keys = [k for k in keys if any(k in r.values for r in self.rows)]
         names = [r["name"] for r in self.rows]
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
         for ax, key in zip(axes[0], keys):
