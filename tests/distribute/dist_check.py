@@ -137,6 +137,7 @@ def procedures(strategy, x, y, work):
 
 
 def main(work):
+    os.makedirs(work, exist_ok=True)  # its models are saved there
     x, y = batch()
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     single, single_errors = procedures(tf.distribute.get_strategy(), x, y, work)
