@@ -157,7 +157,6 @@ class GrowthMonitor(keras.callbacks.Callback):
         self.history: list = []
         self.step = 0
         self._epoch_start = 0
-        self._first = False
         self._writer = None
 
     def on_train_begin(self, logs=None):
@@ -174,11 +173,9 @@ class GrowthMonitor(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.step == 0:
             engine.as_batch(self.model, self.data, need_y=True, arg="GrowthMonitor(data=...)")
-            self._first = True
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._first:  # every on_train_begin has run by now
-            self._first = False
+        if self.step == 0 and not self.history:  # every on_train_begin has run by now
             self._measure(logs)
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -409,7 +409,7 @@ def _auto_move(model, sites, uses, graph: str) -> Tuple[str, str]:
     """``move="auto"``: ``"all"`` on a net that shares parameters (docs/normed.md, "Which
     move"), else ``"structured"``; and why, for the report."""
     for layer in compat.all_layers(model):
-        if hasattr(layer, "normed_structure") and layer.trainable and layer.trainable_weights:
+        if structure.declares_structure(layer) and layer.trainable and layer.trainable_weights:
             return "all", f"{layer.name} ({type(layer).__name__}) shares its parameters"
     for site, u in zip(sites, uses):
         if u is not None and u > 1:
@@ -422,7 +422,7 @@ def _auto_move(model, sites, uses, graph: str) -> Tuple[str, str]:
 
 def _tie_plain_layers(rows: np.ndarray, layers) -> np.ndarray:
     """Add ``a_i = a_j`` between the layers that do not declare their structure."""
-    plain = [i for i, layer in enumerate(layers) if not hasattr(layer, "normed_structure")]
+    plain = [i for i, layer in enumerate(layers) if not structure.declares_structure(layer)]
     extra = np.zeros((max(len(plain) - 1, 0), len(layers)))
     for r, i in enumerate(plain[1:]):
         extra[r, plain[0]], extra[r, i] = 1.0, -1.0

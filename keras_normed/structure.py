@@ -12,11 +12,14 @@ import inspect
 import math
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+import keras
+
 from keras_normed import _keras_compat as compat
 from keras_normed.geometry import LinearStructure
 
-__all__ = ["LinearStructure", "bind_initializer", "built_input_shape", "kernel_fans",
-           "layer_structure", "register_structure", "shape_fans", "weight_structures"]
+__all__ = ["LinearStructure", "bind_initializer", "built_input_shape", "declares_structure",
+           "kernel_fans", "layer_structure", "register_structure", "shape_fans",
+           "weight_structures"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +123,12 @@ def built_input_shape(layer) -> Optional[Tuple[Optional[int], ...]]:
         return tuple(layer.input.shape)
     except Exception:  # noqa: BLE001 - not called on a symbolic input: shape unknown
         return None
+
+
+def declares_structure(layer) -> bool:
+    """Whether ``layer`` declares a structure of its own (circulant, periodic): not a wrapper
+    that hands on its inner layer's (``WeightNormalization``), whose inner layer is asked."""
+    return hasattr(layer, "normed_structure") and not isinstance(layer, keras.layers.Wrapper)
 
 
 def _described_weights(layer) -> Optional[Tuple[str, ...]]:

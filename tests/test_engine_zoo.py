@@ -265,6 +265,12 @@ def test_auto_move_reads_sharing_from_the_whole_model():
     report = keras_normed.rescale(model, (x, y))
     assert report.summary["move"] == "structured" and "cannot be read" in report.summary[
         "move_reason"]
+    # WeightNormalization hands on its inner layer's structure: a wrapped Dense is plain.
+    wrapped = keras.Sequential([keras.Input((N_IN,)), WeightNormalization(
+        L.Dense(32, activation="relu", kernel_initializer=_n(1))),
+        L.Dense(10, kernel_initializer=_n(3, "linear"))])
+    report = keras_normed.rescale(wrapped, (x, y))
+    assert report.summary["move"] == "structured", report.summary["move_reason"]
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
