@@ -35,7 +35,9 @@ def _build_on(model, data, arg: str, need_y: bool) -> None:
 
 class NormedScaling(keras.callbacks.Callback):
     """Applies :func:`keras_normed.rescale` at the start of every training (later ones, and a
-    reloaded rescaled model, are no-ops as ``rescale`` decides); ``report``: the last report.
+    reloaded rescaled model, are no-ops as ``rescale`` decides; a reloaded *subclassed* model
+    has lost its mark and is refused: resume it without this callback); ``report``: the last
+    report.
 
     Example:
         >>> model = keras.Sequential([

@@ -32,17 +32,25 @@ class _Target:
         # A WeightNormalization's direction v is never rescaled: its length g is.
         self.direction = layer.kernel
         self.scale = layer.kernel if wrapper is None else wrapper.g
-        # Per unit only where the kernel's last axis is the output channel (not a circulant's).
-        self.per_unit = (wrapper is not None or isinstance(layer, keras.layers.Dense)
-                         or compat.is_conv(layer))
+        # How a factor per output unit lies on the scaled variable; None: one scalar.
+        self.layout = (lambda f: f) if wrapper is not None else _unit_layout(layer)
+        self.per_unit = self.layout is not None
+        # The axis of the layer's output that holds its units.
+        self.unit_axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+        shape = tuple(layer.kernel.shape)
+        units = (shape[-2] if isinstance(layer, _TRANSPOSED) else
+                 shape[-2] * shape[-1] if isinstance(layer, _DEPTHWISE) else shape[-1])
         bias = getattr(layer, "bias", None)
-        per_unit_bias = bias is not None and tuple(bias.shape) == layer.kernel.shape[-1:]
+        per_unit_bias = bias is not None and tuple(bias.shape) == (units,)
         self.bias = bias if per_unit_bias and getattr(layer, "use_bias", True) else None
 
     def multiply(self, factor) -> None:
         """Scale the layer's output (before the bias) by ``factor`` (a scalar or per unit)."""
         value = keras.ops.convert_to_numpy(self.scale)
-        self.scale.assign((value * np.asarray(factor, dtype=np.float64)).astype(value.dtype))
+        factor = np.asarray(factor, dtype=np.float64)
+        if factor.ndim:
+            factor = self.layout(factor)
+        self.scale.assign((value * factor).astype(value.dtype))
 
     def preactivation(self, args, kwargs):
         """The layer's output on its recorded call, activation off."""
@@ -57,6 +65,33 @@ class _Target:
             self.holder.activation = activation
 
 
+_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+               keras.layers.Conv3DTranspose)  # kernel (..., filters, in)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)  # (..., in, mult)
+
+
+def _unit_layout(layer) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """How a factor per output unit broadcasts onto ``layer.kernel``; None where the units are
+    not kernel slices (a circulant layer's), or not known: one scalar then."""
+    shape = tuple(layer.kernel.shape)
+    if isinstance(layer, _TRANSPOSED):
+        return lambda f: f.reshape(-1, 1)
+    if isinstance(layer, _DEPTHWISE):
+        return lambda f: f.reshape(shape[-2:])  # unit c * multiplier + m
+    if isinstance(layer, keras.layers.Dense) or compat.is_conv(layer) or (
+            isinstance(layer, keras.layers.EinsumDense) and _einsum_unit_last(layer.equation)):
+        return lambda f: f
+    return None
+
+
+def _einsum_unit_last(equation: str) -> bool:
+    """Whether the output's last axis is the kernel's last, and not summed over or taken from
+    the input (``"abc,cd->abd"``)."""
+    inputs, _, output = equation.replace(" ", "").partition("->")
+    x, _, kernel = inputs.partition(",")
+    return bool(output and kernel) and kernel[-1] == output[-1] and output[-1] not in x
+
+
 def _targets(model, method: str) -> List[_Target]:
     """Every layer with a trainable kernel, in forward order; shared layers refused."""
     if not isinstance(model, keras.Model):
@@ -65,9 +100,10 @@ def _targets(model, method: str) -> List[_Target]:
         raise ValueError("`model` is not built: call it on data or build it first.")
     wrappers = {id(layer.layer): layer for layer in compat.all_layers(model)
                 if hasattr(layer, "normalized_kernel") and hasattr(layer, "layer")}
-    sites = [s for s in engine.kernel_sites(model) if s.trainable]
+    sites = [s for s in engine.kernel_sites(model) if s.trainable and not _recurrent(s.layer)]
     if not sites:
-        raise ValueError("`model` has no layer with a trainable kernel to initialize.")
+        raise ValueError("`model` has no layer with a trainable kernel to initialize (a "
+                         "recurrent cell's kernels are left as drawn).")
     targets = [_Target(s.layer, wrappers.get(id(s.layer))) for s in sites]
     constraints = engine.scale_constraints(model, [t.scale for t in targets], training=False)
     uses = constraints.uses
@@ -80,10 +116,18 @@ def _targets(model, method: str) -> List[_Target]:
     return [targets[i] for i in constraints.order if uses[i] is None or uses[i] > 0]
 
 
+def _recurrent(layer) -> bool:
+    return hasattr(layer, "state_size")  # an RNN cell: its output per step mixes its state
+
+
 def _left(model, method: str, targets: List[_Target]) -> List[str]:
+    cells = [f"{s.path.removeprefix(model.name + '/').rpartition('/')[0]}.kernel: {method} "
+             "leaves recurrent cells as drawn (their output per step mixes their state)"
+             for s in engine.kernel_sites(model, _recurrent) if s.trainable]
     # A WeightNormalization's g is what the method scales: not left.
-    return engine.weights_left(model, lambda *_: f"{method} sets each layer's `kernel` only; "
-                               "left as it is", done=[t.scale for t in targets])
+    return cells + engine.weights_left(
+        model, lambda *_: f"{method} sets each layer's `kernel` only; left as it is",
+        done=[t.scale for t in targets])
 
 
 def _layer_input(model, target: _Target, x):
@@ -108,7 +152,8 @@ def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
     # Identical examples leave only the spread between units and positions: not a variance
     # over data (LSUV's overall variance would still be positive).
     same_examples = np.all(z.reshape(z.shape[0], -1).var(axis=0) <= _TINY_VARIANCE)
-    z = z.reshape(-1, z.shape[-1]) if per_unit else z.reshape(-1)
+    z = np.moveaxis(z, t.unit_axis, -1).reshape(-1, z.shape[t.unit_axis]) if per_unit \
+        else z.reshape(-1)
     mean, var = z.mean(axis=0), z.var(axis=0)
     if same_examples or np.any(var <= _TINY_VARIANCE):
         raise ValueError(
@@ -237,7 +282,8 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
                             else "x_batch, y_batch", min_size=2)
     rows = [Row(t.path, type(t.layer).__name__, 1) for t in targets]
     report = Report("data_dependent", True, rows=rows,
-                    summary={"left": _left(model, "data_dependent_init", targets)})
+                    summary={"left": _left(model, "data_dependent_init", targets),
+                             "scalar_scale": [t.path for t in targets if not t.per_unit]})
     with engine.Transaction(model.weights):
         if within_layer:
             for t, row in zip(targets, rows):

@@ -33,8 +33,11 @@ def _activation_variances(model, layers, x) -> dict:
         model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), **kwargs)
     out = {}
     for layer in layers:
-        values = [np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
-                  for _, _, o in record[id(layer)] for t in keras.tree.flatten(o)]
+        try:
+            values = [np.ravel(keras.ops.convert_to_numpy(t)).astype(np.float64)
+                      for _, _, o in record[id(layer)] for t in keras.tree.flatten(o)]
+        except (TypeError, ValueError):  # traced: a recurrent cell called inside JAX's scan
+            values = []
         out[id(layer)] = float(np.var(np.concatenate(values))) if values else math.nan
     return out
 
@@ -51,7 +54,8 @@ def growth_report(model, x, y=None, optimizer=None, loss=None, training: bool = 
 
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"growth"``): per layer ``act_var``,
-        ``grad_var``, ``growth``; ``spread``, ``loss`` and ``optimizer`` in the summary.
+        ``grad_var``, ``growth`` (``act_var`` is NaN where the outputs are only traced: a
+        recurrent cell under JAX); ``spread``, ``loss`` and ``optimizer`` in the summary.
     """
     scaling.check_built(model)
     if not isinstance(training, bool):

@@ -446,8 +446,9 @@ def _refuse_trained(model, sites, values) -> None:
     if iterations is not None and int(keras.ops.convert_to_numpy(iterations)) > 0:
         raise ValueError(
             f"Model {model.name!r} was already trained ({int(iterations)} optimizer steps); "
-            "rescaling now would change a trained function. Rescale before `fit`, or pass "
-            "force=True.")
+            "rescaling now would change a trained function. Rescale before `fit`; a model "
+            "reloaded to go on training needs no rescale (leave NormedScaling out of its `fit`). "
+            "force=True rescales the trained weights anyway.")
     changed = _fresh_weights_mismatch([s.layer for s in sites], values)
     # Under a strategy the variables hold replica 0's draw (TensorFlow broadcasts initial
     # values), which other workers' unseeded initializers do not reproduce: replica 0 decides.
@@ -455,8 +456,10 @@ def _refuse_trained(model, sites, values) -> None:
     if decision > 0:
         raise ValueError(
             f"Kernels {changed[:4] or '(on replica 0)'} differ from their Normed initializer's "
-            "draw (trained, assigned or loaded from a file); refusing to rescale them. Pass "
-            "force=True to rescale anyway.")
+            "draw (trained, assigned or loaded from a file); refusing to rescale them. Weights "
+            "loaded from a rescaled model need no rescale (a subclassed model rebuilds its "
+            "layers on loading, so their mark of the rescale is lost and the call is refused "
+            "rather than skipped). force=True rescales them anyway.")
 
 
 def _done(report: Report, verbose: bool) -> Report:
@@ -503,8 +506,9 @@ def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol, max_
             dead = [kernels[i].path for i in np.flatnonzero(r <= 0)]
             hint = (" No layer gets one: the loss does not depend on the weights on this batch "
                     "(are all sample weights 0?)." if np.all(r <= 0) else "")
-            raise ValueError(f"Layers {dead} get no gradient on the probe batch (dead units or "
-                             f"disconnected); their growth cannot be equalized.{hint}")
+            raise ValueError(f"Layers {dead} get no gradient on the probe batch (dead units, "
+                             "disconnected, or feeding an output without a loss); their growth "
+                             f"cannot be equalized.{hint}")
         current = float(r.max() / r.min())
         if current < best[0]:
             best = (current, a, r)

@@ -54,6 +54,91 @@ def test_within_layer_gives_zero_mean_unit_variance_per_unit(wn):
         np.testing.assert_allclose(z.std(axis=0), 1, rtol=1e-3)
 
 
+def _unit_stats(layer, x):
+    """Per-channel mean and std of ``layer``'s pre-activation on ``x``, by its own call."""
+    activation, layer.activation = layer.activation, keras.activations.linear
+    try:
+        z = _np(layer(x)).astype(np.float64)
+    finally:
+        layer.activation = activation
+    axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+    z = np.moveaxis(z, axis, -1).reshape(-1, z.shape[axis])
+    return z.mean(axis=0), z.std(axis=0)
+
+
+_LAYERS = {  # (layer, input shape); each output unit is one kernel slice, however laid out
+    "einsum": (lambda: keras.layers.EinsumDense("abc,cd->abd", (6, 7), bias_axes="d",
+                                                activation="relu"), (6, 8)),
+    "conv2d_transpose": (lambda: keras.layers.Conv2DTranspose(5, 3, strides=2,
+                                                              activation="relu"), (8, 8, 3)),
+    "conv1d_transpose": (lambda: keras.layers.Conv1DTranspose(4, 3, strides=2), (10, 3)),
+    "depthwise2d": (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2,
+                                                         activation="relu"), (8, 8, 3)),
+    "depthwise1d": (lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=3), (10, 4)),
+}
+if keras.backend.backend() != "tensorflow":  # TensorFlow's CPU convolutions are NHWC only
+    _LAYERS.update({
+        "conv2d_channels_first": (lambda: keras.layers.Conv2D(
+            5, 3, data_format="channels_first"), (3, 8, 8)),
+        "transpose_channels_first": (lambda: keras.layers.Conv2DTranspose(
+            5, 3, data_format="channels_first"), (3, 8, 8)),
+        "depthwise_channels_first": (lambda: keras.layers.DepthwiseConv2D(
+            3, depth_multiplier=2, data_format="channels_first"), (3, 8, 8))})
+
+
+@pytest.mark.parametrize("name", sorted(_LAYERS))
+def test_within_layer_finds_each_unit_in_its_kernel(name):
+    """Transposed and depthwise kernels, an EinsumDense and channels_first convolutions: every
+    output channel at mean 0 and std 1 (a channels_first conv once crashed, or with as many
+    columns as channels would have been standardized along the wrong axis)."""
+    make, shape = _LAYERS[name]
+    model = keras.Sequential([keras.Input(shape), make(), keras.layers.Flatten(),
+                              keras.layers.Dense(4)])
+    x = RNG.normal(size=(64, *shape)).astype("float32")
+    report = keras_normed.data_dependent_init(model, x, seed=0, between_layer_iters=0)
+    mean, std = _unit_stats(model.layers[0], x)
+    np.testing.assert_allclose(mean, 0, atol=1e-4)
+    np.testing.assert_allclose(std, 1, rtol=1e-3)
+    assert report.summary["scalar_scale"] == []
+
+
+def test_other_einsum_equations_get_one_scale_and_are_named():
+    model = keras.Sequential([keras.Input((6, 8)), keras.layers.EinsumDense("abc,cd->adb", (7, 6),
+                                                                             name="e"),
+                              keras.layers.Flatten(), keras.layers.Dense(4)])
+    x = RNG.normal(size=(64, 6, 8)).astype("float32")
+    report = keras_normed.data_dependent_init(model, x, seed=0, between_layer_iters=0)
+    z = _np(model.layers[0](x)).astype(np.float64)
+    assert z.std() == pytest.approx(1, rel=1e-3)
+    assert report.summary["scalar_scale"] == [model.layers[0].kernel.path]
+
+
+@pytest.mark.parametrize("method", ["lsuv", "data_dependent_init"])
+def test_recurrent_cells_are_left_and_named(method):
+    """An LSTM/GRU cell is called per step: it is left as drawn and said so; the Dense after it
+    is still set (both methods once crashed on a cell's tuple output)."""
+    model = keras.Sequential([keras.Input((10, 8)),
+                              keras.layers.LSTM(16, return_sequences=True, name="lstm"),
+                              keras.layers.GRU(8, name="gru"), keras.layers.Dense(4, name="head")])
+    x = RNG.normal(size=(64, 10, 8)).astype("float32")
+    cells = [v for v in model.weights if "cell" in v.path]
+    before = [_np(v) for v in cells]
+    report = getattr(keras_normed, method)(model, x, seed=0)
+    assert [r.path for r in report.rows] == [model.get_layer("head").kernel.path]
+    for v, b in zip(cells, before):
+        np.testing.assert_array_equal(_np(v), b)
+    left = [entry.split(":")[0] for entry in report.summary["left"]]
+    assert left == ["lstm/lstm_cell.kernel", "gru/gru_cell.kernel",
+                    "lstm/lstm_cell.recurrent_kernel", "gru/gru_cell.recurrent_kernel"], left
+    head = model.get_layer("head")
+    z = _np(keras.Sequential(model.layers[:2])(x)).astype(np.float64) @ _np(head.kernel) \
+        + _np(head.bias)
+    if method == "lsuv":
+        assert z.var() == pytest.approx(1, abs=0.1)
+    else:
+        np.testing.assert_allclose(z.std(axis=0), 1, rtol=1e-3)
+
+
 def _change_rates(model, x, y):
     loss = keras.losses.MeanSquaredError()
     variables = [layer.kernel for layer in model.layers]

@@ -892,6 +892,32 @@ def test_custom_weight_with_its_own_normed_initializer_is_listed():
     assert [e.split(":")[0] for e in keras_normed.lsuv(model, x, seed=0).left] == ["scaled.w"]
 
 
+def test_a_loss_dict_may_leave_outputs_out():
+    """As `compile` takes it: outputs without a key in a `loss` dict get no loss and need no
+    target (growth_report demanded a target for each); their kernels then get no gradient,
+    which rescale's refusal now names as a cause."""
+    inp = keras.Input((8,))
+    h = L.Dense(16, activation="relu", kernel_initializer=_n(1))(inp)
+    model = keras.Model(inp, {"cls": L.Dense(4, name="cls", kernel_initializer=_n(2))(h),
+                              "reg": L.Dense(1, name="reg", kernel_initializer=_n(3))(h)})
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype("float32")
+    y = np.arange(32) % 4
+    sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    report = keras_normed.growth_report(model, x, {"cls": y}, loss={"cls": sce})
+    growth = {r.path: r.growth for r in report.rows}
+    assert growth["reg/kernel"] == 0 and growth["cls/kernel"] > 0
+    both = keras_normed.growth_report(model, x, {"cls": y, "reg": np.zeros((32, 1))},
+                                      loss={"cls": sce, "reg": "mse"})
+    assert {r.path: r.growth for r in both.rows}["cls/kernel"] == pytest.approx(
+        growth["cls/kernel"], rel=1e-5)  # the reg loss's gradient does not reach cls
+    with pytest.raises(ValueError, match="no entries for outputs \\['cls'\\]"):
+        keras_normed.growth_report(model, x, {"reg": y}, loss={"cls": sce})
+    before = weights(model)
+    with pytest.raises(ValueError, match="output without a loss"):
+        keras_normed.rescale(model, (x, {"cls": y}), loss={"cls": sce})
+    assert_unchanged(model, before)
+
+
 def test_dict_model_keyed_as_fit_takes_it():
     """x keyed by the keys of the model's input dict (as `fit` takes it), not the Inputs'
     names; a missing key is named with what is expected."""

@@ -23,6 +23,10 @@ def _batch(n, seed, side=8):
     return x, y
 
 
+def _np(tensor):
+    return np.asarray(keras.ops.convert_to_numpy(tensor))
+
+
 def _kernels(model):
     return [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
 
@@ -205,6 +209,68 @@ def test_refuses_assigned_or_loaded_weights(tmp_path):
     w.assign(w * 1.01)
     with pytest.raises(ValueError, match="differ"):
         keras_normed.rescale(model)
+
+
+@keras.saving.register_keras_serializable("test_scaling")
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(16, activation="relu", kernel_initializer="normed")
+        self.head = keras.layers.Dense(10, kernel_initializer="normed")
+
+    def call(self, x):
+        return self.head(self.hidden(keras.ops.reshape(x, (-1, 64))))
+
+
+def test_reloaded_subclassed_model_is_refused_and_says_why(tmp_path):
+    """A subclassed model's layers are built again by its __init__ on loading: the mark of the
+    rescale is lost, so the loaded kernels are refused (not rescaled twice), weights unchanged,
+    and the message says that such a model needs no rescale; after a fit, so is the model."""
+    x, y = _batch(32, 9)
+    model = Subclassed()
+    model(x[:2])
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert keras_normed.rescale(model, (x, y)).applied
+    path = str(tmp_path / "sub.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert not scaling.is_rescaled(loaded)  # the mark did not survive: why it is refused
+    before = _kernels(loaded)
+    with pytest.raises(ValueError, match="need no rescale.*subclassed"):
+        keras_normed.rescale(loaded, (x, y))
+    _assert_same(before, loaded)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    before = _kernels(loaded)
+    with pytest.raises(ValueError, match="leave NormedScaling out"):
+        loaded.fit(x, y, epochs=1, verbose=0, callbacks=[NormedScaling((x, y))])
+    _assert_same(before, loaded)
+
+
+def test_left_names_depthwise_kernels_and_tells_cells_apart():
+    """A DepthwiseConv's `kernel` drawn by a Normed `depthwise_initializer` is not rescaled and
+    is named in `left` (it was skipped silently); two LSTMs' cells (both `lstm_cell`) by path."""
+    x, y = _batch(32, 10)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer="normed"),
+        keras.layers.DepthwiseConv2D(3, activation="relu", depthwise_initializer="normed",
+                                     name="dw"),
+        keras.layers.Flatten(), keras.layers.Dense(10, kernel_initializer="normed")])
+    dw = _np(model.get_layer("dw").kernel)
+    left = keras_normed.rescale(model, (x, y), move="all").summary["left"]
+    assert [entry.split(":")[0] for entry in left] == ["dw.kernel"], left
+    assert "depthwise_initializer is Normed" in left[0]
+    np.testing.assert_array_equal(_np(model.get_layer("dw").kernel), dw)
+    rnn = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(6, return_sequences=True,
+                                                                   name="a"),
+                            keras.layers.LSTM(6, name="b"), keras.layers.Dense(3)])
+    report = growth_report(rnn, np.ones((8, 5, 4), "float32") * np.arange(8)[:, None, None],
+                           np.arange(8) % 3)
+    assert [e.split(":")[0] for e in report.summary["left"]] == [
+        "a/lstm_cell.recurrent_kernel", "b/lstm_cell.recurrent_kernel"]
 
 
 def test_failed_call_leaves_weights_unchanged(monkeypatch):

@@ -37,14 +37,16 @@ class Loss:
                 sample_weight=batch.sample_weight, training=True)
             return value
         preds = keras.tree.flatten(y_pred)
-        targets = _targets_in_output_order(model, batch.y, len(preds))
+        needed = [fn is not None for fn in self.per_output]
+        targets = _targets_in_output_order(model, batch.y, len(preds), needed=needed)
         weights = batch.sample_weight
         if isinstance(weights, (dict, list, tuple)):  # one per output, as fit takes them
-            weights = _targets_in_output_order(model, weights, len(preds), "sample_weight")
+            weights = _targets_in_output_order(model, weights, len(preds), "sample_weight",
+                                               needed=[False] * len(preds))
         else:
             weights = [weights] * len(preds)
-        return sum((fn(y, p, sample_weight=w)
-                    for fn, y, p, w in zip(self.per_output, targets, preds, weights)), 0.0)
+        return sum((fn(y, p, sample_weight=w) for fn, y, p, w in
+                    zip(self.per_output, targets, preds, weights) if fn is not None), 0.0)
 
 
 def _missing_outputs(model, y) -> Tuple[list, list]:
@@ -53,9 +55,13 @@ def _missing_outputs(model, y) -> Tuple[list, list]:
     return names, ([k for k in names if k not in y] if isinstance(y, dict) else [])
 
 
-def _targets_in_output_order(model, y, n: int, what: str = "y") -> list:
+def _targets_in_output_order(model, y, n: int, what: str = "y",
+                              needed: Optional[List[bool]] = None) -> list:
+    """``y`` as a list in output order; a dict may lack the outputs not ``needed`` (None)."""
     if isinstance(y, dict):
         names, missing = _missing_outputs(model, y)
+        if needed is not None:
+            missing = [k for k, need in zip(names, needed) if need and k in missing]
         if missing:
             raise ValueError(f"`{what}` has no entries for outputs {missing} of model "
                              f"{model.name!r}; give one per output.")
@@ -65,7 +71,7 @@ def _targets_in_output_order(model, y, n: int, what: str = "y") -> list:
                 f"`{what}` has keys {unknown} that are not output names of model {model.name!r} "
                 f"(its outputs: {names or 'unnamed'}); key a dict by output name, or give one "
                 "value or a list in output order.")
-        return [y[k] for k in names]
+        return [y.get(k) for k in names]
     flat = keras.tree.flatten(y)
     if len(flat) != n:
         raise ValueError(f"`{what}` holds {len(flat)} array(s) for {n} model output(s); give "
@@ -130,15 +136,21 @@ def resolve_loss(model, batch: Batch, loss=None) -> Loss:
     preds = keras.tree.flatten(predict(model, Batch(_head(batch.x)), training=False))
     if batch.y is None:
         raise ValueError("This step needs targets: pass `(x, y)`.")
-    targets = _targets_in_output_order(model, batch.y, len(preds))
     if loss is None:
+        targets = _targets_in_output_order(model, batch.y, len(preds))
         fns = [default_loss(_head(y), p) for y, p in zip(targets, preds)]
         return Loss(False, fns, "default: " + ", ".join(type(f).__name__ for f in fns))
-    if isinstance(loss, (dict, list, tuple)):  # one per output, as compile takes them
-        fns = [_as_loss(item, f"[{i}]") for i, item in
-               enumerate(_targets_in_output_order(model, loss, len(preds), "loss"))]
+    if isinstance(loss, (dict, list, tuple)):  # one per output, as compile takes them; a
+        # dict may leave outputs out (they get no loss, and need no target)
+        items = _targets_in_output_order(model, loss, len(preds), "loss",
+                                         needed=[False] * len(preds))
+        fns = [None if item is None else _as_loss(item, f"[{i}]")
+               for i, item in enumerate(items)]
+        if not any(fns):
+            raise ValueError("`loss` is a dict with no key: key a loss by an output name.")
     else:
         fns = [_as_loss(loss, "")] * len(preds)
+    _targets_in_output_order(model, batch.y, len(preds), needed=[f is not None for f in fns])
     return Loss(False, fns, "given")
 
 

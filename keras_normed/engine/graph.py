@@ -127,12 +127,17 @@ def weights_left(model, why, done=()) -> List[str]:
     a text: what a step on the kernels leaves as it is (none is skipped silently)."""
     skip, trainable, left = {id(v) for v in done}, trainable_ids(model), []
     for layer in compat.all_layers(model)[1:]:
-        for name, var in _other_kernels(layer):
-            init = name.removesuffix("_kernel") + "_initializer"  # depthwise_initializer
+        pairs = _other_kernels(layer)
+        if hasattr(layer, "depthwise_initializer") and not hasattr(layer, "kernel_initializer") \
+                and isinstance(getattr(layer, "kernel", None), keras.Variable):
+            pairs.append(("kernel", layer.kernel))  # a DepthwiseConv's, drawn by its own
+        for name, var in pairs:
+            init = "depthwise" if name == "kernel" else name.removesuffix("_kernel")
             text = id(var) in trainable and id(var) not in skip and why(
-                init, getattr(layer, init, None))
-            if text:
-                left.append(f"{layer.name}.{name}: {text}")
+                init + "_initializer", getattr(layer, init + "_initializer", None))
+            if text:  # the path tells apart two cells of the same name (two LSTMs)
+                owner = var.path.removeprefix(f"{model.name}/").rpartition("/")[0]
+                left.append(f"{owner or layer.name}.{name}: {text}")
     return left
 
 
