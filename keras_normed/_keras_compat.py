@@ -156,3 +156,16 @@ def in_xla_context() -> bool:
     except ImportError:  # pragma: no cover - TensorFlow reorganised its internals
         return False
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
+
+
+def assert_size_at_least(tensor, axis: int, minimum: int, message: str):
+    """``tensor``, checked when the graph runs to be at least ``minimum`` long on ``axis``:
+    TensorFlow traces unknown sizes as None (other backends trace concrete sizes, which the
+    caller checks in Python)."""
+    if keras.backend.backend() != "tensorflow" or tensor.shape[axis] is not None:
+        return tensor
+    import tensorflow as tf
+
+    check = tf.debugging.assert_greater_equal(tf.shape(tensor)[axis], minimum, message=message)
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)

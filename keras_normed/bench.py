@@ -516,6 +516,15 @@ def run(args: argparse.Namespace) -> int:
             if skipped:
                 print(f"note: dense n={n}: block sizes {', '.join(skipped)} skipped (a block "
                       "size must divide n).")
+    if args.cases in ("all", "conv"):
+        c = sizes["conv_shape"][-1]
+        skipped = [str(b) for b in sizes["conv_blocks"] if c % b]
+        if skipped:
+            print(f"note: conv C={c}: block sizes {', '.join(skipped)} skipped (a block size "
+                  "must divide C).")
+    if args.cases == "targets" and (args.quick or args.jit != "both"):
+        print("note: --cases targets measures the issues' own cases at their own sizes and XLA "
+              "modes; --quick and --jit do not apply to it.")
     if args.cases in ("all", "rescale"):
         small = {"depth": 8, "width": 32, "batch": 64, "repeats": 1} if args.quick else {}
         result["rescale"] = bench_rescale(**small, seed=args.seed)

@@ -11,6 +11,7 @@ import ast
 import importlib.util
 import os
 import sys
+import tempfile
 from typing import Callable, Dict, List, Optional
 
 COMMANDS = {  # command -> module with add_arguments(parser) and run(args) -> int
@@ -52,6 +53,17 @@ def output_file(text: str) -> str:
     before a run, so that a long run does not fail at its end."""
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
+    parent = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(parent):  # the nearest folder that exists will hold the new ones
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{parent!r} is a file, not a folder: cannot write "
+                                         f"{text!r}")
+    try:  # a real try (os.access says yes to root, also where nothing can be created)
+        tempfile.TemporaryDirectory(dir=parent).cleanup()
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot write in {parent!r} ({err.strerror}): pass a "
+                                         f"path in a writable folder (got {text!r})") from None
     return text
 
 

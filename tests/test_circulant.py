@@ -235,6 +235,20 @@ def test_conv_refuses_an_image_smaller_than_its_valid_kernel(data_format):
         (2, 5, 5, 8) if data_format == "channels_last" else (2, 8, 5, 5))
 
 
+def test_conv_refuses_a_smaller_image_than_it_was_built_on():
+    """Checked at each call, not only at build: a layer built on 8x8 returned an empty output
+    on a 2x2 image (every form but the dense one); with unknown sizes in a TensorFlow graph the
+    check runs with the graph."""
+    layer = CirculantConv2D(4, 3, block_size=2)
+    layer(np.ones((1, 8, 8, 4), "float32"))
+    with pytest.raises(ValueError, match=r"\(2, 2\) is smaller than the \(3, 3\) kernel"):
+        layer(np.ones((1, 2, 2, 4), "float32"))
+    model = keras.Sequential([keras.Input((None, None, 4)), layer])
+    assert model.predict(np.ones((2, 5, 5, 4), "float32"), verbose=0).shape == (2, 3, 3, 4)
+    with pytest.raises(Exception, match="smaller than the \\(3, 3\\) kernel"):
+        model.predict(np.ones((2, 2, 2, 4), "float32"), verbose=0)
+
+
 def test_layer_arguments_of_the_wrong_type_are_type_errors_and_shown_as_given():
     from keras_normed.layers import PeriodicConv2D
 

@@ -68,6 +68,25 @@ def test_an_output_of_the_wrong_kind_is_refused_before_the_run(tmp_path, capsys)
             main(argv)
         assert exc.value.code == 2, argv
         assert "argument --output" in capsys.readouterr().err, argv
+    # A path under a file, or where no folder can be made: the run crashed at its end.
+    for output, says in ((a_file / "x.json", "is a file, not a folder"),
+                         ("/proc/no-such-folder/x.json", "cannot write in")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "--quick", "--output", str(output)])
+        assert exc.value.code == 2 and says in capsys.readouterr().err, output
+
+
+def test_bad_merge_files_and_block_sizes_are_one_line_errors(tmp_path, capsys):
+    not_json, not_compare = tmp_path / "a.txt", tmp_path / "b.json"
+    not_json.write_text("not json")
+    not_compare.write_text('{"a": 1}')
+    for argv, says in ((["compare", "--merge", str(not_json)], "cannot read"),
+                       (["compare", "--merge", str(not_compare)], "is not a compare.json"),
+                       (["demo", "--block-size", "1000"], "at most 784")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and says in err and "Traceback" not in err, (argv, err)
 
 
 def test_command_help_shows_its_options(capsys):

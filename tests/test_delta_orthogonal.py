@@ -126,6 +126,16 @@ def test_critical_line_limits():
             critical_sigma_w(bad)
     with pytest.raises(ValueError, match="sigma_b2"):
         tanh_critical_point(-1.0)
+    with pytest.raises(TypeError, match="`sigma_b2`"):
+        tanh_critical_point("a")
+
+
+def test_depthwise_kernels_are_refused_by_name():
+    """A depthwise kernel (k, k, channels, multiplier) has no channel mixing: it is refused as
+    such, not as too few "filters"."""
+    layer = keras.layers.DepthwiseConv2D(3, depthwise_initializer=DeltaOrthogonal(seed=0))
+    with pytest.raises(ValueError, match="DepthwiseConv2D.*one filter bank per channel"):
+        layer.build((None, 8, 8, 4))
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (32, 16), (3, 3, 8, 8)])

@@ -63,6 +63,7 @@ import numpy as np
 
 from examples.paper import divergence, paper
 from examples.paper.options import (
+    OptionError,
     add_data_arguments,
     add_options,
     add_output_argument,
@@ -519,8 +520,15 @@ def merge_results(paths: Sequence[str]) -> dict:
     runs, sources, seen = [], [], set()
     keys = ("epochs", "batch_size", "optimizer", "lr", "smoothing")
     for path in paths:
-        with open(path) as f:
-            loaded = json.load(f)
+        try:
+            with open(path) as f:
+                loaded = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise OptionError(f"argument --merge: cannot read {path!r} as JSON ({err})") from None
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("runs"), list) or not all(
+                isinstance(r, dict) and {"net", "init", "seed"} <= set(r) for r in loaded["runs"]):
+            raise OptionError(f"argument --merge: {path!r} is not a compare.json (it needs a "
+                              "list of runs, each with its net, init and seed)")
         sources.append({"path": path, **loaded.get("settings", {})})
         for r in loaded["runs"]:
             key = (r["net"], r["init"], r["seed"])

@@ -30,14 +30,22 @@ from examples.paper.options import ENV_VAR, layer_seed
 
 HIDDEN = 512
 N_CLASSES = 10
+N_INPUTS = 28 * 28  # the digits are brought to MNIST's size
+
+
+def _block_size(text: str) -> int:
+    value = options.positive_int(text)
+    if value > N_INPUTS:
+        raise argparse.ArgumentTypeError(f"at most {N_INPUTS} (the input size), got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m examples.paper demo``."""
     options.add_options(parser, epochs=(10, "training epochs"), batch_size=64,
                         seed=(0, "seed of the split and the weights"))
-    parser.add_argument("--block-size", type=options.positive_int, default=64, metavar="B",
-                        help="block size B of the CirculantDense layer")
+    parser.add_argument("--block-size", type=_block_size, default=64, metavar="B",
+                        help=f"block size B of the CirculantDense layer (1 to {N_INPUTS})")
     options.add_data_arguments(parser)
 
 
@@ -83,8 +91,8 @@ def run_demo(source: str = "auto", data_dir: Optional[str] = None, epochs: int =
         raise ValueError(f"`epochs` must be >= 1, got {epochs}.")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-    if block_size < 1:
-        raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
+    if not 1 <= block_size <= N_INPUTS:
+        raise ValueError(f"`block_size` must be in [1, {N_INPUTS}], got {block_size}.")
     options.check_data(source, data_dir)
     if source == "auto":
         env = os.environ.get(ENV_VAR)

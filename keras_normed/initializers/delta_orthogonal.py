@@ -60,6 +60,12 @@ class DeltaOrthogonal(SeededInitializer):
                 f"DeltaOrthogonal builds a plain convolution kernel (*kernel_size, c_in, c_out); "
                 f"{type(layer).__name__} {layer.name!r} stores circulant blocks of shape "
                 f"{shape}. Use it on Conv1D/2D/3D or PeriodicConv2D, and Normed here.")
+        if layer is not None and "Depthwise" in type(layer).__name__:
+            raise ValueError(
+                f"DeltaOrthogonal builds a plain convolution kernel (*kernel_size, c_in, c_out); "
+                f"{type(layer).__name__} {layer.name!r} has one filter bank per channel "
+                f"(*kernel_size, channels, depth_multiplier) = {shape}, with no channel mixing "
+                "to make orthogonal. Use it on Conv1D/2D/3D or PeriodicConv2D.")
         *kernel_size, c_in, c_out = shape
         if c_out < c_in:
             raise ValueError(
@@ -117,8 +123,7 @@ def tanh_critical_point(sigma_b2: float = 1e-4) -> CriticalPoint:
     Returns:
         ``CriticalPoint(sigma_w2, sigma_b2, q_star)``.
     """
-    if not (math.isfinite(sigma_b2) and sigma_b2 >= 0):
-        raise ValueError(f"`sigma_b2` must be a finite number >= 0, got {sigma_b2!r}.")
+    check_number("sigma_b2", sigma_b2, 0.0)
     if sigma_b2 == 0:
         return CriticalPoint(1.0, 0.0, 0.0)
 

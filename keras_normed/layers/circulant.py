@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 
+from keras_normed import _keras_compat as compat
 from keras_normed import geometry
 from keras_normed.geometry import LinearStructure
 from keras_normed.layers._base import ImageLayout, WeightArgs, resolve_data_format
@@ -153,6 +154,15 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: c_in})
 
     def call(self, inputs):
+        if self.padding == "valid":  # each call's own size: the forms would return empty
+            self.compute_output_shape(tuple(inputs.shape))
+            axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+            for axis, k, d in zip(axes, self.kernel_size, self.dilation_rate):
+                inputs = compat.assert_size_at_least(
+                    inputs, axis, (k - 1) * d + 1, f"{type(self).__name__} {self.name!r}: an "
+                    f"input smaller than the {self.kernel_size} kernel (dilation "
+                    f"{self.dilation_rate}) with padding='valid'; pass a larger input or "
+                    "padding='same'.")
         y = circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters, self.strides,
                              self.padding, self.dilation_rate, data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")
