@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import numbers
 import os
+import warnings
 
 import keras
 
 # Looked up at call time (``scaling.rescale``, not ``rescale``): a patched function is the one run.
 from keras_normed import data_driven, diagnostics, engine, scaling
+from keras_normed.initializers.weight_norm import host_seed
 
 __all__ = ["NormedScaling", "LSUVInit", "GrowthMonitor"]
 
@@ -24,6 +27,25 @@ def _check_kwargs(owner: str, fn, kwargs: dict, own=()) -> dict:
     return kwargs
 
 
+def _steps_taken(model) -> int:
+    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+    return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
+
+
+def _skip_trained(owner: str, model, method: str, quiet: bool = False):
+    """A not-applied report, with a warning, for a model whose optimizer has taken steps (a
+    resumed fit, BackupAndRestore's restore): an init callback leaves trained weights alone,
+    whatever its place in the callback list. None for a model not trained yet."""
+    steps = _steps_taken(model)
+    if not steps:
+        return None
+    reason = f"already trained ({steps} optimizer steps): weights left as they are"
+    if not quiet:
+        warnings.warn(f"{owner}: model {model.name!r} {reason} (a resumed or restored fit).",
+                      stacklevel=3)
+    return engine.Report(method, False, reason)
+
+
 def _build_on(model, data, arg: str, need_y: bool) -> None:
     """``fit`` builds a model without an Input on its first batch, after ``on_train_begin``:
     build it here as that batch would, on the first rows of the callback's own batch."""
@@ -35,9 +57,10 @@ def _build_on(model, data, arg: str, need_y: bool) -> None:
 
 class NormedScaling(keras.callbacks.Callback):
     """Applies :func:`keras_normed.rescale` at the start of every training (later ones, and a
-    reloaded rescaled model, are no-ops as ``rescale`` decides; a reloaded *subclassed* model
-    has lost its mark and is refused: resume it without this callback); ``report``: the last
-    report.
+    reloaded rescaled model, are no-ops as ``rescale`` decides); a model whose optimizer has
+    taken steps (a resumed fit, or one ``BackupAndRestore`` restored, in any order of the
+    callbacks) is left as it is, with a warning unless it was rescaled (``force=True``
+    rescales it); ``report``: the last report.
 
     Example:
         >>> model = keras.Sequential([
@@ -70,12 +93,18 @@ class NormedScaling(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.calls += 1
         _build_on(self.model, self.data, "data", need_y=True)
-        self.report = scaling.rescale(self.model, self.data, verbose=self.verbose, **self.kwargs)
+        skipped = None if self.kwargs.get("force") else _skip_trained(
+            "NormedScaling", self.model, "rescale",
+            quiet=scaling.is_rescaled(self.model) or not scaling.normed_layers(self.model))
+        self.report = skipped or scaling.rescale(self.model, self.data, verbose=self.verbose,
+                                                 **self.kwargs)
 
 
 class LSUVInit(keras.callbacks.Callback):
-    """Applies :func:`keras_normed.lsuv` once, at the start of the first training; ``report``
-    holds its :class:`keras_normed.engine.Report`.
+    """Applies :func:`keras_normed.lsuv` once, at the start of the first training, unless the
+    model's optimizer has taken steps already (a resumed or restored fit: left as it is, with a
+    warning); ``report`` holds its :class:`keras_normed.engine.Report`. Weights loaded into a
+    fresh model (``load_weights``, no optimizer steps) would be set again: leave it out then.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -99,12 +128,16 @@ class LSUVInit(keras.callbacks.Callback):
             scaling.check_number("tol", self.kwargs["tol"], 0, open_low=True)
         if "max_iter" in self.kwargs:
             scaling.check_number("max_iter", self.kwargs["max_iter"], 1, integer=True)
+        seed = self.kwargs.get("seed")
+        if seed is not None and not isinstance(seed, keras.random.SeedGenerator):
+            host_seed(seed)  # a bad seed is said now (a generator is not drawn from here)
         self.report = None
 
     def on_train_begin(self, logs=None):
         if self.report is None:
             _build_on(self.model, self.x_batch, "x_batch", need_y=False)
-            self.report = data_driven.lsuv(self.model, self.x_batch, **self.kwargs)
+            self.report = _skip_trained("LSUVInit", self.model, "lsuv") or data_driven.lsuv(
+                self.model, self.x_batch, **self.kwargs)
 
 
 class GrowthMonitor(keras.callbacks.Callback):
@@ -115,9 +148,11 @@ class GrowthMonitor(keras.callbacks.Callback):
     any place of the list are in) and every ``every`` steps (the model and optimizer are
     unchanged), into the batch ``logs`` (``growth_spread``, ``growth/<kernel path>``),
     ``history`` (one dict a measurement, with its ``step``) and, with ``log_dir``,
-    TensorBoard scalars (docs/normed.md). With ``steps_per_execution > 1`` callbacks run every
-    few steps: a measurement is taken at the first one at or after each multiple of ``every``,
-    and labelled with the step it was taken at.
+    TensorBoard scalars (docs/normed.md). ``data`` is read once (a shuffled dataset's first
+    batch then stays the batch). Steps are the optimizer's ``iterations``: a resumed model's
+    labels go on from its own step. With ``steps_per_execution > 1`` callbacks run every few
+    steps: a measurement is taken at the first one at or after each multiple of ``every``, and
+    labelled with the step it was taken at.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -137,7 +172,7 @@ class GrowthMonitor(keras.callbacks.Callback):
 
     def __init__(self, data, every: int = 100, log_dir=None, **kwargs):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int):
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral):
             raise TypeError(f"`every` must be a positive int (training steps), got {every!r}.")
         if every < 1:
             raise ValueError(f"`every` must be a positive int (training steps), got {every!r}.")
@@ -153,10 +188,11 @@ class GrowthMonitor(keras.callbacks.Callback):
             raise ValueError("`GrowthMonitor(data=...)` holds inputs only (one array of shape "
                              f"{tuple(data.shape)}); pass the batch with its targets: `(x, y)`.")
         self.data = data
-        self.every = every
+        self.every = int(every)
         self.log_dir = None if log_dir is None else str(log_dir)
         self.kwargs = _check_kwargs("GrowthMonitor", diagnostics.growth_report, kwargs, ("x", "y"))
         self.history: list = []
+        self._batch = None
         self.step = 0
         self._epoch_start = 0
         self._writer = None
@@ -173,30 +209,38 @@ class GrowthMonitor(keras.callbacks.Callback):
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        if self.step == 0:
-            engine.as_batch(self.model, self.data, need_y=True, arg="GrowthMonitor(data=...)")
+        self._probe()  # bad data is said before any step
+        self.step = _steps_taken(self.model)  # a resumed model goes on from its own step
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.step == 0 and not self.history:  # every on_train_begin has run by now
+        if not self.history:  # every on_train_begin has run by now
             self._measure(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self.step
+        self._epoch_start = self.step = _steps_taken(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        # ``batch``: the epoch's index of the last step run (``steps_per_execution`` at a time).
+        # ``batch``: the epoch's index of the last step run (``steps_per_execution`` at a time;
+        # Keras counts a short last run as a whole one), so the label is read when measuring.
         step = max(self._epoch_start + int(batch) + 1, self.step + 1)
         crossed = step // self.every > self.step // self.every
         self.step = step
         if crossed:
+            self.step = _steps_taken(self.model)
             self._measure(logs)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
 
+    def _probe(self) -> engine.Batch:
+        if self._batch is None:  # read once: a shuffled dataset would give another batch
+            self._batch = engine.as_batch(self.model, self.data, need_y=True,
+                                          arg="GrowthMonitor(data=...)")
+        return self._batch
+
     def _measure(self, logs) -> None:
-        report = diagnostics.growth_report(self.model, self.data, **self.kwargs)
+        report = diagnostics.growth_report(self.model, self._probe(), **self.kwargs)
         values = {"growth_spread": float(report.spread)}
         values.update({f"growth/{row.path}": float(row.growth) for row in report.rows})
         self.history.append({"step": self.step, **values})

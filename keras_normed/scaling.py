@@ -447,7 +447,7 @@ def _refuse_trained(model, sites, values) -> None:
         raise ValueError(
             f"Model {model.name!r} was already trained ({int(iterations)} optimizer steps); "
             "rescaling now would change a trained function. Rescale before `fit`; a model "
-            "reloaded to go on training needs no rescale (leave NormedScaling out of its `fit`). "
+            "reloaded to go on training needs no rescale (NormedScaling leaves it as it is). "
             "force=True rescales the trained weights anyway.")
     changed = _fresh_weights_mismatch([s.layer for s in sites], values)
     # Under a strategy the variables hold replica 0's draw (TensorFlow broadcasts initial

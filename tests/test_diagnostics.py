@@ -115,3 +115,23 @@ def test_report_table_never_cuts_a_column_name():
     assert "WeightNormalization " in row
     # each value ends where its column name ends
     assert header.index("growth_after") + len("growth_after") == row.index("0.2") + len("0.2")
+
+
+def test_gradient_accumulation_measures_the_applied_step():
+    """A fresh copy of an accumulating optimizer only accumulates on its first call: growth was
+    0 for every layer (rescale refused: "no gradient"). The applied step is the mean gradient's,
+    the same as without accumulation on one batch."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 16)).astype("float32"), np.arange(64) % 4
+
+    def growth(**kwargs):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(4)])
+        model.compile(keras.optimizers.SGD(0.01, **kwargs),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return [r.growth for r in growth_report(model, x, y).rows]
+
+    accumulated = growth(gradient_accumulation_steps=3)
+    assert min(accumulated) > 0
+    np.testing.assert_allclose(accumulated, growth(), rtol=1e-5)

@@ -148,6 +148,47 @@ def test_callback_runs_once_at_train_begin():
         np.testing.assert_array_equal(w0, w1)
 
 
+def test_callback_leaves_a_trained_model_alone(tmp_path):
+    """A fit resumed from a file (or restored by BackupAndRestore) starts with optimizer steps
+    taken: LSUVInit set the trained weights again (loss 0.28 -> 1.06, no word); now it warns
+    and leaves them. A bad seed is said at construction, not at fit."""
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    x = RNG.normal(size=(32, 6)).astype("float32")
+    y = RNG.normal(size=(32, 3)).astype("float32")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[LSUVInit(x, seed=0)])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    callback = LSUVInit(x, seed=0)
+    callback.set_model(loaded)
+    with pytest.warns(UserWarning, match="already trained \\(4 optimizer steps\\)"):
+        callback.on_train_begin()
+    assert not callback.report.applied
+    for w0, w1 in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(w0, w1)
+    with pytest.raises(ValueError, match="`seed`"):
+        LSUVInit(x, seed=-3)
+
+
+@pytest.mark.parametrize("method", ["lsuv", "data_dependent_init"])
+def test_no_seed_follows_the_global_seed(method):
+    """seed=None draws from what keras.utils.set_random_seed seeds, as Keras's unseeded
+    initializers do (two runs under one global seed gave different weights)."""
+    x = RNG.normal(size=(64, 8)).astype("float32")
+    runs = []
+    for global_seed in (0, 0, 1):
+        keras.utils.set_random_seed(global_seed)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(4)])
+        getattr(keras_normed, method)(model, x)
+        runs.append(model.get_weights())
+    for w0, w1 in zip(runs[0], runs[1]):
+        np.testing.assert_array_equal(w0, w1)
+    assert not np.array_equal(runs[0][0], runs[2][0])
+
+
 def _np(tensor):
     return np.asarray(keras.ops.convert_to_numpy(tensor))
 

@@ -244,8 +244,13 @@ def test_reloaded_subclassed_model_is_refused_and_says_why(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     before = _kernels(loaded)
-    with pytest.raises(ValueError, match="leave NormedScaling out"):
-        loaded.fit(x, y, epochs=1, verbose=0, callbacks=[NormedScaling((x, y))])
+    with pytest.raises(ValueError, match="NormedScaling leaves it"):
+        keras_normed.rescale(loaded, (x, y))
+    callback = NormedScaling((x, y))  # resuming with the callback: it leaves the model alone
+    callback.set_model(loaded)
+    with pytest.warns(UserWarning, match="already trained"):
+        callback.on_train_begin()
+    assert not callback.report.applied
     _assert_same(before, loaded)
 
 

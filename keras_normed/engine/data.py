@@ -189,6 +189,8 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
 
     Raises TypeError/ValueError naming ``arg``, saying what was received and what to pass.
     """
+    if isinstance(data, Batch):  # made by as_batch already
+        return data
     if data is None:
         raise ValueError(f"`{arg}` is None. {_WHAT_TO_PASS}.")
     if isinstance(data, (str, bytes)):

@@ -328,7 +328,10 @@ def _step_tensors(optimizer, grads: Sequence[Any], values: Sequence[Any], fuse: 
         return [ops.reshape(p, ops.shape(v)) for p, v in zip(_split(flat, values), values)]
 
     def step():
-        opt = optimizer.__class__.from_config(optimizer.get_config())
+        # The step that is applied: accumulating k batches applies their mean gradient once,
+        # where a fresh copy's first call would only accumulate (a zero step).
+        opt = optimizer.__class__.from_config(
+            {**optimizer.get_config(), "gradient_accumulation_steps": None})
         variables = [keras.Variable(v, trainable=True, name=f"probe_{i}")
                      for i, v in enumerate(values)]
         opt.apply_gradients(list(zip(grads, variables)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Iterable, List, Optional
 
 import keras
@@ -15,13 +16,17 @@ __all__ = ["arpit_init", "assign_orthogonal", "host_seed", "layer_seeds",
            "residual_branch_ends", "weight_norm_layers"]
 
 
-def host_seed(seed) -> Optional[int]:
-    """``seed`` as NumPy takes it: ``None``, an int >= 0, or an int drawn from a SeedGenerator."""
+def host_seed(seed) -> int:
+    """``seed`` as an int >= 0 for NumPy: given, drawn from a SeedGenerator, or for ``None`` from
+    Python's ``random``, which ``keras.utils.set_random_seed`` seeds (as Keras's own unseeded
+    initializers draw theirs): reproducible under a global seed."""
+    if seed is None:
+        return random.randint(1, 2**31 - 2)
     if isinstance(seed, keras.random.SeedGenerator):
         seed = int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1, seed=seed)))
     integer = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
-    if seed is None or integer and seed >= 0:
-        return None if seed is None else int(seed)
+    if integer and seed >= 0:
+        return int(seed)
     raise (ValueError if integer else TypeError)(
         f"`seed` must be None, an int >= 0 or a keras.random.SeedGenerator, got {seed!r} "
         f"({type(seed).__name__}). Pass e.g. seed=0.")
