@@ -93,9 +93,10 @@ class NormedScaling(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.calls += 1
         _build_on(self.model, self.data, "data", need_y=True)
-        skipped = None if self.kwargs.get("force") else _skip_trained(
-            "NormedScaling", self.model, "rescale",
-            quiet=scaling.is_rescaled(self.model) or not scaling.normed_layers(self.model))
+        # A rescaled model is rescale's own no-op ("already rescaled").
+        skipped = None if self.kwargs.get("force") or scaling.is_rescaled(self.model) else \
+            _skip_trained("NormedScaling", self.model, "rescale",
+                          quiet=not scaling.normed_layers(self.model))
         self.report = skipped or scaling.rescale(self.model, self.data, verbose=self.verbose,
                                                  **self.kwargs)
 
