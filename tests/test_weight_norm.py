@@ -234,3 +234,28 @@ def test_arpit_init_errors():
         arpit_init(model, branch_ends="b0")
     with pytest.raises(TypeError, match="`model` must be a keras.Model, got str"):
         arpit_init("x")
+
+
+def test_g_is_the_norm_when_keras_builds_by_tracing():
+    """g = ||v|| was assigned after the variable was made, from a NumPy read of the norm: where
+    Keras builds by tracing (a Sequential without Input at fit, a custom layer without build
+    holding the wrapper) that failed on both backends. Now g's initializer is the norm."""
+    class Holder(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.wn = WeightNormalization(keras.layers.Dense(8, kernel_initializer="normed"))
+
+        def call(self, x):
+            return self.wn(x)
+
+    holder = Holder()
+    inputs = keras.Input((6,))
+    keras.Model(inputs, holder(inputs))
+    sequential = keras.Sequential([WeightNormalization(keras.layers.Dense(4))])
+    sequential.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    sequential.evaluate(x, np.zeros((8, 4), "float32"), verbose=0)  # builds, no step
+    for wn in (holder.wn, sequential.layers[0]):
+        v = keras.ops.convert_to_numpy(wn.layer.kernel).astype(np.float64)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(wn.g), np.sqrt((v**2).sum(0)),
+                                   rtol=1e-6)

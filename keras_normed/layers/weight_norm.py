@@ -120,12 +120,16 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
             finally:
                 inner.kernel_initializer = init
         units = int(inner.kernel.shape[-1])
-        self.g = self.add_weight(name="g", shape=(units,), initializer="ones", trainable=True,
+
+        def v_norm(shape, dtype=None):
+            # As an initializer, not an assign after: Keras runs initializers where values are
+            # concrete, also when it builds the model by tracing it (an assign there was lost,
+            # and reading the norm to NumPy failed).
+            return ops.cast(self._v_norm()[1], dtype)
+
+        self.g = self.add_weight(name="g", shape=(units,), trainable=True,
+                                 initializer=self._g_initializer or v_norm,
                                  dtype=inner.kernel.dtype)
-        if self._g_initializer is None:
-            self.g.assign(ops.convert_to_numpy(self._v_norm()[1]))
-        else:
-            self.g.assign(self._g_initializer((units,), dtype=self.g.dtype))
         self.built = True
 
     def _v_norm(self):
