@@ -131,6 +131,15 @@ def _clone_other(layer) -> _Replacement:
         raise TypeError(f"materialize does not know the package layer {type(layer).__name__} "
                         f"({layer.name!r}); it handles CirculantDense, CirculantConv2D, "
                         "PeriodicConv2D and WeightNormalization.")
+    inside = [inner for inner in compat.all_layers(layer)[1:]
+              if type(inner).__module__.startswith("keras_normed")]
+    if inside:  # a clone from the config would keep them (TimeDistributed(CirculantDense))
+        raise TypeError(
+            f"materialize: {type(layer).__name__} {layer.name!r} holds the package's layer "
+            f"{type(inside[0]).__name__} {inside[0].name!r}, which it cannot replace inside "
+            "another layer (a Keras wrapper such as TimeDistributed, or a custom layer); call "
+            "the package's layers from the model's graph directly (a Dense layer acts on the "
+            "last axis as TimeDistributed would), or in a nested Sequential/functional model.")
     new = layer.__class__.from_config(_strip_package_initializers(layer.get_config()))
     return new, new, layer.get_weights
 

@@ -213,6 +213,13 @@ def test_refuses_what_it_cannot_rewrite():
         keras_normed.materialize(keras.Sequential([CirculantDense(4, 2)]))
     with pytest.raises(TypeError, match="`model` must be a keras.Model"):
         keras_normed.materialize(CirculantDense(4, 2))
+    # Inside a Keras wrapper the package's layer was cloned from the config and kept, silently:
+    # the result named keras_normed and did not convert to TFLite builtins.
+    inputs = keras.Input((5, 12))
+    wrapped = keras.Model(inputs, keras.layers.TimeDistributed(CirculantDense(8, 4))(inputs))
+    with pytest.raises(TypeError, match="TimeDistributed .* holds the package's layer "
+                                        "CirculantDense"):
+        keras_normed.materialize(wrapped)
 
 
 @pytest.mark.parametrize("at_materialize", ["channels_last", "channels_first"])
