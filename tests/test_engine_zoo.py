@@ -968,3 +968,18 @@ def test_a_loss_scale_optimizer_steps_as_its_inner_optimizer():
         reports.append(keras_normed.rescale(model, (x, y)))
     for key in ("growth_before", "scale"):
         np.testing.assert_allclose(reports[1].column(key), reports[0].column(key), rtol=1e-5)
+
+
+def test_weight_normalization_inside_time_distributed():
+    """The direction v of a WeightNormalization held by a TimeDistributed was read as scaling
+    the output: move="all" changed the function by 0.75 and was refused ("a kernel used outside
+    its layer's call"); read as bare, only g scales it."""
+    inputs = keras.Input((4, 16))
+    wn = WeightNormalization(L.Dense(32, activation="relu", kernel_initializer=_n(1)))
+    h = L.Flatten()(L.TimeDistributed(wn)(inputs))
+    model = keras.Model(inputs, L.Dense(3, kernel_initializer=_n(2, "linear"))(h))
+    x = np.random.default_rng(0).standard_normal((64, 4, 16)).astype("float32")
+    out0 = flat(model(x))
+    report = keras_normed.rescale(model, (x, np.arange(64) % 3), move="all")
+    assert report.applied and report.summary["output_change"] < 1e-5
+    assert rel(flat(model(x)), out0) < 1e-5
