@@ -259,3 +259,17 @@ def test_g_is_the_norm_when_keras_builds_by_tracing():
         v = keras.ops.convert_to_numpy(wn.layer.kernel).astype(np.float64)
         np.testing.assert_allclose(keras.ops.convert_to_numpy(wn.g), np.sqrt((v**2).sum(0)),
                                    rtol=1e-6)
+
+
+def test_from_config_takes_another_dtype():
+    """Cloning to another dtype (clone_function with from_config): the inner layer was rebuilt
+    from its build_config in the old dtype, then refused as built with other weights."""
+    inputs = keras.Input((6, 6, 3))
+    model = keras.Model(inputs, WeightNormalization(keras.layers.Conv2D(4, 3))(inputs))
+    clone = keras.models.clone_model(model, clone_function=lambda layer: (
+        layer.__class__.from_config({**layer.get_config(), "dtype": "bfloat16"})))
+    assert {keras.backend.standardize_dtype(v.dtype) for v in clone.weights} == {"bfloat16"}
+    wn = clone.layers[-1]
+    v = keras.ops.convert_to_numpy(keras.ops.cast(wn.layer.kernel, "float32")).astype(np.float64)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(wn.g, "float32")),
+                               np.sqrt((v**2).sum((0, 1, 2))), rtol=1e-2)
