@@ -249,8 +249,9 @@ class _Propagation:
             traced = _trace_call(op, *compat.node_arguments(node))
             return self._inner(op, None if traced is None else (in_tensors, traced), forms, n_out)
         own = dict.fromkeys(inside, 1.0)
-        for inner in compat.all_layers(op)[1:]:  # a wrapped weight normalization's direction
-            if hasattr(inner, "normalized_kernel"):  # does not scale the output: its g does
+        # A wrapped weight normalization's direction v does not scale the output (its g does).
+        for inner in compat.all_layers(op)[1:] if isinstance(op, keras.layers.Layer) else ():
+            if hasattr(inner, "normalized_kernel"):
                 own.pop(self.index.get(id(getattr(inner.layer, "kernel", None))), None)
         if own or any(isinstance(getattr(op, k, None), keras.Variable)
                       for k in ("kernel", "pointwise_kernel")):

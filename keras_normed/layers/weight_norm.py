@@ -179,12 +179,13 @@ class WeightNormalization(RealInputs, keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # Keras's Wrapper.from_config pops "layer" from the dict it is given: leave the caller's.
-        # The inner layer is built by the wrapper's own build (same variables, same order), not
-        # from its build_config: a config given another dtype (a clone to bfloat16) would find
-        # it built in the old one and be refused.
-        config = dict(config)
-        if isinstance(config.get("layer"), dict):
-            config["layer"] = {k: v for k, v in config["layer"].items() if k != "build_config"}
+        # Given another dtype than its layer's (a clone to bfloat16), the layer is built by the
+        # wrapper's own build (same variables, same order), not from its build_config: built in
+        # the old dtype, it was refused.
+        config, inner = dict(config), config.get("layer")
+        if isinstance(inner, dict) and "dtype" in config \
+                and config["dtype"] != inner.get("config", {}).get("dtype"):
+            config["layer"] = {k: v for k, v in inner.items() if k != "build_config"}
         return super().from_config(config, custom_objects=custom_objects)
 
     def get_config(self):
