@@ -27,16 +27,11 @@ def _check_kwargs(owner: str, fn, kwargs: dict, own=()) -> dict:
     return kwargs
 
 
-def _steps_taken(model) -> int:
-    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
-    return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
-
-
 def _skip_trained(owner: str, model, method: str, quiet: bool = False):
     """A not-applied report, with a warning, for a model whose optimizer has taken steps (a
     resumed fit, BackupAndRestore's restore): an init callback leaves trained weights alone,
     whatever its place in the callback list. None for a model not trained yet."""
-    steps = _steps_taken(model)
+    steps = engine.steps_taken(model)
     if not steps:
         return None
     reason = f"already trained ({steps} optimizer steps): weights left as they are"
@@ -211,14 +206,14 @@ class GrowthMonitor(keras.callbacks.Callback):
 
             self._writer = tf.summary.create_file_writer(self.log_dir)
         self._probe()  # bad data is said before any step
-        self.step = _steps_taken(self.model)  # a resumed model goes on from its own step
+        self.step = engine.steps_taken(self.model)  # a resumed model goes on from its own step
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self.history:  # every on_train_begin has run by now
             self._measure(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self.step = _steps_taken(self.model)
+        self._epoch_start = self.step = engine.steps_taken(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         # ``batch``: the epoch's index of the last step run (``steps_per_execution`` at a time;
@@ -227,7 +222,7 @@ class GrowthMonitor(keras.callbacks.Callback):
         crossed = step // self.every > self.step // self.every
         self.step = step
         if crossed:
-            self.step = _steps_taken(self.model)
+            self.step = engine.steps_taken(self.model)
             self._measure(logs)
 
     def on_train_end(self, logs=None):

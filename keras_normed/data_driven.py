@@ -6,7 +6,7 @@ layers called more than once, and restore every weight on error.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import keras
 import numpy as np
@@ -32,14 +32,16 @@ class _Target:
         # A WeightNormalization's direction v is never rescaled: its length g is.
         self.direction = layer.kernel
         self.scale = layer.kernel if wrapper is None else wrapper.g
-        # How a factor per output unit lies on the scaled variable; None: one scalar.
-        self.layout = (lambda f: f) if wrapper is not None else _unit_layout(layer)
-        self.per_unit = self.layout is not None
+        # A factor per output unit, shaped to broadcast on the scaled variable (g is one axis of
+        # units); None: one scalar.
+        axes = (-1,) if wrapper is not None else _unit_axes(layer)
+        shape = tuple(self.scale.shape)
+        self.factor_shape = None if axes is None else (
+            tuple(shape[a] for a in axes) + (1,) * (-axes[-1] - 1))
+        self.per_unit = axes is not None
         # The axis of the layer's output that holds its units.
         self.unit_axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
-        shape = tuple(layer.kernel.shape)
-        units = (shape[-2] if isinstance(layer, _TRANSPOSED) else
-                 shape[-2] * shape[-1] if isinstance(layer, _DEPTHWISE) else shape[-1])
+        units = math.prod(self.factor_shape) if axes else shape[-1]
         bias = getattr(layer, "bias", None)
         per_unit_bias = bias is not None and tuple(bias.shape) == (units,)
         self.bias = bias if per_unit_bias and getattr(layer, "use_bias", True) else None
@@ -49,7 +51,7 @@ class _Target:
         value = keras.ops.convert_to_numpy(self.scale)
         factor = np.asarray(factor, dtype=np.float64)
         if factor.ndim:
-            factor = self.layout(factor)
+            factor = factor.reshape(self.factor_shape)
         self.scale.assign((value * factor).astype(value.dtype))
 
     def preactivation(self, args, kwargs):
@@ -66,21 +68,20 @@ class _Target:
 
 
 _TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-               keras.layers.Conv3DTranspose)  # kernel (..., filters, in)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)  # (..., in, mult)
+               keras.layers.Conv3DTranspose)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
-def _unit_layout(layer) -> Optional[Callable[[np.ndarray], np.ndarray]]:
-    """How a factor per output unit broadcasts onto ``layer.kernel``; None where the units are
-    not kernel slices (a circulant layer's), or not known: one scalar then."""
-    shape = tuple(layer.kernel.shape)
-    if isinstance(layer, _TRANSPOSED):
-        return lambda f: f.reshape(-1, 1)
-    if isinstance(layer, _DEPTHWISE):
-        return lambda f: f.reshape(shape[-2:])  # unit c * multiplier + m
+def _unit_axes(layer) -> Optional[Tuple[int, ...]]:
+    """The axes of ``layer.kernel`` that index its output units, in their order; None where
+    the units are not kernel slices (a circulant layer's), or not known: one scalar then."""
+    if isinstance(layer, _TRANSPOSED):  # (..., filters, in)
+        return (-2,)
+    if isinstance(layer, _DEPTHWISE):  # (..., in, multiplier): unit c * multiplier + m
+        return (-2, -1)
     if isinstance(layer, keras.layers.Dense) or compat.is_conv(layer) or (
             isinstance(layer, keras.layers.EinsumDense) and _einsum_unit_last(layer.equation)):
-        return lambda f: f
+        return (-1,)
     return None
 
 
@@ -121,8 +122,8 @@ def _recurrent(layer) -> bool:
 
 
 def _left(model, method: str, targets: List[_Target]) -> List[str]:
-    cells = [f"{s.path.removeprefix(model.name + '/').rpartition('/')[0]}.kernel: {method} "
-             "leaves recurrent cells as drawn (their output per step mixes their state)"
+    cells = [f"{engine.weight_label(model, s.layer, s.variable, 'kernel')}: {method} leaves "
+             "recurrent cells as drawn (their output per step mixes their state)"
              for s in engine.kernel_sites(model, _recurrent) if s.trainable]
     # A WeightNormalization's g is what the method scales: not left.
     return cells + engine.weights_left(

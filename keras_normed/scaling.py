@@ -442,10 +442,10 @@ def _embed(a, used) -> np.ndarray:  # zeros for the kernels not in use
 
 
 def _refuse_trained(model, sites, values) -> None:
-    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
-    if iterations is not None and int(keras.ops.convert_to_numpy(iterations)) > 0:
+    steps = engine.steps_taken(model)
+    if steps:
         raise ValueError(
-            f"Model {model.name!r} was already trained ({int(iterations)} optimizer steps); "
+            f"Model {model.name!r} was already trained ({steps} optimizer steps); "
             "rescaling now would change a trained function. Rescale before `fit`; a model "
             "reloaded to go on training needs no rescale (NormedScaling leaves it as it is). "
             "force=True rescales the trained weights anyway.")

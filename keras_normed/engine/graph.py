@@ -16,7 +16,7 @@ from keras_normed import _keras_compat as compat
 from keras_normed.engine.data import symbolic
 
 __all__ = ["KernelSite", "ScaleConstraints", "kernel_sites", "scale_constraints",
-           "trainable_ids", "weights_left"]
+           "trainable_ids", "weight_label", "weights_left"]
 
 Form = Dict[int, float]
 
@@ -135,10 +135,16 @@ def weights_left(model, why, done=()) -> List[str]:
             init = "depthwise" if name == "kernel" else name.removesuffix("_kernel")
             text = id(var) in trainable and id(var) not in skip and why(
                 init + "_initializer", getattr(layer, init + "_initializer", None))
-            if text:  # the path tells apart two cells of the same name (two LSTMs)
-                owner = var.path.removeprefix(f"{model.name}/").rpartition("/")[0]
-                left.append(f"{owner or layer.name}.{name}: {text}")
+            if text:
+                left.append(f"{weight_label(model, layer, var, name)}: {text}")
     return left
+
+
+def weight_label(model, layer, variable, name: str) -> str:
+    """``"<owner>.<name>"`` for a report: the owner by its path below ``model``, which tells
+    apart two cells of one name (two LSTMs' ``lstm_cell``), else the layer's name."""
+    owner = variable.path.removeprefix(f"{model.name}/").rpartition("/")[0]
+    return f"{owner or layer.name}.{name}"
 
 
 def _activation_reason(fn) -> str:

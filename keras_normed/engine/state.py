@@ -1,4 +1,5 @@
-"""Assignment with rollback, and agreement between the replicas of a distribution strategy."""
+"""Assignment with rollback, agreement between the replicas of a distribution strategy, and
+how far a model has trained."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-__all__ = ["Transaction", "agree"]
+__all__ = ["Transaction", "agree", "steps_taken"]
+
+
+def steps_taken(model) -> int:
+    """The optimizer steps ``model`` has taken (0 without an optimizer): trained, or resumed."""
+    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+    return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
 
 
 class Transaction:
