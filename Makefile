@@ -23,7 +23,7 @@ export KERAS_NORMED_MNIST_DIR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
 # JAX: `make test-jax NEUTRAL_TESTS="tests/test_structure.py tests/test_bad_input.py"`).
 NEUTRAL_TESTS := $(addprefix tests/test_,circulant data data_dependent delta_orthogonal \
 	diagnostics engine_zoo fft_ops keras_compat layer_harness layer_inputs lsuv materialize \
-	normed periodic random_walk scaling seeds weight_norm bench)
+	noise_rule normed periodic random_walk scaling seeds weight_norm bench)
 NEUTRAL_TESTS := $(addsuffix .py,$(NEUTRAL_TESTS))
 
 $(STAMP): setup.cfg setup.py

@@ -67,8 +67,9 @@ class NormedScaling(keras.callbacks.Callback):
         ...                     verbose=0)
 
     Args:
-        data: probe batch ``(x, y)``, or ``None`` for the analytic rule. A model without an
-            Input is built on it first, as ``fit`` would build it on its first batch.
+        data: probe batch ``(x, y)``, or ``None`` for the analytic rule (or, with
+            ``rule="noise"``, the probe rule on drawn inputs). A model without an Input is
+            built on it first, as ``fit`` would build it on its first batch.
         verbose: print the per-layer table.
         **kwargs: passed to :func:`keras_normed.rescale` (``move``, ``rule``, ``force``,
             ``tol``, ``max_iter``, ``training``, ``max_output_change``, ``loss``,

@@ -2,7 +2,8 @@
 
 :func:`rescale` scales each Normed-initialized kernel so that the relative growth of every layer
 under one optimizer step is as equal as the function-keeping constraints allow. docs/normed.md
-("rescale") derives both rules (probe and analytic), the constraints and the safety rules.
+("rescale") derives the rules (probe, analytic, probe on noise), the constraints and the safety
+rules.
 """
 
 from __future__ import annotations
@@ -150,19 +151,24 @@ def check_options(*, data=None, rule: str = "auto", move: str = "auto", tol: flo
                   max_iter: int = 6, force: bool = False, training: bool = True,
                   max_output_change: Optional[float] = None, verbose: bool = False) -> None:
     """Validate :func:`rescale`'s options (also at ``NormedScaling``'s construction)."""
-    if rule not in ("auto", "probe", "analytic"):
-        raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe' or 'analytic'.")
+    if rule not in ("auto", "probe", "analytic", "noise"):
+        raise ValueError(f"Invalid `rule` {rule!r}; expected 'auto', 'probe', 'analytic' or "
+                         "'noise'.")
     if rule == "probe" and data is None:
         raise ValueError("rule='probe' needs a probe batch: pass `data=(x, y)`.")
+    if rule == "noise" and data is not None:
+        raise ValueError("rule='noise' draws its own inputs and has no targets: leave `data` "
+                         "None, or pass data with rule='probe' (or 'auto').")
     if move not in ("auto", "all", "structured"):
         raise ValueError(f"Invalid `move` {move!r}; expected 'auto', 'all' or 'structured'.")
     check_number("tol", tol, 1.0)
     check_number("max_iter", max_iter, 1, integer=True)
     if max_output_change is not None:
         check_number("max_output_change", max_output_change, 0.0)
-        if data is None or rule == "analytic":
+        if (data is None and rule != "noise") or rule == "analytic":
             raise ValueError("`max_output_change` is checked on the probe batch: pass "
-                             "`data=(x, y)` (and not rule='analytic'), or leave it None.")
+                             "`data=(x, y)` or rule='noise' (not rule='analytic'), or leave "
+                             "it None.")
     for name, flag in (("force", force), ("training", training), ("verbose", verbose)):
         if not isinstance(flag, bool):
             raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
@@ -203,13 +209,21 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             rescaled; biases are left as they are.
         data: a probe batch as ``model.fit`` takes it (``(x, y[, sample_weight])``, a batched
             ``tf.data.Dataset`` or a ``keras.utils.PyDataset``: its first batch). Selects the
-            ``"probe"`` rule; without it the ``"analytic"`` rule is used.
+            ``"probe"`` rule; without it the ``"analytic"`` rule is used (or ``"noise"``).
         optimizer: whose first step defines growth (default: the compiled one, else
             ``SGD(learning_rate=0.01)``); its state is not touched.
         loss: one loss, a list in output order or a dict by output name (default: the compiled
-            loss, else :func:`keras_normed.engine.default_loss` per output).
+            loss, else :func:`keras_normed.engine.default_loss` per output). Not with
+            ``rule="noise"``, which has no targets.
         force: rescale even a model already rescaled, trained or not at its initial draw.
-        rule: ``"auto"`` (probe if ``data`` else analytic), ``"probe"`` or ``"analytic"``.
+        rule: ``"auto"`` (probe if ``data`` else analytic), ``"probe"``, ``"analytic"``
+            (from the structure alone: the same scales for every draw) or ``"noise"``: no data
+            either, but the probe rule on 256 rows of U(0, 1) inputs of the model's input
+            shapes (float inputs of known shape), each output read as logits against random
+            labels (:class:`~keras_normed.engine.RandomLabelLoss`), so it sees the draw; where a
+            draw's gradient level departs from the structure's prediction (the circulant net
+            (d) of docs/results.md, 2 seeds of 5) it keeps the run alive where the analytic
+            rule does not (docs/normed.md, "Without data").
         tol: target spread ``max(r) / min(r)`` of the probe rule.
         max_iter: most measure/solve rounds of the probe rule.
         training: run the probe forward pass in training mode.
@@ -261,7 +275,14 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     base = [keras.ops.copy(s.variable) for s in free]
     if not force:
         _refuse_trained(model, free, base)
-    batch = engine.as_batch(model, data, need_y=True) if rule == "probe" else None
+    if rule == "noise":
+        if loss is not None:
+            raise ValueError("rule='noise' has no targets, so no `loss`: its loss is each "
+                             "output's cross-entropy against random labels. Leave `loss` None, "
+                             "or pass `data=(x, y)` with rule='probe'.")
+        batch, loss = engine.noise_batch(model), engine.RandomLabelLoss()
+    else:
+        batch = engine.as_batch(model, data, need_y=True) if rule == "probe" else None
     variables = [s.variable for s in free]
     constraints = engine.scale_constraints(model, variables, batch.x if batch else None,
                                            training=training)

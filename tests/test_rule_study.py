@@ -91,3 +91,54 @@ def test_output_rule_equalizes_each_layers_output_change_and_keeps_the_function(
     assert np.ptp(np.log(changes)) < 1e-3  # equal output changes: the law is exact on a chain
     growth = [row["growth_after"] for row in report["layers"]]
     assert np.ptp(np.log(growth)) > 0.1  # ... which is not equal parameter growth
+
+
+def test_uniform_noise_probe_is_nonnegative_and_differs_from_normal_noise(monkeypatch):
+    import keras_normed
+
+    model, mode, x, probe = _tiny()
+    twin = _tiny()[0]
+    opt = compare.make_optimizer("momentum")
+    seen, real = [], keras_normed.rescale
+
+    def spy(model, data=None, **kwargs):
+        seen.append(np.asarray(data[0]))
+        return real(model, data=data, **kwargs)
+
+    monkeypatch.setattr(keras_normed, "rescale", spy)
+    for m, noise in ((model, "uniform"), (twin, "normal")):
+        rule_study.step_for(argparse.Namespace(rule="synthetic", noise=noise))(m, mode, probe, opt)
+    assert seen[0].min() >= 0.0 and seen[0].max() <= 1.0 and seen[1].min() < 0.0
+    assert seen[0].shape == seen[1].shape == x.shape
+    assert not np.allclose(seen[0], x)  # not the data
+
+
+def test_mean_scales_gives_every_seed_the_same_scales(tmp_path):
+    import json
+
+    def compare_json(paths, *per_run):
+        return json.dumps({"runs": [{"net": "a", "init": "normed", "rescale": {"layers": [
+            {"path": p, "scale": s} for p, s in zip(paths, scales)]}} for scales in per_run]})
+
+    path = tmp_path / "compare.json"
+    path.write_text(compare_json(("k1", "k2"), (2.0, 0.5), (8.0, 0.125)))
+    assert rule_study.mean_scales(str(path), "a") == pytest.approx({"k1": 4.0, "k2": 0.25})
+    with pytest.raises(ValueError, match="no 'normed' run of net 'b'"):
+        rule_study.mean_scales(str(path), "b")
+    # On the net: each seed's kernels end at that seed's draw times the same mean scales.
+    rng = np.random.default_rng(0)
+    probe = (rng.random((32, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 32))
+    spec, mode = compare.initialization("normed-all", 0)
+    args = argparse.Namespace(rule="mean-scales", scales_from=str(path))
+    for seed in (0, 1):
+        model = networks.paper_net("a", kernel_initializer=spec, seed=seed, size="tiny")
+        kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+        draw = [np.asarray(k) for k in kernels]
+        paths = [k.path for k in kernels]
+        targets = np.exp(np.random.default_rng(seed).normal(size=len(paths)))
+        path.write_text(compare_json(paths, targets * 2, targets / 2))
+        report = rule_study.step_for(args)(model, mode, probe,
+                                           compare.make_optimizer("momentum")).as_dict()
+        assert [row["scale"] for row in report["layers"]] == pytest.approx(list(targets))
+        for kernel, w0, c in zip(kernels, draw, targets):
+            np.testing.assert_allclose(np.asarray(kernel), w0 * c, rtol=1e-5, atol=1e-8)

@@ -12,6 +12,8 @@ Initializations (``--inits``):
   training data (layer-consistent scales measured with one optimizer step; its default
   ``move="auto"``: every layer moves on a net that shares parameters, none on a plain net);
 - ``normed-analytic``: the Normed initializer, then ``rescale`` without data (analytic scales);
+- ``normed-noise``: the same without data, by ``rule="noise"`` (the probe rule on U(0, 1)
+  images, its logits against random labels: no data, but it sees the draw);
 - ``normed-all`` / ``normed-all-analytic``, ``normed-structured`` /
   ``normed-structured-analytic``: the same with ``move="all"`` (every layer gets its own
   scale) and ``move="structured"`` (only circulant/periodic layers do); ``normed-local``: no
@@ -106,6 +108,7 @@ _DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3}
 _PROBE_SIZE = 256
 # The Normed variants -> the rescale that follows (None: the layer-local part only).
 _NORMED = {"normed": ("probe", "auto"), "normed-analytic": ("analytic", "auto"),
+           "normed-noise": ("noise", "auto"),
            "normed-all": ("probe", "all"), "normed-all-analytic": ("analytic", "all"),
            "normed-structured": ("probe", "structured"),
            "normed-structured-analytic": ("analytic", "structured"), "normed-local": None}
@@ -237,8 +240,9 @@ def apply_rescale(model, mode, probe, optimizer, loss=None):
     from keras_normed import rescale
 
     rule, move = mode
-    return rescale(model, data=probe if rule == "probe" else None, optimizer=optimizer,
-                   loss=loss, rule=rule, move=move)
+    probing = rule == "probe"
+    return rescale(model, data=probe if probing else None, optimizer=optimizer,
+                   loss=loss if probing else None, rule=rule, move=move)
 
 
 class BatchLossRecorder(keras.callbacks.Callback):
@@ -478,7 +482,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="networks of the paper to train")
     parser.add_argument("--inits", nargs="+", type=_init_name, default=list(DEFAULT_INITS),
                         metavar="INIT",
-                        help="initializations: normed, normed-analytic, glorot, he, "
+                        help="initializations: normed, normed-analytic, normed-noise, glorot, "
+                             "he, "
                              "normed-all, normed-all-analytic, normed-structured, "
                              "normed-structured-analytic, normed-local, or "
                              "any keras.initializers name")

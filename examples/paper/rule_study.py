@@ -12,8 +12,14 @@ chains, so the function-keeping constraint is one: the product of the scales is 
   set to its RMS, sign kept, before ``rescale``;
 - ``--rule output-gain --gain G``: the output layer's draw times ``G`` (``G = sqrt(2)``: the
   ReLU gain there, as He has), then ``rescale`` (changes the function by ``G``);
-- ``--rule synthetic``: ``rescale``'s probe batch replaced by N(0, 1) images with uniform random
-  labels (a data-free probe that still sees the seed's own draw);
+- ``--rule synthetic``: ``rescale``'s probe batch replaced by noise images with uniform random
+  labels (a data-free probe that still sees the seed's own draw): ``--noise normal`` N(0, 1),
+  ``--noise uniform`` U(0, 1) (nonnegative, as pixels are: a nonzero mean reaches the
+  zero-frequency gain of the circulant blocks, which N(0, 1) does not);
+- ``--rule mean-scales --scales-from FILE``: every run of a net gets the same scales, the
+  geometric mean over the seeds of the scales ``rescale`` found for that net in ``compare``'s
+  JSON ``FILE`` (its ``normed`` runs): the best any seed-independent (data-free, structure-only)
+  rule could hope for, if the probe's average is the target;
 - ``--rule output``: equalize each layer's relative *output* change under the first step,
   ``||op(h; dW)|| / ||op(h; W)||`` on the probe (its input ``h``, pre-activation), instead of
   its parameter growth ``||dW|| / ||W||`` (the same law in the scales, so one solve).
@@ -131,6 +137,28 @@ def _fix_zero_frequency(model) -> None:
         layer.kernel.assign(w + (np.where(total >= 0, rms, -rms) - total) / n)
 
 
+def mean_scales(path: str, net: str, init: str = "normed") -> dict:
+    """``{kernel path: geometric mean over the runs' scales}`` for ``net`` in a compare JSON."""
+    with open(path) as f:
+        runs = [r for r in json.load(f)["runs"]
+                if r["net"] == net and r["init"] == init and r.get("rescale")]
+    if not runs:
+        raise ValueError(f"{path} has no {init!r} run of net {net!r} with a rescale report.")
+    logs: dict = {}
+    for run in runs:
+        for row in run["rescale"]["layers"]:
+            logs.setdefault(row["path"], []).append(np.log(row["scale"]))
+    return {k: float(np.exp(np.mean(v))) for k, v in logs.items()}
+
+
+def _set_scales(model, report: dict, target: dict) -> None:
+    by_path = {v.path: v for v in model.trainable_variables}
+    for row in report["layers"]:
+        factor = target[row["path"]] / row["scale"]
+        by_path[row["path"]].assign(by_path[row["path"]] * factor)
+        row["scale"] = target[row["path"]]
+
+
 class _Report:
     def __init__(self, summary: dict):
         self.summary = summary
@@ -153,14 +181,19 @@ def step_for(args):
         if args.rule == "synthetic":
             x, y = probe
             rng = np.random.default_rng(len(y))
-            probe = (rng.standard_normal(np.shape(x)).astype("float32"),
-                     rng.integers(0, 10, len(y)))
+            uniform = getattr(args, "noise", "normal") == "uniform"
+            noise = (rng.uniform(0.0, 1.0, np.shape(x)) if uniform
+                     else rng.standard_normal(np.shape(x)))
+            probe = (noise.astype("float32"), rng.integers(0, 10, len(y)))
         report = rescale(model, data=probe, optimizer=optimizer, loss=loss, rule=rule,
                          move=move, force=args.rule in ("dc", "output-gain")).as_dict()
         if args.rule == "cap":
             _cap(model, report, args)
         elif args.rule == "output":
             _equalize_outputs(model, report, probe, optimizer, loss)
+        elif args.rule == "mean-scales":
+            _set_scales(model, report, mean_scales(args.scales_from,
+                                                   model.name.removeprefix("paper_net_")))
         elif args.rule == "calibrate":
             _calibrate(model, report, probe, args.tau)
         return _Report(report)
@@ -171,9 +204,13 @@ def step_for(args):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rule", choices=("cap", "calibrate", "dc", "output-gain", "synthetic",
-                                                   "output"),
+                                                   "output", "mean-scales"),
                         required=True)
     parser.add_argument("--gain", type=float, default=2 ** 0.5)
+    parser.add_argument("--noise", choices=("normal", "uniform"), default="normal",
+                        help="--rule synthetic's images: N(0, 1) or U(0, 1)")
+    parser.add_argument("--scales-from", default=None,
+                        help="--rule mean-scales: a compare JSON with normed runs of the nets")
     parser.add_argument("--kappa", type=float, default=1.0)
     parser.add_argument("--rabs", type=float, default=0.0)
     parser.add_argument("--tau", type=float, default=1.0)
@@ -186,6 +223,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default=None, help="JSON file for every run")
     args = parser.parse_args(argv)
+    if args.rule == "mean-scales" and not args.scales_from:
+        parser.error("--rule mean-scales needs --scales-from FILE (a compare JSON)")
     from examples.paper.data import load_digits
 
     compare.apply_rescale = step_for(args)

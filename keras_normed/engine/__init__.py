@@ -6,7 +6,7 @@ optimizer's first step on copies (:mod:`.grad`), rollback and agreement between 
 """
 
 from keras_normed.engine import grad
-from keras_normed.engine.data import Batch, as_batch
+from keras_normed.engine.data import Batch, as_batch, noise_batch
 from keras_normed.engine.grad import *  # noqa: F403 - re-exported: its __all__
 from keras_normed.engine.graph import (
     KernelSite,
@@ -20,7 +20,7 @@ from keras_normed.engine.report import Report, Row, spread
 from keras_normed.engine.solve import equalize, norm, relative_change
 from keras_normed.engine.state import Transaction, agree, steps_taken
 
-__all__ = ["Batch", "as_batch", "KernelSite", "ScaleConstraints", "kernel_sites",
+__all__ = ["Batch", "as_batch", "noise_batch", "KernelSite", "ScaleConstraints", "kernel_sites",
            "scale_constraints", *grad.__all__, "Report", "Row", "spread", "equalize", "norm",
            "relative_change", "Transaction", "agree", "steps_taken", "weight_label",
            "weights_left"]

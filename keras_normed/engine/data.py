@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 import keras
 import numpy as np
 
-__all__ = ["Batch", "as_batch"]
+__all__ = ["Batch", "as_batch", "noise_batch"]
 
 _WHAT_TO_PASS = ("Pass a batch as `model.fit` takes it: `x` (an array, a list of arrays for "
                  "several inputs or a dict keyed by input name), `(x, y)` or `(x, y, "
@@ -231,3 +231,42 @@ def as_batch(model, data, *, need_y: bool, arg: str = "data", min_size: int = 1)
         raise ValueError(f"`{arg}` has {held}; this step needs at least {min_size} (a "
                          "variance needs 2; 64-256 is typical).")
     return Batch(x, y, sample_weight)
+
+
+def noise_batch(model, size: int = 256, seed: int = 0) -> Batch:
+    """A data-free probe batch for ``model``: every input drawn U(0, 1) (nonnegative, as pixels
+    are), ``size`` rows, from a fixed ``seed`` (the same batch in every process), no targets.
+
+    Raises ValueError naming what to pass where ``model.inputs`` is unknown (a subclassed
+    model), a non-batch dimension is unknown, or an input is not floating point (token ids).
+    """
+    inputs = symbolic(model, "inputs")
+    if inputs is None:
+        raise ValueError(
+            f"rule='noise' draws inputs of the shapes of `model.inputs`, but model "
+            f"{model.name!r} has none (a subclassed model). Pass a probe batch `data=(x, y)` "
+            "instead, or use rule='analytic'.")
+    names = _input_names(model, inputs)
+    rng = np.random.default_rng(seed)
+    leaves = []
+    for spec, name in zip(inputs, names):
+        shape, dtype = tuple(spec.shape[1:]), keras.backend.standardize_dtype(spec.dtype)
+        if any(d is None for d in shape):
+            raise ValueError(
+                f"rule='noise' needs every input's shape, but input {name!r} has shape "
+                f"{tuple(spec.shape)} (None beyond the batch axis). Pass a probe batch "
+                "`data=(x, y)`, or build the model on a fixed shape.")
+        if not dtype.startswith(("float", "bfloat")):
+            raise ValueError(
+                f"rule='noise' draws U(0, 1) images, but input {name!r} has dtype {dtype!r} "
+                "(ids or integer pixels have no noise of their meaning). Pass a probe batch "
+                "`data=(x, y)`, or use rule='analytic'.")
+        leaves.append(rng.uniform(0.0, 1.0, (size, *shape)).astype(
+            dtype if dtype in ("float16", "float64") else "float32"))
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):
+        struct = None
+    if isinstance(struct, dict):
+        return Batch(dict(zip(names, leaves)))
+    return Batch(leaves if len(leaves) > 1 else leaves[0])

@@ -14,9 +14,9 @@ import numpy as np
 from keras_normed import _keras_compat as compat
 from keras_normed.engine.data import Batch
 
-__all__ = ["Loss", "resolve_loss", "default_loss", "resolve_optimizer", "loss_and_gradients",
-           "optimizer_steps", "step_exponent", "step_norms_and_exponent", "norms", "predict",
-           "outside_distribution", "clips_globally"]
+__all__ = ["Loss", "RandomLabelLoss", "resolve_loss", "default_loss", "resolve_optimizer",
+           "loss_and_gradients", "optimizer_steps", "step_exponent", "step_norms_and_exponent",
+           "norms", "predict", "outside_distribution", "clips_globally"]
 
 
 class Loss:
@@ -47,6 +47,34 @@ class Loss:
             weights = [weights] * len(preds)
         return sum((fn(y, p, sample_weight=w) for fn, y, p, w in
                     zip(self.per_output, targets, preds, weights) if fn is not None), 0.0)
+
+
+class RandomLabelLoss(Loss):
+    """A loss without targets: every output read as logits over its last axis against labels
+    drawn uniformly from ``seed`` (softmax cross-entropy; sigmoid for one unit), the mean over
+    the other axes, summed over outputs: a classifier's loss at chance. Its gradient
+    ``softmax(y) - one_hot`` has the part common to every row that a draw with large outputs
+    gets (a zero-mean random projection lacks it, and measured no better than the analytic
+    rule on the circulant net (d): docs/results.md)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(False, description="cross-entropy against random labels (rule='noise')")
+        self.seed = seed
+
+    def __call__(self, model, trainable, non_trainable, batch: Batch, y_pred):
+        rng = np.random.default_rng(self.seed)
+        total = 0.0
+        for pred in keras.tree.flatten(y_pred):
+            shape = tuple(int(d) for d in pred.shape)
+            pred = keras.ops.cast(pred, "float32")
+            if shape[-1] == 1:
+                labels = rng.integers(0, 2, shape).astype("float32")
+                value = keras.ops.binary_crossentropy(labels, pred, from_logits=True)
+            else:
+                labels = rng.integers(0, shape[-1], shape[:-1])
+                value = keras.ops.sparse_categorical_crossentropy(labels, pred, from_logits=True)
+            total = total + keras.ops.mean(value)
+        return total
 
 
 def _missing_outputs(model, y) -> Tuple[list, list]:
@@ -129,7 +157,9 @@ class _FunctionLoss(keras.losses.Loss):
 
 def resolve_loss(model, batch: Batch, loss=None) -> Loss:
     """``loss`` given (one for every output, a list in output order or a dict by output name),
-    else the compiled one, else :func:`default_loss` per output."""
+    else the compiled one, else :func:`default_loss` per output (a :class:`Loss` is kept)."""
+    if isinstance(loss, Loss):
+        return loss
     if loss is None and getattr(model, "loss", None) is not None \
             and hasattr(model, "stateless_compute_loss"):
         return Loss(True, description="compiled")

@@ -1,0 +1,144 @@
+"""rescale(rule="noise"): the probe rule on a drawn U(0, 1) batch, its outputs read as logits
+against random labels; no data, the same in every process, refusals that say what to pass."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_normed
+from examples.paper.networks import paper_net
+from keras_normed import engine
+from keras_normed.layers import CirculantDense
+
+
+def _weights(model):
+    return [np.array(keras.ops.convert_to_numpy(w)) for w in model.weights]
+
+
+def _assert_unchanged(before, model):
+    for a, b in zip(before, _weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_noise_rule_is_the_probe_rule_on_its_batch_and_random_labels():
+    """Reference: the probe rule on the same U(0, 1) rows with the same random labels and
+    Keras's own sparse cross-entropy from logits: the same scales."""
+    a, b = (paper_net("d", "normed", seed=3, size="tiny") for _ in range(2))
+    x = np.random.default_rng(0).uniform(0.0, 1.0, (256, 8, 8, 1)).astype("float32")
+    y = np.random.default_rng(0).integers(0, 10, 256)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    noise = keras_normed.rescale(a, rule="noise", move="all")
+    probe = keras_normed.rescale(b, (x, y), loss=loss, rule="probe", move="all")
+    assert noise.applied and noise.rule == "noise"
+    assert set(noise.scales) == set(probe.scales)
+    for path, c in probe.scales.items():
+        assert noise.scales[path] == pytest.approx(c, rel=1e-4)
+    for wa, wb in zip(_weights(a), _weights(b)):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-7)
+
+
+def test_noise_rule_keeps_the_function_sees_the_draw_and_is_deterministic():
+    x = np.random.default_rng(5).uniform(size=(16, 8, 8, 1)).astype("float32")
+    scales = []
+    for seed in (1, 1, 2):
+        model = paper_net("c", "normed", seed=seed, size="tiny")
+        before = keras.ops.convert_to_numpy(model(x))
+        report = keras_normed.rescale(model, rule="noise")
+        assert report.applied and report.summary["output_change"] < 1e-5
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), before, rtol=1e-4,
+                                   atol=1e-5 * np.abs(before).max())
+        assert report.spread_after <= 1.5 < report.spread_before
+        scales.append(report.scales)
+    assert scales[0] == scales[1]  # the same draw: the same batch, the same scales
+    # Another draw, other scales: the analytic rule's would be equal for both seeds.
+    assert any(abs(scales[0][k] / scales[2][k] - 1) > 1e-3 for k in scales[0])
+
+
+def test_noise_rule_on_dict_and_list_inputs():
+    for as_dict in (True, False):
+        a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
+        h = keras.layers.Concatenate()([
+            keras.layers.Dense(8, activation="relu", kernel_initializer="normed")(a),
+            CirculantDense(8, block_size=4, activation="relu", kernel_initializer="normed")(
+                keras.layers.Dense(8, kernel_initializer="normed")(b))])
+        out = keras.layers.Dense(3, kernel_initializer=keras_normed.initializers.Normed(
+            "linear"))(h)
+        model = keras.Model({"a": a, "b": b} if as_dict else [a, b], out)
+        report = keras_normed.rescale(model, rule="noise")
+        assert report.applied and report.summary["output_change"] < 1e-5
+
+
+class _Sub(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d = keras.layers.Dense(4, kernel_initializer="normed")
+
+    def call(self, x):
+        return self.d(x)
+
+
+@pytest.mark.parametrize("case", ["subclassed", "int input", "unknown size", "data", "loss",
+                                  "bad rule"])
+def test_noise_rule_refusals_say_what_to_pass_and_change_nothing(case):
+    if case == "subclassed":
+        model = _Sub()
+        model(np.zeros((2, 3), "float32"))
+    elif case == "int input":
+        i = keras.Input((5,), dtype="int32")
+        h = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(i))
+        model = keras.Model(i, keras.layers.Dense(3, kernel_initializer="normed")(h))
+    else:
+        i = keras.Input((None, None, 1) if case == "unknown size" else (8, 8, 1))
+        h = keras.layers.Conv2D(4, 3, kernel_initializer="normed")(i)
+        model = keras.Model(i, keras.layers.GlobalMaxPooling2D()(h))
+    before = _weights(model)
+    kwargs = {"rule": "noise"}
+    if case == "data":
+        kwargs["data"] = (np.zeros((4, 8, 8, 1), "float32"), np.zeros((4, 4), "float32"))
+    if case == "loss":
+        kwargs["loss"] = "mse"
+    if case == "bad rule":
+        kwargs["rule"] = "Noise"
+    expected = {"subclassed": "has none .a subclassed model.*data=",
+                "int input": "dtype 'int32'.*data=", "unknown size": "None beyond the batch",
+                "data": "leave `data`", "loss": "no `loss`", "bad rule": "'noise'"}[case]
+    with pytest.raises(ValueError, match=expected):
+        keras_normed.rescale(model, **kwargs)
+    _assert_unchanged(before, model)
+
+
+def test_noise_batch_and_random_label_loss():
+    i = keras.Input((3, 2), dtype="float16")
+    model = keras.Model(i, keras.layers.Dense(2)(i))
+    batch = engine.noise_batch(model, size=5, seed=1)
+    assert batch.x.shape == (5, 3, 2) and batch.x.dtype == np.float16 and batch.y is None
+    assert 0.0 <= batch.x.min() and batch.x.max() <= 1.0
+    np.testing.assert_array_equal(batch.x, engine.noise_batch(model, size=5, seed=1).x)
+    # Two outputs, (2, 3, 4) logits and (2, 1) one unit: numpy's cross-entropies.
+    logits = np.random.default_rng(7).standard_normal((2, 3, 4))
+    one = np.array([[0.3], [-1.2]])
+    rng = np.random.default_rng(4)
+    labels, bits = rng.integers(0, 4, (2, 3)), rng.integers(0, 2, (2, 1))
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -np.take_along_axis(log_p, labels[..., None], -1).mean()
+    bce = np.mean(np.log1p(np.exp(-one)) + (1 - bits) * one)
+    value = engine.RandomLabelLoss(seed=4)(
+        model, None, None, batch, [keras.ops.convert_to_tensor(t.astype("float32"))
+                                   for t in (logits, one)])
+    assert float(keras.ops.convert_to_numpy(value)) == pytest.approx(ce + bce, rel=1e-5)
+
+
+def test_callback_with_the_noise_rule_rescales_before_the_first_step():
+    from keras_normed.callbacks import NormedScaling
+
+    model = paper_net("c", "normed", seed=4, size="tiny")
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    twin = paper_net("c", "normed", seed=4, size="tiny")
+    expected = keras_normed.rescale(twin, rule="noise").scales
+    callback = NormedScaling(rule="noise")
+    x = np.random.default_rng(0).uniform(size=(8, 8, 8, 1)).astype("float32")
+    model.fit(x, np.zeros(8, "int32"), epochs=1, batch_size=8, verbose=0,
+              callbacks=[callback])
+    assert callback.report.applied and callback.report.rule == "noise"
+    assert callback.report.scales == pytest.approx(expected, rel=1e-5)
