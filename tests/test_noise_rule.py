@@ -126,6 +126,13 @@ def test_noise_batch_and_random_label_loss():
         model, None, None, batch, [keras.ops.convert_to_tensor(t.astype("float32"))
                                    for t in (logits, one)])
     assert float(keras.ops.convert_to_numpy(value)) == pytest.approx(ce + bce, rel=1e-5)
+    # One value per row (a squeezed output): one unit, not a class axis over the rows.
+    rows = np.array([0.5, -2.0, 1.5])
+    bits = np.random.default_rng(4).integers(0, 2, 3)
+    value = engine.RandomLabelLoss(seed=4)(model, None, None, batch,
+                                           keras.ops.convert_to_tensor(rows.astype("float32")))
+    expected = np.mean(np.log1p(np.exp(-rows)) + (1 - bits) * rows)
+    assert float(keras.ops.convert_to_numpy(value)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_callback_with_the_noise_rule_rescales_before_the_first_step():

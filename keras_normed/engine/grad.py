@@ -51,8 +51,9 @@ class Loss:
 
 class RandomLabelLoss(Loss):
     """A loss without targets: every output read as logits over its last axis against labels
-    drawn uniformly from ``seed`` (softmax cross-entropy; sigmoid for one unit), the mean over
-    the other axes, summed over outputs: a classifier's loss at chance. Its gradient
+    drawn uniformly from ``seed`` (softmax cross-entropy; sigmoid for one unit, or for an
+    output of one value per row), the mean over the other axes, summed over outputs: a
+    classifier's loss at chance. Its gradient
     ``softmax(y) - one_hot`` has the part common to every row that a draw with large outputs
     gets (a zero-mean random projection lacks it, and measured no better than the analytic
     rule on the circulant net (d): docs/results.md)."""
@@ -67,7 +68,7 @@ class RandomLabelLoss(Loss):
         for pred in keras.tree.flatten(y_pred):
             shape = tuple(int(d) for d in pred.shape)
             pred = keras.ops.cast(pred, "float32")
-            if shape[-1] == 1:
+            if len(shape) < 2 or shape[-1] == 1:
                 labels = rng.integers(0, 2, shape).astype("float32")
                 value = keras.ops.binary_crossentropy(labels, pred, from_logits=True)
             else:
