@@ -44,8 +44,14 @@ def _skip_trained(owner: str, model, method: str, quiet: bool = False):
 def _build_on(model, data, arg: str, need_y: bool) -> None:
     """``fit`` builds a model without an Input on its first batch, after ``on_train_begin``:
     build it here as that batch would, on the first rows of the callback's own batch."""
-    if model.built or data is None:
+    if model.built:
         return
+    if data is None:
+        raise ValueError(
+            f"Model {model.name!r} is not built when training begins (TensorFlow's `fit` builds "
+            "it on its first batch, after the callbacks start), and the callback has no "
+            f"`{arg}` to build it on. Give the model an Input, call `model.build(input_shape)`, "
+            f"or pass `{arg}`.")
     x = engine.as_batch(model, data, need_y=need_y, arg=arg).x
     model(keras.tree.map_structure(lambda a: a[:2], x))
 
@@ -82,7 +88,7 @@ class NormedScaling(keras.callbacks.Callback):
         self.verbose = verbose
         self.kwargs = _check_kwargs("NormedScaling", scaling.rescale, kwargs, ("data", "verbose"))
         scaling.check_options(data=data, verbose=verbose, **{
-            k: v for k, v in kwargs.items() if k not in ("loss", "optimizer")})
+            k: v for k, v in kwargs.items() if k != "optimizer"})
         self.report = None
         self.calls = 0
 

@@ -147,7 +147,8 @@ def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
     return out
 
 
-def check_options(*, data=None, rule: str = "auto", move: str = "auto", tol: float = 1.5,
+def check_options(*, data=None, loss=None, rule: str = "auto", move: str = "auto",
+                  tol: float = 1.5,
                   max_iter: int = 6, force: bool = False, training: bool = True,
                   max_output_change: Optional[float] = None, verbose: bool = False) -> None:
     """Validate :func:`rescale`'s options (also at ``NormedScaling``'s construction)."""
@@ -159,6 +160,10 @@ def check_options(*, data=None, rule: str = "auto", move: str = "auto", tol: flo
     if rule == "noise" and data is not None:
         raise ValueError("rule='noise' draws its own inputs and has no targets: leave `data` "
                          "None, or pass data with rule='probe' (or 'auto').")
+    if rule == "noise" and loss is not None:
+        raise ValueError("rule='noise' has no targets, so no `loss`: its loss is each output's "
+                         "cross-entropy against random labels. Leave `loss` None, or pass "
+                         "`data=(x, y)` with rule='probe'.")
     if move not in ("auto", "all", "structured"):
         raise ValueError(f"Invalid `move` {move!r}; expected 'auto', 'all' or 'structured'.")
     check_number("tol", tol, 1.0)
@@ -258,7 +263,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         ValueError / TypeError: unbuilt model, bad arguments or data, trained or loaded weights
             (without ``force``), a non-finite probe loss. Weights are unchanged when it raises.
     """
-    check_options(data=data, rule=rule, move=move, tol=tol, max_iter=max_iter, force=force,
+    check_options(data=data, loss=loss, rule=rule, move=move, tol=tol, max_iter=max_iter,
+                  force=force,
                   training=training, max_output_change=max_output_change, verbose=verbose)
     if rule == "auto":
         rule = "probe" if data is not None else "analytic"
@@ -276,10 +282,6 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     if not force:
         _refuse_trained(model, free, base)
     if rule == "noise":
-        if loss is not None:
-            raise ValueError("rule='noise' has no targets, so no `loss`: its loss is each "
-                             "output's cross-entropy against random labels. Leave `loss` None, "
-                             "or pass `data=(x, y)` with rule='probe'.")
         batch, loss = engine.noise_batch(model), engine.RandomLabelLoss()
     else:
         batch = engine.as_batch(model, data, need_y=True) if rule == "probe" else None
@@ -308,6 +310,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
     structures = [_structure_or_fans(s.layer) for s in free]
     optimizer = engine.resolve_optimizer(model, optimizer)
     summary = {"rule": rule, "move": move, "move_reason": why, "graph": constraints.graph,
+               **({"loss": loss.description} if rule == "noise" else {}),
                "output_change": None,
                "constraints": int(np.linalg.matrix_rank(rows)) if rows.size else 0}
 
@@ -526,7 +529,8 @@ def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol, max_
         if np.any(r <= 0):
             dead = [kernels[i].path for i in np.flatnonzero(r <= 0)]
             hint = (" No layer gets one: the loss does not depend on the weights on this batch "
-                    "(are all sample weights 0?)." if np.all(r <= 0) else "")
+                    "(are all sample weights 0? is the loss saturated?), or the optimizer's step "
+                    "is zero (a learning rate of 0?)." if np.all(r <= 0) else "")
             raise ValueError(f"Layers {dead} get no gradient on the probe batch (dead units, "
                              "disconnected, or feeding an output without a loss); their growth "
                              f"cannot be equalized.{hint}")

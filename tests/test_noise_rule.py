@@ -149,3 +149,76 @@ def test_callback_with_the_noise_rule_rescales_before_the_first_step():
               callbacks=[callback])
     assert callback.report.applied and callback.report.rule == "noise"
     assert callback.report.scales == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_a_probability_head_is_read_as_the_logits_it_squashes(head):
+    """A softmax (sigmoid) head gives the scales of the same net ending in its logits. Before,
+    the probabilities were squashed again on JAX and under mixed precision (the trial measured
+    a head's growth at 0.07-0.09 of its twin's), and matched only through Keras's TF-only
+    logits shortcut in float32."""
+    units = 10 if head == "softmax" else 1
+    models = []
+    for activation in (head, None):
+        i = keras.Input((12,))
+        h = keras.layers.Dense(16, activation="relu", name="trunk",
+                               kernel_initializer=keras_normed.initializers.Normed(seed=1))(i)
+        h = CirculantDense(16, block_size=4, activation="relu", name="circ",
+                           kernel_initializer=keras_normed.initializers.Normed(seed=2))(h)
+        out = keras.layers.Dense(units, activation=activation, name="head",
+                                 kernel_initializer=keras_normed.initializers.Normed(
+                                     "linear", seed=3))(h)
+        models.append(keras.Model(i, out))
+    probs, logits = (keras_normed.rescale(m, rule="noise").scales for m in models)
+    assert probs == pytest.approx(logits, rel=1e-4)
+
+
+def test_callback_refuses_a_loss_with_the_noise_rule_at_construction():
+    """Before, `NormedScaling(rule="noise", loss="mse")` was taken and refused only in `fit`
+    (`data=` with it was refused at construction)."""
+    from keras_normed.callbacks import NormedScaling
+
+    with pytest.raises(ValueError, match="no `loss`"):
+        NormedScaling(rule="noise", loss="mse")
+    with pytest.raises(ValueError, match="leave `data`"):
+        NormedScaling(rule="noise", data=(np.zeros((2, 3)), np.zeros(2)))
+
+
+def test_callback_without_data_on_a_model_fit_has_not_built_says_what_to_do():
+    """TensorFlow's `fit` builds a model without an Input after `on_train_begin`: without data
+    the callback cannot build it (JAX's `fit` builds it first, so there it runs)."""
+    from keras_normed.callbacks import NormedScaling
+
+    model = keras.Sequential([keras.layers.Dense(4, "relu", kernel_initializer="normed"),
+                              keras.layers.Dense(2, kernel_initializer="normed")])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    callback = NormedScaling(rule="noise")
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match="not built when training begins.*model.build"):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    else:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+        assert callback.report.rule == "noise"
+
+
+def test_noise_batch_checks_its_arguments_and_names_unnamed_inputs_as_users_do():
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="the model's input has shape"):
+        engine.noise_batch(model)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    for kwargs in ({"size": 0}, {"size": 2.5}, {"size": True}, {"seed": -1}, {"seed": "a"}):
+        arg = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"`{arg}` must be an int"):
+            engine.noise_batch(model, **kwargs)
+
+
+def test_noise_report_names_its_loss_and_a_zero_step_is_not_blamed_on_the_data():
+    model = paper_net("c", "normed", seed=0, size="tiny")
+    report = keras_normed.rescale(model, rule="noise")
+    assert "random labels" in report.summary["loss"]
+    model = paper_net("c", "normed", seed=0, size="tiny")
+    before = _weights(model)
+    with pytest.raises(ValueError, match="learning rate of 0"):
+        keras_normed.rescale(model, rule="noise", optimizer=keras.optimizers.SGD(0.0))
+    _assert_unchanged(before, model)

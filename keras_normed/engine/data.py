@@ -96,6 +96,12 @@ def _input_names(model, inputs) -> List[str]:
     return [key[id(t)] for t in inputs] if all(id(t) in key for t in inputs) else _names(inputs)
 
 
+def _input_label(name: str) -> str:
+    # An Input given no name is "keras_tensor_<n>" to Keras, unknown to the user.
+    return "the model's input" if re.fullmatch(r"keras_tensor(_\d+)?", name) \
+        else f"input {name!r}"
+
+
 def _check_x(model, x, arg: str) -> None:
     inputs = symbolic(model, "inputs")
     if inputs is None:
@@ -119,9 +125,7 @@ def _check_x(model, x, arg: str) -> None:
             "`model.inputs`, or a dict keyed by input name).")
     for leaf, spec, name in zip(leaves, inputs, names):
         want, what = len(spec.shape), "x" if len(inputs) == 1 else f"x[{name!r}]"
-        # An Input given no name is "keras_tensor_<n>" to Keras, unknown to the user.
-        label = "the model's input" if re.fullmatch(r"keras_tensor(_\d+)?", name) \
-            else f"input {name!r}"
+        label = _input_label(name)
         if leaf.ndim == want - 1:
             raise ValueError(
                 f"`{arg}`: {what} has shape {leaf.shape}, but {label} expects "
@@ -246,6 +250,9 @@ def noise_batch(model, size: int = 256, seed: int = 0) -> Batch:
             f"rule='noise' draws inputs of the shapes of `model.inputs`, but model "
             f"{model.name!r} has none (a subclassed model). Pass a probe batch `data=(x, y)` "
             "instead, or use rule='analytic'.")
+    for arg, value, low in (("size", size, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"noise_batch: `{arg}` must be an int >= {low}, got {value!r}.")
     names = _input_names(model, inputs)
     rng = np.random.default_rng(seed)
     leaves = []
@@ -253,14 +260,14 @@ def noise_batch(model, size: int = 256, seed: int = 0) -> Batch:
         shape, dtype = tuple(spec.shape[1:]), keras.backend.standardize_dtype(spec.dtype)
         if any(d is None for d in shape):
             raise ValueError(
-                f"rule='noise' needs every input's shape, but input {name!r} has shape "
+                f"rule='noise' needs every input's shape, but {_input_label(name)} has shape "
                 f"{tuple(spec.shape)} (None beyond the batch axis). Pass a probe batch "
                 "`data=(x, y)`, or build the model on a fixed shape.")
         if not dtype.startswith(("float", "bfloat")):
             raise ValueError(
-                f"rule='noise' draws U(0, 1) images, but input {name!r} has dtype {dtype!r} "
-                "(ids or integer pixels have no noise of their meaning). Pass a probe batch "
-                "`data=(x, y)`, or use rule='analytic'.")
+                f"rule='noise' draws U(0, 1) images, but {_input_label(name)} has dtype "
+                f"{dtype!r} (ids or integer pixels have no noise of their meaning). Pass a "
+                "probe batch `data=(x, y)`, or use rule='analytic'.")
         leaves.append(rng.uniform(0.0, 1.0, (size, *shape)).astype(
             dtype if dtype in ("float16", "float64") else "float32"))
     try:

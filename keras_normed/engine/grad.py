@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import warnings
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import keras
@@ -53,7 +54,9 @@ class RandomLabelLoss(Loss):
     """A loss without targets: every output read as logits over its last axis against labels
     drawn uniformly from ``seed`` (softmax cross-entropy; sigmoid for one unit, or for an
     output of one value per row), the mean over the other axes, summed over outputs: a
-    classifier's loss at chance. Its gradient
+    classifier's loss at chance. An output that is already probabilities (nonnegative rows
+    summing to 1; one unit strictly inside (0, 1)) is read as a softmax's or a sigmoid's, not
+    squashed twice. Its gradient
     ``softmax(y) - one_hot`` has the part common to every row that a draw with large outputs
     gets (a zero-mean random projection lacks it, and measured no better than the analytic
     rule on the circulant net (d): docs/results.md)."""
@@ -68,12 +71,21 @@ class RandomLabelLoss(Loss):
         for pred in keras.tree.flatten(y_pred):
             shape = tuple(int(d) for d in pred.shape)
             pred = keras.ops.cast(pred, "float32")
+            # An output that already is a softmax or a sigmoid is read as probabilities, in a
+            # traceable select (JAX traces this; Keras's own logits shortcut is TF-only).
             if len(shape) < 2 or shape[-1] == 1:
                 labels = rng.integers(0, 2, shape).astype("float32")
-                value = keras.ops.binary_crossentropy(labels, pred, from_logits=True)
+                fn = keras.ops.binary_crossentropy
+                probs = keras.ops.all((pred > 0) & (pred < 1))
             else:
                 labels = rng.integers(0, shape[-1], shape[:-1])
-                value = keras.ops.sparse_categorical_crossentropy(labels, pred, from_logits=True)
+                fn = keras.ops.sparse_categorical_crossentropy
+                probs = keras.ops.all(pred >= 0) & keras.ops.all(
+                    keras.ops.abs(keras.ops.sum(pred, axis=-1) - 1.0) < 1e-2)
+            with warnings.catch_warnings():  # Keras warns of the branch the select drops
+                warnings.filterwarnings("ignore", message=".*received `from_logits=True`")
+                as_logits = fn(labels, pred, from_logits=True)
+            value = keras.ops.where(probs, fn(labels, pred, from_logits=False), as_logits)
             total = total + keras.ops.mean(value)
         return total
 
