@@ -256,7 +256,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         ``spread_allowed``,
         ``output_change`` (relative, on the probe batch: its first 32 rows where the graph
         reads homogeneous and they show no change; ``None`` without a probe batch or for a
-        no-op), ``notes`` (what is not homogeneous) and
+        no-op), ``loss`` (``rule="noise"``: the loss it ran), ``notes`` (what is not
+        homogeneous) and
         ``moving_statistics`` (BatchNormalization layers whose statistics were scaled too).
 
     Raises:
