@@ -222,3 +222,31 @@ def test_noise_report_names_its_loss_and_a_zero_step_is_not_blamed_on_the_data()
     with pytest.raises(ValueError, match="learning rate of 0"):
         keras_normed.rescale(model, rule="noise", optimizer=keras.optimizers.SGD(0.0))
     _assert_unchanged(before, model)
+
+
+def _gradient(fn, x):
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(x))
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = fn(x)
+    return tape.gradient(value, x).numpy()
+
+
+def test_random_label_loss_gradient_is_finite_for_zero_rows_and_matches_softmax_ce():
+    """An all-zero output row (a dead ReLU head) sums to 0: the probability branch, dropped by
+    the select, divided 0 by 0 and its NaN leaked into the gradient."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    batch = engine.Batch(np.zeros((4, 2), "float32"))
+    loss = engine.RandomLabelLoss(seed=2)
+    pred = np.zeros((4, 3), "float32")
+    pred[1] = [0.5, -1.0, 2.0]
+    grad = _gradient(lambda t: loss(model, None, None, batch, t), pred)
+    labels = np.random.default_rng(2).integers(0, 3, 4)
+    p = np.exp(pred) / np.exp(pred).sum(-1, keepdims=True)
+    np.testing.assert_allclose(grad, (p - np.eye(3)[labels]) / 4, rtol=1e-5, atol=1e-7)

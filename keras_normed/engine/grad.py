@@ -75,17 +75,20 @@ class RandomLabelLoss(Loss):
             # traceable select (JAX traces this; Keras's own logits shortcut is TF-only).
             if len(shape) < 2 or shape[-1] == 1:
                 labels = rng.integers(0, 2, shape).astype("float32")
-                fn = keras.ops.binary_crossentropy
+                fn, units = keras.ops.binary_crossentropy, 2
                 probs = keras.ops.all((pred > 0) & (pred < 1))
             else:
                 labels = rng.integers(0, shape[-1], shape[:-1])
-                fn = keras.ops.sparse_categorical_crossentropy
+                fn, units = keras.ops.sparse_categorical_crossentropy, shape[-1]
                 probs = keras.ops.all(pred >= 0) & keras.ops.all(
                     keras.ops.abs(keras.ops.sum(pred, axis=-1) - 1.0) < 1e-2)
             with warnings.catch_warnings():  # Keras warns of the branch the select drops
                 warnings.filterwarnings("ignore", message=".*received `from_logits=True`")
                 as_logits = fn(labels, pred, from_logits=True)
-            value = keras.ops.where(probs, fn(labels, pred, from_logits=False), as_logits)
+            # The dropped branch gets a harmless input: Keras divides probabilities by their
+            # sum, and a 0/0 there (an all-zero ReLU row) would turn its zero gradient to NaN.
+            safe = keras.ops.where(probs, pred, keras.ops.full_like(pred, 1.0 / units))
+            value = keras.ops.where(probs, fn(labels, safe, from_logits=False), as_logits)
             total = total + keras.ops.mean(value)
         return total
 
