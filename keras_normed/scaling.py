@@ -148,8 +148,7 @@ def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
 
 
 def check_options(*, data=None, loss=None, rule: str = "auto", move: str = "auto",
-                  tol: float = 1.5,
-                  max_iter: int = 6, force: bool = False, training: bool = True,
+                  tol: float = 1.5, max_iter: int = 6, force: bool = False, training: bool = True,
                   max_output_change: Optional[float] = None, verbose: bool = False) -> None:
     """Validate :func:`rescale`'s options (also at ``NormedScaling``'s construction)."""
     if rule not in ("auto", "probe", "analytic", "noise"):

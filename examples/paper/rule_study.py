@@ -60,13 +60,9 @@ def _cap(model, report: dict, args) -> None:
     log_g = float(np.mean(log_r))
     log_cap = max(log_g, np.log(args.rabs)) if args.rabs else log_g + np.log(args.kappa)
     scales = np.exp(least_change(log_r, log_cap, p))
-    done = {row["path"]: (c / row["scale"], row) for row, c in zip(layers, scales)}
-    for variable in model.trainable_variables:
-        if variable.path in done:
-            factor, row = done[variable.path]
-            variable.assign(variable * factor)
-            row["scale"] = float(row["scale"] * factor)
-            row["growth_after"] = float(row["growth_before"] * row["scale"] ** -p)
+    _set_scales(model, report, {row["path"]: float(c) for row, c in zip(layers, scales)})
+    for row in layers:
+        row["growth_after"] = float(row["growth_before"] * row["scale"] ** -p)
 
 
 def _calibrate(model, report: dict, probe, tau: float) -> None:

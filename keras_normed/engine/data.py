@@ -86,12 +86,17 @@ def _names(tensors) -> List[str]:
     return [getattr(t, "name", "").split(":")[0] for t in tensors]
 
 
+def _input_struct(model):
+    """``model.input`` (a dict for a model built on a dict of Inputs), or None."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):  # a Sequential never called
+        return None
+
+
 def _input_names(model, inputs) -> List[str]:
     """What ``fit`` keys ``x`` by: the keys of a model built on a dict of Inputs, else names."""
-    try:
-        struct = model.input
-    except (AttributeError, ValueError):  # a Sequential never called
-        struct = None
+    struct = _input_struct(model)
     key = {id(t): k for k, t in struct.items()} if isinstance(struct, dict) else {}
     return [key[id(t)] for t in inputs] if all(id(t) in key for t in inputs) else _names(inputs)
 
@@ -270,10 +275,6 @@ def noise_batch(model, size: int = 256, seed: int = 0) -> Batch:
                 "probe batch `data=(x, y)`, or use rule='analytic'.")
         leaves.append(rng.uniform(0.0, 1.0, (size, *shape)).astype(
             dtype if dtype in ("float16", "float64") else "float32"))
-    try:
-        struct = model.input
-    except (AttributeError, ValueError):
-        struct = None
-    if isinstance(struct, dict):
+    if isinstance(_input_struct(model), dict):
         return Batch(dict(zip(names, leaves)))
     return Batch(leaves if len(leaves) > 1 else leaves[0])

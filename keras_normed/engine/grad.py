@@ -56,10 +56,9 @@ class RandomLabelLoss(Loss):
     output of one value per row), the mean over the other axes, summed over outputs: a
     classifier's loss at chance. An output that is already probabilities (nonnegative rows
     summing to 1; one unit strictly inside (0, 1)) is read as a softmax's or a sigmoid's, not
-    squashed twice. Its gradient
-    ``softmax(y) - one_hot`` has the part common to every row that a draw with large outputs
-    gets (a zero-mean random projection lacks it, and measured no better than the analytic
-    rule on the circulant net (d): docs/results.md)."""
+    squashed twice. Its gradient ``softmax(y) - one_hot`` has the part common to every row
+    that a draw with large outputs gets (a zero-mean random projection lacks it, and measured
+    no better than the analytic rule on the circulant net (d): docs/results.md)."""
 
     def __init__(self, seed: int = 0):
         super().__init__(False, description="cross-entropy against random labels (rule='noise')")
