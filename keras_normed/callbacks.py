@@ -78,7 +78,7 @@ class NormedScaling(keras.callbacks.Callback):
             built on it first, as ``fit`` would build it on its first batch.
         verbose: print the per-layer table.
         **kwargs: passed to :func:`keras_normed.rescale` (``move``, ``rule``, ``force``,
-            ``tol``, ``max_iter``, ``training``, ``max_output_change``, ``loss``,
+            ``tol``, ``max_iter``, ``training``, ``max_output_change``, ``check``, ``loss``,
             ``optimizer``; the loss and optimizer by default the compiled ones).
     """
 

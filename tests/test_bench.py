@@ -84,7 +84,9 @@ def test_rescale_case_reports_ratios():
     row = bench_rescale(depth=4, width=16, batch=32, repeats=1)
     assert row["probe_s"] > 0 and row["first_fit_s"] > 0 and row["analytic_s"] > 0
     assert row["probe_over_first_fit"] == row["probe_s"] / row["first_fit_s"]
-    assert "probe / first fit" in format_rescale(row)
+    assert row["probe_checked_over_first_fit"] == row["probe_checked_s"] / row["first_fit_s"]
+    text = format_rescale(row)
+    assert "probe / first fit" in text and f"{row['probe_checked_s']:.3f} s" in text
 
 
 def test_issue13_verdicts():

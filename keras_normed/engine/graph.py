@@ -36,6 +36,15 @@ _PASS = ("InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Dropout
          "Swapaxes", "Tile", "Repeat", "BroadcastTo", "Ravel", "Split", "Take", "Unstack", "Copy",
          "Real", "Flip", "Roll", "StopGradient")
 _POWERS = {"Square": 2.0, "Sqrt": 0.5}  # keras.ops of one tensor, homogeneous of this degree
+_KERNEL_LAYERS = ("Dense", "EinsumDense", "Embedding", "CirculantDense", "CirculantConv2D",
+                  "PeriodicConv2D", *(f"{kind}{rank}D" for rank in "123" for kind in (
+                      "Conv", "ConvTranspose", "DepthwiseConv", "SeparableConv")),
+                  *(f"Conv{rank}DTranspose" for rank in "123"))
+# Operations whose call this walk reads exactly: a graph of only these (Keras's own classes or
+# this package's) uses each kernel only where it shows. Anything else may read a kernel inside
+# code the walk does not see (a Lambda, a user's layer, a wrapper's inner cell).
+_EXACT = frozenset((*_NORMALIZATIONS, *_MERGE_EQUAL, *_MERGE_SUM, *_PASS, *_POWERS,
+                    *_KERNEL_LAYERS, "Activation", "ReLU", "Functional", "Sequential"))
 _HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "leaky_relu", "identity")
 _OFFSETS = ("Add", "Subtract", "Maximum", "Minimum")
 
@@ -65,6 +74,7 @@ class ScaleConstraints:
     uses: List[Optional[int]]
     note_forms: List[Tuple[str, Optional[np.ndarray]]]
     graph: str  # "functional", "traced" or "unknown"
+    custom: List[str] = dataclasses.field(default_factory=list)  # operations read by assumption
     order: List[int] = dataclasses.field(default_factory=list)
     output_forms: List[np.ndarray] = dataclasses.field(default_factory=list)
     moving_forms: List[Tuple[Any, np.ndarray]] = dataclasses.field(default_factory=list)
@@ -83,6 +93,12 @@ class ScaleConstraints:
     @property
     def homogeneous(self) -> bool:
         return not self.note_forms and self.graph != "unknown"
+
+    @property
+    def exact(self) -> bool:
+        """The function is kept by construction: a symbolic graph of operations whose calls
+        are read exactly (:data:`_EXACT`), positively homogeneous as read."""
+        return self.homogeneous and self.graph == "functional" and not self.custom
 
 
 def _unique(texts) -> List[str]:
@@ -167,6 +183,7 @@ class _Propagation:
         self.calls: Dict[int, int] = {}  # in the order of the operations' first calls
         self.out_forms: Dict[int, Form] = {}  # a kernel layer's output form (first call)
         self.moving: Dict[int, Tuple[Any, Form]] = {}  # BatchNormalization -> input form
+        self.custom: Dict[str, None] = {}  # operations not in _EXACT, by name
         self.training = training
 
     def _equal(self, forms: List[Form]) -> None:
@@ -225,6 +242,8 @@ class _Propagation:
     def _apply(self, op, node, forms: List[Form], n_out: int) -> List[Form]:
         self.calls[id(op)] = self.calls.get(id(op), 0) + 1
         name = type(op).__name__
+        if not _exact(op):
+            self.custom[getattr(op, "name", name)] = None
         first = forms[0] if forms else {}
         in_tensors = compat.node_inputs(node)
         if isinstance(op, keras.Model):
@@ -322,6 +341,12 @@ class _Propagation:
         return [_union(forms)] * n_out
 
 
+def _exact(op) -> bool:
+    inner = getattr(op, "layer", None) if hasattr(op, "normalized_kernel") else None
+    return type(op).__module__.startswith(("keras.src.", "keras_normed.")) and (
+        type(op).__name__ in _EXACT if inner is None else _exact(inner))
+
+
 def _nonzero_constant(value) -> bool:
     # Python and numpy numbers only: not bools, Variables or symbolic tensors.
     return isinstance(value, (int, float, np.ndarray, np.generic)) \
@@ -395,7 +420,7 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
             np.ones((1, n)) if n else np.zeros((0, 0)), [None] * n,
             [(f"{model.name}: graph not readable (a subclassed model whose call is not "
               "symbolic-traceable): one product-of-scales constraint, as for a chain", None)],
-            "unknown", list(range(n)), list(np.tril(np.ones((n, n)))))
+            "unknown", order=list(range(n)), output_forms=list(np.tril(np.ones((n, n)))))
     layer_of = {}
     for layer in layers:  # pre-order: a sublayer comes after its parent and overrides it
         if not isinstance(layer, keras.Model):
@@ -408,7 +433,7 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
     forms = [_vector(prop.out_forms.get(id(c), {}), n) for c in callers]
     notes = [(text, None if not form else _vector(form, n)) for text, form in prop.notes]
     moving = [(op, _vector(form, n)) for op, form in prop.moving.values() if form]
-    return ScaleConstraints(rows, uses, notes, graph, order, forms, moving)
+    return ScaleConstraints(rows, uses, notes, graph, list(prop.custom), order, forms, moving)
 
 
 def _vector(form: Form, n: int) -> np.ndarray:
