@@ -394,8 +394,9 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                     f"rescale: the scales read from the graph of model {model.name!r} should "
                     f"keep its function, but its output changed by {change:.3g} (relative) on "
                     "the probe batch: some kernel is used outside its layer's call (read as "
-                    "`layer.kernel` inside another computation?). Refused, weights unchanged; "
-                    "use each kernel through its layer.")
+                    "`layer.kernel` inside another computation?), or a layer of your own is not "
+                    "positively homogeneous. Refused, weights unchanged; use each kernel "
+                    "through its layer.")
     summary["notes"] = notes
     summary["left"] = engine.weights_left(model, lambda name, init: isinstance(init, Normed) and (
         f"{name} is Normed, but only kernels (kernel_initializer) are rescaled; left as drawn"))

@@ -21,7 +21,7 @@ __all__ = ["KernelSite", "ScaleConstraints", "kernel_sites", "scale_constraints"
 Form = Dict[int, float]
 
 _NORMALIZATIONS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
-                   "UnitNormalization", "RMSNormalization", "SpectralNormalization")
+                   "UnitNormalization", "RMSNormalization")
 _MERGE_EQUAL = ("Add", "Subtract", "Average", "Maximum", "Minimum", "Concatenate", "Stack",
                 "Append", "Where")
 _MERGE_SUM = ("Multiply", "Dot", "Matmul", "Einsum", "Tensordot")
@@ -45,8 +45,12 @@ _KERNEL_LAYERS = ("Dense", "EinsumDense", "Embedding", "CirculantDense", "Circul
 # code the walk does not see (a Lambda, a user's layer, a wrapper's inner cell).
 _EXACT = frozenset((*_NORMALIZATIONS, *_MERGE_EQUAL, *_MERGE_SUM, *_PASS, *_POWERS,
                     *_KERNEL_LAYERS, "Activation", "ReLU", "Functional", "Sequential"))
-_HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "leaky_relu", "identity")
-_OFFSETS = ("Add", "Subtract", "Maximum", "Minimum")
+# By identity, not by name: a user's function called "relu" may clip.
+_HOMOGENEOUS_ACTIVATIONS = tuple(f for f in (
+    getattr(keras.activations, n, None) for n in ("linear", "relu", "leaky_relu")) if f)
+# Where a constant input is an offset (not a factor): not positively homogeneous.
+_OFFSETS = ("Add", "Subtract", "Maximum", "Minimum", "Average", "Concatenate", "Stack",
+            "Append", "Where", "Pad")
 
 
 @dataclasses.dataclass
@@ -165,9 +169,20 @@ def weight_label(model, layer, variable, name: str) -> str:
 
 def _activation_reason(fn) -> str:
     """Why activation ``fn`` breaks positive homogeneity, or "" (also for ``None``)."""
-    name = "linear" if fn is None else getattr(fn, "__name__", type(fn).__name__).lower()
-    return "" if name in _HOMOGENEOUS_ACTIVATIONS else \
-        f"activation {name} is not positively homogeneous"
+    if fn is None or any(fn is f for f in _HOMOGENEOUS_ACTIVATIONS) or isinstance(
+            fn, keras.layers.LeakyReLU) or (isinstance(fn, keras.layers.ReLU) and _plain_relu(fn)):
+        return ""
+    if isinstance(fn, keras.layers.ReLU):
+        return "ReLU with max_value/threshold is not positively homogeneous"
+    name = getattr(fn, "__name__", type(fn).__name__).lower()
+    if name in ("linear", "relu", "leaky_relu", "identity"):
+        return (f"activation {name} is a function of your own, not keras.activations.{name}: "
+                "not known to be positively homogeneous")
+    return f"activation {name} is not positively homogeneous"
+
+
+def _plain_relu(layer) -> bool:
+    return getattr(layer, "max_value", None) is None and not getattr(layer, "threshold", 0)
 
 
 def _nonzero_bias(layer) -> bool:
@@ -255,7 +270,10 @@ class _Propagation:
             g = self.index.get(id(getattr(op, "g", None)))
             out = _add(first, {} if g is None else {g: 1.0})
             self.out_forms.setdefault(id(op), out)
+            self._note_layer(getattr(op, "layer", None), out, op.name)
             return [out] * n_out
+        if name == "SpectralNormalization":  # invariant to its kernel, not to its input
+            return self._opaque(op, forms, n_out)
         if name in _NORMALIZATIONS:
             if name == "BatchNormalization":
                 self._moving_input(op, first)
@@ -278,21 +296,29 @@ class _Propagation:
         for inner in compat.all_layers(op)[1:] if isinstance(op, keras.layers.Layer) else ():
             if hasattr(inner, "normalized_kernel"):
                 own.pop(self.index.get(id(getattr(inner.layer, "kernel", None))), None)
-        if own or any(isinstance(getattr(op, k, None), keras.Variable)
-                      for k in ("kernel", "pointwise_kernel")):
+        kernels = [getattr(op, k, None) for k in ("kernel", "pointwise_kernel")]
+        if own or any(isinstance(k, keras.Variable) for k in kernels):
+            tracked = {id(w) for w in getattr(op, "weights", [])}
+            if any(isinstance(k, keras.Variable) and id(k) not in tracked for k in kernels):
+                self.custom[op.name] = None  # a kernel set by hand: another layer's?
             self._equal(forms)
             out = _add(first, own)
             self.out_forms.setdefault(id(op), out)
-            reason = _activation_reason(getattr(op, "activation", None))
-            if reason:
-                self._note(out, f"{op.name}: {reason}")
-            if _nonzero_bias(op):
-                self._note(out, f"{op.name}: nonzero bias")
+            self._note_layer(op, out, op.name)
             return [out] * n_out
+        leaves = keras.tree.flatten(compat.node_arguments(node))
+        if name in _OFFSETS and any(_nonzero_constant(v) for v in leaves):
+            self._note(_union(forms), f"{op.name} ({name}) with a nonzero constant is not "
+                                      "positively homogeneous")
+        if _nonzero_constant(getattr(op, "initial", None)):  # ops.max(h, initial=c)
+            self._note(_union(forms), f"{op.name} ({name}) with initial="
+                                      f"{op.initial!r} is not positively homogeneous")
+        if name == "Cast" and not _is_float(getattr(op, "dtype", "float32")):
+            self._note(_union(forms), f"{op.name}: a cast to {op.dtype} rounds: not positively "
+                                      "homogeneous")
         if not isinstance(op, keras.layers.Layer):
             # A keras.ops operation recorded by a trace: variables read directly (a kernel
-            # used through `ops.matmul(h, layer.kernel)`) and constants (`h + 1`).
-            leaves = keras.tree.flatten(compat.node_arguments(node))
+            # used through `ops.matmul(h, layer.kernel)`).
             used = [self.index[id(v)] for v in leaves
                     if isinstance(v, keras.Variable) and id(v) in self.index]
             if used and name in _MERGE_SUM:
@@ -300,20 +326,19 @@ class _Propagation:
             if used:
                 self._freeze(set(used), f"{op.name} ({name}) reads kernels {sorted(used)} "
                              "directly: they keep their scale")
-            if name in _OFFSETS and any(_nonzero_constant(v) for v in leaves):
-                self._note(_union(forms), f"{op.name} ({name}) with a nonzero constant is not "
-                                          "positively homogeneous")
         if name in _POWERS:
             return [{k: _POWERS[name] * v for k, v in first.items()}] * n_out
         if name in _MERGE_EQUAL:
             self._equal(forms)
             return [first] * n_out
+        if name == "Dot" and getattr(op, "normalize", False):
+            self.custom[op.name] = None  # cosine: invariant up to its epsilon, so measured
+            return [{}] * n_out
         if name in _MERGE_SUM:
             return [_union(forms)] * n_out
         if name == "Activation" or name == "ReLU" or name in _PASS:
             reason = _activation_reason(op.activation) if name == "Activation" else ""
-            if name == "ReLU" and (getattr(op, "max_value", None) is not None
-                                   or getattr(op, "threshold", 0)):
+            if name == "ReLU" and not _plain_relu(op):
                 reason = "ReLU with max_value/threshold is not positively homogeneous"
             if reason:
                 self._note(first, f"{op.name}: {reason}")
@@ -324,6 +349,14 @@ class _Propagation:
         self._note(_union(forms), f"{op.name} ({name}): not known to be positively homogeneous")
         self._equal(forms)
         return [first] * n_out
+
+    def _note_layer(self, layer, out: Form, where: str) -> None:
+        """A kernel layer's activation and bias, where its output's scale is ``out``."""
+        reason = _activation_reason(getattr(layer, "activation", None))
+        if reason:
+            self._note(out, f"{where}: {reason}")
+        if _nonzero_bias(layer):
+            self._note(out, f"{where}: nonzero bias")
 
     def _inner(self, op, io, forms: List[Form], n_out: int) -> List[Form]:
         """A nested model's or a composite layer's graph ``(inputs, outputs)``, or opaque."""
@@ -342,15 +375,27 @@ class _Propagation:
 
 
 def _exact(op) -> bool:
+    if isinstance(op, keras.Model):  # a functional model of any class, if `call` is Keras's
+        return getattr(type(op).call, "__module__", "").startswith("keras.src.models.")
     inner = getattr(op, "layer", None) if hasattr(op, "normalized_kernel") else None
     return type(op).__module__.startswith(("keras.src.", "keras_normed.")) and (
         type(op).__name__ in _EXACT if inner is None else _exact(inner))
 
 
+def _is_float(dtype) -> bool:
+    return "float" in str(getattr(dtype, "name", dtype))
+
+
 def _nonzero_constant(value) -> bool:
-    # Python and numpy numbers only: not bools, Variables or symbolic tensors.
-    return isinstance(value, (int, float, np.ndarray, np.generic)) \
-        and not isinstance(value, bool) and bool(np.any(np.asarray(value) != 0))
+    """A number, array, backend tensor or variable (not a kernel being scaled: those are read
+    before) with a nonzero entry; not bools, masks or symbolic tensors."""
+    if value is None or isinstance(value, (bool, str)) or compat.is_keras_tensor(value):
+        return False
+    if not isinstance(value, (int, float, np.ndarray, np.generic, keras.Variable)) \
+            and not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        return False
+    array = np.asarray(keras.ops.convert_to_numpy(value))
+    return array.dtype != bool and bool(np.any(array != 0))
 
 
 def _add(a: Form, b: Form) -> Form:
@@ -415,6 +460,8 @@ def scale_constraints(model, variables: Sequence[Any], x=None, *, training: bool
             graph = "traced"
         if io is not None:
             prop.rows += [form for form in prop.run(io[0], io[1], [{}] * len(io[0])) if form]
+        if not _exact(model):  # a functional model whose own `call` adds to its graph
+            prop.custom[model.name] = None
     if io is None:
         return ScaleConstraints(
             np.ones((1, n)) if n else np.zeros((0, 0)), [None] * n,
