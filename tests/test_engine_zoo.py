@@ -1121,3 +1121,23 @@ def test_no_graph_that_moves_the_output_is_kept_by_construction(name):
     assert report.output_change == pytest.approx(change, rel=0.1, abs=1e-7)
     if change > 1e-3:
         assert report.notes and any(f"{change:.3g}" in str(w.message) for w in caught)
+
+
+def test_a_mask_carries_no_scale():
+    """``Embedding(mask_zero=True)`` hands a boolean mask to the next layers: it was read as an
+    input whose scale must equal the data's, which froze every kernel after it (scales 1, the
+    spread left as it was, without a note)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (64, 6)).astype("int32")
+    x[:, 4:] = 0
+    y = np.arange(64) % 10
+    x_in = keras.Input((6,), dtype="int32")
+    h = L.Embedding(20, 16, mask_zero=True)(x_in)
+    h = L.GlobalAveragePooling1D()(L.Dense(16, activation="relu", kernel_initializer=_n(1))(h))
+    model = keras.Model(x_in, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+    out0 = flat(model(x))
+    report = keras_normed.rescale(model, (x, y), move="all")
+    assert report.applied and report.homogeneous
+    assert report.spread_before > 1.5 and report.spread_after < 1.01
+    assert min(report.scales.values()) < 0.95
+    assert rel(flat(model(x)), out0) < 1e-5

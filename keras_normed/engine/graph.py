@@ -259,12 +259,16 @@ class _Propagation:
         name = type(op).__name__
         if not _exact(op):
             self.custom[getattr(op, "name", name)] = None
-        first = forms[0] if forms else {}
         in_tensors = compat.node_inputs(node)
         if isinstance(op, keras.Model):
             io = _symbolic_io(op) or _trace(
                 op, in_tensors[0] if len(in_tensors) == 1 else list(in_tensors), self.training)
             return self._inner(op, io if io and len(io[0]) == len(forms) else None, forms, n_out)
+        # A boolean input (a mask, a condition) carries no scale: a comparison that made it
+        # from scaled values is noted where it happens.
+        scaled = [f for f, t in zip(forms, in_tensors) if str(getattr(t, "dtype", "")) != "bool"]
+        forms = scaled if scaled and len(forms) == len(in_tensors) else forms
+        first = forms[0] if forms else {}
         if hasattr(op, "normalized_kernel"):
             # Weight normalization: invariant to the direction's norm, scaled by its length g.
             g = self.index.get(id(getattr(op, "g", None)))
@@ -313,7 +317,7 @@ class _Propagation:
         if _nonzero_constant(getattr(op, "initial", None)):  # ops.max(h, initial=c)
             self._note(_union(forms), f"{op.name} ({name}) with initial="
                                       f"{op.initial!r} is not positively homogeneous")
-        if name == "Cast" and not _is_float(getattr(op, "dtype", "float32")):
+        if name == "Cast" and "int" in str(getattr(op, "dtype", "float32")):
             self._note(_union(forms), f"{op.name}: a cast to {op.dtype} rounds: not positively "
                                       "homogeneous")
         if not isinstance(op, keras.layers.Layer):
@@ -380,10 +384,6 @@ def _exact(op) -> bool:
     inner = getattr(op, "layer", None) if hasattr(op, "normalized_kernel") else None
     return type(op).__module__.startswith(("keras.src.", "keras_normed.")) and (
         type(op).__name__ in _EXACT if inner is None else _exact(inner))
-
-
-def _is_float(dtype) -> bool:
-    return "float" in str(getattr(dtype, "name", dtype))
 
 
 def _nonzero_constant(value) -> bool:
