@@ -1096,7 +1096,61 @@ MISREAD = {
     "cast_to_int": _mid(lambda h: (lambda t: L.Concatenate()([
         t, keras.ops.cast(keras.ops.cast(t * 3.0, "int32"), "float32")]))(_dense()(h))),
     "functional_subclass": _functional_subclass,
+    "weight_norm_epsilon": _mid(lambda h: WeightNormalization(
+        L.Dense(32, activation="relu", kernel_initializer=_n(2)), epsilon=1.0)(h)),
+    "relu_subclass_as_activation": _mid(lambda h: L.Activation(_TanhReLU())(
+        _dense(activation=None)(h))),
+    "float8_cast": _mid(lambda h: (lambda t: L.Concatenate()([t, keras.ops.cast(
+        keras.ops.cast(t, "float8_e4m3fn"), "float32")]))(_dense()(h))),
+    "call_set_on_instance": lambda: _patched(_mid(lambda h: _dense()(h))()),
 }
+
+
+class _TanhReLU(L.ReLU):
+    def call(self, inputs):
+        return keras.ops.tanh(inputs)
+
+
+def _patched(model):
+    """A model whose `call` is replaced on the instance (Keras's class reads as exact)."""
+    call = model.call
+    model.call = lambda *args, **kwargs: keras.ops.tanh(call(*args, **kwargs))
+    return model
+
+
+# Read exactly (kept by construction), and kept: a cast to bool is h != 0 (no scale); an
+# einsum that reads one kernel twice has it twice in its form.
+def _einsum_twice():
+    x_in = keras.Input((N_IN,))
+    d = L.Dense(32, activation="relu", kernel_initializer=_n(1))
+    h = d(keras.ops.pad(x_in, [[0, 0], [0, 16]]))
+    h = keras.ops.einsum("bi,ij,jk->bk", h, d.kernel, d.kernel)
+    return keras.Model(x_in, L.Dense(10, kernel_initializer=_n(3, "linear"))(h))
+
+
+KEPT = {
+    "bool_cast": _mid(lambda h: (lambda t: L.Concatenate()([t, keras.ops.cast(
+        keras.ops.cast(t, "bool"), "float32")]))(_dense()(h))),
+    "einsum_kernel_twice": _einsum_twice,
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEPT))
+def test_read_exactly_and_kept(name):
+    model = KEPT[name]()
+    x, y = data("sequential")
+    out0 = flat(model(x, training=True))
+    report = keras_normed.rescale(model, (x, y), move="all")
+    assert report.summary["check"] == "kept by construction"
+    assert report.spread_after <= 1.05 * report.summary["spread_allowed"]
+    assert rel(flat(model(x, training=True)), out0) < 1e-5
+
+
+def test_alpha_dropout_in_training_mode_is_noted():
+    model = _mid(lambda h: L.AlphaDropout(0.2)(_dense()(h)))()
+    report = keras_normed.rescale(model, data("sequential"), move="all")
+    assert report.summary["check"] == "measured"
+    assert any("AlphaDropout in training mode" in n for n in report.notes)
 
 
 @pytest.mark.parametrize("name", sorted(MISREAD))

@@ -169,10 +169,10 @@ def weight_label(model, layer, variable, name: str) -> str:
 
 def _activation_reason(fn) -> str:
     """Why activation ``fn`` breaks positive homogeneity, or "" (also for ``None``)."""
-    if fn is None or any(fn is f for f in _HOMOGENEOUS_ACTIVATIONS) or isinstance(
-            fn, keras.layers.LeakyReLU) or (isinstance(fn, keras.layers.ReLU) and _plain_relu(fn)):
+    if fn is None or any(fn is f for f in _HOMOGENEOUS_ACTIVATIONS) or type(
+            fn) is keras.layers.LeakyReLU or (type(fn) is keras.layers.ReLU and _plain_relu(fn)):
         return ""
-    if isinstance(fn, keras.layers.ReLU):
+    if type(fn) is keras.layers.ReLU:
         return "ReLU with max_value/threshold is not positively homogeneous"
     name = getattr(fn, "__name__", type(fn).__name__).lower()
     if name in ("linear", "relu", "leaky_relu", "identity"):
@@ -187,7 +187,7 @@ def _plain_relu(layer) -> bool:
 
 def _nonzero_bias(layer) -> bool:
     bias = getattr(layer, "bias", None)
-    return isinstance(bias, keras.Variable) and bool(np.any(keras.ops.convert_to_numpy(bias) != 0))
+    return isinstance(bias, keras.Variable) and _nonzero_constant(bias)
 
 
 class _Propagation:
@@ -275,6 +275,10 @@ class _Propagation:
             out = _add(first, {} if g is None else {g: 1.0})
             self.out_forms.setdefault(id(op), out)
             self._note_layer(getattr(op, "layer", None), out, op.name)
+            v = self.index.get(id(getattr(getattr(op, "layer", None), "kernel", None)))
+            if v is not None and float(getattr(op, "epsilon", 0) or 0) > 1e-7:
+                self._note({v: 1.0}, f"{op.name}: WeightNormalization is invariant to its "
+                                     f"direction's scale up to its epsilon ({op.epsilon:g})")
             return [out] * n_out
         if name == "SpectralNormalization":  # invariant to its kernel, not to its input
             return self._opaque(op, forms, n_out)
@@ -317,16 +321,19 @@ class _Propagation:
         if _nonzero_constant(getattr(op, "initial", None)):  # ops.max(h, initial=c)
             self._note(_union(forms), f"{op.name} ({name}) with initial="
                                       f"{op.initial!r} is not positively homogeneous")
-        if name == "Cast" and "int" in str(getattr(op, "dtype", "float32")):
+        cast_to = str(getattr(op, "dtype", "float32")) if name == "Cast" else ""
+        if "int" in cast_to or "float8" in cast_to:
             self._note(_union(forms), f"{op.name}: a cast to {op.dtype} rounds: not positively "
                                       "homogeneous")
+        if cast_to == "bool":  # h != 0: no scale
+            return [{}] * n_out
         if not isinstance(op, keras.layers.Layer):
             # A keras.ops operation recorded by a trace: variables read directly (a kernel
             # used through `ops.matmul(h, layer.kernel)`).
             used = [self.index[id(v)] for v in leaves
                     if isinstance(v, keras.Variable) and id(v) in self.index]
-            if used and name in _MERGE_SUM:
-                return [_add(_union(forms), {i: 1.0 for i in used})] * n_out
+            if used and name in _MERGE_SUM:  # a kernel read twice counts twice
+                return [_add(_union(forms), {i: float(used.count(i)) for i in used})] * n_out
             if used:
                 self._freeze(set(used), f"{op.name} ({name}) reads kernels {sorted(used)} "
                              "directly: they keep their scale")
@@ -342,6 +349,8 @@ class _Propagation:
             return [_union(forms)] * n_out
         if name == "Activation" or name == "ReLU" or name in _PASS:
             reason = _activation_reason(op.activation) if name == "Activation" else ""
+            if name == "AlphaDropout" and self.training and getattr(op, "rate", 0):
+                reason = "AlphaDropout in training mode is affine, not positively homogeneous"
             if name == "ReLU" and not _plain_relu(op):
                 reason = "ReLU with max_value/threshold is not positively homogeneous"
             if reason:
@@ -379,6 +388,8 @@ class _Propagation:
 
 
 def _exact(op) -> bool:
+    if "call" in getattr(op, "__dict__", {}):  # a call set on the instance
+        return False
     if isinstance(op, keras.Model):  # a functional model of any class, if `call` is Keras's
         return getattr(type(op).call, "__module__", "").startswith("keras.src.models.")
     inner = getattr(op, "layer", None) if hasattr(op, "normalized_kernel") else None
@@ -394,6 +405,8 @@ def _nonzero_constant(value) -> bool:
     if not isinstance(value, (int, float, np.ndarray, np.generic, keras.Variable)) \
             and not (hasattr(value, "shape") and hasattr(value, "dtype")):
         return False
+    if isinstance(value, keras.Variable):  # through a tensor: numpy 2 warns on a Variable
+        value = keras.ops.convert_to_tensor(value)
     array = np.asarray(keras.ops.convert_to_numpy(value))
     return array.dtype != bool and bool(np.any(array != 0))
 
