@@ -267,8 +267,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         units of their geometric mean, not measurements: ``growth_report`` measures); in
         the summary ``rule``, ``move``, ``move_reason``, ``exponent``, ``constraints``,
         ``spread_allowed``,
-        ``output_change`` (relative, on the probe batch: its first 32 rows where the graph
-        reads homogeneous and they show no change; ``None`` where it was not measured),
+        ``output_change`` (relative, on the probe batch; ``None`` where it was not measured),
         ``check`` (``"measured"``, ``"kept by construction"`` or ``"not measured (no probe
         batch)"``), ``loss`` (``rule="noise"``: the loss it ran), ``notes`` (what is not
         homogeneous) and
@@ -372,8 +371,8 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             else "kept by construction" if proven else "not measured (no probe batch)"
         if summary["check"] == "measured":  # the probe's own forward pass is the "before"
             kept = _kept_tolerance(model)
-            change = _output_change(model, batch, result["output"], training, kept,
-                                    sample=not notes and constraints.graph != "unknown")
+            change = engine.relative_change(result["output"],
+                                            engine.predict(model, batch, training))
             summary["output_change"] = change
             moved = change > kept
             if moved and constraints.graph == "unknown":
@@ -409,34 +408,18 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
             + ("is kept only approximately" if change is None else
                f"changed by {change:.3g} (relative) on the probe batch") + ".",
             RuntimeWarning, stacklevel=2)
+    elif summary["check"] != "measured" and not constraints.exact \
+            and np.any(np.abs(log_scales) > 1e-9):
+        warnings.warn(
+            "normed rescale: without a probe batch the function is not checked, and the calls "
+            f"of {constraints.custom[:3]} are read as positively homogeneous by assumption (a "
+            "layer of your own, a Lambda, a wrapper, a traced call): pass data=(x, y) to check "
+            "it.", RuntimeWarning, stacklevel=2)
     if report.spread_after > tol and report.spread_after > 1.05 * result["allowed"]:
         warnings.warn(f"normed rescale: growth spread {report.spread_after:.3g} > tol={tol} "
                       f"(the constraints allow {result['allowed']:.3g}) after "
                       f"{result['iterations']} rounds.", stacklevel=2)
     return _done(report, verbose)
-
-
-_CHECK_ROWS = 32  # rows of the probe batch the function check runs on first
-
-
-def _output_change(model, batch, before, training: bool, kept: float, sample: bool) -> float:
-    """The relative change of the output on the probe batch. Where the graph reads homogeneous
-    (the change is rounding) and no call state is involved, it is first measured on the first
-    ``_CHECK_ROWS`` rows (a deep net's forward is mostly Keras's per-layer overhead); a change
-    there above ``kept``, or outputs that are not per row, is measured on the whole batch."""
-    per_row = all(np.ndim(t) and np.shape(t)[0] == batch.size for t in keras.tree.flatten(before))
-    if sample and per_row and batch.size > _CHECK_ROWS and not model.non_trainable_variables:
-        head = lambda t: t[:_CHECK_ROWS]  # noqa: E731
-        after = engine.predict(model, engine.Batch(keras.tree.map_structure(head, batch.x)),
-                               training)
-        before_rows = keras.tree.map_structure(head, before)
-        same_shapes = [tuple(np.shape(a)) for a in keras.tree.flatten(after)] == [
-            tuple(np.shape(b)) for b in keras.tree.flatten(before_rows)]
-        if same_shapes:
-            change = engine.relative_change(before_rows, after)
-            if change <= kept:
-                return change
-    return engine.relative_change(before, engine.predict(model, batch, training))
 
 
 def _moving_statistics(constraints, log_scales: np.ndarray) -> tuple:

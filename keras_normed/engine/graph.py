@@ -257,8 +257,8 @@ class _Propagation:
     def _apply(self, op, node, forms: List[Form], n_out: int) -> List[Form]:
         self.calls[id(op)] = self.calls.get(id(op), 0) + 1
         name = type(op).__name__
-        if not _exact(op):
-            self.custom[getattr(op, "name", name)] = None
+        if not _exact(op) or getattr(op, "compute_dtype", None) in ("float16", "bfloat16"):
+            self.custom[getattr(op, "name", name)] = None  # read by assumption, or rounded
         in_tensors = compat.node_inputs(node)
         if isinstance(op, keras.Model):
             io = _symbolic_io(op) or _trace(
@@ -283,12 +283,8 @@ class _Propagation:
         if name == "SpectralNormalization":  # invariant to its kernel, not to its input
             return self._opaque(op, forms, n_out)
         if name in _NORMALIZATIONS:
-            if name == "BatchNormalization":
+            if name == "BatchNormalization":  # its moving statistics follow its input's scale
                 self._moving_input(op, first)
-            if name == "BatchNormalization" and not self.training:
-                self._note(first, f"{op.name}: BatchNormalization in inference mode (moving "
-                                  "statistics) is not scale-invariant")
-                return [first] * n_out
             if getattr(op, "epsilon", 0):
                 self._note(first, f"{op.name}: {name} is scale-invariant up to its epsilon "
                                   f"({op.epsilon:g})")
@@ -312,7 +308,8 @@ class _Propagation:
             self._equal(forms)
             out = _add(first, own)
             self.out_forms.setdefault(id(op), out)
-            self._note_layer(op, out, op.name)
+            for layer in compat.all_layers(op):  # a wrapper's inner layer too
+                self._note_layer(layer, out, op.name)
             return [out] * n_out
         leaves = keras.tree.flatten(compat.node_arguments(node))
         if name in _OFFSETS and any(_nonzero_constant(v) for v in leaves):
@@ -322,21 +319,19 @@ class _Propagation:
             self._note(_union(forms), f"{op.name} ({name}) with initial="
                                       f"{op.initial!r} is not positively homogeneous")
         cast_to = str(getattr(op, "dtype", "float32")) if name == "Cast" else ""
-        if "int" in cast_to or "float8" in cast_to:
+        if "int" in cast_to or "float8" in cast_to or cast_to in ("float16", "bfloat16"):
             self._note(_union(forms), f"{op.name}: a cast to {op.dtype} rounds: not positively "
                                       "homogeneous")
         if cast_to == "bool":  # h != 0: no scale
             return [{}] * n_out
-        if not isinstance(op, keras.layers.Layer):
-            # A keras.ops operation recorded by a trace: variables read directly (a kernel
-            # used through `ops.matmul(h, layer.kernel)`).
-            used = [self.index[id(v)] for v in leaves
-                    if isinstance(v, keras.Variable) and id(v) in self.index]
-            if used and name in _MERGE_SUM:  # a kernel read twice counts twice
-                return [_add(_union(forms), {i: float(used.count(i)) for i in used})] * n_out
-            if used:
-                self._freeze(set(used), f"{op.name} ({name}) reads kernels {sorted(used)} "
-                             "directly: they keep their scale")
+        # Kernels passed in directly (`ops.matmul(h, layer.kernel)`, `Multiply()([h, k])`).
+        used = [self.index[id(v)] for v in leaves
+                if isinstance(v, keras.Variable) and id(v) in self.index]
+        if used and name in _MERGE_SUM:  # a kernel read twice counts twice
+            return [_add(_union(forms), {i: float(used.count(i)) for i in used})] * n_out
+        if used:
+            self._freeze(set(used), f"{op.name} ({name}) reads kernels {sorted(used)} "
+                         "directly: they keep their scale")
         if name in _POWERS:
             return [{k: _POWERS[name] * v for k, v in first.items()}] * n_out
         if name in _MERGE_EQUAL:
