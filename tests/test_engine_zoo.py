@@ -1102,6 +1102,9 @@ MISREAD = {
     "call_set_on_instance": lambda: _patched(_mid(lambda h: _dense()(h))()),
     "time_distributed_tanh": _mid(lambda h: L.Flatten()(L.TimeDistributed(
         _dense(activation="tanh"))(L.Reshape((2, 16))(h)))),
+    "reads_moving_statistics": _mid(lambda h: (lambda bn: keras.ops.multiply(
+        bn(_dense(activation=None)(h)), bn.moving_variance))(
+            L.BatchNormalization(epsilon=0, center=False, scale=False))),
     "bfloat16_cast": _mid(lambda h: (lambda t: L.Concatenate()([t, keras.ops.cast(
         keras.ops.cast(t, "bfloat16"), "float32")]))(_dense()(h))),
 }

@@ -332,6 +332,10 @@ class _Propagation:
         if used:
             self._freeze(set(used), f"{op.name} ({name}) reads kernels {sorted(used)} "
                          "directly: they keep their scale")
+        for bn, form in self.moving.values():  # statistics that follow a moving scale
+            if form and any(v is bn.moving_mean or v is bn.moving_variance for v in leaves):
+                self._note(form, f"{op.name} ({name}) reads {bn.name}'s moving statistics, "
+                                 "which follow its input's scale")
         if name in _POWERS:
             return [{k: _POWERS[name] * v for k, v in first.items()}] * n_out
         if name in _MERGE_EQUAL:
