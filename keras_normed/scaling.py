@@ -367,8 +367,12 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         # Where the graph proves the function kept, measuring it costs a forward pass (a
         # quarter of the probe on a deep MLP) and shows rounding only.
         proven = constraints.exact and not notes and max_output_change is None
-        summary["check"] = "measured" if batch is not None and (check == "always" or not proven) \
-            else "kept by construction" if proven else "not measured (no probe batch)"
+        if batch is not None and (check == "always" or not proven):
+            summary["check"] = "measured"
+        elif proven:
+            summary["check"] = "kept by construction"
+        else:
+            summary["check"] = "not measured (no probe batch)"
         if summary["check"] == "measured":  # the probe's own forward pass is the "before"
             kept = _kept_tolerance(model)
             change = engine.relative_change(result["output"],

@@ -44,7 +44,7 @@ _KERNEL_LAYERS = ("Dense", "EinsumDense", "Embedding", "CirculantDense", "Circul
 # this package's) uses each kernel only where it shows. Anything else may read a kernel inside
 # code the walk does not see (a Lambda, a user's layer, a wrapper's inner cell).
 _EXACT = frozenset((*_NORMALIZATIONS, *_MERGE_EQUAL, *_MERGE_SUM, *_PASS, *_POWERS,
-                    *_KERNEL_LAYERS, "Activation", "ReLU", "Functional", "Sequential"))
+                    *_KERNEL_LAYERS, "Activation", "ReLU"))  # models: `_exact` reads `call`
 # By identity, not by name: a user's function called "relu" may clip.
 _HOMOGENEOUS_ACTIVATIONS = tuple(f for f in (
     getattr(keras.activations, n, None) for n in ("linear", "relu", "leaky_relu")) if f)
