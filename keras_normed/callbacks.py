@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import numbers
 import os
 import warnings
@@ -125,7 +126,7 @@ class LSUVInit(keras.callbacks.Callback):
     def __init__(self, x_batch, **kwargs):
         super().__init__()
         self.x_batch = x_batch
-        self.kwargs = _check_kwargs("LSUVInit", data_driven.lsuv, kwargs, ("x_batch",))
+        self.kwargs = _check_kwargs("LSUVInit", data_driven.lsuv, kwargs, ("x_batch", "force"))
         # Bad numbers are said now, not when fit starts (lsuv's own checks, on what is given).
         if "tol" in self.kwargs:
             scaling.check_number("tol", self.kwargs["tol"], 0, open_low=True)
@@ -155,7 +156,10 @@ class GrowthMonitor(keras.callbacks.Callback):
     batch then stays the batch). Steps are the optimizer's ``iterations``: a resumed model's
     labels go on from its own step. With ``steps_per_execution > 1`` callbacks run every few
     steps: a measurement is taken at the first one at or after each multiple of ``every``, and
-    labelled with the step it was taken at.
+    labelled with the step it was taken at; with ``gradient_accumulation_steps=k``, ``k``
+    batches make one step. A learning-rate schedule is read at the optimizer's current step. A
+    model that diverges (non-finite loss on ``data`` after training began) is logged as NaN,
+    with one warning, and training goes on.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
@@ -194,10 +198,12 @@ class GrowthMonitor(keras.callbacks.Callback):
         self.every = int(every)
         self.log_dir = None if log_dir is None else str(log_dir)
         self.kwargs = _check_kwargs("GrowthMonitor", diagnostics.growth_report, kwargs, ("x", "y"))
+        if self.kwargs.get("optimizer") is not None:  # a bad one is said now, not at `fit`
+            engine.resolve_optimizer(None, self.kwargs["optimizer"])
         self.history: list = []
         self._batch = None
-        self.step = 0
-        self._epoch_start = 0
+        self.step = self._start = self._batches = self._epoch_start = 0
+        self._accumulate = 1
         self._writer = None
 
     def on_train_begin(self, logs=None):
@@ -212,25 +218,36 @@ class GrowthMonitor(keras.callbacks.Callback):
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(self.log_dir)
+        _build_on(self.model, self.data, "data", need_y=True)
         self._probe()  # bad data is said before any step
-        self.step = engine.steps_taken(self.model)  # a resumed model goes on from its own step
+        # Batches are counted here and the step read only when measuring (under JAX reading
+        # the model syncs its state); k accumulated batches make one applied step.
+        self._start = self.step = engine.steps_taken(self.model)
+        self._batches = self._epoch_start = 0
+        self._accumulate = int(getattr(engine.resolve_optimizer(self.model),
+                                       "gradient_accumulation_steps", None) or 1)
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self.history:  # every on_train_begin has run by now
             self._measure(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self.step = engine.steps_taken(self.model)
+        self._epoch_start = self._batches = self._applied_batches()
 
     def on_train_batch_end(self, batch, logs=None):
         # ``batch``: the epoch's index of the last step run (``steps_per_execution`` at a time;
         # Keras counts a short last run as a whole one), so the label is read when measuring.
-        step = max(self._epoch_start + int(batch) + 1, self.step + 1)
-        crossed = step // self.every > self.step // self.every
-        self.step = step
-        if crossed:
+        seen = max(self._epoch_start + int(batch) + 1, self._batches + 1)
+        before, after = (self._start + n // self._accumulate for n in (self._batches, seen))
+        self._batches = seen
+        if after // self.every > before // self.every:
             self.step = engine.steps_taken(self.model)
+            self._batches = self._applied_batches()
             self._measure(logs)
+
+    def _applied_batches(self) -> int:
+        # The batches of this fit, from the steps taken: a short last run is not a whole one.
+        return (engine.steps_taken(self.model) - self._start) * self._accumulate
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -243,9 +260,22 @@ class GrowthMonitor(keras.callbacks.Callback):
         return self._batch
 
     def _measure(self, logs) -> None:
-        report = diagnostics.growth_report(self.model, self._probe(), **self.kwargs)
-        values = {"growth_spread": float(report.spread)}
-        values.update({f"growth/{row.path}": float(row.growth) for row in report.rows})
+        try:
+            report = diagnostics.growth_report(self.model, self._probe(), **self.kwargs)
+        except engine.NonFiniteError as err:
+            if not self.history:  # before any step: the batch, not the training
+                raise
+            # Diverged: say so once, log NaN, and let training (and its own callbacks) go on.
+            if not math.isnan(self.history[-1]["growth_spread"]):
+                warnings.warn(f"GrowthMonitor: the model has diverged by step {self.step} "
+                              f"(on `data`: {str(err).split(';')[0]}); its growth is logged "
+                              "as NaN.", stacklevel=2)
+            report = None
+        if report is None:
+            values = dict.fromkeys(self.history[-1].keys() - {"step"}, math.nan)
+        else:
+            values = {"growth_spread": float(report.spread)}
+            values.update({f"growth/{row.path}": float(row.growth) for row in report.rows})
         self.history.append({"step": self.step, **values})
         if logs is not None:
             logs.update(values)

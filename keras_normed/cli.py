@@ -68,14 +68,15 @@ def output_file(text: str) -> str:
 
 
 def positive_int_list(text: str) -> List[int]:
-    """An argparse type: comma-separated integers, each ``>= 1`` (``"10,50,100"``)."""
+    """An argparse type: comma-separated integers, each ``>= 1`` (``"10,50,100"``), repeats
+    dropped (a size given twice is measured once)."""
     try:
         values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         values = []
     if not values or min(values) < 1:
         raise _fail("comma-separated integers >= 1", text)
-    return values
+    return list(dict.fromkeys(values))
 
 
 def _summary(module_name: str) -> str:

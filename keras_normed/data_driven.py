@@ -6,6 +6,7 @@ layers called more than once, and restore every weight on error.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import keras
@@ -14,6 +15,7 @@ import numpy as np
 from keras_normed import _keras_compat as compat
 from keras_normed import engine
 from keras_normed.engine import Report, Row
+from keras_normed.initializers.normed import parse_bool
 from keras_normed.initializers.weight_norm import assign_orthogonal, host_seed, layer_seeds
 from keras_normed.scaling import check_number
 
@@ -41,7 +43,9 @@ class _Target:
         self.per_unit = axes is not None
         # The axis of the layer's output that holds its units.
         self.unit_axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
-        units = math.prod(self.factor_shape) if axes else shape[-1]
+        # A circulant layer's kernel ends in its block size: count units by what it outputs.
+        units = math.prod(self.factor_shape) if axes else (
+            getattr(layer, "units", None) or getattr(layer, "filters", None) or shape[-1])
         bias = getattr(layer, "bias", None)
         per_unit_bias = bias is not None and tuple(bias.shape) == (units,)
         self.bias = bias if per_unit_bias and getattr(layer, "use_bias", True) else None
@@ -121,6 +125,15 @@ def _recurrent(layer) -> bool:
     return hasattr(layer, "state_size")  # an RNN cell: its output per step mixes its state
 
 
+def _refuse_trained(model, method: str, force) -> None:
+    steps = engine.steps_taken(model)
+    if steps and not parse_bool("force", force):
+        raise ValueError(
+            f"{method}: model {model.name!r} was already trained ({steps} optimizer steps); "
+            "initializing it now would replace the trained weights. Call it before `fit`, or "
+            "pass force=True to re-initialize anyway.")
+
+
 def _left(model, method: str, targets: List[_Target]) -> List[str]:
     cells = [f"{engine.weight_label(model, s.layer, s.variable, 'kernel')}: {method} leaves "
              "recurrent cells as drawn (their output per step mixes their state)"
@@ -143,8 +156,9 @@ def _layer_input(model, target: _Target, x):
     return calls[0][:2]  # the first call's (args, kwargs)
 
 
-def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
-    """Mean and variance of ``t``'s pre-activation output, per output unit or overall."""
+def _stats(t: _Target, args, kwargs, per_unit: bool, method: str, centered: bool = False):
+    """Mean and variance of ``t``'s pre-activation output, per output unit or overall;
+    ``centered``: the means per unit and the variance about them (one scale, biases per unit)."""
     z = np.asarray(keras.ops.convert_to_numpy(t.preactivation(args, kwargs)), dtype=np.float64)
     if not np.all(np.isfinite(z)):
         raise ValueError(
@@ -153,9 +167,12 @@ def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
     # Identical examples leave only the spread between units and positions: not a variance
     # over data (LSUV's overall variance would still be positive).
     same_examples = np.all(z.reshape(z.shape[0], -1).var(axis=0) <= _TINY_VARIANCE)
-    z = np.moveaxis(z, t.unit_axis, -1).reshape(-1, z.shape[t.unit_axis]) if per_unit \
-        else z.reshape(-1)
-    mean, var = z.mean(axis=0), z.var(axis=0)
+    units = np.moveaxis(z, t.unit_axis, -1).reshape(-1, z.shape[t.unit_axis])
+    if centered:
+        mean, var = units.mean(axis=0), units.var(axis=0).mean()
+    else:
+        z = units if per_unit else z.reshape(-1)
+        mean, var = z.mean(axis=0), z.var(axis=0)
     if same_examples or np.any(var <= _TINY_VARIANCE):
         raise ValueError(
             f"{method}: the output of layer {t.name!r} has zero variance on this batch (dead "
@@ -166,7 +183,7 @@ def _stats(t: _Target, args, kwargs, per_unit: bool, method: str):
 
 
 def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
-         seed: Optional[int] = None, verbose: bool = False) -> Report:
+         seed: Optional[int] = None, verbose: bool = False, force: bool = False) -> Report:
     """Layer-sequential unit-variance (LSUV) initialization, in place (docs/lsuv.md).
 
     Every kernel is set orthonormal (``keras.initializers.Orthogonal`` on its 2-D reshape),
@@ -181,6 +198,8 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
         max_iter: most rescaling steps per layer.
         seed: seed of the orthonormal matrices: None, an int >= 0 or a SeedGenerator.
         verbose: print one line per layer.
+        force: re-initialize a model whose optimizer has taken steps (refused by default:
+            its trained weights would be replaced).
 
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"lsuv"``): per layer ``iterations``,
@@ -201,6 +220,7 @@ def lsuv(model: keras.Model, x_batch: Any, tol: float = 0.1, max_iter: int = 10,
     """
     check_number("tol", tol, 0, open_low=True)
     check_number("max_iter", max_iter, 1, integer=True)
+    _refuse_trained(model, "lsuv", force)
     targets = _targets(model, "lsuv")
     seeds = layer_seeds(seed, len(targets))
     x = engine.as_batch(model, x_batch, need_y=False, arg="x_batch", min_size=2).x
@@ -232,7 +252,7 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
                         loss: Union[str, Callable, None] = None, within_layer: bool = True,
                         between_layer_iters: int = 10, alpha: float = 0.5,
                         mean: float = 0.0, std: float = 1.0, seed: Optional[int] = None,
-                        verbose: bool = False) -> Report:
+                        verbose: bool = False, force: bool = False) -> Report:
     """Data-dependent initialization, in place, from the model's current weights
     (docs/data_dependent.md).
 
@@ -254,11 +274,13 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
         mean, std: target statistics of step 1.
         seed: seed of the random targets.
         verbose: print the change rates.
+        force: as in :func:`lsuv`.
 
     Returns:
         A :class:`~keras_normed.engine.Report` (method ``"data_dependent"``): per layer the
         scale of step 1 and the final change rate; the spread ``max C_k / min C_k`` before and
-        after step 2 and its relative output change.
+        after step 2 and its relative output change; ``summary["mean_not_set"]``: layers
+        without a bias per unit, whose mean step 1 cannot set (warned).
 
     Raises:
         ValueError: bad batch or arguments, layer outputs of zero variance or not finite.
@@ -270,6 +292,8 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
     check_number("mean", mean, -math.inf)
     check_number("alpha", alpha, 0, 1, open_low=True)
     check_number("between_layer_iters", between_layer_iters, 0, integer=True)
+    within_layer = parse_bool("within_layer", within_layer)
+    _refuse_trained(model, "data_dependent_init", force)
     seed = host_seed(seed)
     targets = _targets(model, "data_dependent_init")
     if y_batch is not None and (hasattr(x_batch, "element_spec")
@@ -282,16 +306,21 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
     batch = engine.as_batch(model, data, need_y=False, arg="x_batch" if y_batch is None
                             else "x_batch, y_batch", min_size=2)
     rows = [Row(t.path, type(t.layer).__name__, 1) for t in targets]
+    no_bias = [t.path for t in targets if t.bias is None]
     report = Report("data_dependent", True, rows=rows,
                     summary={"left": _left(model, "data_dependent_init", targets),
-                             "scalar_scale": [t.path for t in targets if not t.per_unit]})
+                             "scalar_scale": [t.path for t in targets if not t.per_unit],
+                             "mean_not_set": no_bias})
+    if within_layer and no_bias:
+        warnings.warn(f"data_dependent_init: {no_bias[:4]} have no bias per output unit "
+                      f"(use_bias=False?): their outputs get std {std} but keep their own mean, "
+                      f"not mean={mean} (report.summary['mean_not_set']).", stacklevel=2)
     with engine.Transaction(model.weights):
         if within_layer:
             for t, row in zip(targets, rows):
                 args, kwargs = _layer_input(model, t, batch.x)
-                mu, var = _stats(t, args, kwargs, t.per_unit, "data_dependent_init")
-                if not t.per_unit:
-                    mu = np.full(t.direction.shape[-1], mu)
+                mu, var = _stats(t, args, kwargs, t.per_unit, "data_dependent_init",
+                                 centered=not t.per_unit and t.bias is not None)
                 scale = std / np.sqrt(var)
                 t.multiply(scale)
                 if t.bias is not None:
@@ -306,13 +335,17 @@ def data_dependent_init(model: keras.Model, x_batch: Any, y_batch: Any = None, *
 
 def _between_layer(model, targets, batch, loss, iters, alpha, seed, report, verbose):
     out0 = engine.predict(model, batch)
-    if batch.y is None:
+    random_targets = batch.y is None
+    if random_targets:
         rng = np.random.default_rng(seed)
         y = keras.tree.map_structure(
             lambda o: rng.standard_normal(tuple(o.shape)).astype("float32"), out0)
         batch = engine.Batch(batch.x, y)
+        what = "mean_squared_error" if loss is None else "the given loss"
         loss = loss if loss is not None else "mean_squared_error"
     loss_fn = engine.resolve_loss(model, batch, loss)
+    if random_targets:
+        loss_fn.description = f"{what} against random normal targets (no y_batch)"
     variables = [t.scale for t in targets]
     constraints = engine.scale_constraints(model, variables, batch.x, training=False)
     forms = np.asarray(constraints.output_forms)  # in the order of `variables`

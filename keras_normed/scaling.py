@@ -130,12 +130,12 @@ def _growth(model, batch, kernels, values, optimizer, loss_fn, training,
                                                                 step_norms))
     # A non-finite gradient gives a non-finite step norm.
     if not math.isfinite(loss_value):
-        raise ValueError(f"The probe batch gives a non-finite loss ({loss_value}); check "
-                         "`data` and `loss`.")
+        raise engine.NonFiniteError(
+            f"The probe batch gives a non-finite loss ({loss_value}); check `data` and `loss`.")
     if not np.all(np.isfinite(step_norms)):
         bad = [getattr(k, "path", str(i)) for i, (k, n) in enumerate(zip(kernels, step_norms))
                if not math.isfinite(n)]
-        raise ValueError(
+        raise engine.NonFiniteError(
             f"The probe batch gives a finite loss ({loss_value:.6g}) but a non-finite gradient "
             f"for {bad[:4]}: an op with an infinite derivative where the batch puts it (sqrt or "
             "log at 0, e.g. after a ReLU?), or an overflow; check the model, `data` and `loss`.")

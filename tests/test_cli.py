@@ -380,3 +380,9 @@ def test_out_is_a_hidden_alias_of_output():
         assert parser.parse_args(["--out", "x"]).output == "x"
         assert parser.parse_args(["--output", "y"]).output == "y"
         assert default.startswith("results")
+
+
+def test_a_size_given_twice_is_measured_once():
+    from keras_normed.cli import positive_int_list
+
+    assert positive_int_list("8,8,16,8") == [8, 16]

@@ -220,3 +220,56 @@ def test_argument_errors():
 
     with pytest.raises(TypeError, match="a dataset brings its own targets"):
         keras_normed.data_dependent_init(model, OneBatch(), np.zeros(8))
+
+
+def test_circulant_layers_biases_are_found_and_set():
+    """The bias of a circulant layer (kernel (P, Q, b), bias (units,)) was not recognised: LSUV
+    left it at 1, the data-dependent init left its units' means at 1.0 instead of `mean`."""
+    from keras_normed.layers import CirculantDense
+
+    x = 3 * RNG.standard_normal((64, 16)).astype("float32") + 1
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((16,)), CirculantDense(
+            8, block_size=4, bias_initializer="ones", name="circ"), keras.layers.Dense(3)])
+
+    m = model()
+    keras_normed.lsuv(m, x, seed=0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(m.get_layer("circ").bias), 0.0)
+    m = model()
+    report = keras_normed.data_dependent_init(m, x, between_layer_iters=0, mean=0.5, std=2.0)
+    assert report.summary["scalar_scale"] == [m.get_layer("circ").kernel.path]
+    z = np.asarray(keras.Model(m.inputs[0], m.get_layer("circ").output)(x), np.float64)
+    np.testing.assert_allclose(z.mean(axis=0), 0.5, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(z.var(axis=0).mean()), 2.0, rtol=1e-4)
+
+
+def test_a_layer_without_bias_is_named_and_warned_about():
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, use_bias=False),
+                          keras.layers.Dense(3)])
+    x = 3 * RNG.standard_normal((64, 16)).astype("float32") + 1
+    with pytest.warns(UserWarning, match="keep their own mean, not mean=0.5"):
+        report = keras_normed.data_dependent_init(m, x, between_layer_iters=0, mean=0.5)
+    assert report.summary["mean_not_set"] == [m.layers[0].kernel.path]
+
+
+def test_trained_models_are_refused_unless_forced_and_options_are_checked():
+    m = _mlp()
+    x = RNG.standard_normal((32, 10)).astype("float32")
+    y = RNG.standard_normal((32, 4)).astype("float32")
+    m.compile(keras.optimizers.SGD(0.01), "mse")
+    m.fit(x, y, epochs=1, verbose=0)
+    before = [np.array(keras.ops.convert_to_numpy(w)) for w in m.weights]
+    for fn in (keras_normed.lsuv, keras_normed.data_dependent_init):
+        with pytest.raises(ValueError, match="already trained .* force=True"):
+            fn(m, x)
+    for a, b in zip(before, m.weights):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+    keras_normed.lsuv(m, x, force=True, seed=0)
+    assert not np.array_equal(before[0], keras.ops.convert_to_numpy(m.weights[0]))
+    with pytest.raises(ValueError, match="`within_layer`"):
+        keras_normed.data_dependent_init(_mlp(), x, within_layer="no")
+    report = keras_normed.data_dependent_init(_mlp(), x, between_layer_iters=1, seed=0)
+    assert report.summary["loss"].startswith("mean_squared_error against random normal targets")

@@ -239,3 +239,63 @@ def test_circulant_conv2d_method_follows_xla():
                                                                           method=m),
                                jit_compile=True)
         np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_in, units", [(9, 12), (8, 13), (4, 12), (20, 20), (0, 12), (8, 0)])
+def test_circulant_to_dense_refuses_sizes_its_kernel_does_not_hold(n_in, units):
+    """A (2, 3, 4) kernel holds 5..8 rows and at most 12 columns: other sizes returned an
+    (8, 12) matrix, or a cropped one, silently."""
+    k = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    with pytest.raises(ValueError, match="`n_in`|`units`"):
+        fft.circulant_to_dense(k, n_in, units)
+    with pytest.raises(ValueError, match="rank >= 3"):
+        fft.circulant_to_dense(k[0], 4, 12)
+    np.testing.assert_array_equal(np.asarray(fft.circulant_to_dense(k, 5, 7)),
+                                  dense_reference(k, 5, 7))
+
+
+@pytest.mark.parametrize("method", ["auto", "dense", "freq", "patches", "depthwise"])
+def test_every_circulant_conv_form_refuses_an_input_smaller_than_its_valid_kernel(method):
+    """TensorFlow's convolution returned uninitialised memory (values like 1e33) for a 2x2
+    image under a 3x3 'valid' kernel ("dense", "freq"), "patches" an empty image."""
+    x = np.ones((1, 2, 2, 4), "float32")
+    k = np.ones((3, 3, 2, 2, 2), "float32")
+    with pytest.raises(ValueError, match=r"\(2, 2\) is smaller than the \(3, 3\) kernel"):
+        fft.circulant_conv2d(x, k, 4, method=method)
+    with pytest.raises(ValueError, match="smaller than the"):
+        fft.circulant_conv2d(np.ones((1, 4, 4, 4), "float32"), k, 4, dilation_rate=2,
+                             method=method)
+    with pytest.raises(ValueError, match="empty height, width or channel"):
+        fft.circulant_conv2d(np.ones((1, 0, 6, 4), "float32"), k, 4, padding="same",
+                             method=method)
+
+
+@pytest.mark.tensorflow
+def test_the_conv_op_refuses_a_small_input_of_a_size_known_only_when_the_graph_runs():
+    k = tf.constant(np.ones((3, 3, 2, 2, 2), "float32"))
+    fn = tf.function(lambda x: fft.circulant_conv2d(x, k, 4, method="dense"),
+                     input_signature=[tf.TensorSpec((None, None, None, 4))])
+    assert tuple(fn(tf.ones((1, 5, 5, 4))).shape) == (1, 3, 3, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the"):
+        fn(tf.ones((1, 2, 2, 4)))
+
+
+def test_empty_images_and_channels_are_refused_by_layers_and_ops():
+    """Zero-size inputs gave a message about 'valid' padding under 'same', raw reshape and
+    MKL errors, and numpy divide-by-zero warnings with a raw gather error."""
+    from keras_normed.layers import CirculantDense, PeriodicConv2D
+
+    with pytest.raises(ValueError, match=r"empty image, height x width \(0, 6\)"):
+        CirculantConv2D(4, 3, 2, padding="same").compute_output_shape((2, 0, 6, 4))
+    with pytest.raises(ValueError, match="empty image"):
+        CirculantConv2D(4, 3, 2, padding="same")(np.ones((2, 0, 6, 4), "float32"))
+    with pytest.raises(ValueError, match="no features"):
+        CirculantDense(4, 2)(np.ones((2, 0), "float32"))
+    with pytest.raises(ValueError, match="defined and nonzero"):
+        CirculantConv2D(4, 3, 2)(np.ones((2, 6, 6, 0), "float32"))
+    for method in ("direct", "fft"):
+        with pytest.raises(ValueError, match="empty height, width or channel"):
+            fft.periodic_conv2d(np.ones((2, 0, 6, 4), "float32"),
+                                np.ones((3, 3, 4, 2), "float32"), method=method)
+    with pytest.raises(ValueError, match="empty image"):
+        PeriodicConv2D(2, 3).compute_output_shape((2, 6, 0, 4))

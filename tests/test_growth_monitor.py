@@ -189,3 +189,74 @@ def test_the_first_measurement_sees_normed_scaling_in_any_order():
         assert scaling.report.applied
         spreads.append(monitor.history[0]["growth_spread"])
     assert spreads[0] == pytest.approx(spreads[1], rel=1e-6)
+
+
+def _first_growth(history):
+    return [h[next(k for k in h if k.startswith("growth/"))] for h in history]
+
+
+def test_a_learning_rate_schedule_is_read_at_the_current_step():
+    """A fresh copy of the optimizer restarted the schedule: the growth of a rate halved at
+    every step was logged at the first rate all along (0.016 where 6e-5 was right)."""
+    x, y = _data()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    model = _model()
+    model.compile(keras.optimizers.SGD(schedule), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    monitor = GrowthMonitor(_data(32, seed=1), every=2, training=False)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[monitor])
+    assert [h["step"] for h in monitor.history] == [0, 2, 4]
+    # The same weights measured with SGD at the scheduled rate of the last step.
+    expected = keras_normed.growth_report(model, *_data(32, seed=1), training=False,
+                                          optimizer=keras.optimizers.SGD(0.1 * 0.5 ** 4))
+    assert _first_growth(monitor.history)[-1] == pytest.approx(expected.rows[0].growth, rel=1e-5)
+    assert _first_growth(monitor.history)[-1] < 0.2 * _first_growth(monitor.history)[0]
+
+
+def test_accumulated_gradients_are_measured_once_every_applied_steps():
+    """With gradient_accumulation_steps=2 every batch was measured, labels 1, 2, 3 twice."""
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.05, gradient_accumulation_steps=2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = GrowthMonitor(_data(32, seed=1), every=2)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4
+    assert [h["step"] for h in monitor.history] == [0, 2, 4]
+
+
+def test_a_diverging_model_is_logged_as_nan_and_training_goes_on():
+    """The monitor stopped `fit` with an error blaming the data once the model diverged."""
+    rng = np.random.default_rng(0)
+    x, y = 1e3 * rng.standard_normal((64, 12)).astype("float32"), rng.integers(0, 4, 64)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(4)])
+    model.compile(keras.optimizers.SGD(1e6), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    monitor = GrowthMonitor((x[:32], y[:32]), every=1)
+    with pytest.warns(UserWarning, match="diverged by step"):
+        history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
+    assert len(history.history["loss"]) == 1 and len(monitor.history) == 9
+    assert np.isfinite(monitor.history[0]["growth_spread"])
+    assert np.isnan(monitor.history[-1]["growth_spread"])
+    assert set(monitor.history[-1]) == set(monitor.history[0])
+
+
+def test_a_bad_optimizer_is_refused_at_construction_and_a_model_without_input_is_built():
+    with pytest.raises(ValueError, match="unknown optimizer name 'nope'"):
+        GrowthMonitor(_data(32), optimizer="nope")
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(4)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = GrowthMonitor(_data(32, seed=1), every=4)
+    x, y = _data()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    assert [h["step"] for h in monitor.history] == [0, 4]
+
+
+def test_a_negative_learning_rate_gives_the_growth_of_its_steps_size():
+    model = _model()
+    x, y = _data(32)
+    up = keras_normed.growth_report(model, x, y, optimizer=keras.optimizers.SGD(-0.1))
+    down = keras_normed.growth_report(model, x, y, optimizer=keras.optimizers.SGD(0.1))
+    assert [r.growth for r in up.rows] == pytest.approx([r.growth for r in down.rows])
+    assert all(r.growth > 0 for r in up.rows)

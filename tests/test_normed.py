@@ -352,3 +352,17 @@ def test_deferred_initialization_warns_once_and_uses_shape_fans():
         warnings.simplefilter("error")
         with keras.StatelessScope():  # the same initializer again: no second warning
             keras.layers.Dense(3, kernel_initializer=init).build((None, 4))
+
+
+def test_an_integer_dtype_is_refused_by_name_and_choices_ignore_case():
+    with pytest.raises(ValueError, match="`dtype` must be a float dtype .* got 'int32'"):
+        Normed(seed=0)((4, 4), dtype="int32")
+    assert Normed(mode="FAN_IN").mode == "fan_in"
+    assert Normed(distribution="Uniform").distribution == "uniform"
+    from keras_normed.layers import WeightNormalization
+
+    layer = WeightNormalization(keras.layers.Dense(3), g_initializer="NORM")
+    layer.build((None, 4))
+    kernel = keras.ops.convert_to_numpy(layer.layer.kernel)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.g),
+                               np.linalg.norm(kernel, axis=0), rtol=1e-6)

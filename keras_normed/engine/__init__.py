@@ -16,11 +16,11 @@ from keras_normed.engine.graph import (
     weight_label,
     weights_left,
 )
-from keras_normed.engine.report import Report, Row, spread
+from keras_normed.engine.report import NonFiniteError, Report, Row, spread
 from keras_normed.engine.solve import equalize, norm, relative_change
 from keras_normed.engine.state import Transaction, agree, steps_taken
 
 __all__ = ["Batch", "as_batch", "noise_batch", "KernelSite", "ScaleConstraints", "kernel_sites",
-           "scale_constraints", *grad.__all__, "Report", "Row", "spread", "equalize", "norm",
-           "relative_change", "Transaction", "agree", "steps_taken", "weight_label",
-           "weights_left"]
+           "scale_constraints", *grad.__all__, "NonFiniteError", "Report", "Row", "spread",
+           "equalize", "norm", "relative_change", "Transaction", "agree", "steps_taken",
+           "weight_label", "weights_left"]

@@ -376,7 +376,7 @@ def _step_tensors(optimizer, grads: Sequence[Any], values: Sequence[Any], fuse: 
         # The step that is applied: accumulating k batches applies their mean gradient once,
         # where a fresh copy's first call would only accumulate (a zero step).
         opt = optimizer.__class__.from_config(
-            {**optimizer.get_config(), "gradient_accumulation_steps": None})
+            {**_config_now(optimizer), "gradient_accumulation_steps": None})
         variables = [keras.Variable(v, trainable=True, name=f"probe_{i}")
                      for i, v in enumerate(values)]
         opt.apply_gradients(list(zip(grads, variables)))
@@ -460,17 +460,22 @@ def _sgd_first_step(optimizer) -> Optional[float]:
     no optimizer needs to run (a tenth of ``rescale``'s time on a 100-layer MLP)."""
     if type(optimizer) is not keras.optimizers.SGD:
         return None
-    config = optimizer.get_config()
+    config = _config_now(optimizer)
     if any(config.get(key) for key in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
                                        "gradient_accumulation_steps")):
         return None
     if config.get("loss_scale_factor") not in (None, 1, 1.0):
         return None
-    lr = config["learning_rate"]
-    if isinstance(lr, dict):  # a schedule, at step 0
-        lr = keras.optimizers.schedules.deserialize(lr)(0)
-    lr = float(keras.ops.convert_to_numpy(lr))
+    lr = abs(config["learning_rate"])  # growth is a ratio of norms, also for gradient ascent
     return lr * (1.0 + config["momentum"] if config["nesterov"] else 1.0)
+
+
+def _config_now(optimizer) -> dict:
+    """``optimizer``'s config with a learning-rate schedule replaced by its rate at the
+    optimizer's current step (a fresh copy would restart the schedule)."""
+    config = optimizer.get_config()
+    config["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return config
 
 
 def clips_globally(optimizer) -> bool:

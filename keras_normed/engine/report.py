@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["Row", "Report", "spread"]
+__all__ = ["NonFiniteError", "Row", "Report", "spread"]
 
 
 def _field(obj, mapping: str, name: str):
@@ -15,6 +15,11 @@ def _field(obj, mapping: str, name: str):
     if name in values:
         return values[name]
     raise AttributeError(f"{type(obj).__name__} has no field {name!r}")
+
+
+class NonFiniteError(ValueError):
+    """A batch gives a non-finite loss or gradient: bad data, or (during training) a model
+    that has diverged."""
 
 
 def spread(values: Sequence[float]) -> float:

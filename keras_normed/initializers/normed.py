@@ -38,6 +38,7 @@ GAINS = {"linear": 1.0, "identity": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3.0, "sel
 
 
 def _check_choice(name: str, value, choices) -> str:
+    value = value.lower() if isinstance(value, str) else value  # as Keras reads `padding`
     if value not in choices:
         raise ValueError(f"Invalid `{name}` {value!r}; expected one of {choices}.")
     return value
@@ -139,6 +140,10 @@ class StructuredInitializer(SeededInitializer):
     def sample(self, shape: Sequence[int], dtype=None, layer=None, weight=None):
         """Draw for ``shape`` with the fans of ``layer`` as given (no search, nothing kept)."""
         shape = tuple(int(s) for s in shape)
+        if dtype is not None and not keras.backend.is_float_dtype(
+                keras.backend.standardize_dtype(dtype)):
+            raise ValueError(f"{type(self).__name__} draws floats: `dtype` must be a float dtype "
+                             f"(e.g. 'float32'), got {dtype!r}.")
         std = self.stddev(shape, layer, weight)
         self._check_representable(std, shape, dtype)
         # VarianceScaling's std is sqrt(scale / fan_in of the shape): 1 with scale = that fan_in.

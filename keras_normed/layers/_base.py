@@ -110,8 +110,16 @@ class ImageLayout:
 
     def _built_channels(self, input_shape) -> int:
         c_in = input_shape[self._channel_axis]
-        if c_in is None:
+        if c_in is None or int(c_in) == 0:
             raise ValueError(
-                f"The channel axis of the input to {type(self).__name__} must be defined; got "
-                f"input shape {tuple(input_shape)} (data_format={self.data_format!r}).")
+                f"The channel axis of the input to {type(self).__name__} must be defined and "
+                f"nonzero; got input shape {tuple(input_shape)} "
+                f"(data_format={self.data_format!r}).")
         return int(c_in)
+
+    def _check_not_empty(self, input_shape) -> None:
+        if 0 in self._hwc(input_shape)[:2]:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: an empty image, height x width "
+                f"{tuple(self._hwc(input_shape)[:2])} (input shape {tuple(input_shape)}); pass "
+                "an image of at least one pixel.")

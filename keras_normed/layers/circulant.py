@@ -7,7 +7,6 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 
-from keras_normed import _keras_compat as compat
 from keras_normed import geometry
 from keras_normed.geometry import LinearStructure
 from keras_normed.layers._base import ImageLayout, WeightArgs, resolve_data_format
@@ -65,6 +64,9 @@ class CirculantDense(WeightArgs, keras.layers.Layer):
             raise ValueError("The last axis (features) of the input to CirculantDense must be "
                              f"defined; got input shape {tuple(input_shape)}.")
         n_in = int(input_shape[-1])
+        if n_in == 0:
+            raise ValueError(f"CirculantDense {self.name!r}: the input has no features (input "
+                             f"shape {tuple(input_shape)}); pass at least one.")
         _check_block_size(self.block_size, n_in, self.units, "input size")
         self.n_in = n_in  # read by normed_fans while the kernel is initialized
         self._add_kernel_and_bias(self.kernel_shape_for(n_in), self.units)
@@ -154,20 +156,14 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: c_in})
 
     def call(self, inputs):
-        if self.padding == "valid":  # each call's own size: the forms would return empty
-            self.compute_output_shape(tuple(inputs.shape))
-            axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
-            for axis, k, d in zip(axes, self.kernel_size, self.dilation_rate):
-                inputs = compat.assert_size_at_least(
-                    inputs, axis, (k - 1) * d + 1, f"{type(self).__name__} {self.name!r}: an "
-                    f"input smaller than the {self.kernel_size} kernel (dilation "
-                    f"{self.dilation_rate}) with padding='valid'; pass a larger input or "
-                    "padding='same'.")
+        self.compute_output_shape(tuple(inputs.shape))  # each call's own size (the op checks
+        # a size known only when the graph runs)
         y = circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters, self.strides,
                              self.padding, self.dilation_rate, data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")
 
     def compute_output_shape(self, input_shape):
+        self._check_not_empty(input_shape)
         ho, wo = (None if n is None else geometry.conv_output_length(n, k, s, self.padding, d)
                   for n, k, s, d in zip(self._hwc(input_shape)[:2], self.kernel_size,
                                         self.strides, self.dilation_rate))

@@ -81,6 +81,7 @@ class PeriodicConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         return self._finish(y, self.data_format == "channels_first")
 
     def compute_output_shape(self, input_shape):
+        self._check_not_empty(input_shape)
         shape = list(input_shape)
         shape[self._channel_axis] = self.filters
         return tuple(shape)

@@ -34,7 +34,7 @@ def _check_epsilon(epsilon) -> float:
 
 def _check_g_initializer(g_initializer):
     """``None`` for ``"norm"`` (g = ||v|| at build time), else the Keras initializer."""
-    if isinstance(g_initializer, str) and g_initializer == "norm":
+    if isinstance(g_initializer, str) and g_initializer.lower() == "norm":
         return None
     try:
         return keras.initializers.get(g_initializer)

@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 from keras import backend, ops
 
+from keras_normed import _keras_compat as compat
+
 IntPair = Union[int, Sequence[int]]
 
 
@@ -40,6 +42,9 @@ def image_sizes(x, data_format: str) -> Tuple[Optional[int], Optional[int], Opti
     if len(x.shape) != 4:
         raise ValueError(f"`x` must have rank 4, got shape {tuple(x.shape)}.")
     h, w, c = x.shape[1:] if data_format == "channels_last" else (*x.shape[2:], x.shape[1])
+    if 0 in (h, w, c):
+        raise ValueError(f"`x` of shape {tuple(x.shape)} has an empty height, width or channel "
+                         f"axis (data_format={data_format!r}); pass at least one of each.")
     return tuple(None if d is None else int(d) for d in (h, w, c))
 
 
@@ -134,3 +139,22 @@ def circulant_sizes(x_size, kernel, units, units_name: str) -> Tuple[int, ...]:
         raise ValueError(f"`{units_name}` must be at most Q * b = {q * b} for `kernel` of shape "
                          f"{shape}, got {units}: pass a kernel with more output blocks.")
     return (*shape, units)
+
+
+def check_output_size(x, data_format: str, kernel_hw: Tuple[int, int], padding: str,
+                      dilation: Tuple[int, int], what: str = "`x`"):
+    """``x``, refused where ``"valid"`` padding leaves no output (TensorFlow's convolution
+    returns uninitialised memory there): now for a known size, when the graph runs for a size
+    known only then. ``what`` names the input in the message."""
+    if padding != "valid":
+        return x
+    axes = (1, 2) if data_format == "channels_last" else (2, 3)
+    for axis, k, d in zip(axes, kernel_hw, dilation):
+        need, n = (k - 1) * d + 1, x.shape[axis]
+        msg = (f"{what}: an input of height x width {image_sizes(x, data_format)[:2]} is smaller "
+               f"than the {tuple(kernel_hw)} kernel (dilation {tuple(dilation)}) with "
+               "padding='valid'; pass a larger input or padding='same'.")
+        if n is not None and int(n) < need:
+            raise ValueError(msg)
+        x = compat.assert_size_at_least(x, axis, need, msg)
+    return x

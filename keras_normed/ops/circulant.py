@@ -15,6 +15,8 @@ from keras import ops
 from keras_normed.geometry import conv_padding
 from keras_normed.ops._common import (
     IntPair,
+    check_output_size,
+    check_positive_int,
     circulant_sizes,
     conv,
     conv_args,
@@ -64,7 +66,15 @@ def circulant_to_dense(kernel, n_in: int, units: int):
     ``W[p * b + j, q * b + i] = kernel[p, q, (i - j) mod b]``, cropped;
     ``(..., P, Q, b) -> (..., n_in, units)``."""
     kernel = ops.convert_to_tensor(kernel)
+    if len(kernel.shape) < 3:
+        raise ValueError(f"`kernel` must have rank >= 3, (..., P, Q, b), got shape "
+                         f"{tuple(kernel.shape)}.")
     *lead, p, q, b = (int(d) for d in kernel.shape)
+    n_in, units = check_positive_int(n_in, "n_in"), check_positive_int(units, "units")
+    if num_blocks(n_in, b) != p or units > q * b:
+        raise ValueError(
+            f"`kernel` of shape {tuple(kernel.shape)} holds a matrix of {(p - 1) * b + 1} to "
+            f"{p * b} rows and at most {q * b} columns, got `n_in`={n_in}, `units`={units}.")
     # idx[j, i] = (i - j) mod b: entry (j, i) of C(c)^T is c[idx[j, i]].
     idx = ops.convert_to_tensor(((np.arange(b)[None, :] - np.arange(b)[:, None]) % b)
                                 .reshape(-1), dtype="int32")
@@ -100,6 +110,7 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
     h, w, c_in = image_sizes(x, data_format)
     kh, kw, p, q, b, filters = circulant_sizes(c_in, kernel, filters, "filters")
     (sh, sw), padding, (dh, dw) = conv_args(strides, padding, dilation_rate)
+    x = check_output_size(x, data_format, (kh, kw), padding, (dh, dw))
     if method not in ("auto", "depthwise", "patches", "dense", "freq"):
         raise ValueError(
             f"`method` must be 'auto', 'depthwise', 'patches', 'dense' or 'freq', got {method!r}.")
@@ -140,8 +151,7 @@ def circulant_conv2d(x, kernel, filters: int = None, strides: IntPair = 1,
         if padding == "same":
             xb = ops.pad(xb, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
         xr, xi = ops.rfft(ops.reshape(xb, (-1, h + pt + pb, w + pl + pr, p, b)), fft_length=b)
-        # an input shorter than the dilated kernel ('valid'): an empty output
-        yr, yi = _patch_contract(xr, xi, kr, ki, (max(ho, 0), max(wo, 0)), (sh, sw), (dh, dw))
+        yr, yi = _patch_contract(xr, xi, kr, ki, (ho, wo), (sh, sw), (dh, dw))
     y = ops.irfft((yr, yi), fft_length=b)  # (N, Ho, Wo, Q, b)
     s = ops.shape(y)
     y = ops.reshape(y, (s[0], s[1], s[2], q * b))[..., :filters]
@@ -198,6 +208,7 @@ def circulant_conv2d_dense(x, kernel, filters: int = None, strides: IntPair = 1,
     c_in = image_sizes(x, data_format)[2]
     filters = circulant_sizes(c_in, kernel, filters, "filters")[-1]
     strides, padding, dilation_rate = conv_args(strides, padding, dilation_rate)
+    x = check_output_size(x, data_format, tuple(kernel.shape[:2]), padding, dilation_rate)
     dense = ops.cast(circulant_to_dense(kernel, c_in, filters), out_dtype)
     return conv(x, dense, data_format, strides=strides, padding=padding,
                  dilation_rate=dilation_rate)

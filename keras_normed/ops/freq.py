@@ -19,6 +19,7 @@ import operator
 from keras import backend, ops
 
 from keras_normed.ops._common import (
+    check_output_size,
     circulant_sizes,
     conv_args,
     image_sizes,
@@ -157,6 +158,7 @@ def circulant_conv2d_freq(x, kernel, filters: int = None, padding: str = "valid"
     c_in = image_sizes(x, data_format)[2]
     kh, kw, p, q, b, filters = circulant_sizes(c_in, kernel, filters, "filters")
     _, padding, dilation = conv_args(1, padding, dilation_rate)
+    x = check_output_size(x, data_format, (kh, kw), padding, dilation)
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))
     depthwise = backend.backend() == "tensorflow" and not compiled_by_xla()
