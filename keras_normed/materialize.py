@@ -37,17 +37,42 @@ def _bias(layer) -> list:
 
 
 def _from_circulant(layer) -> _Replacement:
-    """``CirculantDense`` -> ``Dense``, ``CirculantConv2D`` -> ``Conv2D``, kernel materialised."""
+    """``CirculantDense`` -> ``Dense``, ``CirculantConv2D`` -> ``Conv2D`` (in a :func:`_block`
+    for channels_first), kernel materialised."""
+    def weights():
+        return [_numpy(circulant_to_dense(_numpy(layer.kernel), n_in, n_out)), *_bias(layer)]
+
     if isinstance(layer, CirculantDense):
         new = keras.layers.Dense(layer.units, **_dense_args(layer))
         n_in, n_out = layer.n_in, layer.units
-    else:
-        new = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
-                                  padding=layer.padding, dilation_rate=layer.dilation_rate,
-                                  data_format=layer.data_format, **_dense_args(layer))
-        n_in, n_out = layer.c_in, layer.filters
-    return new, new, lambda: [_numpy(circulant_to_dense(_numpy(layer.kernel), n_in, n_out)),
-                              *_bias(layer)]
+        return new, new, weights
+    first = layer.data_format == "channels_first"
+    new = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                              padding=layer.padding, dilation_rate=layer.dilation_rate,
+                              data_format="channels_last", **{**_dense_args(layer), **(
+                                  {"name": f"{layer.name}_conv"} if first else {})})
+    n_in, n_out = layer.c_in, layer.filters
+    if first:
+        return _block(layer, (None, layer.c_in, None, None), new), new, weights
+    return new, new, weights
+
+
+def _block(layer, shape, body) -> keras.Model:
+    """A functional block named as ``layer``, of input ``shape``: ``body`` in channels_last,
+    transposed in and out for a channels_first layer. Keras's own channels_first Conv2D does
+    not run eagerly on a CPU without oneDNN, and on TensorFlow adds its bias eagerly along the
+    width where the width equals the filters; TFLite transposes NCHW convolutions anyway."""
+    inp = keras.Input(batch_shape=shape, dtype=layer.compute_dtype, name=f"{layer.name}_input")
+    first = layer.data_format == "channels_first"
+    dtype = layer.dtype_policy
+    x = keras.layers.Permute((2, 3, 1), name=f"{layer.name}_nhwc", dtype=dtype)(inp) if first \
+        else inp
+    y = body(x)
+    if first:
+        y = keras.layers.Permute((3, 1, 2), name=f"{layer.name}_nchw", dtype=dtype)(y)
+    block = keras.Model(inp, y, name=layer.name)
+    block.trainable = layer.trainable
+    return block
 
 
 def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
@@ -58,8 +83,8 @@ def _wrap_runs(n: int, before: int, after: int) -> List[Tuple[int, int]]:
 
 
 def _wrap_axis(x, n: int, before: int, after: int, rows: bool, name: str, layer):
-    # Wrap-pad along rows or columns in `layer`'s data_format (the default follows the global one).
-    pieces, fmt, dtype = [], layer.data_format, layer.dtype_policy
+    # Wrap-pad along rows or columns of a channels_last image (the default follows the global).
+    pieces, fmt, dtype = [], "channels_last", layer.dtype_policy
     for j, (first, last) in enumerate(_wrap_runs(n, before, after)):
         if first == 0 and last == n - 1:
             pieces.append(x)
@@ -70,8 +95,7 @@ def _wrap_axis(x, n: int, before: int, after: int, rows: bool, name: str, layer)
                                               dtype=dtype)(x))
     if len(pieces) == 1:
         return pieces[0]
-    axis = (1 if rows else 2) + (fmt == "channels_first")
-    return keras.layers.Concatenate(axis=axis, name=name, dtype=dtype)(pieces)
+    return keras.layers.Concatenate(axis=1 if rows else 2, name=name, dtype=dtype)(pieces)
 
 
 def _from_periodic(layer: PeriodicConv2D) -> _Replacement:
@@ -90,16 +114,16 @@ def _from_periodic(layer: PeriodicConv2D) -> _Replacement:
             "model on a fixed size (e.g. keras.Input((H, W, C))) to materialize it.")
     kh, kw = layer.kernel_size
     ch, cw = (kh - 1) // 2, (kw - 1) // 2
-    inp = keras.Input(batch_shape=(None, *shape[1:]), dtype=layer.compute_dtype,
-                      name=f"{layer.name}_input")
-    x = _wrap_axis(inp, h, ch, kh - 1 - ch, True, f"{layer.name}_wrap_rows", layer)
-    x = _wrap_axis(x, w, cw, kw - 1 - cw, False, f"{layer.name}_wrap_cols", layer)
     conv = keras.layers.Conv2D(layer.filters, layer.kernel_size, padding="valid",
-                               data_format=layer.data_format,
+                               data_format="channels_last",
                                **{**_dense_args(layer), "name": f"{layer.name}_conv"})
-    block = keras.Model(inp, conv(x), name=layer.name)
-    block.trainable = layer.trainable
-    return block, conv, lambda: [_numpy(layer.kernel), *_bias(layer)]
+
+    def body(x):
+        x = _wrap_axis(x, h, ch, kh - 1 - ch, True, f"{layer.name}_wrap_rows", layer)
+        return conv(_wrap_axis(x, w, cw, kw - 1 - cw, False, f"{layer.name}_wrap_cols", layer))
+
+    return _block(layer, (None, *shape[1:]), body), conv, lambda: [_numpy(layer.kernel),
+                                                                   *_bias(layer)]
 
 
 def _from_weight_norm(layer: WeightNormalization) -> _Replacement:

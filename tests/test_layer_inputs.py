@@ -411,3 +411,26 @@ def test_weight_norm_bad_arguments(kwargs, exc, match):
     kwargs = {"layer": keras.layers.Dense(2), **kwargs}
     with pytest.raises(exc, match=match):
         WeightNormalization(**kwargs)
+
+
+@pytest.mark.parametrize("make, width", [
+    (lambda fmt: PeriodicConv2D(8, 3, data_format=fmt), 8),
+    (lambda fmt: PeriodicConv2D(8, 5, method="fft", data_format=fmt), 8),
+    (lambda fmt: CirculantConv2D(8, 3, block_size=4, padding="same", data_format=fmt), 8),
+    (lambda fmt: CirculantConv2D(8, 3, block_size=4, data_format=fmt), 10),  # valid: 8 wide
+], ids=["periodic-direct", "periodic-fft", "circulant-same", "circulant-valid"])
+def test_channels_first_bias_is_added_on_channels_where_width_equals_filters(make, width):
+    """TensorFlow's ops.add read the (C, 1, 1) bias as an NHWC one when the output's width
+    equals `filters`, and added it along the width (a trial: 2.4-7.0 off, eager and predict)."""
+    x = RNG.normal(size=(2, 4, 8, width)).astype("float32")
+    first, last = make("channels_first"), make("channels_last")
+    first.build(x.shape)
+    last.build((2, 8, width, 4))
+    bias = np.arange(8, dtype="float32")
+    first.set_weights([first.get_weights()[0], bias])
+    last.set_weights([first.get_weights()[0], bias])
+    expected = keras.ops.convert_to_numpy(last(x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    assert expected.shape[-1] == 8
+    model = keras.Sequential([keras.Input(x.shape[1:]), first])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first(x)), expected, atol=1e-5)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)

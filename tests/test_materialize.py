@@ -254,3 +254,22 @@ def test_periodic_conv_on_images_of_unknown_size_is_refused_clearly():
     with pytest.raises(ValueError, match="unknown height or width.*fixed size"):
         keras_normed.materialize(model)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("kind", ["circulant", "periodic"])
+def test_channels_first_layers_become_channels_last_convolutions_with_their_bias(kind):
+    """A channels_first layer became Keras's channels_first Conv2D: not runnable eagerly on a
+    CPU without oneDNN, and on TensorFlow its eager bias went along the width where the width
+    equals the filters. Now a block (transpose, channels_last Conv2D, transpose), run eagerly."""
+    layer = (CirculantConv2D(8, 3, block_size=4, padding="same", data_format="channels_first")
+             if kind == "circulant" else PeriodicConv2D(8, 3, data_format="channels_first"))
+    model = keras.Sequential([keras.Input((4, 8, 8)), layer])
+    layer.set_weights([layer.get_weights()[0], np.arange(8, dtype="float32")])
+    x = np.random.default_rng(0).normal(size=(2, 4, 8, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x))
+    small = keras_normed.materialize(model)
+    convs = [sub for sub in small._flatten_layers() if isinstance(sub, keras.layers.Conv2D)]
+    assert convs and all(c.data_format == "channels_last" for c in convs)
+    assert small.layers[0].name == layer.name
+    _close(keras.ops.convert_to_numpy(small(x)), expected)
+    _close(small.predict(x, verbose=0), expected)

@@ -78,9 +78,13 @@ class WeightArgs(RealInputs):
         return inputs
 
     def _finish(self, y, channels_first: bool = False):
-        if self.bias is not None:
-            # (N, C, H, W): the bias broadcasts over the two trailing spatial axes.
-            y = ops.add(y, ops.reshape(self.bias, (-1, 1, 1)) if channels_first else self.bias)
+        if self.bias is not None and channels_first:
+            # (N, C, H, W): the bias broadcasts over the two trailing spatial axes. Subtracted
+            # negated (exact): TensorFlow's ops.add reads a (C, 1, 1) operand as an NHWC bias
+            # where W == C, and added it along the width.
+            y = ops.subtract(y, ops.negative(ops.reshape(self.bias, (-1, 1, 1))))
+        elif self.bias is not None:
+            y = ops.add(y, self.bias)
         if self.activation is not None:
             y = self.activation(y)
         return y
