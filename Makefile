@@ -18,7 +18,8 @@ export KERAS_NORMED_MNIST_DIR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
 # (export, tf.distribute) and the tests that start their own processes per backend
 # (cross-backend .keras, 2 JAX processes, the GPU check) run once, in the TensorFlow run;
 # test_saving.py too (its `.keras` round trip on JAX is the cross-backend test's), and, for time
-# (measured on a loaded 2-core machine: TF run 7.8 min, this JAX run 8.4 min), test_structure.py
+# (2-core machines: TF run 4.5 min, this JAX run 9.1 min on an AVX-512 Xeon with another job
+# beside; 7.8 and 8.4 min on an AVX2 EPYC), test_structure.py
 # and test_bad_input.py (they pass on
 # JAX: `make test-jax NEUTRAL_TESTS="tests/test_structure.py tests/test_bad_input.py"`).
 NEUTRAL_TESTS := $(addprefix tests/test_,circulant data data_dependent delta_orthogonal \
