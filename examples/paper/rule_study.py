@@ -9,7 +9,8 @@ chains, so the function-keeping constraint is one: the product of the scales is 
 - ``--rule calibrate --tau T``: ``rescale`` (``--inits`` move), then every kernel times the
   same factor so that the logits' RMS on the probe batch is ``T`` (changes the function);
 - ``--rule dc``: every circulant/periodic block's zero-frequency gain (the sum of its entries)
-  set to its RMS, sign kept, before ``rescale``;
+  set to its RMS, sign kept, before ``rescale``; ``--rule dc-zero``: set to 0 (each block's
+  entries centred; the draw's common-mode gain removed);
 - ``--rule output-gain --gain G``: the output layer's draw times ``G`` (``G = sqrt(2)``: the
   ReLU gain there, as He has), then ``rescale`` (changes the function by ``G``);
 - ``--rule synthetic``: ``rescale``'s probe batch replaced by noise images with uniform random
@@ -118,7 +119,7 @@ def _equalize_outputs(model, report: dict, probe, optimizer, loss) -> None:
         row["growth_after"] = float(row["growth_before"] * row["scale"] ** -report["exponent"])
 
 
-def _fix_zero_frequency(model) -> None:
+def _fix_zero_frequency(model, zero: bool = False) -> None:
     from keras_normed.layers import CirculantConv2D, CirculantDense, PeriodicConv2D
 
     axes_of = {PeriodicConv2D: (0, 1), CirculantDense: (2,), CirculantConv2D: (0, 1, 4)}
@@ -130,7 +131,8 @@ def _fix_zero_frequency(model) -> None:
         n = int(np.prod([w.shape[i] for i in axes]))
         total = w.sum(axis=axes, keepdims=True)
         rms = np.sqrt((w ** 2).mean(axis=axes, keepdims=True)) * np.sqrt(n)
-        layer.kernel.assign(w + (np.where(total >= 0, rms, -rms) - total) / n)
+        target = 0.0 if zero else np.where(total >= 0, rms, -rms)
+        layer.kernel.assign(w + (target - total) / n)
 
 
 def mean_scales(path: str, net: str, init: str = "normed") -> dict:
@@ -169,8 +171,8 @@ def step_for(args):
 
     def step(model, mode, probe, optimizer, loss=None):
         rule, move = mode
-        if args.rule == "dc":
-            _fix_zero_frequency(model)
+        if args.rule in ("dc", "dc-zero"):
+            _fix_zero_frequency(model, zero=args.rule == "dc-zero")
         if args.rule == "output-gain":
             last = [lay for lay in model.layers if getattr(lay, "kernel", None) is not None][-1]
             last.kernel.assign(last.kernel * args.gain)
@@ -182,7 +184,7 @@ def step_for(args):
                      else rng.standard_normal(np.shape(x)))
             probe = (noise.astype("float32"), rng.integers(0, 10, len(y)))
         report = rescale(model, data=probe, optimizer=optimizer, loss=loss, rule=rule,
-                         move=move, force=args.rule in ("dc", "output-gain")).as_dict()
+                         move=move, force=args.rule in ("dc", "dc-zero", "output-gain")).as_dict()
         if args.rule == "cap":
             _cap(model, report, args)
         elif args.rule == "output":
@@ -199,8 +201,8 @@ def step_for(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rule", choices=("cap", "calibrate", "dc", "output-gain", "synthetic",
-                                                   "output", "mean-scales"),
+    parser.add_argument("--rule", choices=("cap", "calibrate", "dc", "dc-zero", "output-gain",
+                                           "synthetic", "output", "mean-scales"),
                         required=True)
     parser.add_argument("--gain", type=float, default=2 ** 0.5)
     parser.add_argument("--noise", choices=("normal", "uniform"), default="normal",
@@ -213,7 +215,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nets", nargs="+", default=["a", "b", "c", "d"])
     # normed-all: the rules were measured over move="all" (the default before move="auto").
     parser.add_argument("--inits", nargs="+", default=["normed-all"],
-                        choices=("normed-all", "normed", "normed-structured"))
+                        choices=("normed-all", "normed", "normed-structured", "normed-analytic"))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
