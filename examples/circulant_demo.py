@@ -28,8 +28,8 @@ model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
 model.fit(data.x_train, data.y_train, epochs=5, batch_size=64, verbose=0)
 _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
 
-print(f"kernel shape {tuple(hidden.kernel.shape)}: {hidden.count_params():,} parameters "
-      f"(a Dense(512) layer has {784 * 512 + 512:,})")
+print(f"kernel shape {tuple(hidden.kernel.shape)}: {hidden.count_params():,} parameters with "
+      f"the bias (a Dense(512) layer has {784 * 512 + 512:,})")
 print(f"test accuracy {accuracy:.4f}")
 
 # The layer computes relu(x @ W + b) with W the materialised 784 x 512 block-circulant matrix.

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import keras
+
+from keras_normed.cli import nonneg_int, png_file, positive_int
 
 
 def run(n_train: int, every: int, seed: int, source: str, quick: bool = False) -> dict:
@@ -83,14 +86,17 @@ def plot(curves: dict, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=4000)
-    parser.add_argument("--every", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source", default="auto")
-    parser.add_argument("--output", default="growth-monitor.png")
+    parser.add_argument("--n-train", type=positive_int, default=4000)
+    parser.add_argument("--every", type=positive_int, default=5)
+    parser.add_argument("--seed", type=nonneg_int, default=0)
+    parser.add_argument("--source", choices=("auto", "mnist-dir", "keras", "sklearn"),
+                        default="auto")
+    parser.add_argument("--output", type=png_file, default="results/growth-monitor.png",
+                        help="the PNG to write, beside it its JSON (the folder is created)")
     parser.add_argument("--quick", action="store_true", help="tiny net, seconds")
     args = parser.parse_args(argv)
     curves = run(args.n_train, args.every, args.seed, args.source, args.quick)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     plot(curves, args.output)
     with open(args.output.rsplit(".", 1)[0] + ".json", "w") as f:
         json.dump(curves, f)

@@ -12,10 +12,12 @@ linearly in depth; the random-walk gains remove the drift and leave a spread ~ s
 from __future__ import annotations
 
 import argparse
+import os
 
 import keras
 import numpy as np
 
+from keras_normed.cli import nonneg_int, png_file
 from keras_normed.initializers import RandomWalk
 
 WIDTH, DEPTH, SEEDS = 50, 100, 100
@@ -45,8 +47,9 @@ def log_norm_curves(make_init, nonlinearity: str) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="random_walk.png")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=png_file, default="results/random_walk.png",
+                        help="the PNG to write (its folder is created)")
+    parser.add_argument("--seed", type=nonneg_int, default=0)
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -75,6 +78,7 @@ def main(argv=None) -> int:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("ln(|delta_l|^2 / |delta_top|^2)")
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     fig.savefig(args.output, dpi=110)
     print(f"Wrote {args.output}")
     return 0

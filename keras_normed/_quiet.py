@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 ENV = "TF_CPP_MIN_LOG_LEVEL"
 DEFAULT_LEVEL = "2"
-CLI_MODULES = ("keras_normed", "keras_normed.cli", "examples.paper")
+CLI_MODULES = ("keras_normed", "keras_normed.cli", "examples.paper", "examples.paper.rule_study")
 SCRIPT = "keras-normed"
 
 # An absl C++ log line: severity, MMDD, time (or "00:00:<epoch seconds>"), thread, file:line].

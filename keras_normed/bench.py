@@ -17,7 +17,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_normed.cli import nonneg_int, output_file, positive_int, positive_int_list
+from keras_normed.cli import (
+    OptionError,
+    nonneg_int,
+    output_file,
+    positive_int,
+    positive_int_list,
+)
 from keras_normed.initializers import Normed
 from keras_normed.layers import CirculantConv2D, CirculantDense
 from keras_normed.ops._common import freq_contract
@@ -500,6 +506,9 @@ def format_rescale(row: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``keras-normed bench``: print the tables and verdicts; write the JSON if asked."""
+    if args.profile and keras.backend.backend() != "tensorflow":
+        raise OptionError(f"argument --profile: it times TensorFlow ops: run with "
+                          f"KERAS_BACKEND=tensorflow, not {keras.backend.backend()!r}")
     fallback = QUICK if args.quick else DEFAULTS
     sizes = {key: fallback[key] if getattr(args, key) is None else getattr(args, key)
              for key in DEFAULTS}

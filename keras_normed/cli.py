@@ -53,7 +53,21 @@ def output_file(text: str) -> str:
     before a run, so that a long run does not fail at its end."""
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"a folder, not a file: {text!r}")
-    parent = os.path.dirname(os.path.abspath(text))
+    return writable_under(os.path.dirname(os.path.abspath(text)), text)
+
+
+def png_file(text: str) -> str:
+    """An argparse type: :func:`output_file` ending in ``.png`` (matplotlib would add the
+    suffix to another name, and write elsewhere than said)."""
+    if not str(text).lower().endswith(".png"):
+        raise _fail("a file name ending in .png", text)
+    return output_file(text)
+
+
+def writable_under(parent: str, text: str) -> str:
+    """``text`` if the nearest existing folder of ``parent`` is a folder this process can
+    write in (the missing ones below it are created at the end of a run), else an argparse
+    error naming ``text``."""
     while not os.path.exists(parent):  # the nearest folder that exists will hold the new ones
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):

@@ -386,3 +386,69 @@ def test_a_size_given_twice_is_measured_once():
     from keras_normed.cli import positive_int_list
 
     assert positive_int_list("8,8,16,8") == [8, 16]
+
+
+def test_output_folders_under_a_file_and_bad_merges_are_refused_before_any_work(tmp_path,
+                                                                                  capsys):
+    """A new-user trial: `--output a_file/sub` passed the check and crashed after training;
+    duplicate or mismatched `--merge` files gave tracebacks, or (depth) merged silently."""
+    import json
+
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    for command in ("compare", "depth", "resnet", "datainit"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--quick", "--output", str(a_file / "sub")])
+        assert exc.value.code == 2
+        assert "is a file, not a folder" in capsys.readouterr().err, command
+    run = {"net": "a", "init": "he", "seed": 0, "epochs": 1, "batch_size": 64,
+           "optimizer": "sgd", "lr": 0.01, "smoothing": 0.98, "final_loss": 0.3}
+    compare_json = tmp_path / "compare.json"
+    compare_json.write_text(json.dumps({"settings": {"data": "d"}, "runs": [run]}))
+    config = {"depths": [10], "steps": 5, "data": "sklearn", "inits": ["he"], "jit": "off"}
+    depth_a, depth_b, depth_c = (tmp_path / f"{k}.json" for k in "abc")
+    depth_a.write_text(json.dumps({"config": config, "init": {"he": {}}, "train": {}}))
+    depth_b.write_text(json.dumps({"config": {**config, "data": "mnist"}, "init": {}}))
+    depth_c.write_text(json.dumps({"rows": []}))
+    for argv, says in ((["compare", "--merge", str(compare_json), str(compare_json)],
+                        "appears twice"),
+                       (["depth", "--merge", str(depth_a), str(depth_a)], "earlier file too"),
+                       (["depth", "--merge", str(depth_a), str(depth_b)], "['data']"),
+                       (["depth", "--merge", str(depth_c)], "is not a depth.json"),
+                       (["depth", "--merge", str(a_file)], "cannot read")):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--output", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "argument --merge" in err and says in err, argv
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_probe_larger_than_half_the_data_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["growth", "--nets", "a", "--inits", "he", "--source", "sklearn",
+              "--probe-size", "5000"])
+    assert exc.value.code == 2
+    assert "argument --probe-size: 5000 needs 10000 training images" in capsys.readouterr().err
+
+
+def test_repeated_values_count_once_and_quick_keeps_explicit_options():
+    import argparse
+
+    from examples.paper import options, resnet
+
+    assert options.choices(("he", "glorot"))("he,glorot,he") == ["he", "glorot"]
+    parser = argparse.ArgumentParser()
+    resnet.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--steps", "3", "--data-dir", "."])
+    options.apply_quick(args, resnet.add_arguments, {"steps": 5, "seeds": 1, "source": "x"})
+    assert (args.steps, args.seeds, args.source) == (3, 1, "x")
+
+
+def test_figure_scripts_check_their_output(capsys):
+    from keras_normed.cli import png_file
+
+    for bad in ("/tmp", "figure.svg", "figure"):
+        with pytest.raises(argparse.ArgumentTypeError, match="ending in .png"):
+            png_file(bad)
+    assert png_file("results/x.png") == "results/x.png"

@@ -88,10 +88,47 @@ def test_sizes_shrink_to_what_is_available(tmp_path):
 def test_bad_source_and_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="Unknown data source"):
         load_digits("imagenet", verbose=False)
-    with pytest.raises(FileNotFoundError):
+    # Read errors name the option and what is wrong (the commands print them as one line).
+    with pytest.raises(ValueError, match="argument --data-dir: cannot read MNIST.*no MNIST"):
         load_digits("mnist-dir", data_dir=str(tmp_path / "missing"), verbose=False)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="argument --data-dir: cannot read MNIST.*no MNIST"):
         load_digits("mnist-dir", data_dir=str(tmp_path), verbose=False)  # empty folder
+
+
+def test_an_incomplete_or_corrupt_folder_and_an_offline_download_are_said_in_one_line(
+        tmp_path, monkeypatch):
+    """A folder with images but no labels, a truncated .gz, keras's download offline: raw
+    FileNotFoundError / EOFError / URL-fetch tracebacks (83 lines) before."""
+    import gzip
+
+    from examples.paper import data as data_module
+    from examples.paper.options import OptionError, has_mnist
+
+    images = np.zeros((2, 28, 28), np.uint8)
+    header = b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(header + images.tobytes())
+    assert not has_mnist(str(tmp_path))
+    with pytest.raises(OptionError, match="t10k-images-idx3-ubyte.gz' has no labels file"):
+        load_digits("mnist-dir", data_dir=str(tmp_path), verbose=False)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08")  # truncated
+    assert has_mnist(str(tmp_path))
+    with pytest.raises(OptionError, match="argument --data-dir: cannot read MNIST"):
+        load_digits("mnist-dir", data_dir=str(tmp_path), verbose=False)
+
+    def offline():
+        raise Exception("URL fetch failure on https://...: None -- [Errno -2] Name unknown")
+
+    monkeypatch.setattr(data_module, "_from_keras", offline)
+    with pytest.raises(OptionError, match="--source: keras.datasets.mnist could not be loaded"
+                                          ".*--data-dir DIR .* or --source sklearn"):
+        load_digits("keras", verbose=False)
+
+
+def test_auto_says_when_the_variable_names_no_mnist(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_NORMED_MNIST_DIR", str(tmp_path / "typo"))
+    data = load_digits("auto", n_train=10, n_test=10)
+    assert "scikit-learn" in data.source and "typo" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")

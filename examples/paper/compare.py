@@ -538,18 +538,21 @@ def merge_results(paths: Sequence[str]) -> dict:
         for r in loaded["runs"]:
             key = (r["net"], r["init"], r["seed"])
             if key in seen:
-                raise ValueError(f"Run {key} appears twice (last in {path}).")
+                raise OptionError(f"argument --merge: run {key} appears twice (last in "
+                                  f"{path!r}): merge files of disjoint runs")
             seen.add(key)
             runs.append(r)
     first = runs[0] if runs else {}
     for r in runs:
         differs = [k for k in keys if r.get(k) != first.get(k)]
         if differs:
-            raise ValueError(f"Runs differ in {differs}: {(r['net'], r['init'], r['seed'])} "
-                             f"against {(first['net'], first['init'], first['seed'])}.")
+            raise OptionError(f"argument --merge: runs differ in {differs}: "
+                              f"{(r['net'], r['init'], r['seed'])} against "
+                              f"{(first['net'], first['init'], first['seed'])}")
     datas = {src.get("data") for src in sources}
     if len(datas) > 1:
-        raise ValueError(f"The files were trained on different data: {sorted(map(str, datas))}.")
+        raise OptionError(f"argument --merge: the files were trained on different data: "
+                          f"{sorted(map(str, datas))}")
     settings = {k: first.get(k) for k in keys}
     settings.update(data=datas.pop(), merged_from=sources)
     return {"settings": settings, "runs": runs, "summary": summarize(runs)}
@@ -583,6 +586,8 @@ def run(args: argparse.Namespace, builder: Optional[Callable] = None) -> int:
     if args.quick:
         for key, value in _QUICK.items():
             setattr(args, key, value)
+    # A run counted twice would understate the spread over seeds.
+    args.nets, args.inits = list(dict.fromkeys(args.nets)), list(dict.fromkeys(args.inits))
     check_data(args.source, args.data_dir)
     from examples.paper.data import load_digits
 

@@ -1,12 +1,16 @@
 """Handwritten-digit data for the experiments, online or offline.
 
-Sources, in the order ``source="auto"`` tries them:
+Sources (``source="auto"``: the first if its folder holds MNIST, else the last; ``"keras"``
+only when asked, as it may need the internet):
 
 1. ``"mnist-dir"``: MNIST IDX files (``t10k-images-idx3-ubyte.gz``, ...) in a folder given by
    ``data_dir`` or the ``KERAS_NORMED_MNIST_DIR`` environment variable;
 2. ``"keras"``: ``keras.datasets.mnist`` (needs internet the first time);
 3. ``"sklearn"``: scikit-learn's bundled 8x8 digits (1,797 images, always offline), resized to
    28x28 so the papers' networks apply unchanged.
+
+A folder or download that cannot be read raises :class:`~examples.paper.options.OptionError`
+(a ``ValueError``; the commands print it as one line).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from examples.paper.options import ENV_VAR, SOURCES
+from examples.paper.options import ENV_VAR, SOURCES, OptionError, has_mnist
 
 __all__ = ["ENV_VAR", "SOURCES", "Digits", "read_idx", "load_digits", "batches"]
 
@@ -71,9 +75,12 @@ def _from_mnist_dir(data_dir: str):
         if images and labels:
             xs.append(read_idx(images))
             ys.append(read_idx(labels))
+        elif images or labels:
+            raise FileNotFoundError(f"{images or labels!r} has no "
+                                    f"{'labels' if images else 'images'} file beside it")
     if not xs:
-        raise FileNotFoundError(
-            f"No MNIST IDX files (e.g. t10k-images-idx3-ubyte.gz) in {data_dir!r}.")
+        raise FileNotFoundError("no MNIST IDX files (e.g. t10k-images-idx3-ubyte.gz and "
+                                "t10k-labels-idx1-ubyte.gz)")
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -114,24 +121,34 @@ def load_digits(source: str = "auto", data_dir: Optional[str] = None,
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown data source {source!r}; expected one of {SOURCES}.")
-    data_dir = data_dir or os.environ.get(ENV_VAR) or None
-    used = source
+    given, data_dir = data_dir, data_dir or os.environ.get(ENV_VAR) or None
+    used, note = source, ""
     if source == "auto":
-        if data_dir and os.path.isdir(data_dir) and _find(data_dir, "t10k-images-idx3-ubyte"):
-            used = "mnist-dir"
-        else:
-            used = "sklearn"
+        used = "mnist-dir" if has_mnist(data_dir) else "sklearn"
+        if data_dir and used == "sklearn":  # a typo in the variable would go unnoticed
+            note = f"; {'the folder' if given else '$' + ENV_VAR}={data_dir!r} holds no MNIST"
     if used == "mnist-dir":
         if not data_dir:
-            raise ValueError(f"source='mnist-dir' needs `data_dir` or ${ENV_VAR}.")
-        x, y = _from_mnist_dir(data_dir)
+            raise OptionError(f"argument --source: mnist-dir needs --data-dir or ${ENV_VAR}")
+        try:
+            x, y = _from_mnist_dir(data_dir)
+        except (OSError, EOFError, ValueError) as err:  # missing, truncated, not IDX
+            raise OptionError(f"argument --data-dir: cannot read MNIST in {data_dir!r}: "
+                              f"{err}") from None
         label = f"MNIST IDX files from {data_dir}"
     elif used == "keras":
-        x, y = _from_keras()
+        try:
+            x, y = _from_keras()
+        except Exception as err:  # noqa: BLE001 - offline: a URL fetch failure
+            raise OptionError(
+                f"argument --source: keras.datasets.mnist could not be loaded "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:120]}); it downloads once, "
+                "with internet: pass --data-dir DIR (MNIST IDX files) or --source sklearn"
+            ) from None
         label = "keras.datasets.mnist"
     else:
         x, y = _from_sklearn()
-        label = "scikit-learn's bundled 8x8 digits resized to 28x28 (offline)"
+        label = f"scikit-learn's bundled 8x8 digits resized to 28x28 (offline{note})"
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     total = len(x)

@@ -50,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_output_argument(parser, os.path.join("results", "datainit"),
                                 "folder for datainit.json and datainit.png")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny run for tests: at most 4 layers of 4 channels, 5 steps, "
-                             "256 / 64 images, sklearn digits unless --source says otherwise")
+                        help="tiny run for tests: 4 layers of 4 channels, 5 steps, 256 / 64 "
+                             "images, sklearn digits unless --source or --data-dir says "
+                             "otherwise (options given explicitly win)")
     parser.add_argument("--no-plot", action="store_true", help="write no PNG")
 
 
@@ -107,10 +108,9 @@ def run(args: argparse.Namespace) -> int:
     from examples.paper.data import load_digits
 
     if args.quick:
-        args.depth, args.channels, args.steps = min(args.depth, 4), min(args.channels, 4), 5
-        args.n_train, args.n_test = 256, 64
-        if args.source == "auto":
-            args.source = "sklearn"
+        options.apply_quick(args, add_arguments, {
+            "depth": 4, "channels": 4, "steps": 5, "n_train": 256, "n_test": 64,
+            **({"source": "sklearn"} if args.data_dir is None else {})})
     inits = _common._inits(args.inits, INITS)
     options.check_data(args.source, args.data_dir)
     data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)

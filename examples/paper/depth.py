@@ -252,13 +252,8 @@ def run(args) -> int:
 
     if args.merge:
         return _report(merge(args.merge), args.output)
-    if args.quick:  # tiny values for the options left at their defaults
-        parser = argparse.ArgumentParser()
-        add_arguments(parser)
-        defaults = parser.parse_args([])
-        for key, value in _QUICK.items():
-            if getattr(args, key) == getattr(defaults, key):
-                setattr(args, key, value)
+    if args.quick:
+        options.apply_quick(args, add_arguments, _QUICK)
     # A string is an option given programmatically.
     depths = sorted(set(options.parsed(args.depths, options.positive_int_list, "--depths")))
     inits = options.parsed(args.inits, options.choices(INITS), "--inits")
@@ -303,13 +298,37 @@ def _save_partial(results: Dict, output: str) -> None:
 
 
 def merge(paths: List[str]) -> Dict:
-    """Combine the results of runs on disjoint sets of initializers (same other settings)."""
+    """Combine the results of runs on disjoint sets of initializers (same other settings).
+
+    Raises:
+        options.OptionError: a file that is not a depth.json, an initializer in two files, or
+            files whose other settings (depths, steps, data, ...) differ.
+    """
+    fail = options.OptionError
     merged: Dict = {}
     for path in paths:
-        with open(path) as f:
-            res = json.load(f)
+        try:
+            with open(path) as f:
+                res = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise fail(f"argument --merge: cannot read {path!r} as JSON ({err})") from None
+        if not (isinstance(res, dict) and isinstance(res.get("config"), dict)
+                and isinstance(res.get("init"), dict)):
+            raise fail(f"argument --merge: {path!r} is not a depth.json (it needs its config "
+                       "and per-initializer results)")
+        # jit changes the time per step only
+        config = {k: v for k, v in res["config"].items() if k not in ("inits", "jit")}
         if not merged:
-            merged = {"config": dict(res["config"], inits=[]), "init": {}, "train": {}}
+            merged = {"config": dict(config, inits=[]), "init": {}, "train": {}}
+        differs = sorted(k for k in set(config) | set(merged["config"]) - {"inits"}
+                         if config.get(k) != merged["config"].get(k))
+        if differs:
+            raise fail(f"argument --merge: {path!r} differs from the first file in {differs}: "
+                       "merge runs made with the same settings")
+        twice = sorted(set(res["config"].get("inits", [])) & set(merged["config"]["inits"]))
+        if twice:
+            raise fail(f"argument --merge: {twice} in {path!r} are in an earlier file too: "
+                       "merge files of disjoint initializers")
         merged["config"]["inits"] += list(res["config"]["inits"])
         merged["init"].update(res["init"])
         merged["train"].update(res.get("train", {}))
@@ -345,5 +364,8 @@ def _report(results: Dict, output: str) -> int:
     with open(os.path.join(output, "depth.json"), "w") as f:
         json.dump(results, f, indent=1, allow_nan=True)
     _plot(results, os.path.join(output, "depth.png"))
+    partial = os.path.join(output, "depth.partial.json")
+    if os.path.exists(partial):  # the whole run is in depth.json now
+        os.remove(partial)
     print(f"Wrote {os.path.join(output, 'depth.json')} and depth.png")
     return 0

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``python -m examples.paper growth``: print the table, write the rows as JSON."""
     from examples.paper.compare import initialization
 
+    args.nets, args.inits = list(dict.fromkeys(args.nets)), list(dict.fromkeys(args.inits))
     for init in args.inits:
         try:
             initialization(init, 0)
@@ -112,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_digits(args.source, args.data_dir, seed=args.seed,
                        n_train=max(args.n_train, 2 * args.probe_size), n_test=args.n_test)
+    if len(data.x_train) < 2 * args.probe_size:
+        raise options.OptionError(
+            f"argument --probe-size: {args.probe_size} needs {2 * args.probe_size} training "
+            f"images (the probe and the other batch), the data has {len(data.x_train)} "
+            f"({data.source}); pass --probe-size {len(data.x_train) // 2} or less")
     options.seed_everything(args.seed)
     rows = spread(data, args.nets, args.inits, args.seed, optimizer, args.probe_size)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -28,6 +28,7 @@ from keras_normed.cli import (
     output_file,
     positive_int,
     positive_int_list,
+    writable_under,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "add_options",
     "add_data_arguments",
     "add_output_argument",
+    "apply_quick",
     "check_data",
     "seed_everything",
     "layer_seed",
@@ -60,7 +62,7 @@ __all__ = [
 # Where the experiments look for MNIST IDX files, and the data sources (see data.load_digits).
 ENV_VAR = "KERAS_NORMED_MNIST_DIR"
 SOURCES = ("auto", "mnist-dir", "keras", "sklearn")
-_MNIST_STEMS = ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte")
+_MNIST_SPLITS = ("t10k", "train")
 
 
 # --------------------------------------------------------------------------- argparse types
@@ -89,7 +91,8 @@ unit_interval = _number("unit_interval", "a number in [0, 1)", lambda v: 0 <= v 
 
 
 def choices(allowed) -> Callable[[str], List[str]]:
-    """An argparse type: a comma-separated, non-empty subset of ``allowed``."""
+    """An argparse type: a comma-separated, non-empty subset of ``allowed`` (repeats dropped:
+    a run counted twice would understate the spread over seeds)."""
 
     def parse(text: str) -> List[str]:
         items = [s.strip() for s in str(text).split(",") if s.strip()]
@@ -98,7 +101,7 @@ def choices(allowed) -> Callable[[str], List[str]]:
             raise argparse.ArgumentTypeError(
                 f"unknown value(s) {', '.join(unknown) or '(none given)'} in {str(text)!r}; "
                 f"expected a comma-separated subset of {','.join(allowed)}")
-        return items
+        return list(dict.fromkeys(items))
 
     parse.__name__ = "choices"
     return parse
@@ -172,7 +175,7 @@ def output_dir(text: str) -> str:
     that a long run does not fail at its end."""
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"not a folder (a file is there): {text!r}")
-    return text
+    return writable_under(os.path.abspath(text), text)
 
 
 def add_output_argument(parser: argparse.ArgumentParser, default: Optional[str],
@@ -185,10 +188,26 @@ def add_output_argument(parser: argparse.ArgumentParser, default: Optional[str],
                         help=argparse.SUPPRESS)
 
 
+def apply_quick(args: argparse.Namespace, add_arguments: Callable, quick: dict) -> None:
+    """``--quick``: the values of ``quick`` for the options left at their defaults (options
+    given explicitly win, ``--data-dir`` included); ``add_arguments`` builds the command's
+    parser, to read the defaults."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = parser.parse_args([])
+    for key, value in quick.items():
+        if getattr(args, key) == getattr(defaults, key):
+            setattr(args, key, value)
+
+
 def has_mnist(folder: Optional[str]) -> bool:
-    """Whether ``folder`` holds MNIST image IDX files (gzip-compressed or not)."""
-    return bool(folder) and any(os.path.exists(os.path.join(folder, stem + ext))
-                                for stem in _MNIST_STEMS for ext in (".gz", ""))
+    """Whether ``folder`` holds the MNIST IDX files of a split, images and labels
+    (gzip-compressed or not)."""
+    def found(stem: str) -> bool:
+        return any(os.path.exists(os.path.join(folder, stem + ext)) for ext in (".gz", ""))
+
+    return bool(folder) and any(found(f"{split}-images-idx3-ubyte") and
+                                found(f"{split}-labels-idx1-ubyte") for split in _MNIST_SPLITS)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, n_train: int = 8000,
@@ -215,8 +234,9 @@ def check_data(source: str, data_dir: Optional[str]) -> None:
             neither ``--data-dir`` nor ``$KERAS_NORMED_MNIST_DIR`` naming such a folder.
     """
     if data_dir is not None and not has_mnist(data_dir):
-        raise OptionError(f"argument --data-dir: no MNIST IDX files "
-                          f"(t10k-images-idx3-ubyte.gz, ...) in {data_dir!r}")
+        raise OptionError(f"argument --data-dir: no MNIST IDX files (a split's images and "
+                          f"labels: t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz, "
+                          f"...) in {data_dir!r}")
     if source == "mnist-dir" and data_dir is None:
         env = os.environ.get(ENV_VAR)
         if not env:

@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_output_argument(parser, os.path.join("results", "resnet"),
                                 "folder for resnet.json and resnet.png")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny run for tests: at most 4 blocks of width 8, 5 steps, one "
-                             "seed, 256 / 64 images, sklearn digits unless --source says "
-                             "otherwise")
+                        help="tiny run for tests: 4 blocks of width 8, 5 steps, one seed, "
+                             "256 / 64 images, sklearn digits unless --source or --data-dir "
+                             "says otherwise (options given explicitly win)")
     parser.add_argument("--no-plot", action="store_true", help="write no PNG")
 
 
@@ -224,10 +224,9 @@ def run(args: argparse.Namespace) -> int:
     from examples.paper.data import load_digits
 
     if args.quick:
-        args.blocks, args.width, args.steps = min(args.blocks, 4), min(args.width, 8), 5
-        args.n_train, args.n_test, args.seeds = 256, 64, 1
-        if args.source == "auto":
-            args.source = "sklearn"
+        options.apply_quick(args, add_arguments, {
+            "blocks": 4, "width": 8, "steps": 5, "n_train": 256, "n_test": 64, "seeds": 1,
+            **({"source": "sklearn"} if args.data_dir is None else {})})
     inits = _inits(args.inits, INITS)
     options.check_data(args.source, args.data_dir)
     data = load_digits(args.source, args.data_dir, args.n_train, args.n_test, seed=0)

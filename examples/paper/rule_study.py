@@ -36,6 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 
+# First: it imports keras_normed, which keeps TensorFlow's start-up lines off a command's screen.
+from examples.paper import options  # isort: skip
+
 import numpy as np
 
 from examples.paper import compare
@@ -200,29 +203,41 @@ def step_for(args):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.paper.rule_study",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--rule", choices=("cap", "calibrate", "dc", "dc-zero", "output-gain",
                                            "synthetic", "output", "mean-scales"),
-                        required=True)
-    parser.add_argument("--gain", type=float, default=2 ** 0.5)
+                        required=True, help="the rule (the module's docstring says each)")
+    parser.add_argument("--gain", type=options.positive_float, default=2 ** 0.5,
+                        help="--rule output-gain: the factor on the output layer's draw")
     parser.add_argument("--noise", choices=("normal", "uniform"), default="normal",
                         help="--rule synthetic's images: N(0, 1) or U(0, 1)")
-    parser.add_argument("--scales-from", default=None,
+    parser.add_argument("--scales-from", type=options.existing_file, default=None,
                         help="--rule mean-scales: a compare JSON with normed runs of the nets")
-    parser.add_argument("--kappa", type=float, default=1.0)
-    parser.add_argument("--rabs", type=float, default=0.0)
-    parser.add_argument("--tau", type=float, default=1.0)
-    parser.add_argument("--nets", nargs="+", default=["a", "b", "c", "d"])
+    parser.add_argument("--kappa", type=options.positive_float,
+                        default=1.0, help="--rule cap: growth bound, times the geometric mean")
+    parser.add_argument("--rabs", type=options.nonneg_float, default=0.0,
+                        help="--rule cap: an absolute growth bound (0: none)")
+    parser.add_argument("--tau", type=options.positive_float, default=1.0,
+                        help="--rule calibrate: the logits' RMS to reach")
+    parser.add_argument("--nets", nargs="+", default=["a", "b", "c", "d"], choices=compare.NETS)
     # normed-all: the rules were measured over move="all" (the default before move="auto").
     parser.add_argument("--inits", nargs="+", default=["normed-all"],
                         choices=("normed-all", "normed", "normed-structured", "normed-analytic"))
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", default=None, help="JSON file for every run")
+    parser.add_argument("--seeds", type=options.positive_int, default=5, help="seeds 0..N-1")
+    parser.add_argument("--epochs", type=options.positive_int, default=1)
+    parser.add_argument("--data-dir", type=options.existing_dir, default=None,
+                        help=f"folder with MNIST IDX files (default: ${options.ENV_VAR}, else "
+                             "the sklearn digits)")
+    options.add_output_argument(parser, None, "JSON file for every run", metavar="FILE")
     args = parser.parse_args(argv)
+    args.nets, args.inits = list(dict.fromkeys(args.nets)), list(dict.fromkeys(args.inits))
     if args.rule == "mean-scales" and not args.scales_from:
         parser.error("--rule mean-scales needs --scales-from FILE (a compare JSON)")
+    try:
+        options.check_data("auto", args.data_dir)
+    except options.OptionError as err:
+        parser.error(str(err))
     from examples.paper.data import load_digits
 
     compare.apply_rescale = step_for(args)
