@@ -355,14 +355,15 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                                int(st.n_params), {"growth_before": float(r0),
                                                   "growth_after": float(r1), "scale": float(c)}))
     moving, summary["moving_statistics"] = _moving_statistics(constraints, log_scales)
-    with engine.Transaction(variables=[s.variable for s in free] + [v for v, _ in moving],
+    with engine.Transaction(variables=[s.variable for s in free] + [v for v, *_ in moving],
                             attributes=[(s.layer, "kernel_initializer") for s in free],
-                            values=base + [keras.ops.copy(v) for v, _ in moving]):
+                            values=base + [keras.ops.copy(v) for v, *_ in moving]):
         for site, value, c in zip(free, base, scales):
             site.variable.assign(keras.ops.cast(value * float(c), site.variable.dtype))
             site.layer.kernel_initializer = site.layer.kernel_initializer.rescaled_copy(float(c))
-        for var, factor in moving:
-            var.assign(keras.ops.multiply(var, factor))
+        for var, factor, offset in moving:
+            var.assign(keras.ops.maximum(keras.ops.add(keras.ops.multiply(var, factor), offset),
+                                         0.0) if offset else keras.ops.multiply(var, factor))
         notes = constraints.notes_for(log_scales) + unused
         # Where the graph proves the function kept, measuring it costs a forward pass (a
         # quarter of the probe on a deep MLP) and shows rounding only.
@@ -401,6 +402,13 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
                     "positively homogeneous. Refused, weights unchanged; use each kernel "
                     "through its layer.")
     summary["notes"] = notes
+    summary["no_gradient"] = (result or {}).get("no_gradient", [])
+    if summary["no_gradient"]:
+        warnings.warn(
+            f"normed rescale: {summary['no_gradient'][:4]} get no gradient on the probe batch "
+            "(an output the loss leaves out, dead units or a disconnected layer): they keep "
+            "their scale and the others are equalized without them.", RuntimeWarning,
+            stacklevel=2)
     summary["left"] = engine.weights_left(model, lambda name, init: isinstance(init, Normed) and (
         f"{name} is Normed, but only kernels (kernel_initializer) are rescaled; left as drawn"))
     report = Report("rescale", True, rows=report_rows, summary=summary)
@@ -427,15 +435,19 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
 
 
 def _moving_statistics(constraints, log_scales: np.ndarray) -> tuple:
-    """``(variable, factor)`` pairs that keep ``predict`` for each BatchNormalization whose
-    input moves by ``exp(s)`` (mean times ``exp(s)``, variance ``exp(2 s)``), and their names."""
-    pairs, names = [], []
+    """``(variable, factor, offset)`` triples (``v <- factor v + offset``) that keep ``predict``
+    for each BatchNormalization whose input moves by ``c = exp(s)``, and their names: mean times
+    ``c``, and ``var + epsilon`` times ``c**2`` (exact, where ``var`` times ``c**2`` left the
+    epsilon out: 1.8e-3 off through four BN layers), kept >= 0."""
+    triples, names = [], []
     for bn, form in constraints.moving_forms:
         shift = float(form @ log_scales)
         if abs(shift) > 1e-12:
-            pairs += [(bn.moving_mean, math.exp(shift)), (bn.moving_variance, math.exp(2 * shift))]
+            c2 = math.exp(2 * shift)
+            triples += [(bn.moving_mean, math.exp(shift), 0.0),
+                        (bn.moving_variance, c2, (c2 - 1.0) * float(bn.epsilon))]
             names.append(bn.name)
-    return pairs, names
+    return triples, names
 
 
 def _auto_move(model, sites, uses, graph: str) -> Tuple[str, str]:
@@ -531,19 +543,22 @@ def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol, max_
     first = p = allowed = output = None
     best = (math.inf, a)
     best_previous = math.inf
+    rows = np.asarray(rows, np.float64).reshape(-1, len(base))
+    live = None
     for it in range(max_iter + 1):
         values = [b * math.exp(ai) if ai else b for b, ai in zip(base, a)]
         m = _growth(model, batch, kernels, values, optimizer, loss_fn, training)
         r = np.asarray(m["growth"])
-        if np.any(r <= 0):
-            dead = [kernels[i].path for i in np.flatnonzero(r <= 0)]
-            hint = (" No layer gets one: the loss does not depend on the weights on this batch "
-                    "(are all sample weights 0? is the loss saturated?), or the optimizer's step "
-                    "is zero (a learning rate of 0?)." if np.all(r <= 0) else "")
-            raise ValueError(f"Layers {dead} get no gradient on the probe batch (dead units, "
-                             "disconnected, or feeding an output without a loss); their growth "
-                             f"cannot be equalized.{hint}")
-        current = float(r.max() / r.min())
+        if live is None:
+            # A kernel without gradient (an output left out of the loss, dead units) has no
+            # growth to equalize: it keeps its scale, and the others are solved without it.
+            live = r > 0
+            if not live.any():
+                raise ValueError(
+                    "No layer gets a gradient on the probe batch: the loss does not depend on "
+                    "the weights on this batch (are all sample weights 0? is the loss "
+                    "saturated?), or the optimizer's step is zero (a learning rate of 0?).")
+        current = float(r[live].max() / r[live].min())
         if current < best[0]:
             best = (current, a, r)
         if first is None:
@@ -553,15 +568,24 @@ def _probe(model, sites, base, batch, optimizer, loss, training, rows, tol, max_
                 or (allowed is not None and current <= 1.05 * allowed)):
             break
         best_previous = current
-        step, allowed = engine.equalize(np.log(r), rows, p)
+        step, allowed = _equalize_live(np.log(np.where(live, r, 1.0)), rows, p, live)
         a = a + step
         if p in (1.0, 2.0) and exact(a):
             r = r * np.exp(-p * step)
-            best = (float(r.max() / r.min()), a, r)
+            best = (float(r[live].max() / r[live].min()), a, r)
             it += 1
             break
     _, a, r = best
     if allowed is None:  # already within tol: no solve ran, but report what the constraints allow
-        _, allowed = engine.equalize(np.log(first), rows, p)
+        _, allowed = _equalize_live(np.log(np.where(live, first, 1.0)), rows, p, live)
     return {"scales": np.exp(a), "before": first, "after": r, "exponent": p,
-            "iterations": it, "allowed": allowed, "output": output}
+            "iterations": it, "allowed": allowed, "output": output,
+            "no_gradient": [kernels[i].path for i in np.flatnonzero(~live)]}
+
+
+def _equalize_live(log_r: np.ndarray, rows: np.ndarray, p: float, live: np.ndarray):
+    """:func:`engine.equalize` over the ``live`` kernels, the others held at scale 1 (their
+    columns of the constraints then drop out)."""
+    a = np.zeros(len(log_r))
+    a[live], allowed = engine.equalize(log_r[live], rows[:, live], p)
+    return a, allowed
