@@ -204,6 +204,7 @@ class GrowthMonitor(keras.callbacks.Callback):
         self._batch = None
         self.step = self._start = self._batches = self._epoch_start = 0
         self._accumulate = 1
+        self._diverged = False  # said once
         self._writer = None
 
     def on_train_begin(self, logs=None):
@@ -266,13 +267,13 @@ class GrowthMonitor(keras.callbacks.Callback):
             if not self.history:  # before any step: the batch, not the training
                 raise
             # Diverged: say so once, log NaN, and let training (and its own callbacks) go on.
-            if not math.isnan(self.history[-1]["growth_spread"]):
+            if not self._diverged:
                 warnings.warn(f"GrowthMonitor: the model has diverged by step {self.step} "
                               f"(on `data`: {str(err).split(';')[0]}); its growth is logged "
                               "as NaN.", stacklevel=2)
-            report = None
+            self._diverged, report = True, None
         if report is None:
-            values = dict.fromkeys(self.history[-1].keys() - {"step"}, math.nan)
+            values = {key: math.nan for key in self.history[-1] if key != "step"}
         else:
             values = {"growth_spread": float(report.spread)}
             values.update({f"growth/{row.path}": float(row.growth) for row in report.rows})

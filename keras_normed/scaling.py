@@ -361,7 +361,7 @@ def rescale(model, data=None, *, optimizer=None, loss=None, force: bool = False,
         for site, value, c in zip(free, base, scales):
             site.variable.assign(keras.ops.cast(value * float(c), site.variable.dtype))
             site.layer.kernel_initializer = site.layer.kernel_initializer.rescaled_copy(float(c))
-        for var, factor, offset in moving:
+        for var, factor, offset in moving:  # an offset is a variance's: kept >= 0
             var.assign(keras.ops.maximum(keras.ops.add(keras.ops.multiply(var, factor), offset),
                                          0.0) if offset else keras.ops.multiply(var, factor))
         notes = constraints.notes_for(log_scales) + unused

@@ -234,8 +234,9 @@ def test_a_diverging_model_is_logged_as_nan_and_training_goes_on():
     model.compile(keras.optimizers.SGD(1e6), keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
     monitor = GrowthMonitor((x[:32], y[:32]), every=1)
-    with pytest.warns(UserWarning, match="diverged by step"):
+    with pytest.warns(UserWarning, match="diverged by step") as caught:
         history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
+    assert sum("diverged" in str(w.message) for w in caught) == 1
     assert len(history.history["loss"]) == 1 and len(monitor.history) == 9
     assert np.isfinite(monitor.history[0]["growth_spread"])
     assert np.isnan(monitor.history[-1]["growth_spread"])

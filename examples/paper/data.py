@@ -23,7 +23,14 @@ from typing import Optional
 
 import numpy as np
 
-from examples.paper.options import ENV_VAR, SOURCES, OptionError, has_mnist
+from examples.paper.options import (
+    ENV_VAR,
+    MNIST_SPLITS,
+    SOURCES,
+    OptionError,
+    has_mnist,
+    idx_file,
+)
 
 __all__ = ["ENV_VAR", "SOURCES", "Digits", "read_idx", "load_digits", "batches"]
 
@@ -58,20 +65,12 @@ def read_idx(path: str) -> np.ndarray:
     return arr.reshape(dims)
 
 
-def _find(data_dir: str, stem: str) -> Optional[str]:
-    for name in (stem + ".gz", stem):
-        path = os.path.join(data_dir, name)
-        if os.path.exists(path):
-            return path
-    return None
-
-
 def _from_mnist_dir(data_dir: str):
     """All images found in the folder (train split if present, then test split)."""
     xs, ys = [], []
-    for prefix in ("train", "t10k"):
-        images = _find(data_dir, f"{prefix}-images-idx3-ubyte")
-        labels = _find(data_dir, f"{prefix}-labels-idx1-ubyte")
+    for prefix in MNIST_SPLITS:
+        images = idx_file(data_dir, f"{prefix}-images-idx3-ubyte")
+        labels = idx_file(data_dir, f"{prefix}-labels-idx1-ubyte")
         if images and labels:
             xs.append(read_idx(images))
             ys.append(read_idx(labels))

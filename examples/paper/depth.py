@@ -320,7 +320,7 @@ def merge(paths: List[str]) -> Dict:
         config = {k: v for k, v in res["config"].items() if k not in ("inits", "jit")}
         if not merged:
             merged = {"config": dict(config, inits=[]), "init": {}, "train": {}}
-        differs = sorted(k for k in set(config) | set(merged["config"]) - {"inits"}
+        differs = sorted(k for k in (set(config) | set(merged["config"])) - {"inits"}
                          if config.get(k) != merged["config"].get(k))
         if differs:
             raise fail(f"argument --merge: {path!r} differs from the first file in {differs}: "

@@ -50,6 +50,8 @@ __all__ = [
     "output_file",
     "existing_file",
     "has_mnist",
+    "idx_file",
+    "MNIST_SPLITS",
     "add_options",
     "add_data_arguments",
     "add_output_argument",
@@ -62,7 +64,7 @@ __all__ = [
 # Where the experiments look for MNIST IDX files, and the data sources (see data.load_digits).
 ENV_VAR = "KERAS_NORMED_MNIST_DIR"
 SOURCES = ("auto", "mnist-dir", "keras", "sklearn")
-_MNIST_SPLITS = ("t10k", "train")
+MNIST_SPLITS = ("train", "t10k")
 
 
 # --------------------------------------------------------------------------- argparse types
@@ -200,14 +202,19 @@ def apply_quick(args: argparse.Namespace, add_arguments: Callable, quick: dict) 
             setattr(args, key, value)
 
 
-def has_mnist(folder: Optional[str]) -> bool:
-    """Whether ``folder`` holds the MNIST IDX files of a split, images and labels
-    (gzip-compressed or not)."""
-    def found(stem: str) -> bool:
-        return any(os.path.exists(os.path.join(folder, stem + ext)) for ext in (".gz", ""))
+def idx_file(folder: str, stem: str) -> Optional[str]:
+    """The path of the IDX file ``stem`` in ``folder``, gzip-compressed or not, or ``None``."""
+    for name in (stem + ".gz", stem):
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
 
-    return bool(folder) and any(found(f"{split}-images-idx3-ubyte") and
-                                found(f"{split}-labels-idx1-ubyte") for split in _MNIST_SPLITS)
+
+def has_mnist(folder: Optional[str]) -> bool:
+    """Whether ``folder`` holds the MNIST IDX files of a split, images and labels."""
+    return bool(folder) and any(
+        idx_file(folder, f"{split}-images-idx3-ubyte") and
+        idx_file(folder, f"{split}-labels-idx1-ubyte") for split in MNIST_SPLITS)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, n_train: int = 8000,

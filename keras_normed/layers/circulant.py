@@ -156,8 +156,8 @@ class CirculantConv2D(ImageLayout, WeightArgs, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: c_in})
 
     def call(self, inputs):
-        self.compute_output_shape(tuple(inputs.shape))  # each call's own size (the op checks
-        # a size known only when the graph runs)
+        # Each call's own size (the op checks a size known only when the graph runs).
+        self.compute_output_shape(tuple(inputs.shape))
         y = circulant_conv2d(self._real_inputs(inputs), self.kernel, self.filters, self.strides,
                              self.padding, self.dilation_rate, data_format=self.data_format)
         return self._finish(y, self.data_format == "channels_first")

@@ -142,18 +142,18 @@ def circulant_sizes(x_size, kernel, units, units_name: str) -> Tuple[int, ...]:
 
 
 def check_output_size(x, data_format: str, kernel_hw: Tuple[int, int], padding: str,
-                      dilation: Tuple[int, int], what: str = "`x`"):
+                      dilation: Tuple[int, int]):
     """``x``, refused where ``"valid"`` padding leaves no output (TensorFlow's convolution
     returns uninitialised memory there): now for a known size, when the graph runs for a size
-    known only then. ``what`` names the input in the message."""
+    known only then."""
     if padding != "valid":
         return x
+    msg = (f"`x`: an input of height x width {image_sizes(x, data_format)[:2]} is smaller than "
+           f"the {tuple(kernel_hw)} kernel (dilation {tuple(dilation)}) with padding='valid'; "
+           "pass a larger input or padding='same'.")
     axes = (1, 2) if data_format == "channels_last" else (2, 3)
     for axis, k, d in zip(axes, kernel_hw, dilation):
         need, n = (k - 1) * d + 1, x.shape[axis]
-        msg = (f"{what}: an input of height x width {image_sizes(x, data_format)[:2]} is smaller "
-               f"than the {tuple(kernel_hw)} kernel (dilation {tuple(dilation)}) with "
-               "padding='valid'; pass a larger input or padding='same'.")
         if n is not None and int(n) < need:
             raise ValueError(msg)
         x = compat.assert_size_at_least(x, axis, need, msg)
